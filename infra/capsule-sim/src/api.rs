@@ -1,0 +1,326 @@
+//! The `/api/v2` endpoints. One dispatcher matches the path segments, so the whole surface
+//! of the simulated API reads top to bottom in [`dispatch`].
+
+use std::collections::BTreeSet;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use crate::config::LinkStyle;
+use crate::dataset::{Account, Entity, Stored};
+
+/// Keys present on parties, opportunities and kases only when asked for with `embed`.
+const EMBED_ONLY: [&str; 3] = ["tags", "fields", "missingImportantFields"];
+
+/// Largest `perPage` accepted (per-entity entries: 50, per the current docs).
+const MAX_PER_PAGE: usize = 100;
+const MAX_PER_PAGE_ENTITY_ENTRIES: usize = 50;
+const DEFAULT_PER_PAGE: usize = 50;
+
+/// A JSON error answer in Capsule's shape: `{"message": ...}`.
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({"message": message}))).into_response()
+}
+
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "Could not find resource")
+}
+
+fn unprocessable(message: &str) -> Response {
+    let body = json!({"message": "Validation Failed", "errors": [{"message": message}]});
+    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
+}
+
+/// The query parameters a list request may carry, validated.
+#[derive(Debug)]
+pub struct ListQuery {
+    raw: Vec<(String, String)>,
+    page: usize,
+    per_page: usize,
+    since: Option<DateTime<Utc>>,
+    embed: BTreeSet<String>,
+}
+
+impl ListQuery {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.raw.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn embeds(&self, what: &str) -> bool {
+        self.embed.contains(what)
+    }
+}
+
+/// Parses `page`, `perPage`, `since` and `embed`; a bad value is a 422 naming the parameter.
+pub fn parse_query(raw: Vec<(String, String)>, max_per_page: usize) -> Result<ListQuery, Response> {
+    let get = |name: &str| raw.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let page = match get("page") {
+        None => 1,
+        Some(v) => match v.parse::<usize>() {
+            Ok(p) if p >= 1 => p,
+            _ => return Err(unprocessable("page must be a positive integer")),
+        },
+    };
+    let per_page = match get("perPage") {
+        None => DEFAULT_PER_PAGE.min(max_per_page),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=max_per_page).contains(&n) => n,
+            _ => return Err(unprocessable(&format!("perPage must be between 1 and {max_per_page}"))),
+        },
+    };
+    let since = match get("since") {
+        None => None,
+        Some(v) => match DateTime::parse_from_rfc3339(&v) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(_) => return Err(unprocessable("since must be in ISO8601 format")),
+        },
+    };
+    let embed = get("embed")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    Ok(ListQuery { raw, page, per_page, since, embed })
+}
+
+/// Everything a list answer needs besides the data.
+pub struct ListContext<'a> {
+    pub base_url: &'a str,
+    pub path: &'a str,
+    pub link_style: LinkStyle,
+}
+
+impl ListContext<'_> {
+    fn next_link(&self, q: &ListQuery) -> String {
+        let next = q.page + 1;
+        let query = match self.link_style {
+            LinkStyle::PageOnly => format!("page={next}"),
+            LinkStyle::Full => {
+                let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+                for (k, v) in q.raw.iter().filter(|(k, _)| k != "page") {
+                    pairs.append_pair(k, v);
+                }
+                pairs.append_pair("page", &next.to_string());
+                pairs.finish()
+            }
+        };
+        format!("<{}{}?{}>; rel=\"next\"", self.base_url, self.path, query)
+    }
+}
+
+/// One page of `items` under `envelope`, with `Link: rel="next"` when more follow.
+fn page<'a>(
+    ctx: &ListContext,
+    q: &ListQuery,
+    envelope: &str,
+    items: impl Iterator<Item = &'a Value>,
+    shape: impl Fn(&Value) -> Value,
+    extra: Option<(&str, Vec<Value>)>,
+) -> Response {
+    let mut window: Vec<Value> = items.skip((q.page - 1) * q.per_page).take(q.per_page + 1).map(shape).collect();
+    let more = window.len() > q.per_page;
+    window.truncate(q.per_page);
+    let mut body = Map::new();
+    body.insert(envelope.to_string(), Value::Array(window));
+    if let Some((key, values)) = extra.filter(|(_, v)| !v.is_empty() && q.page == 1) {
+        body.insert(key.to_string(), Value::Array(values));
+    }
+    let mut response = axum::Json(Value::Object(body)).into_response();
+    if more && let Ok(link) = HeaderValue::from_str(&ctx.next_link(q)) {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    response
+}
+
+fn changed_since<'a>(
+    records: impl Iterator<Item = &'a Stored>,
+    since: Option<DateTime<Utc>>,
+) -> impl Iterator<Item = &'a Value> {
+    records.filter(move |r| since.is_none_or(|s| r.updated > s)).map(|r| &r.body)
+}
+
+/// Drops embed-only keys the request did not ask for.
+fn embed_shape(q: &ListQuery) -> impl Fn(&Value) -> Value + '_ {
+    move |v| {
+        let mut v = v.clone();
+        if let Value::Object(map) = &mut v {
+            for key in EMBED_ONLY {
+                if !q.embeds(key) {
+                    map.remove(key);
+                }
+            }
+        }
+        v
+    }
+}
+
+fn same(v: &Value) -> Value {
+    v.clone()
+}
+
+fn id_of(segment: &str) -> Option<i64> {
+    segment.parse().ok()
+}
+
+/// Answers one GET below `/api/v2`. `path` starts with `/`.
+pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, String)>) -> Response {
+    let segments: Vec<&str> = ctx.path.trim_matches('/').split('/').collect();
+    let max = match segments.as_slice() {
+        [_, _, "entries"] => MAX_PER_PAGE_ENTITY_ENTRIES,
+        _ => MAX_PER_PAGE,
+    };
+    let q = match parse_query(raw_query, max) {
+        Ok(q) => q,
+        Err(response) => return response,
+    };
+    let entity = |s: &str| Entity::from_path(s);
+    match segments.as_slice() {
+        [e] if entity(e).is_some() => {
+            let entity = entity(e).unwrap();
+            page(ctx, &q, e, changed_since(account.entity(entity).values(), q.since), embed_shape(&q), None)
+        }
+        [e, "deleted"] if entity(e).is_some() => {
+            let entity = entity(e).unwrap();
+            let Some(since) = q.since else { return unprocessable("since is required") };
+            let restricted: Vec<Value> =
+                account.restricted[&entity].iter().filter(|t| t.at > since).map(|t| t.body.clone()).collect();
+            let deleted = account.deleted[&entity].iter().filter(|t| t.at > since).map(|t| &t.body);
+            page(ctx, &q, e, deleted, same, Some((entity.restricted_key(), restricted)))
+        }
+        [e, "fields", "definitions"] if entity(e).is_some() => {
+            page(ctx, &q, "definitions", account.field_definitions[&entity(e).unwrap()].iter(), same, None)
+        }
+        [e, "tags"] if entity(e).is_some() => {
+            page(ctx, &q, "tags", account.tags[&entity(e).unwrap()].iter(), same, None)
+        }
+        ["parties", id, "people"] => {
+            let Some(org) = id_of(id).filter(|id| account.entity(Entity::Parties).contains_key(id)) else {
+                return not_found();
+            };
+            let people = account
+                .entity(Entity::Parties)
+                .values()
+                .map(|r| &r.body)
+                .filter(move |b| b["organisation"]["id"].as_i64() == Some(org));
+            page(ctx, &q, "parties", people, embed_shape(&q), None)
+        }
+        [e, id, "entries"] if entity(e).is_some() => {
+            let entity = entity(e).unwrap();
+            let Some(id) = id_of(id).filter(|id| account.entity(entity).contains_key(id)) else {
+                return not_found();
+            };
+            let key = match entity {
+                Entity::Parties => "party",
+                Entity::Opportunities => "opportunity",
+                Entity::Kases => "kase",
+            };
+            let entries = newest_first(account).into_iter().filter(move |b| b[key]["id"].as_i64() == Some(id));
+            page(ctx, &q, "entries", entries, same, None)
+        }
+        [e @ ("opportunities" | "kases"), id, "tracks"] => {
+            let entity = entity(e).unwrap();
+            let Some(id) = id_of(id).filter(|id| account.entity(entity).contains_key(id)) else {
+                return not_found();
+            };
+            let tracks =
+                account.tracks.values().filter(move |t| t.parent == entity && t.parent_id == id).map(|t| &t.body);
+            page(ctx, &q, "tracks", tracks, same, None)
+        }
+        [e, id] if entity(e).is_some() => {
+            let entity = entity(e).unwrap();
+            match id_of(id).and_then(|id| account.entity(entity).get(&id)) {
+                Some(r) => single(singular(entity), embed_shape(&q)(&r.body)),
+                None => not_found(),
+            }
+        }
+        ["entries"] => page(ctx, &q, "entries", newest_first(account).into_iter(), same, None),
+        ["tasks"] => {
+            let statuses: BTreeSet<String> = match q.param("status") {
+                None => BTreeSet::from(["OPEN".to_string()]),
+                Some(list) => {
+                    let wanted: BTreeSet<String> = list.split(',').map(|s| s.trim().to_uppercase()).collect();
+                    if let Some(bad) = wanted.iter().find(|s| !["OPEN", "COMPLETED", "PENDING"].contains(&s.as_str())) {
+                        return unprocessable(&format!("status {bad} is not one of open, completed, pending"));
+                    }
+                    wanted
+                }
+            };
+            let tasks = account
+                .tasks
+                .values()
+                .map(|r| &r.body)
+                .filter(move |b| b["status"].as_str().is_some_and(|s| statuses.contains(s)));
+            page(ctx, &q, "tasks", tasks, same, None)
+        }
+        ["tasks", id] => match id_of(id).and_then(|id| account.tasks.get(&id)) {
+            Some(r) => single("task", r.body.clone()),
+            None => not_found(),
+        },
+        ["tracks"] => error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+        ["tracks", id] => match id_of(id).and_then(|id| account.tracks.get(&id)) {
+            Some(t) => single("track", t.body.clone()),
+            None => not_found(),
+        },
+        ["trackdefinitions"] => {
+            let rule = match q.param("type").unwrap_or("all") {
+                "all" => None,
+                "kases" => Some("CASEFILE"),
+                "opportunities" => Some("OPPORTUNITY"),
+                _ => return unprocessable("type must be one of all, kases, opportunities"),
+            };
+            let defs = account.track_definitions.iter().filter(move |d| rule.is_none_or(|r| d["captureRule"] == r));
+            page(ctx, &q, "trackDefinitions", defs, same, None)
+        }
+        ["teams"] => page(ctx, &q, "teams", account.teams.iter(), same, None),
+        ["users"] => page(ctx, &q, "users", account.users.iter(), same, None),
+        ["lostreasons"] => page(ctx, &q, "lostReasons", account.lost_reasons.iter(), same, None),
+        ["pipelines"] => {
+            let include_deleted = q.param("includeDeleted") == Some("true");
+            let pipelines = account.pipelines.iter().filter(move |p| include_deleted || !p.deleted).map(|p| &p.body);
+            page(ctx, &q, "pipelines", pipelines, same, None)
+        }
+        ["pipelines", id, "milestones"] => {
+            let Some(pid) = id_of(id).filter(|id| account.pipelines.iter().any(|p| p.body["id"] == *id)) else {
+                return not_found();
+            };
+            let milestones = account.milestones.iter().filter(move |(p, _)| *p == pid).map(|(_, m)| m);
+            page(ctx, &q, "milestones", milestones, same, None)
+        }
+        ["milestones"] => {
+            // Legacy: the oldest active pipeline only, without the `pipeline` reference.
+            let oldest = account.pipelines.iter().filter(|p| !p.deleted).filter_map(|p| p.body["id"].as_i64()).min();
+            let milestones = account.milestones.iter().filter(move |(p, _)| Some(*p) == oldest).map(|(_, m)| m);
+            let without_pipeline = |m: &Value| {
+                let mut m = m.clone();
+                if let Value::Object(map) = &mut m {
+                    map.remove("pipeline");
+                }
+                m
+            };
+            page(ctx, &q, "milestones", milestones, without_pipeline, None)
+        }
+        ["categories"] => page(ctx, &q, "categories", account.categories.iter(), same, None),
+        ["activitytypes"] => page(ctx, &q, "activityTypes", account.activity_types.iter(), same, None),
+        ["countries"] => page(ctx, &q, "countries", account.countries.iter(), same, None),
+        ["currencies"] => page(ctx, &q, "currencies", account.currencies.iter(), same, None),
+        ["resthooks"] => page(ctx, &q, "restHooks", account.rest_hooks.iter(), same, None),
+        _ => not_found(),
+    }
+}
+
+fn singular(entity: Entity) -> &'static str {
+    match entity {
+        Entity::Parties => "party",
+        Entity::Opportunities => "opportunity",
+        Entity::Kases => "kase",
+    }
+}
+
+fn single(key: &str, body: Value) -> Response {
+    axum::Json(json!({ key: body })).into_response()
+}
+
+/// The global entries feed order: newest `entryAt` first.
+fn newest_first(account: &Account) -> Vec<&Value> {
+    account.entry_order.iter().filter_map(|id| account.entries.get(id)).map(|r| &r.body).collect()
+}

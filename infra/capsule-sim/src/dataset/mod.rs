@@ -1,0 +1,182 @@
+//! The simulated Capsule account: every collection the 22 tables read, held in memory.
+//!
+//! Records are kept as the JSON objects the API returns (field names and shapes follow
+//! `../shared/capsule-api-samples/`), each beside its parsed `updatedAt` so `since` filters
+//! do not re-parse timestamps on every request. Maps are keyed by id, so listing order is
+//! ascending id: stable while records change, which is what a real offset-paged API gives.
+
+mod generate;
+mod mutate;
+mod names;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use mutate::{Mutation, MutationKind, MutationOp, MutationOutcome};
+
+/// The three entities that have `since`, deleted feeds, custom fields and tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Entity {
+    Parties,
+    Opportunities,
+    Kases,
+}
+
+impl Entity {
+    pub const ALL: [Entity; 3] = [Entity::Parties, Entity::Opportunities, Entity::Kases];
+
+    /// The path segment and list envelope key (`parties`, `opportunities`, `kases`).
+    pub fn path(self) -> &'static str {
+        match self {
+            Entity::Parties => "parties",
+            Entity::Opportunities => "opportunities",
+            Entity::Kases => "kases",
+        }
+    }
+
+    /// The envelope key of the restricted records in the deleted feed.
+    pub fn restricted_key(self) -> &'static str {
+        match self {
+            Entity::Parties => "restrictedParties",
+            Entity::Opportunities => "restrictedOpportunities",
+            Entity::Kases => "restrictedKases",
+        }
+    }
+
+    pub fn from_path(segment: &str) -> Option<Entity> {
+        Entity::ALL.into_iter().find(|e| e.path() == segment)
+    }
+}
+
+/// One record and the time it last changed.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub updated: DateTime<Utc>,
+    pub body: Value,
+}
+
+/// A deletion (or a record that became restricted) as the deleted feeds report it.
+#[derive(Debug, Clone)]
+pub struct Tombstone {
+    pub at: DateTime<Utc>,
+    pub body: Value,
+}
+
+/// A track instance and the record it hangs on (tracks don't carry their parent in GET bodies).
+#[derive(Debug, Clone)]
+pub struct TrackInstance {
+    pub parent: Entity,
+    pub parent_id: i64,
+    pub body: Value,
+}
+
+/// A pipeline and whether it is archived (`includeDeleted=true` shows it).
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub deleted: bool,
+    pub body: Value,
+}
+
+/// Everything one simulated Capsule account holds.
+#[derive(Debug, Clone, Default)]
+pub struct Account {
+    pub records: BTreeMap<Entity, BTreeMap<i64, Stored>>,
+    pub deleted: BTreeMap<Entity, Vec<Tombstone>>,
+    pub restricted: BTreeMap<Entity, Vec<Tombstone>>,
+    pub entries: BTreeMap<i64, Stored>,
+    /// Entry ids newest `entryAt` first (ties: higher id first), as `GET /entries` lists them.
+    pub entry_order: Vec<i64>,
+    pub tasks: BTreeMap<i64, Stored>,
+    pub tracks: BTreeMap<i64, TrackInstance>,
+    pub track_definitions: Vec<Value>,
+    pub teams: Vec<Value>,
+    pub users: Vec<Value>,
+    pub field_definitions: BTreeMap<Entity, Vec<Value>>,
+    pub tags: BTreeMap<Entity, Vec<Value>>,
+    pub lost_reasons: Vec<Value>,
+    pub pipelines: Vec<Pipeline>,
+    /// Milestones with the id of their pipeline.
+    pub milestones: Vec<(i64, Value)>,
+    pub categories: Vec<Value>,
+    pub activity_types: Vec<Value>,
+    pub countries: Vec<Value>,
+    pub currencies: Vec<Value>,
+    pub rest_hooks: Vec<Value>,
+}
+
+/// How many rows each of the 22 tables holds, computed from the account the way the
+/// connector's catalog defines them. Tests compare the connector's output with this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableCounts(pub BTreeMap<String, usize>);
+
+impl Account {
+    /// Builds the deterministic demo account: same seed and size, same data.
+    pub fn generate(seed: u64, parties: usize) -> Account {
+        generate::generate(seed, parties)
+    }
+
+    /// Rebuilds [`Account::entry_order`] after entries change.
+    pub fn reindex_entries(&mut self) {
+        let mut order: Vec<(&str, i64)> =
+            self.entries.iter().map(|(id, r)| (r.body["entryAt"].as_str().unwrap_or(""), *id)).collect();
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        self.entry_order = order.into_iter().map(|(_, id)| id).collect();
+    }
+
+    pub fn entity(&self, entity: Entity) -> &BTreeMap<i64, Stored> {
+        &self.records[&entity]
+    }
+
+    /// Rows per connector table. `since` limits the incremental tables and deleted feeds.
+    pub fn table_counts(&self, since: Option<DateTime<Utc>>) -> TableCounts {
+        let after = |t: &DateTime<Utc>| since.is_none_or(|s| *t > s);
+        let mut counts = BTreeMap::new();
+        for (entity, table) in [
+            (Entity::Parties, "parties"),
+            (Entity::Opportunities, "opportunities"),
+            (Entity::Kases, "cases"),
+        ] {
+            let changed = self.entity(entity).values().filter(|r| after(&r.updated)).count();
+            counts.insert(table.to_string(), changed);
+            let deleted = self.deleted[&entity].iter().filter(|t| after(&t.at)).count()
+                + self.restricted[&entity].iter().filter(|t| after(&t.at)).count();
+            counts.insert(format!("deleted_{table}"), deleted);
+        }
+        let employees = self
+            .entity(Entity::Parties)
+            .values()
+            .filter(|r| r.body["type"] == "person" && r.body["organisation"].is_object())
+            .count();
+        let per_entity = |m: &BTreeMap<Entity, Vec<Value>>| m.values().map(Vec::len).sum::<usize>();
+        for (table, n) in [
+            ("entries", self.entries.len()),
+            ("employees", employees),
+            ("track_definitions", self.track_definitions.len()),
+            ("teams", self.teams.len()),
+            ("users", self.users.len()),
+            ("tasks", self.tasks.len()),
+            ("tracks", self.tracks.len()),
+            ("custom_fields", per_entity(&self.field_definitions)),
+            ("tag_definitions", per_entity(&self.tags)),
+            ("lost_reasons", self.lost_reasons.len()),
+            ("milestones", self.milestones.len()),
+            ("task_categories", self.categories.len()),
+            ("activity_types", self.activity_types.len()),
+            ("countries", self.countries.len()),
+            ("currencies", self.currencies.len()),
+            ("rest_hooks", self.rest_hooks.len()),
+        ] {
+            counts.insert(table.to_string(), n);
+        }
+        TableCounts(counts)
+    }
+}
+
+/// Capsule's timestamp format: UTC, second precision, `Z`.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}

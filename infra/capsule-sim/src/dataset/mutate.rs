@@ -1,0 +1,182 @@
+//! Changes to a running account: what the admin API and tests use to make incremental runs
+//! have something to find. Every change stamps `updatedAt` (or `deletedAt`) with the wall clock.
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::generate::{self, Gen};
+use super::{Account, Entity, Stored, Tombstone, timestamp};
+
+/// Which collection a mutation touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MutationKind {
+    Parties,
+    Opportunities,
+    Kases,
+    Tasks,
+    Entries,
+}
+
+/// What to do to the chosen records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MutationOp {
+    /// Change a field and advance `updatedAt`.
+    Update,
+    /// Add new records.
+    Create,
+    /// Remove records; parties, opportunities and cases get a tombstone in their deleted feed.
+    Delete,
+    /// Hide records from the caller; they appear in the deleted feed's `restricted*` array.
+    Restrict,
+}
+
+/// One change request: `{"kind": "parties", "op": "update", "count": 10}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mutation {
+    pub kind: MutationKind,
+    pub op: MutationOp,
+    pub count: usize,
+    /// Act on these ids instead of picking `count` records (update, delete, restrict).
+    #[serde(default)]
+    pub ids: Vec<i64>,
+}
+
+/// The ids a mutation touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutationOutcome {
+    pub ids: Vec<i64>,
+}
+
+impl MutationKind {
+    fn entity(self) -> Option<Entity> {
+        match self {
+            MutationKind::Parties => Some(Entity::Parties),
+            MutationKind::Opportunities => Some(Entity::Opportunities),
+            MutationKind::Kases => Some(Entity::Kases),
+            MutationKind::Tasks | MutationKind::Entries => None,
+        }
+    }
+}
+
+impl Account {
+    /// Applies a mutation at `now`. Records are chosen deterministically from `seed`.
+    pub fn apply(&mut self, m: &Mutation, seed: u64, now: DateTime<Utc>) -> Result<MutationOutcome, String> {
+        let mut g = Gen::continuing(seed, self);
+        let ids = match m.op {
+            MutationOp::Create => self.create(&mut g, m, now),
+            MutationOp::Update => {
+                let ids = self.choose(&mut g, m)?;
+                for id in &ids {
+                    let record = self.collection_mut(m.kind).get_mut(id).expect("chosen id exists");
+                    touch(record, now, id);
+                }
+                ids
+            }
+            MutationOp::Delete | MutationOp::Restrict => {
+                let ids = self.choose(&mut g, m)?;
+                for id in &ids {
+                    let removed = self.collection_mut(m.kind).remove(id).expect("chosen id exists");
+                    let Some(entity) = m.kind.entity() else { continue };
+                    if m.op == MutationOp::Delete {
+                        let body = json!({"id": id, "deletedAt": timestamp(now)});
+                        self.deleted.get_mut(&entity).unwrap().push(Tombstone { at: now, body });
+                    } else {
+                        let body = restricted_view(&removed.body);
+                        self.restricted.get_mut(&entity).unwrap().push(Tombstone { at: now, body });
+                    }
+                }
+                ids
+            }
+        };
+        if m.kind == MutationKind::Entries {
+            self.reindex_entries();
+        }
+        Ok(MutationOutcome { ids })
+    }
+
+    fn collection_mut(&mut self, kind: MutationKind) -> &mut std::collections::BTreeMap<i64, Stored> {
+        match kind.entity() {
+            Some(entity) => self.records.get_mut(&entity).unwrap(),
+            None if kind == MutationKind::Tasks => &mut self.tasks,
+            None => &mut self.entries,
+        }
+    }
+
+    /// The ids given, or `count` distinct random ones.
+    fn choose(&mut self, g: &mut Gen, m: &Mutation) -> Result<Vec<i64>, String> {
+        if m.op == MutationOp::Restrict && m.kind.entity().is_none() {
+            return Err(format!("{:?} cannot be restricted: only parties, opportunities and kases", m.kind));
+        }
+        let collection = self.collection_mut(m.kind);
+        if !m.ids.is_empty() {
+            if let Some(missing) = m.ids.iter().find(|id| !collection.contains_key(id)) {
+                return Err(format!("no {:?} record with id {missing}", m.kind));
+            }
+            return Ok(m.ids.clone());
+        }
+        let mut pool: Vec<i64> = collection.keys().copied().collect();
+        if m.count > pool.len() {
+            return Err(format!("asked for {} {:?} records, the account has {}", m.count, m.kind, pool.len()));
+        }
+        let mut chosen = Vec::with_capacity(m.count);
+        for _ in 0..m.count {
+            let i = g.rng.random_range(0..pool.len());
+            chosen.push(pool.swap_remove(i));
+        }
+        chosen.sort_unstable();
+        Ok(chosen)
+    }
+
+    fn create(&mut self, g: &mut Gen, m: &Mutation, now: DateTime<Utc>) -> Vec<i64> {
+        let mut ids = Vec::new();
+        for _ in 0..m.count {
+            let mut record = match m.kind {
+                MutationKind::Parties => {
+                    let organisation = g.chance(0.3);
+                    generate::new_party(g, self, organisation)
+                }
+                MutationKind::Opportunities => generate::new_opportunity(g, self),
+                MutationKind::Kases => generate::new_kase(g, self),
+                MutationKind::Tasks => generate::new_task(g, self, None),
+                MutationKind::Entries => generate::new_entry(g, self),
+            };
+            record.updated = now;
+            record.body["createdAt"] = json!(timestamp(now));
+            record.body["updatedAt"] = json!(timestamp(now));
+            let id = record.body["id"].as_i64().unwrap();
+            match m.kind.entity() {
+                Some(entity) => generate::insert(g, self, entity, record),
+                None => {
+                    self.collection_mut(m.kind).insert(id, record);
+                }
+            }
+            ids.push(id);
+        }
+        ids
+    }
+}
+
+/// Marks a record changed: a visible field edit plus a new `updatedAt`.
+fn touch(record: &mut Stored, now: DateTime<Utc>, id: &i64) {
+    record.updated = now;
+    record.body["updatedAt"] = json!(timestamp(now));
+    let field = if record.body.get("about").is_some() { "about" } else { "description" };
+    record.body[field] = json!(format!("edited at {} (record {id})", timestamp(now)));
+}
+
+/// What a deleted feed shows for a record that became restricted: an id and "Private".
+fn restricted_view(body: &Value) -> Value {
+    if body["type"] == "person" {
+        json!({"id": body["id"], "type": "person", "firstName": null, "lastName": "Private",
+               "pictureURL": body["pictureURL"], "isRestricted": true})
+    } else if body["type"] == "organisation" {
+        json!({"id": body["id"], "type": "organisation", "name": "Private",
+               "pictureURL": body["pictureURL"], "isRestricted": true})
+    } else {
+        json!({"id": body["id"], "name": "Private", "isRestricted": true})
+    }
+}

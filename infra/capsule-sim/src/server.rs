@@ -1,0 +1,198 @@
+//! The HTTP server: `/api/v2/*` behind the guard (stats → auth → rate limit → faults), and the
+//! admin API under `/_admin`.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::{self, ListContext};
+use crate::config::SimConfig;
+use crate::dataset::{Account, Mutation};
+use crate::faults::{Fault, FaultPlan, FaultRule};
+use crate::ratelimit::RateWindow;
+use crate::stats::Stats;
+
+/// State shared by every request and by the [`crate::SimHandle`].
+pub struct Shared {
+    pub config: SimConfig,
+    pub base_url: String,
+    pub account: RwLock<Account>,
+    pub limiter: Mutex<RateWindow>,
+    pub faults: Mutex<FaultPlan>,
+    pub stats: Mutex<Stats>,
+    /// Counts mutations so each picks different records, deterministically.
+    pub mutations: Mutex<u64>,
+}
+
+impl Shared {
+    pub fn mutate(&self, m: &Mutation) -> Result<crate::dataset::MutationOutcome, String> {
+        let mut n = self.mutations.lock().unwrap();
+        *n += 1;
+        let seed = self.config.seed.wrapping_mul(1_000_003).wrapping_add(*n);
+        self.account.write().unwrap().apply(m, seed, Utc::now())
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/v2/{*rest}", any(capsule_api))
+        .route("/_admin/stats", get(admin_stats))
+        .route("/_admin/stats/reset", post(admin_stats_reset))
+        .route("/_admin/faults", get(admin_faults).post(admin_add_fault).delete(admin_clear_faults))
+        .route("/_admin/mutate", post(admin_mutate))
+        .route("/_admin/counts", get(admin_counts))
+        .with_state(shared)
+}
+
+/// Every `/api/v2` request: counted, authenticated, rate limited, maybe faulted, then answered.
+async fn capsule_api(
+    State(s): State<Arc<Shared>>,
+    Query(query): Query<Vec<(String, String)>>,
+    request: Request,
+) -> Response {
+    let path = request.uri().path().trim_start_matches("/api/v2").to_string();
+    s.stats.lock().unwrap().record_request(request.method().as_str(), &path);
+    let response = guarded(&s, &path, query, request.method(), request.headers()).await;
+    s.stats.lock().unwrap().record_status(response.status().as_u16());
+    response
+}
+
+async fn guarded(
+    s: &Shared,
+    path: &str,
+    query: Vec<(String, String)>,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
+    let expected = format!("Bearer {}", s.config.token);
+    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        return unauthorized();
+    }
+    let verdict = s.limiter.lock().unwrap().admit();
+    let mut response = if !verdict.allowed {
+        rate_limited()
+    } else {
+        let fault = s.faults.lock().unwrap().fire(path);
+        match fault {
+            Some(Fault::Slow { millis }) => {
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                answer(s, path, query, method)
+            }
+            Some(fault) => faulted(fault, || answer(s, path, query, method)).await,
+            None => answer(s, path, query, method),
+        }
+    };
+    let h = response.headers_mut();
+    h.insert("x-ratelimit-limit", HeaderValue::from(verdict.limit));
+    h.insert("x-ratelimit-remaining", HeaderValue::from(verdict.remaining));
+    h.insert("x-ratelimit-reset", HeaderValue::from(verdict.reset));
+    response
+}
+
+fn answer(s: &Shared, path: &str, query: Vec<(String, String)>, method: &Method) -> Response {
+    if method != Method::GET {
+        return api::error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+    }
+    let ctx = ListContext { base_url: &s.base_url, path, link_style: s.config.link_style };
+    let account = s.account.read().unwrap();
+    api::dispatch(&account, &ctx, query)
+}
+
+fn unauthorized() -> Response {
+    let mut r = (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"message": "Authentication failed: the access token is missing, invalid or expired"})),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"Capsule API\", error=\"invalid_token\""),
+    );
+    r
+}
+
+fn rate_limited() -> Response {
+    (StatusCode::TOO_MANY_REQUESTS, Json(json!({"error": "rate limit reached"}))).into_response()
+}
+
+/// Turns the real answer into the requested failure.
+async fn faulted(fault: Fault, real: impl FnOnce() -> Response) -> Response {
+    match fault {
+        Fault::Status { status } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, Json(json!({"message": status.canonical_reason().unwrap_or("error")}))).into_response()
+        }
+        Fault::RateLimited => rate_limited(),
+        Fault::Truncated => {
+            let bytes = body_bytes(real()).await;
+            let cut = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
+            ([(header::CONTENT_TYPE, "application/json")], cut).into_response()
+        }
+        Fault::Malformed => {
+            ([(header::CONTENT_TYPE, "application/json")], "<html><body>Bad gateway</body></html>").into_response()
+        }
+        Fault::Drop => {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(Bytes::from_static(b"{\"data\": [")),
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated drop")),
+            ];
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(futures::stream::iter(chunks)))
+                .expect("static response")
+        }
+        Fault::Slow { .. } => real(),
+    }
+}
+
+async fn body_bytes(response: Response) -> Bytes {
+    axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default()
+}
+
+async fn admin_stats(State(s): State<Arc<Shared>>) -> Response {
+    Json(s.stats.lock().unwrap().clone()).into_response()
+}
+
+async fn admin_stats_reset(State(s): State<Arc<Shared>>) -> Response {
+    *s.stats.lock().unwrap() = Stats::default();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_faults(State(s): State<Arc<Shared>>) -> Response {
+    Json(s.faults.lock().unwrap().rules()).into_response()
+}
+
+async fn admin_add_fault(State(s): State<Arc<Shared>>, Json(rule): Json<FaultRule>) -> Response {
+    s.faults.lock().unwrap().add(rule);
+    StatusCode::CREATED.into_response()
+}
+
+async fn admin_clear_faults(State(s): State<Arc<Shared>>) -> Response {
+    s.faults.lock().unwrap().clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_mutate(State(s): State<Arc<Shared>>, Json(m): Json<Mutation>) -> Response {
+    match s.mutate(&m) {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": message}))).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct CountsQuery {
+    since: Option<DateTime<Utc>>,
+}
+
+async fn admin_counts(State(s): State<Arc<Shared>>, Query(q): Query<CountsQuery>) -> Response {
+    Json(s.account.read().unwrap().table_counts(q.since)).into_response()
+}
