@@ -1,1 +1,20 @@
+//! capsule-sync's engine, shared by the CLI and the Lambda functions.
+//!
+//! - [`catalog`]: the 22 tables as data.
+//! - [`capsule`]: the Capsule API v2 client.
+//! - [`engine`]: runs one table of one integration, the same way for every table.
+//! - [`output`]: NDJSON part files, run manifests, warehouse schemas, key layout.
+//! - [`ports`]: the traits the engine needs (state, object sink, credentials) and
+//!   [`local`]: their local adapters (state file, files, env var / file tokens).
 
+pub mod capsule;
+pub mod catalog;
+pub mod engine;
+mod error;
+pub mod integration;
+pub mod local;
+pub mod output;
+pub mod ports;
+pub mod tls;
+
+pub use error::{Fault, Result, SyncError};

@@ -45,7 +45,10 @@ pub struct ListQuery {
 
 impl ListQuery {
     fn param(&self, name: &str) -> Option<&str> {
-        self.raw.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.raw
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn embeds(&self, what: &str) -> bool {
@@ -67,7 +70,11 @@ pub fn parse_query(raw: Vec<(String, String)>, max_per_page: usize) -> Result<Li
         None => DEFAULT_PER_PAGE.min(max_per_page),
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=max_per_page).contains(&n) => n,
-            _ => return Err(unprocessable(&format!("perPage must be between 1 and {max_per_page}"))),
+            _ => {
+                return Err(unprocessable(&format!(
+                    "perPage must be between 1 and {max_per_page}"
+                )));
+            }
         },
     };
     let since = match get("since") {
@@ -78,9 +85,20 @@ pub fn parse_query(raw: Vec<(String, String)>, max_per_page: usize) -> Result<Li
         },
     };
     let embed = get("embed")
-        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
-    Ok(ListQuery { raw, page, per_page, since, embed })
+    Ok(ListQuery {
+        raw,
+        page,
+        per_page,
+        since,
+        embed,
+    })
 }
 
 /// Everything a list answer needs besides the data.
@@ -117,7 +135,11 @@ fn page<'a>(
     shape: impl Fn(&Value) -> Value,
     extra: Option<(&str, Vec<Value>)>,
 ) -> Response {
-    let mut window: Vec<Value> = items.skip((q.page - 1) * q.per_page).take(q.per_page + 1).map(shape).collect();
+    let mut window: Vec<Value> = items
+        .skip((q.page - 1) * q.per_page)
+        .take(q.per_page + 1)
+        .map(shape)
+        .collect();
     let more = window.len() > q.per_page;
     window.truncate(q.per_page);
     let mut body = Map::new();
@@ -136,7 +158,9 @@ fn changed_since<'a>(
     records: impl Iterator<Item = &'a Stored>,
     since: Option<DateTime<Utc>>,
 ) -> impl Iterator<Item = &'a Value> {
-    records.filter(move |r| since.is_none_or(|s| r.updated > s)).map(|r| &r.body)
+    records
+        .filter(move |r| since.is_none_or(|s| r.updated > s))
+        .map(|r| &r.body)
 }
 
 /// Drops embed-only keys the request did not ask for.
@@ -163,7 +187,11 @@ fn id_of(segment: &str) -> Option<i64> {
 }
 
 /// Answers one GET below `/api/v2`. `path` starts with `/`.
-pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, String)>) -> Response {
+pub fn dispatch(
+    account: &Account,
+    ctx: &ListContext,
+    raw_query: Vec<(String, String)>,
+) -> Response {
     let segments: Vec<&str> = ctx.path.trim_matches('/').split('/').collect();
     let max = match segments.as_slice() {
         [_, _, "entries"] => MAX_PER_PAGE_ENTITY_ENTRIES,
@@ -177,24 +205,57 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
     match segments.as_slice() {
         [e] if entity(e).is_some() => {
             let entity = entity(e).unwrap();
-            page(ctx, &q, e, changed_since(account.entity(entity).values(), q.since), embed_shape(&q), None)
+            page(
+                ctx,
+                &q,
+                e,
+                changed_since(account.entity(entity).values(), q.since),
+                embed_shape(&q),
+                None,
+            )
         }
         [e, "deleted"] if entity(e).is_some() => {
             let entity = entity(e).unwrap();
-            let Some(since) = q.since else { return unprocessable("since is required") };
-            let restricted: Vec<Value> =
-                account.restricted[&entity].iter().filter(|t| t.at > since).map(|t| t.body.clone()).collect();
-            let deleted = account.deleted[&entity].iter().filter(|t| t.at > since).map(|t| &t.body);
-            page(ctx, &q, e, deleted, same, Some((entity.restricted_key(), restricted)))
+            let Some(since) = q.since else {
+                return unprocessable("since is required");
+            };
+            let restricted: Vec<Value> = account.restricted[&entity]
+                .iter()
+                .filter(|t| t.at > since)
+                .map(|t| t.body.clone())
+                .collect();
+            let deleted = account.deleted[&entity]
+                .iter()
+                .filter(|t| t.at > since)
+                .map(|t| &t.body);
+            page(
+                ctx,
+                &q,
+                e,
+                deleted,
+                same,
+                Some((entity.restricted_key(), restricted)),
+            )
         }
-        [e, "fields", "definitions"] if entity(e).is_some() => {
-            page(ctx, &q, "definitions", account.field_definitions[&entity(e).unwrap()].iter(), same, None)
-        }
-        [e, "tags"] if entity(e).is_some() => {
-            page(ctx, &q, "tags", account.tags[&entity(e).unwrap()].iter(), same, None)
-        }
+        [e, "fields", "definitions"] if entity(e).is_some() => page(
+            ctx,
+            &q,
+            "definitions",
+            account.field_definitions[&entity(e).unwrap()].iter(),
+            same,
+            None,
+        ),
+        [e, "tags"] if entity(e).is_some() => page(
+            ctx,
+            &q,
+            "tags",
+            account.tags[&entity(e).unwrap()].iter(),
+            same,
+            None,
+        ),
         ["parties", id, "people"] => {
-            let Some(org) = id_of(id).filter(|id| account.entity(Entity::Parties).contains_key(id)) else {
+            let Some(org) = id_of(id).filter(|id| account.entity(Entity::Parties).contains_key(id))
+            else {
                 return not_found();
             };
             let people = account
@@ -214,7 +275,9 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
                 Entity::Opportunities => "opportunity",
                 Entity::Kases => "kase",
             };
-            let entries = newest_first(account).into_iter().filter(move |b| b[key]["id"].as_i64() == Some(id));
+            let entries = newest_first(account)
+                .into_iter()
+                .filter(move |b| b[key]["id"].as_i64() == Some(id));
             page(ctx, &q, "entries", entries, same, None)
         }
         [e @ ("opportunities" | "kases"), id, "tracks"] => {
@@ -222,8 +285,11 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
             let Some(id) = id_of(id).filter(|id| account.entity(entity).contains_key(id)) else {
                 return not_found();
             };
-            let tracks =
-                account.tracks.values().filter(move |t| t.parent == entity && t.parent_id == id).map(|t| &t.body);
+            let tracks = account
+                .tracks
+                .values()
+                .filter(move |t| t.parent == entity && t.parent_id == id)
+                .map(|t| &t.body);
             page(ctx, &q, "tracks", tracks, same, None)
         }
         [e, id] if entity(e).is_some() => {
@@ -233,14 +299,27 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
                 None => not_found(),
             }
         }
-        ["entries"] => page(ctx, &q, "entries", newest_first(account).into_iter(), same, None),
+        ["entries"] => page(
+            ctx,
+            &q,
+            "entries",
+            newest_first(account).into_iter(),
+            same,
+            None,
+        ),
         ["tasks"] => {
             let statuses: BTreeSet<String> = match q.param("status") {
                 None => BTreeSet::from(["OPEN".to_string()]),
                 Some(list) => {
-                    let wanted: BTreeSet<String> = list.split(',').map(|s| s.trim().to_uppercase()).collect();
-                    if let Some(bad) = wanted.iter().find(|s| !["OPEN", "COMPLETED", "PENDING"].contains(&s.as_str())) {
-                        return unprocessable(&format!("status {bad} is not one of open, completed, pending"));
+                    let wanted: BTreeSet<String> =
+                        list.split(',').map(|s| s.trim().to_uppercase()).collect();
+                    if let Some(bad) = wanted
+                        .iter()
+                        .find(|s| !["OPEN", "COMPLETED", "PENDING"].contains(&s.as_str()))
+                    {
+                        return unprocessable(&format!(
+                            "status {bad} is not one of open, completed, pending"
+                        ));
                     }
                     wanted
                 }
@@ -268,28 +347,57 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
                 "opportunities" => Some("OPPORTUNITY"),
                 _ => return unprocessable("type must be one of all, kases, opportunities"),
             };
-            let defs = account.track_definitions.iter().filter(move |d| rule.is_none_or(|r| d["captureRule"] == r));
+            let defs = account
+                .track_definitions
+                .iter()
+                .filter(move |d| rule.is_none_or(|r| d["captureRule"] == r));
             page(ctx, &q, "trackDefinitions", defs, same, None)
         }
         ["teams"] => page(ctx, &q, "teams", account.teams.iter(), same, None),
         ["users"] => page(ctx, &q, "users", account.users.iter(), same, None),
-        ["lostreasons"] => page(ctx, &q, "lostReasons", account.lost_reasons.iter(), same, None),
+        ["lostreasons"] => page(
+            ctx,
+            &q,
+            "lostReasons",
+            account.lost_reasons.iter(),
+            same,
+            None,
+        ),
         ["pipelines"] => {
             let include_deleted = q.param("includeDeleted") == Some("true");
-            let pipelines = account.pipelines.iter().filter(move |p| include_deleted || !p.deleted).map(|p| &p.body);
+            let pipelines = account
+                .pipelines
+                .iter()
+                .filter(move |p| include_deleted || !p.deleted)
+                .map(|p| &p.body);
             page(ctx, &q, "pipelines", pipelines, same, None)
         }
         ["pipelines", id, "milestones"] => {
-            let Some(pid) = id_of(id).filter(|id| account.pipelines.iter().any(|p| p.body["id"] == *id)) else {
+            let Some(pid) =
+                id_of(id).filter(|id| account.pipelines.iter().any(|p| p.body["id"] == *id))
+            else {
                 return not_found();
             };
-            let milestones = account.milestones.iter().filter(move |(p, _)| *p == pid).map(|(_, m)| m);
+            let milestones = account
+                .milestones
+                .iter()
+                .filter(move |(p, _)| *p == pid)
+                .map(|(_, m)| m);
             page(ctx, &q, "milestones", milestones, same, None)
         }
         ["milestones"] => {
             // Legacy: the oldest active pipeline only, without the `pipeline` reference.
-            let oldest = account.pipelines.iter().filter(|p| !p.deleted).filter_map(|p| p.body["id"].as_i64()).min();
-            let milestones = account.milestones.iter().filter(move |(p, _)| Some(*p) == oldest).map(|(_, m)| m);
+            let oldest = account
+                .pipelines
+                .iter()
+                .filter(|p| !p.deleted)
+                .filter_map(|p| p.body["id"].as_i64())
+                .min();
+            let milestones = account
+                .milestones
+                .iter()
+                .filter(move |(p, _)| Some(*p) == oldest)
+                .map(|(_, m)| m);
             let without_pipeline = |m: &Value| {
                 let mut m = m.clone();
                 if let Value::Object(map) = &mut m {
@@ -300,7 +408,14 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
             page(ctx, &q, "milestones", milestones, without_pipeline, None)
         }
         ["categories"] => page(ctx, &q, "categories", account.categories.iter(), same, None),
-        ["activitytypes"] => page(ctx, &q, "activityTypes", account.activity_types.iter(), same, None),
+        ["activitytypes"] => page(
+            ctx,
+            &q,
+            "activityTypes",
+            account.activity_types.iter(),
+            same,
+            None,
+        ),
         ["countries"] => page(ctx, &q, "countries", account.countries.iter(), same, None),
         ["currencies"] => page(ctx, &q, "currencies", account.currencies.iter(), same, None),
         ["resthooks"] => page(ctx, &q, "restHooks", account.rest_hooks.iter(), same, None),
@@ -322,5 +437,10 @@ fn single(key: &str, body: Value) -> Response {
 
 /// The global entries feed order: newest `entryAt` first.
 fn newest_first(account: &Account) -> Vec<&Value> {
-    account.entry_order.iter().filter_map(|id| account.entries.get(id)).map(|r| &r.body).collect()
+    account
+        .entry_order
+        .iter()
+        .filter_map(|id| account.entries.get(id))
+        .map(|r| &r.body)
+        .collect()
 }

@@ -32,7 +32,12 @@ pub(crate) struct Gen {
 
 impl Gen {
     pub fn new(seed: u64) -> Gen {
-        Gen { rng: ChaCha8Rng::seed_from_u64(seed), next_id: 100_000, refs: BTreeMap::new(), orgs: Vec::new() }
+        Gen {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            next_id: 100_000,
+            refs: BTreeMap::new(),
+            orgs: Vec::new(),
+        }
     }
 
     /// A generator that continues an existing account: new ids above every id in it.
@@ -43,18 +48,29 @@ impl Gen {
                 g.remember(*entity, &r.body);
             }
         }
-        let max_id = a.records.values().flat_map(|m| m.keys().copied())
-            .chain(a.tasks.keys().copied()).chain(a.entries.keys().copied()).chain(a.tracks.keys().copied())
-            .max().unwrap_or(0);
+        let max_id = a
+            .records
+            .values()
+            .flat_map(|m| m.keys().copied())
+            .chain(a.tasks.keys().copied())
+            .chain(a.entries.keys().copied())
+            .chain(a.tracks.keys().copied())
+            .max()
+            .unwrap_or(0);
         g.next_id = g.next_id.max(max_id);
         g
     }
 
     /// Notes a record so later records can reference it.
     pub fn remember(&mut self, entity: Entity, body: &Value) {
-        self.refs.entry(entity).or_default().push(reference(entity, body));
+        self.refs
+            .entry(entity)
+            .or_default()
+            .push(reference(entity, body));
         if body["type"] == "organisation" {
-            self.orgs.push(json!({"id": body["id"], "name": body["name"], "pictureURL": body["pictureURL"]}));
+            self.orgs.push(
+                json!({"id": body["id"], "name": body["name"], "pictureURL": body["pictureURL"]}),
+            );
         }
     }
 
@@ -105,7 +121,11 @@ fn picture(initials: &str) -> String {
 }
 
 fn initials(name: &str) -> String {
-    name.split_whitespace().filter_map(|w| w.chars().next()).filter(|c| c.is_alphanumeric()).take(2).collect()
+    name.split_whitespace()
+        .filter_map(|w| w.chars().next())
+        .filter(|c| c.is_alphanumeric())
+        .take(2)
+        .collect()
 }
 
 pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
@@ -121,7 +141,8 @@ pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
         ..Account::default()
     };
     for entity in Entity::ALL {
-        a.field_definitions.insert(entity, field_definitions(entity));
+        a.field_definitions
+            .insert(entity, field_definitions(entity));
         a.tags.insert(entity, tags(entity));
         a.deleted.insert(entity, Vec::new());
         a.restricted.insert(entity, Vec::new());
@@ -161,7 +182,10 @@ pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
 pub(crate) fn insert(g: &mut Gen, a: &mut Account, entity: Entity, record: Stored) {
     let id = record.body["id"].as_i64().expect("record id");
     g.remember(entity, &record.body);
-    a.records.get_mut(&entity).expect("entity map").insert(id, record);
+    a.records
+        .get_mut(&entity)
+        .expect("entity map")
+        .insert(id, record);
 }
 
 fn nested_user(u: &Value, real_extras: bool) -> Value {
@@ -202,7 +226,8 @@ fn nested_party(p: &Value) -> Value {
 }
 
 fn random_party(g: &mut Gen) -> Value {
-    g.pick_ref(Entity::Parties).expect("parties exist before their opportunities and cases")
+    g.pick_ref(Entity::Parties)
+        .expect("parties exist before their opportunities and cases")
 }
 
 /// Custom-field values for a record; number values are strings, as the API returns them.
@@ -216,7 +241,10 @@ fn field_values(g: &mut Gen, a: &Account, entity: Entity) -> Value {
             "number" => json!(format!("{}", g.rng.random_range(0..1000))),
             "boolean" => json!(g.chance(0.5)),
             "date" => json!(g.date_near(dataset_epoch())),
-            "list" => json!(g.pick(def["options"].as_array().expect("list options")).clone()),
+            "list" => json!(
+                g.pick(def["options"].as_array().expect("list options"))
+                    .clone()
+            ),
             "link" => json!("https://example.com/ticket/42"),
             _ => json!(*g.pick(NOTE_WORDS)),
         };
@@ -234,7 +262,11 @@ fn field_values(g: &mut Gen, a: &Account, entity: Entity) -> Value {
 }
 
 fn tag_values(g: &mut Gen, a: &Account, entity: Entity) -> Value {
-    let tags: Vec<Value> = a.tags[&entity].iter().filter(|_| g.chance(0.3)).cloned().collect();
+    let tags: Vec<Value> = a.tags[&entity]
+        .iter()
+        .filter(|_| g.chance(0.3))
+        .cloned()
+        .collect();
     Value::Array(tags)
 }
 
@@ -274,15 +306,27 @@ pub(crate) fn new_party(g: &mut Gen, a: &Account, organisation: bool) -> Stored 
         p["name"] = json!(name);
     } else {
         let first = *g.pick(FIRST_NAMES);
-        let last = if g.chance(0.05) { Value::Null } else { json!(*g.pick(LAST_NAMES)) };
+        let last = if g.chance(0.05) {
+            Value::Null
+        } else {
+            json!(*g.pick(LAST_NAMES))
+        };
         let organisation = if !g.orgs.is_empty() && g.chance(0.6) {
             g.orgs[g.rng.random_range(0..g.orgs.len())].clone()
         } else {
             Value::Null
         };
         p["type"] = json!("person");
-        p["title"] = if g.chance(0.3) { json!("Mr") } else { Value::Null };
-        p["jobTitle"] = if g.chance(0.5) { json!(*g.pick(JOB_TITLES)) } else { Value::Null };
+        p["title"] = if g.chance(0.3) {
+            json!("Mr")
+        } else {
+            Value::Null
+        };
+        p["jobTitle"] = if g.chance(0.5) {
+            json!(*g.pick(JOB_TITLES))
+        } else {
+            Value::Null
+        };
         p["organisation"] = organisation;
         p["pictureURL"] = json!(picture(&initials(first)));
         p["emailAddresses"] = json!([{"id": g.id(), "type": "Work",
@@ -297,10 +341,17 @@ fn milestone_ref(g: &mut Gen, a: &Account) -> (Value, bool) {
     let active: Vec<&(i64, Value)> = a
         .milestones
         .iter()
-        .filter(|(pid, _)| a.pipelines.iter().any(|p| !p.deleted && p.body["id"] == *pid))
+        .filter(|(pid, _)| {
+            a.pipelines
+                .iter()
+                .any(|p| !p.deleted && p.body["id"] == *pid)
+        })
         .collect();
     let (_, m) = active[g.rng.random_range(0..active.len())];
-    (json!({"id": m["id"], "name": m["name"]}), m["complete"] == true)
+    (
+        json!({"id": m["id"], "name": m["name"]}),
+        m["complete"] == true,
+    )
 }
 
 pub(crate) fn new_opportunity(g: &mut Gen, a: &Account) -> Stored {
@@ -344,8 +395,16 @@ pub(crate) fn new_opportunity(g: &mut Gen, a: &Account) -> Stored {
 pub(crate) fn new_kase(g: &mut Gen, a: &Account) -> Stored {
     let (created, updated) = g.created_updated();
     let closed = g.chance(0.3);
-    let opportunity = if g.chance(0.3) { g.pick_ref(Entity::Opportunities).unwrap_or(Value::Null) } else { Value::Null };
-    let stage = *g.pick(&[(271006, "Planning"), (104607, "Project Brief"), (149, "Delivery")]);
+    let opportunity = if g.chance(0.3) {
+        g.pick_ref(Entity::Opportunities).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    let stage = *g.pick(&[
+        (271006, "Planning"),
+        (104607, "Project Brief"),
+        (149, "Delivery"),
+    ]);
     let k = json!({
         "id": g.id(),
         "owner": random_owner(g, a),
@@ -370,7 +429,11 @@ pub(crate) fn new_kase(g: &mut Gen, a: &Account) -> Stored {
 }
 
 /// A task, optionally on a track of a given parent (which forces `hasTrack`).
-pub(crate) fn new_task(g: &mut Gen, a: &Account, track_parent: Option<(Entity, Value, &str)>) -> Stored {
+pub(crate) fn new_task(
+    g: &mut Gen,
+    a: &Account,
+    track_parent: Option<(Entity, Value, &str)>,
+) -> Stored {
     let (created, updated) = g.created_updated();
     let status = *g.pick(&["OPEN", "OPEN", "COMPLETED", "PENDING"]);
     let category = if g.chance(0.6) {
@@ -406,7 +469,11 @@ pub(crate) fn new_task(g: &mut Gen, a: &Account, track_parent: Option<(Entity, V
             t["description"] = json!(description);
             t["daysAfter"] = json!(g.rng.random_range(1..30));
             t["taskDelayRule"] = json!("TRACK_START");
-            let key = if entity == Entity::Opportunities { "opportunity" } else { "kase" };
+            let key = if entity == Entity::Opportunities {
+                "opportunity"
+            } else {
+                "kase"
+            };
             t[key] = parent_ref;
         }
         None => {
@@ -435,7 +502,10 @@ fn reference(entity: Entity, body: &Value) -> Value {
 fn add_tracks(g: &mut Gen, a: &mut Account) {
     let definitions = a.track_definitions.clone();
     for entity in [Entity::Opportunities, Entity::Kases] {
-        let parents: Vec<Value> = a.records[&entity].values().map(|r| r.body.clone()).collect();
+        let parents: Vec<Value> = a.records[&entity]
+            .values()
+            .map(|r| r.body.clone())
+            .collect();
         for parent in parents {
             if !g.chance(0.1) {
                 continue;
@@ -459,7 +529,14 @@ fn add_tracks(g: &mut Gen, a: &mut Account) {
                     "direction": def["direction"],
                     "trackDateOn": g.date_near(updated),
                 });
-                a.tracks.insert(id, TrackInstance { parent: entity, parent_id: parent["id"].as_i64().unwrap(), body });
+                a.tracks.insert(
+                    id,
+                    TrackInstance {
+                        parent: entity,
+                        parent_id: parent["id"].as_i64().unwrap(),
+                        body,
+                    },
+                );
             }
         }
     }
@@ -477,7 +554,11 @@ pub(crate) fn new_entry(g: &mut Gen, a: &Account) -> Stored {
     };
     let creator = g.pick(&a.users).clone();
     // entryAt is user-settable: sometimes back-dated before createdAt.
-    let entry_at = if g.chance(0.2) { created - Duration::days(g.rng.random_range(1..400)) } else { created };
+    let entry_at = if g.chance(0.2) {
+        created - Duration::days(g.rng.random_range(1..400))
+    } else {
+        created
+    };
     let mut e = json!({
         "id": g.id(),
         "type": kind,
@@ -520,16 +601,24 @@ fn add_history_of_deletions(g: &mut Gen, a: &mut Account, party_count: usize) {
         for _ in 0..n.max(1) {
             let (_, at) = g.created_updated();
             let body = json!({"id": 9_000_000 + g.id(), "deletedAt": timestamp(at)});
-            a.deleted.get_mut(&entity).unwrap().push(Tombstone { at, body });
+            a.deleted
+                .get_mut(&entity)
+                .unwrap()
+                .push(Tombstone { at, body });
         }
         let (_, at) = g.created_updated();
         let id = 8_000_000 + g.id();
         let body = match entity {
-            Entity::Parties => json!({"id": id, "type": "person", "firstName": null, "lastName": "Private",
-                                      "pictureURL": picture("P"), "isRestricted": true}),
+            Entity::Parties => {
+                json!({"id": id, "type": "person", "firstName": null, "lastName": "Private",
+                                      "pictureURL": picture("P"), "isRestricted": true})
+            }
             _ => json!({"id": id, "name": "Private", "isRestricted": true}),
         };
-        a.restricted.get_mut(&entity).unwrap().push(Tombstone { at, body });
+        a.restricted
+            .get_mut(&entity)
+            .unwrap()
+            .push(Tombstone { at, body });
     }
 }
 
@@ -585,11 +674,17 @@ fn lost_reasons() -> Vec<Value> {
 }
 
 fn categories() -> Vec<Value> {
-    [(1, "Call", "#d16c1a"), (2, "Email", "#444444"), (5, "Milestone", "#d1c21a"), (6, "Send", "#444444"),
-     (47, "Billing", "#d36c00"), (205, "Follow-up ✔", "#a3d11a")]
-        .iter()
-        .map(|(id, name, colour)| json!({"id": id, "name": name, "colour": colour}))
-        .collect()
+    [
+        (1, "Call", "#d16c1a"),
+        (2, "Email", "#444444"),
+        (5, "Milestone", "#d1c21a"),
+        (6, "Send", "#444444"),
+        (47, "Billing", "#d36c00"),
+        (205, "Follow-up ✔", "#a3d11a"),
+    ]
+    .iter()
+    .map(|(id, name, colour)| json!({"id": id, "name": name, "colour": colour}))
+    .collect()
 }
 
 fn activity_types() -> Vec<Value> {
@@ -670,10 +765,21 @@ fn tags(entity: Entity) -> Vec<Value> {
 fn pipelines(a: &mut Account) {
     let specs: [(i64, &str, Option<&str>, bool); 3] = [
         (11588, "Sales Pipeline", None, false),
-        (11589, "SMB clients", Some("Process for small and medium-sized businesses"), false),
+        (
+            11589,
+            "SMB clients",
+            Some("Process for small and medium-sized businesses"),
+            false,
+        ),
         (11590, "Legacy (archived)", Some("Old process"), true),
     ];
-    let stages = [("New", false, 10), ("Bid", false, 50), ("Negotiation", false, 75), ("Won", true, 100), ("Lost", true, 0)];
+    let stages = [
+        ("New", false, 10),
+        ("Bid", false, 50),
+        ("Negotiation", false, 75),
+        ("Won", true, 100),
+        ("Lost", true, 0),
+    ];
     let mut milestone_id = 1;
     for (pid, name, description, deleted) in specs {
         let mut body = json!({"id": pid, "name": name});

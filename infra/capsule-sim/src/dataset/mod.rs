@@ -121,8 +121,11 @@ impl Account {
 
     /// Rebuilds [`Account::entry_order`] after entries change.
     pub fn reindex_entries(&mut self) {
-        let mut order: Vec<(&str, i64)> =
-            self.entries.iter().map(|(id, r)| (r.body["entryAt"].as_str().unwrap_or(""), *id)).collect();
+        let mut order: Vec<(&str, i64)> = self
+            .entries
+            .iter()
+            .map(|(id, r)| (r.body["entryAt"].as_str().unwrap_or(""), *id))
+            .collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
         self.entry_order = order.into_iter().map(|(_, id)| id).collect();
     }
@@ -140,10 +143,20 @@ impl Account {
             (Entity::Opportunities, "opportunities"),
             (Entity::Kases, "cases"),
         ] {
-            let changed = self.entity(entity).values().filter(|r| after(&r.updated)).count();
+            let changed = self
+                .entity(entity)
+                .values()
+                .filter(|r| after(&r.updated))
+                .count();
             counts.insert(table.to_string(), changed);
-            let deleted = self.deleted[&entity].iter().filter(|t| after(&t.at)).count()
-                + self.restricted[&entity].iter().filter(|t| after(&t.at)).count();
+            let deleted = self.deleted[&entity]
+                .iter()
+                .filter(|t| after(&t.at))
+                .count()
+                + self.restricted[&entity]
+                    .iter()
+                    .filter(|t| after(&t.at))
+                    .count();
             counts.insert(format!("deleted_{table}"), deleted);
         }
         let employees = self

@@ -1,0 +1,444 @@
+//! The Capsule API v2 client: Bearer auth, `perPage` paging over `Link rel="next"`, pacing from
+//! the rate-limit headers, waiting out 429s, and retrying transient failures with backoff.
+
+mod page;
+mod ratelimit;
+mod retry;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::Retryable;
+use reqwest::header::{ACCEPT, LINK, USER_AGENT};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use url::Url;
+
+pub use page::{Page, next_link, with_own_params};
+pub use ratelimit::{Pacer, RateLimitStatus};
+pub use retry::{Attempt, RetryPolicy, StatusClass, classify_status};
+
+use crate::{Result, SyncError};
+
+/// Capsule's production API.
+pub const DEFAULT_BASE_URL: &str = "https://api.capsulecrm.com/api/v2";
+
+const AUTH_HINT: &str = "Create a personal access token in Capsule under My Preferences > API Authentication \
+                         Tokens (or re-authorise the OAuth app) and update the integration's token source";
+
+/// Client settings; `ClientOptions::default()` suits production.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Per-request timeout (connect + headers + body).
+    pub timeout: Duration,
+    /// Retry schedule for transient failures.
+    pub retry: RetryPolicy,
+    /// Slow down when fewer than this share of the rate-limit window remains.
+    pub rate_low_water: f64,
+    /// Longest single wait for the rate-limit window.
+    pub max_rate_wait: Duration,
+    /// How many 429s in a row one request may wait out before giving up.
+    pub max_rate_limit_waits: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+            rate_low_water: 0.05,
+            max_rate_wait: Duration::from_secs(3660),
+            max_rate_limit_waits: 10,
+        }
+    }
+}
+
+/// Request counts of one table run.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+/// A snapshot of [`RequestCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RequestStats {
+    pub requests: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
+}
+
+impl RequestCounters {
+    pub fn snapshot(&self) -> RequestStats {
+        RequestStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    token: SecretString,
+    pacer: Pacer,
+    options: ClientOptions,
+}
+
+/// A Capsule API client. Cheap to clone; clones share the connection pool and rate-limit pacing.
+/// [`CapsuleClient::for_run`] gives a clone with its own request counters.
+#[derive(Clone)]
+pub struct CapsuleClient {
+    inner: Arc<Inner>,
+    counters: Arc<RequestCounters>,
+}
+
+impl std::fmt::Debug for CapsuleClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CapsuleClient")
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A listing page: the envelope's items, the extra envelopes' items (in the order asked), the
+/// next page.
+#[derive(Debug)]
+pub struct ListingPage {
+    pub page: Page<Value>,
+    pub extras: Vec<Vec<Value>>,
+}
+
+impl CapsuleClient {
+    pub fn new(
+        base_url: &str,
+        token: SecretString,
+        options: ClientOptions,
+    ) -> Result<CapsuleClient> {
+        let base = Url::parse(base_url).map_err(|e| {
+            SyncError::Config(format!("API base URL `{base_url}` is not a valid URL: {e}"))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(SyncError::Config(format!(
+                "API base URL `{base_url}` must be http or https"
+            )));
+        }
+        crate::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()
+            .map_err(|e| SyncError::Internal(format!("building the HTTP client: {e}")))?;
+        Ok(CapsuleClient {
+            inner: Arc::new(Inner {
+                http,
+                base: base.as_str().trim_end_matches('/').to_string(),
+                token,
+                pacer: Pacer::new(options.rate_low_water, options.max_rate_wait),
+                options,
+            }),
+            counters: Arc::default(),
+        })
+    }
+
+    /// A clone that counts its requests separately (one per table run).
+    pub fn for_run(&self) -> CapsuleClient {
+        CapsuleClient {
+            inner: self.inner.clone(),
+            counters: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> RequestStats {
+        self.counters.snapshot()
+    }
+
+    /// The rate-limit state the server last reported.
+    pub fn rate_limit(&self) -> Option<RateLimitStatus> {
+        self.inner.pacer.last()
+    }
+
+    /// `base + path` with query parameters.
+    pub fn url(&self, path: &str, params: &[(&str, &str)]) -> Result<Url> {
+        let mut url = Url::parse(&format!("{}{}", self.inner.base, path))
+            .map_err(|e| SyncError::Internal(format!("bad API path `{path}`: {e}")))?;
+        if !params.is_empty() {
+            url.query_pairs_mut().extend_pairs(params);
+        }
+        Ok(url)
+    }
+
+    /// One page of a listing. `envelope` must be in the body; `extra_envelopes` may be absent.
+    pub async fn get_listing_page(
+        &self,
+        url: &Url,
+        envelope: &str,
+        extra_envelopes: &[&str],
+    ) -> Result<ListingPage> {
+        let (mut body, next) = self.get_json(url).await?;
+        let request = describe(url);
+        let items = match body.remove(envelope) {
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(SyncError::BadResponse {
+                    request,
+                    message: format!(
+                        "`{envelope}` is {} where an array was expected",
+                        json_kind(&other)
+                    ),
+                });
+            }
+            None => {
+                let keys: Vec<&String> = body.keys().collect();
+                return Err(SyncError::BadResponse {
+                    request,
+                    message: format!(
+                        "no `{envelope}` array in the response (keys present: {keys:?})"
+                    ),
+                });
+            }
+        };
+        let extras = extra_envelopes
+            .iter()
+            .map(|key| match body.remove(*key) {
+                Some(Value::Array(values)) => values,
+                _ => Vec::new(),
+            })
+            .collect();
+        Ok(ListingPage {
+            page: Page { items, next },
+            extras,
+        })
+    }
+
+    /// GETs `url` as a JSON object, waiting out 429s and retrying transient failures.
+    /// Returns the body and the next page's URL (with our own query parameters kept).
+    pub async fn get_json(&self, url: &Url) -> Result<(Map<String, Value>, Option<Url>)> {
+        let options = &self.inner.options;
+        let mut rate_waits = 0;
+        loop {
+            let outcome = (|| self.attempt(url))
+                .retry(retry::backoff(&options.retry))
+                .when(|e| matches!(e, Attempt::Transient(_)))
+                .notify(|e, wait| {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    if let Attempt::Transient(error) = e {
+                        tracing::warn!(event = "capsule_retry", %error, wait_ms = wait.as_millis() as u64, "retrying");
+                    }
+                })
+                .await;
+            match outcome {
+                Ok(answer) => return Ok(answer),
+                Err(Attempt::RateLimited(wait)) if rate_waits < options.max_rate_limit_waits => {
+                    rate_waits += 1;
+                    self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        event = "capsule_rate_limited",
+                        request = %describe(url),
+                        wait_ms = wait.as_millis() as u64,
+                        "429 from Capsule: waiting for the rate-limit window to reset"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                Err(Attempt::RateLimited(_)) => {
+                    return Err(SyncError::Unavailable {
+                        request: describe(url),
+                        attempts: rate_waits + 1,
+                        last: "still rate limited (429) after waiting for every reset".into(),
+                    });
+                }
+                Err(Attempt::Transient(last)) => {
+                    return Err(SyncError::Unavailable {
+                        request: describe(url),
+                        attempts: options.retry.max_retries + 1,
+                        last: last.to_string(),
+                    });
+                }
+                Err(Attempt::Fatal(error)) => return Err(error),
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        url: &Url,
+    ) -> std::result::Result<(Map<String, Value>, Option<Url>), Attempt> {
+        let inner = &self.inner;
+        let wait = inner.pacer.delay_before_request(SystemTime::now());
+        if !wait.is_zero() {
+            tracing::info!(
+                event = "capsule_pacing",
+                wait_ms = wait.as_millis() as u64,
+                "rate-limit budget low"
+            );
+            tokio::time::sleep(wait).await;
+        }
+        let request = describe(url);
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let response = inner
+            .http
+            .get(url.clone())
+            .bearer_auth(inner.token.expose_secret())
+            .header(ACCEPT, "application/json")
+            .header(
+                USER_AGENT,
+                concat!("capsule-sync/", env!("CARGO_PKG_VERSION")),
+            )
+            .send()
+            .await
+            .map_err(|e| retry::classify_transport(&e, &request))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if let Some(s) = RateLimitStatus::from_headers(&headers) {
+            inner.pacer.observe(s);
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| retry::classify_transport(&e, &request))?;
+        tracing::debug!(
+            event = "capsule_request",
+            %request,
+            status = status.as_u16(),
+            bytes = bytes.len(),
+            ms = started.elapsed().as_millis() as u64
+        );
+        match classify_status(status) {
+            StatusClass::Success => {}
+            StatusClass::RateLimited => {
+                return Err(Attempt::RateLimited(
+                    inner.pacer.delay_after_429(&headers, SystemTime::now()),
+                ));
+            }
+            StatusClass::Auth => {
+                let challenge = headers
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let mut detail = error_message(&bytes);
+                if !challenge.is_empty() {
+                    detail = format!("{detail} (WWW-Authenticate: {challenge})");
+                }
+                return Err(Attempt::Fatal(SyncError::Auth {
+                    status: status.as_u16(),
+                    detail,
+                    hint: AUTH_HINT,
+                }));
+            }
+            StatusClass::Transient => {
+                let message = format!("HTTP {}: {}", status.as_u16(), error_message(&bytes));
+                return Err(Attempt::Transient(SyncError::Transient {
+                    request,
+                    message,
+                }));
+            }
+            StatusClass::Rejected => {
+                let message = error_message(&bytes);
+                return Err(Attempt::Fatal(SyncError::Rejected {
+                    request,
+                    status: status.as_u16(),
+                    message,
+                }));
+            }
+        }
+        let body = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => map,
+            Ok(other) => {
+                let message = format!(
+                    "body is a JSON {} where an object was expected",
+                    json_kind(&other)
+                );
+                return Err(Attempt::Fatal(SyncError::BadResponse { request, message }));
+            }
+            // A cut or garbled body is what a flaky proxy or connection produces: try again.
+            Err(e) => {
+                let message = format!("body is not valid JSON ({} bytes): {e}", bytes.len());
+                return Err(Attempt::Transient(SyncError::Transient {
+                    request,
+                    message,
+                }));
+            }
+        };
+        let next = headers
+            .get_all(LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(next_link)
+            .map(|next| with_own_params(next, url));
+        Ok((body, next))
+    }
+}
+
+/// `GET /parties?page=2&perPage=100` — the request without scheme and host, for messages.
+fn describe(url: &Url) -> String {
+    match url.query() {
+        Some(q) => format!("GET {}?{q}", url.path()),
+        None => format!("GET {}", url.path()),
+    }
+}
+
+/// The message of a Capsule error body (`{"message": …, "errors": [...]}` or `{"error": …}`).
+fn error_message(bytes: &[u8]) -> String {
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(bytes) else {
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            .trim()
+            .to_string();
+        return if text.is_empty() {
+            "no body".into()
+        } else {
+            text
+        };
+    };
+    let mut message = body
+        .get("message")
+        .or_else(|| body.get("error"))
+        .and_then(Value::as_str)
+        .unwrap_or("no message")
+        .to_string();
+    if let Some(Value::Array(errors)) = body.get("errors") {
+        let details: Vec<&str> = errors
+            .iter()
+            .filter_map(|e| e.get("message").and_then(Value::as_str))
+            .collect();
+        if !details.is_empty() {
+            message = format!("{message}: {}", details.join("; "));
+        }
+    }
+    message
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_read_both_documented_shapes() {
+        let m = error_message(
+            br#"{"message":"Validation Failed","errors":[{"message":"since is required"}]}"#,
+        );
+        assert_eq!(m, "Validation Failed: since is required");
+        assert_eq!(
+            error_message(br#"{"error":"rate limit reached"}"#),
+            "rate limit reached"
+        );
+        assert_eq!(error_message(b"<html>oops</html>"), "<html>oops</html>");
+        assert_eq!(error_message(b""), "no body");
+    }
+}

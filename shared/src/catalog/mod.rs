@@ -1,0 +1,221 @@
+//! The catalog: the 22 Capsule tables as declarative data. Everything that differs per table —
+//! which endpoints, which envelope key, replication, key, columns, added columns — lives in
+//! [`tables`]; the engine reads it and has no per-table branches.
+
+mod columns;
+mod schema;
+mod tables;
+
+use serde::Serialize;
+
+pub use columns::{ColumnSelection, resolve_columns};
+pub use schema::{bigquery_schema, sql_ddl};
+pub use tables::TABLES;
+
+/// Warehouse type of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ColumnType {
+    Numeric,
+    String,
+    /// A JSON object or array, loaded as-is (BigQuery `JSON`, Snowflake `VARIANT`).
+    Record,
+    Timestamp,
+    Date,
+    Boolean,
+}
+
+/// One output column.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Column {
+    /// The real Capsule field name (`updatedAt`, `websites`, ...).
+    pub name: &'static str,
+    pub ty: ColumnType,
+    /// Other spellings accepted in column selection (the original spec's misspellings).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub aliases: &'static [&'static str],
+}
+
+/// How a table is kept up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replication {
+    /// Changed rows since the bookmark (`since` on the listing).
+    Incremental,
+    /// Tombstones since the bookmark (`since` always sent, the API requires it).
+    DeletedFeed,
+    /// A complete snapshot every run.
+    Full,
+}
+
+impl Replication {
+    /// Whether the listing takes `since` from the bookmark.
+    pub fn uses_since(self) -> bool {
+        !matches!(self, Replication::Full)
+    }
+}
+
+/// A row filter applied to a listing's records (for tables derived from another listing).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Filter {
+    /// `field` equals this string.
+    Equals(&'static str, &'static str),
+    /// `field` is a JSON object (e.g. a person's `organisation` is set).
+    IsObject(&'static str),
+    /// `field` is `true`.
+    IsTrue(&'static str),
+}
+
+/// Values the engine adds to every row of a listing (e.g. `_deleted: true`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Constant {
+    pub column: &'static str,
+    pub value: ConstantValue,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub enum ConstantValue {
+    Bool(bool),
+    Str(&'static str),
+}
+
+/// A second array in the same response body (the deleted feeds' `restricted*`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ExtraEnvelope {
+    pub key: &'static str,
+    /// Columns set on rows from this array.
+    pub constants: &'static [Constant],
+}
+
+/// One paged GET.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Listing {
+    /// Path below the API base, e.g. `/parties`.
+    pub path: &'static str,
+    /// The array key in the response body, e.g. `parties`, `lostReasons`.
+    pub envelope: &'static str,
+    /// Fixed query parameters (`embed`, `status`, `includeDeleted`, ...).
+    pub params: &'static [(&'static str, &'static str)],
+    /// Columns set on every row of this listing.
+    pub constants: &'static [Constant],
+    /// Other arrays in the body that also become rows.
+    pub extra_envelopes: &'static [ExtraEnvelope],
+    /// Keep only records matching all of these.
+    pub filters: &'static [Filter],
+    /// Largest `perPage` the endpoint accepts.
+    pub max_per_page: u32,
+}
+
+/// How parents of a fanned-out table are found, and which child listing each parent gets.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ParentDiscovery {
+    /// The listing whose records name the parents.
+    pub listing: Listing,
+    pub targets: &'static [ParentTarget],
+}
+
+/// One kind of parent found in a discovery listing.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ParentTarget {
+    /// Dotted path to the parent id in a discovered record (`id`, `opportunity.id`).
+    pub id_field: &'static str,
+    /// The child listing path with `{id}` for the parent id.
+    pub child_path: &'static str,
+    /// Value of the table's entity column for this kind of parent, if the table has one.
+    pub entity: Option<&'static str>,
+}
+
+/// How a table is fetched.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fetch {
+    /// One or more listings read in order (several = a union, told apart by constants).
+    Listings(&'static [Listing]),
+    /// Find parents, then list each parent's children.
+    FanOut {
+        /// The cheap route: finds only parents that can have children.
+        discover: &'static [ParentDiscovery],
+        /// Every possible parent: correct even where the cheap route's assumption fails.
+        exhaustive: &'static [ParentDiscovery],
+        /// Envelope of the child listings.
+        envelope: &'static str,
+        /// Column holding the parent id on each child row.
+        parent_id_column: &'static str,
+        max_per_page: u32,
+    },
+}
+
+/// One table of the catalog.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TableSpec {
+    /// Snake-case table name (`deleted_parties`).
+    pub name: &'static str,
+    pub description: &'static str,
+    pub replication: Replication,
+    pub fetch: Fetch,
+    /// Primary key columns (union tables key on `entity` too).
+    pub primary_key: &'static [&'static str],
+    /// Columns taken from the API record; selectable.
+    pub columns: &'static [Column],
+    /// Columns the engine adds from the request (entity, parent id, tombstone flags); always written.
+    pub added: &'static [Column],
+}
+
+/// Metadata columns on every row of every table.
+pub const METADATA_COLUMNS: &[Column] = &[
+    Column {
+        name: "_run_id",
+        ty: ColumnType::String,
+        aliases: &[],
+    },
+    Column {
+        name: "_extracted_at",
+        ty: ColumnType::Timestamp,
+        aliases: &[],
+    },
+];
+
+/// The table with this name (case-insensitive; `Cases` and `cases` both work).
+pub fn table(name: &str) -> Option<&'static TableSpec> {
+    let wanted = name.trim().to_ascii_lowercase().replace('-', "_");
+    TABLES
+        .iter()
+        .find(|t| t.name == wanted || t.name.replace('_', "") == wanted)
+}
+
+/// Every table name, in catalog order.
+pub fn table_names() -> Vec<&'static str> {
+    TABLES.iter().map(|t| t.name).collect()
+}
+
+/// Resolves table names given by a user; an unknown name is an error listing the valid ones.
+pub fn resolve_tables(names: &[String]) -> crate::Result<Vec<&'static TableSpec>> {
+    if names.is_empty() {
+        return Ok(TABLES.iter().collect());
+    }
+    let mut out: Vec<&'static TableSpec> = Vec::new();
+    for name in names {
+        let spec = table(name).ok_or_else(|| {
+            crate::SyncError::Config(format!(
+                "unknown table `{name}`; valid tables: {}",
+                table_names().join(", ")
+            ))
+        })?;
+        if !out.iter().any(|t| t.name == spec.name) {
+            out.push(spec);
+        }
+    }
+    Ok(out)
+}
+
+impl TableSpec {
+    /// All column names a row of this table can have, in schema order.
+    pub fn all_columns(&self) -> impl Iterator<Item = &'static Column> + '_ {
+        self.columns
+            .iter()
+            .chain(self.added.iter())
+            .chain(METADATA_COLUMNS.iter())
+    }
+}

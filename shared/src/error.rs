@@ -1,0 +1,141 @@
+//! One error type for the engine. Every error says whose fault it is and whether a retry could
+//! help, so callers (the CLI's exit message, the Lambda `Diagnostic`, run records) need not guess.
+//! Messages never contain secrets: tokens are held in `SecretString` and never formatted.
+
+use std::fmt;
+
+/// Who has to act to fix an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    /// The operator: bad configuration, a rejected token, an invalid request they asked for.
+    User,
+    /// Something outside us: Capsule, the network, AWS.
+    External,
+    /// A bug or broken invariant in capsule-sync.
+    Internal,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fault::User => "user",
+            Fault::External => "external",
+            Fault::Internal => "internal",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Capsule answered 401 or 403.
+    #[error("Capsule rejected the API token (HTTP {status}): {detail}. {hint}")]
+    Auth {
+        status: u16,
+        detail: String,
+        hint: &'static str,
+    },
+
+    /// Capsule refused the request itself (400, 404, 405, 422): retrying the same request won't help.
+    #[error("Capsule refused {request} (HTTP {status}): {message}")]
+    Rejected {
+        request: String,
+        status: u16,
+        message: String,
+    },
+
+    /// Capsule or the network kept failing after every retry.
+    #[error("Capsule API unavailable for {request} after {attempts} attempts: {last}")]
+    Unavailable {
+        request: String,
+        attempts: u32,
+        last: String,
+    },
+
+    /// One attempt failed in a way a retry may fix (5xx, timeout, dropped connection, cut body).
+    #[error("transient failure on {request}: {message}")]
+    Transient { request: String, message: String },
+
+    /// A 200 answer that is not what the API documents (missing envelope key, wrong types).
+    #[error("unexpected response from {request}: {message}")]
+    BadResponse { request: String, message: String },
+
+    /// Invalid configuration or arguments.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The token could not be read (missing env var, unreadable file, bad secret document).
+    #[error("credentials: {0}")]
+    Credentials(String),
+
+    /// Another run of the same (integration, table) holds the lease.
+    #[error("{integration}/{table} is being synced by run {holder} (lease until {until})")]
+    LeaseHeld {
+        integration: String,
+        table: String,
+        holder: String,
+        until: String,
+    },
+
+    /// The state store (state file, DynamoDB) failed or refused a conditional write.
+    #[error("state store: {0}")]
+    State(String),
+
+    /// Writing output (local files, S3) failed.
+    #[error("output: {0}")]
+    Output(String),
+
+    /// A broken invariant.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = SyncError> = std::result::Result<T, E>;
+
+impl SyncError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            SyncError::Auth { .. } | SyncError::Config(_) | SyncError::Credentials(_) => {
+                Fault::User
+            }
+            SyncError::Rejected { status, .. } if *status == 404 => Fault::Internal,
+            SyncError::Rejected { .. } => Fault::User,
+            SyncError::Unavailable { .. }
+            | SyncError::Transient { .. }
+            | SyncError::BadResponse { .. }
+            | SyncError::LeaseHeld { .. }
+            | SyncError::State(_)
+            | SyncError::Output(_) => Fault::External,
+            SyncError::Internal(_) => Fault::Internal,
+        }
+    }
+
+    /// Whether running the same thing again later could succeed without anyone acting.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            SyncError::Unavailable { .. }
+                | SyncError::Transient { .. }
+                | SyncError::LeaseHeld { .. }
+                | SyncError::State(_)
+                | SyncError::Output(_)
+        )
+    }
+
+    /// A short stable name for logs, run records and Lambda's `errorType`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            SyncError::Auth { .. } => "CapsuleAuthError",
+            SyncError::Rejected { .. } => "CapsuleRequestRejected",
+            SyncError::Unavailable { .. } => "CapsuleUnavailable",
+            SyncError::Transient { .. } => "CapsuleTransientError",
+            SyncError::BadResponse { .. } => "CapsuleBadResponse",
+            SyncError::Config(_) => "ConfigError",
+            SyncError::Credentials(_) => "CredentialsError",
+            SyncError::LeaseHeld { .. } => "LeaseHeld",
+            SyncError::State(_) => "StateStoreError",
+            SyncError::Output(_) => "OutputError",
+            SyncError::Internal(_) => "InternalError",
+        }
+    }
+}

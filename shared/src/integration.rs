@@ -1,0 +1,372 @@
+//! An integration: one Capsule account, a name, the tables and columns wanted, and how often and
+//! how far back to sync. Stored by the state port (state file or DynamoDB).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::capsule::DEFAULT_BASE_URL;
+use crate::catalog::{self, ColumnSelection, TableSpec};
+use crate::{Result, SyncError};
+
+/// Where an integration's Capsule token comes from. Only the location is stored, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TokenSource {
+    /// An environment variable holding the token.
+    Env { var: String },
+    /// A file holding the token (surrounding whitespace ignored).
+    File { path: PathBuf },
+    /// An AWS Secrets Manager secret holding a JSON document.
+    SecretsManager { secret_id: String },
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::Env { var } => write!(f, "env:{var}"),
+            TokenSource::File { path } => write!(f, "file:{}", path.display()),
+            TokenSource::SecretsManager { secret_id } => write!(f, "secretsmanager:{secret_id}"),
+        }
+    }
+}
+
+impl std::str::FromStr for TokenSource {
+    type Err = SyncError;
+
+    /// `env:VAR`, `file:PATH` or `secretsmanager:SECRET_ID`.
+    fn from_str(s: &str) -> Result<TokenSource> {
+        let bad = || {
+            SyncError::Config(format!(
+                "token source `{s}` is not one of env:VAR, file:PATH, secretsmanager:SECRET_ID"
+            ))
+        };
+        let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+        if rest.trim().is_empty() {
+            return Err(bad());
+        }
+        match kind {
+            "env" => Ok(TokenSource::Env {
+                var: rest.to_string(),
+            }),
+            "file" => Ok(TokenSource::File {
+                path: PathBuf::from(rest),
+            }),
+            "secretsmanager" | "secret" => Ok(TokenSource::SecretsManager {
+                secret_id: rest.to_string(),
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Lifecycle state of an integration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IntegrationStatus {
+    /// Created; no table has loaded yet.
+    #[default]
+    Pending,
+    /// At least one table run succeeded.
+    Active,
+    /// Never dispatched until resumed.
+    Paused,
+}
+
+/// How fanned-out tables (tracks) find their parents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FanOutMode {
+    /// Only parents the catalog's discovery listing names (tracks: parents of tasks with `hasTrack`).
+    #[default]
+    Discover,
+    /// Every possible parent: one request per opportunity and case.
+    Exhaustive,
+}
+
+pub fn default_history_start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap()
+}
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.to_string()
+}
+
+fn default_lookback() -> u32 {
+    10
+}
+
+fn default_frequency() -> u32 {
+    24 * 60
+}
+
+/// One Capsule account to sync.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Integration {
+    /// Unique, immutable; the output prefix. Lower-case letters, digits, `-` and `_`, 1–63 chars.
+    pub name: String,
+    /// Capsule API base URL.
+    #[serde(default = "default_base_url")]
+    pub api_base_url: String,
+    /// Where the token is read from.
+    pub token: TokenSource,
+    /// Tables to sync, by catalog name; empty means all 22.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Columns per table; a table not listed gets every column.
+    #[serde(default)]
+    pub columns: BTreeMap<String, Vec<String>>,
+    /// The first run of an incremental table asks for changes since this instant.
+    #[serde(default = "default_history_start")]
+    pub history_start: DateTime<Utc>,
+    /// Incremental runs re-read this many minutes before the previous run's start, so a record
+    /// changed while that run was paging (or a clock skew) is never missed.
+    #[serde(default = "default_lookback")]
+    pub lookback_minutes: u32,
+    /// How often the scheduler syncs this integration.
+    #[serde(default = "default_frequency")]
+    pub frequency_minutes: u32,
+    /// Parent discovery for fanned-out tables.
+    #[serde(default)]
+    pub fan_out: FanOutMode,
+    #[serde(default)]
+    pub status: IntegrationStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Integration {
+    /// A new integration with defaults for everything but name and token.
+    pub fn new(name: &str, token: TokenSource, now: DateTime<Utc>) -> Integration {
+        Integration {
+            name: name.to_string(),
+            api_base_url: default_base_url(),
+            token,
+            tables: Vec::new(),
+            columns: BTreeMap::new(),
+            history_start: default_history_start(),
+            lookback_minutes: default_lookback(),
+            frequency_minutes: default_frequency(),
+            fan_out: FanOutMode::default(),
+            status: IntegrationStatus::Pending,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Checks every setting against the catalog and sane bounds; the error names the setting.
+    pub fn validate(&self) -> Result<()> {
+        validate_name(&self.name)?;
+        url::Url::parse(&self.api_base_url).map_err(|e| {
+            SyncError::Config(format!(
+                "api_base_url `{}` is not a URL: {e}",
+                self.api_base_url
+            ))
+        })?;
+        let tables = catalog::resolve_tables(&self.tables)?;
+        for (table, columns) in &self.columns {
+            let spec = catalog::table(table).ok_or_else(|| {
+                SyncError::Config(format!(
+                    "columns given for unknown table `{table}`; valid tables: {}",
+                    catalog::table_names().join(", ")
+                ))
+            })?;
+            catalog::resolve_columns(spec, columns)?;
+        }
+        if !tables.is_empty() && self.lookback_minutes > 7 * 24 * 60 {
+            return Err(SyncError::Config(format!(
+                "lookback_minutes {} is more than a week (10080)",
+                self.lookback_minutes
+            )));
+        }
+        if !(5..=31 * 24 * 60).contains(&self.frequency_minutes) {
+            return Err(SyncError::Config(format!(
+                "frequency_minutes {} must be between 5 and 44640 (31 days)",
+                self.frequency_minutes
+            )));
+        }
+        if self.history_start > Utc::now() {
+            return Err(SyncError::Config(format!(
+                "history_start {} is in the future",
+                self.history_start
+            )));
+        }
+        Ok(())
+    }
+
+    /// The selected tables, in catalog order.
+    pub fn selected_tables(&self) -> Result<Vec<&'static TableSpec>> {
+        let mut tables = catalog::resolve_tables(&self.tables)?;
+        tables.sort_by_key(|t| catalog::TABLES.iter().position(|c| c.name == t.name));
+        Ok(tables)
+    }
+
+    /// The selected columns of one table.
+    pub fn column_selection(&self, table: &TableSpec) -> Result<ColumnSelection> {
+        let requested = self.columns.get(table.name).cloned().unwrap_or_default();
+        catalog::resolve_columns(table, &requested)
+    }
+}
+
+/// Names become S3 prefixes, DynamoDB keys and directory names: keep them boring.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(SyncError::Config(format!(
+            "integration name `{name}` is invalid: use 1-63 lower-case letters, digits, `-` or `_`, starting with a letter or digit"
+        )))
+    }
+}
+
+/// A run id: `20261128T081100Z-3fa9c1`. Sorts by start time; the date part is the `dt=` partition,
+/// so a retry of the same run id writes exactly the same keys.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RunId(String);
+
+impl RunId {
+    pub fn new(now: DateTime<Utc>) -> RunId {
+        let suffix: u32 = rand::rng().random_range(0..0x100_0000);
+        RunId(format!("{}-{suffix:06x}", now.format("%Y%m%dT%H%M%SZ")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// When the run started (from the id itself).
+    pub fn started_at(&self) -> DateTime<Utc> {
+        let stamp = &self.0[..16];
+        NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+            .expect("validated on construction")
+            .and_utc()
+    }
+
+    /// The `dt=YYYY-MM-DD` partition value.
+    pub fn partition_date(&self) -> String {
+        self.started_at().format("%Y-%m-%d").to_string()
+    }
+}
+
+impl TryFrom<String> for RunId {
+    type Error = SyncError;
+
+    fn try_from(s: String) -> Result<RunId> {
+        let valid = s.len() >= 18
+            && s.is_char_boundary(16)
+            && NaiveDateTime::parse_from_str(&s[..16], "%Y%m%dT%H%M%SZ").is_ok()
+            && s.as_bytes()[16] == b'-'
+            && s[17..].chars().all(|c| c.is_ascii_alphanumeric());
+        if valid {
+            Ok(RunId(s))
+        } else {
+            Err(SyncError::Config(format!(
+                "run id `{s}` is not of the form 20261128T081100Z-3fa9c1"
+            )))
+        }
+    }
+}
+
+impl std::str::FromStr for RunId {
+    type Err = SyncError;
+    fn from_str(s: &str) -> Result<RunId> {
+        RunId::try_from(s.to_string())
+    }
+}
+
+impl From<RunId> for String {
+    fn from(r: RunId) -> String {
+        r.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_round_trip_and_sort_by_time() {
+        let a = RunId::new(Utc.with_ymd_and_hms(2026, 11, 28, 8, 11, 0).unwrap());
+        let b = RunId::new(Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap());
+        assert!(a < b);
+        assert_eq!(a.partition_date(), "2026-11-28");
+        assert_eq!(a.as_str().parse::<RunId>().unwrap(), a);
+        assert!("yesterday".parse::<RunId>().is_err());
+        assert!("20261128T081100Z".parse::<RunId>().is_err());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["acme", "acme-prod_2", "9lives"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Acme", "acme corp", "-acme", "a/b", &"x".repeat(64)] {
+            let err = validate_name(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn token_sources_parse() {
+        assert_eq!(
+            "env:CAPSULE_TOKEN".parse::<TokenSource>().unwrap(),
+            TokenSource::Env {
+                var: "CAPSULE_TOKEN".into()
+            }
+        );
+        assert!(matches!(
+            "file:/tmp/t".parse::<TokenSource>().unwrap(),
+            TokenSource::File { .. }
+        ));
+        assert!("password:hunter2".parse::<TokenSource>().is_err());
+        assert!("env:".parse::<TokenSource>().is_err());
+    }
+
+    #[test]
+    fn validation_names_the_bad_setting() {
+        let mut i = Integration::new("acme", TokenSource::Env { var: "T".into() }, Utc::now());
+        assert!(i.validate().is_ok());
+        i.tables = vec!["partys".into()];
+        assert!(
+            i.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown table `partys`")
+        );
+        i.tables = vec!["parties".into()];
+        i.columns.insert("parties".into(), vec!["nope".into()]);
+        let err = i.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("unknown column `nope`") && err.contains("updatedAt"),
+            "{err}"
+        );
+        i.columns.clear();
+        i.frequency_minutes = 1;
+        assert!(
+            i.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("frequency_minutes")
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! Output to a local directory with the same key layout as S3. A part is written to
+//! `<key>.partial`, fsynced and renamed into place on finish: a key is either complete or absent.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use crate::ports::{ObjectSink, ObjectUpload};
+use crate::{Result, SyncError};
+
+/// A directory acting as an object store.
+#[derive(Debug, Clone)]
+pub struct LocalSink {
+    root: PathBuf,
+}
+
+impl LocalSink {
+    pub fn new(root: impl Into<PathBuf>) -> LocalSink {
+        LocalSink { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        if key
+            .split('/')
+            .any(|seg| seg == ".." || seg == "." || seg.is_empty())
+        {
+            return Err(SyncError::Internal(format!(
+                "object key `{key}` is not a clean relative path"
+            )));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> SyncError {
+    SyncError::Output(format!("{what} {}: {e}", path.display()))
+}
+
+#[async_trait]
+impl ObjectSink for LocalSink {
+    async fn begin(&self, key: &str) -> Result<Box<dyn ObjectUpload>> {
+        let target = self.path(key)?;
+        if let Some(dir) = target.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| io_err("creating", dir, e))?;
+        }
+        let partial = target.with_file_name(format!(
+            "{}.partial",
+            target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("object")
+        ));
+        let file = tokio::fs::File::create(&partial)
+            .await
+            .map_err(|e| io_err("creating", &partial, e))?;
+        Ok(Box::new(LocalUpload {
+            file,
+            partial,
+            target,
+        }))
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        let mut upload = self.begin(key).await?;
+        upload.write(body).await?;
+        upload.finish().await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = self.root.join(prefix);
+        let dir = if prefix.ends_with('/') || dir.is_dir() {
+            dir
+        } else {
+            dir.parent().unwrap_or(&self.root).to_path_buf()
+        };
+        let mut keys = Vec::new();
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            let mut entries = match tokio::fs::read_dir(&d).await {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("listing", &d, e)),
+            };
+            while let Some(entry) = entries
+                .next_entry()
+                .await
+                .map_err(|e| io_err("listing", &d, e))?
+            {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    let key = rel.to_string_lossy().replace('\\', "/");
+                    if key.starts_with(prefix) && !key.ends_with(".partial") {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("deleting", &path, e)),
+        }
+    }
+
+    fn locate(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+}
+
+struct LocalUpload {
+    file: tokio::fs::File,
+    partial: PathBuf,
+    target: PathBuf,
+}
+
+#[async_trait]
+impl ObjectUpload for LocalUpload {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.file
+            .write_all(&chunk)
+            .await
+            .map_err(|e| io_err("writing", &self.partial, e))
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<()> {
+        self.file
+            .flush()
+            .await
+            .map_err(|e| io_err("flushing", &self.partial, e))?;
+        self.file
+            .sync_all()
+            .await
+            .map_err(|e| io_err("syncing", &self.partial, e))?;
+        tokio::fs::rename(&self.partial, &self.target)
+            .await
+            .map_err(|e| io_err("publishing", &self.target, e))
+    }
+
+    async fn abort(self: Box<Self>) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.partial).await;
+    }
+}

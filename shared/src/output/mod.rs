@@ -1,0 +1,74 @@
+//! The output contract: key layout, streaming NDJSON part files, run manifests, schemas.
+//!
+//! ```text
+//! <integration>/<table>/dt=YYYY-MM-DD/run=<run_id>/part-00000.ndjson.gz
+//! _meta/<integration>/runs/<run_id>/<table>.json
+//! _meta/<integration>/schemas/<table>.{bigquery.json,sql}
+//! ```
+//! Keys are relative to the sink's root (a directory, or `s3://bucket/prefix`).
+
+mod manifest;
+mod part_writer;
+
+pub use manifest::{PartFile, RunManifest};
+pub use part_writer::{Compression, PartWriter, WriterOptions};
+
+use crate::integration::RunId;
+
+/// The folder of one table run's data files.
+pub fn run_data_prefix(integration: &str, table: &str, run: &RunId) -> String {
+    format!(
+        "{integration}/{table}/dt={}/run={run}/",
+        run.partition_date()
+    )
+}
+
+/// The key of part `n` of a run.
+pub fn part_key(
+    integration: &str,
+    table: &str,
+    run: &RunId,
+    n: u32,
+    compression: Compression,
+) -> String {
+    format!(
+        "{}part-{n:05}.{}",
+        run_data_prefix(integration, table, run),
+        compression.extension()
+    )
+}
+
+pub fn manifest_key(integration: &str, table: &str, run: &RunId) -> String {
+    format!("_meta/{integration}/runs/{run}/{table}.json")
+}
+
+pub fn schema_keys(integration: &str, table: &str) -> (String, String) {
+    (
+        format!("_meta/{integration}/schemas/{table}.bigquery.json"),
+        format!("_meta/{integration}/schemas/{table}.sql"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_contract() {
+        let run: RunId = "20261128T081100Z-abc123".parse().unwrap();
+        assert_eq!(
+            part_key("acme", "parties", &run, 3, Compression::Gzip),
+            "acme/parties/dt=2026-11-28/run=20261128T081100Z-abc123/part-00003.ndjson.gz"
+        );
+        assert_eq!(
+            part_key("acme", "parties", &run, 0, Compression::None)
+                .rsplit('/')
+                .next(),
+            Some("part-00000.ndjson")
+        );
+        assert_eq!(
+            manifest_key("acme", "parties", &run),
+            "_meta/acme/runs/20261128T081100Z-abc123/parties.json"
+        );
+    }
+}

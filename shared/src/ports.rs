@@ -1,0 +1,169 @@
+//! The engine's ports: small traits with a local adapter each (in [`crate::local`]) and an AWS
+//! adapter each (DynamoDB, S3, Secrets Manager). And the records that cross them.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::capsule::RequestStats;
+use crate::integration::{Integration, RunId};
+use crate::{Fault, Result, SyncError};
+
+/// Supplies the Capsule token of one integration.
+#[async_trait]
+pub trait TokenProvider: Send + Sync {
+    async fn token(&self) -> Result<SecretString>;
+}
+
+/// Where output objects go (a directory, an S3 bucket). Keys use `/` separators.
+#[async_trait]
+pub trait ObjectSink: Send + Sync {
+    /// Starts streaming an object; nothing is visible at `key` until [`ObjectUpload::finish`].
+    async fn begin(&self, key: &str) -> Result<Box<dyn ObjectUpload>>;
+    /// Writes a small object at once (manifests, schemas).
+    async fn put(&self, key: &str, body: Bytes) -> Result<()>;
+    /// Keys under a prefix.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Removes an object; removing a missing one is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// Where `key` lives, for people (a path, an `s3://` URL).
+    fn locate(&self, key: &str) -> String;
+}
+
+/// One object being written.
+#[async_trait]
+pub trait ObjectUpload: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Makes the object durable and visible at its key (replacing any previous one).
+    async fn finish(self: Box<Self>) -> Result<()>;
+    /// Drops everything written; the key is left as it was.
+    async fn abort(self: Box<Self>);
+}
+
+/// Integrations, bookmarks, leases and run history. Every change that could race is conditional.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    async fn get_integration(&self, name: &str) -> Result<Option<Integration>>;
+    /// Fails if an integration of that name exists.
+    async fn create_integration(&self, integration: &Integration) -> Result<()>;
+    /// Fails if it does not exist.
+    async fn update_integration(&self, integration: &Integration) -> Result<()>;
+    async fn list_integrations(&self) -> Result<Vec<Integration>>;
+
+    async fn bookmark(&self, integration: &str, table: &str) -> Result<Option<Bookmark>>;
+
+    /// Takes the lease on (integration, table) for `owner`, unless someone else holds an
+    /// unexpired one ([`SyncError::LeaseHeld`]). The same owner may take it again (continuation).
+    async fn acquire_lease(
+        &self,
+        integration: &str,
+        table: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Lease>;
+
+    /// Success: stores the bookmark and the run record and releases the lease — all only if
+    /// `lease` is still held; otherwise nothing changes and the call fails.
+    async fn commit(
+        &self,
+        lease: &Lease,
+        bookmark: &Bookmark,
+        record: &TableRunRecord,
+    ) -> Result<()>;
+
+    /// Failure: stores the run record and releases the lease; the bookmark is untouched.
+    async fn record_failure(&self, lease: &Lease, record: &TableRunRecord) -> Result<()>;
+
+    /// Stores a run record that holds no lease (a skipped run).
+    async fn record_run(&self, record: &TableRunRecord) -> Result<()>;
+
+    /// Run records, newest first; all integrations when `integration` is None.
+    async fn runs(&self, integration: Option<&str>, limit: usize) -> Result<Vec<TableRunRecord>>;
+}
+
+/// Where incremental replication of one table stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bookmark {
+    /// When the last successful run started (its T0, taken before its first request): the
+    /// next run asks for changes since this minus the lookback. Capsule calls it lastRunDate.
+    pub last_run_started: DateTime<Utc>,
+    pub run_id: RunId,
+    /// The bookmark this run started from, so a redo of the same run id reads the same window.
+    #[serde(default)]
+    pub previous: Option<DateTime<Utc>>,
+}
+
+/// A held lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub integration: String,
+    pub table: String,
+    pub owner: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How a table run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+    /// Another run held the lease.
+    Skipped,
+    /// Checkpointed near the time limit; a fresh invocation continues the same run.
+    Continued,
+}
+
+/// An error as stored in run records: no secrets, whose fault, retryable or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    pub error_type: String,
+    pub fault: Fault,
+    pub retryable: bool,
+    pub message: String,
+}
+
+impl From<&SyncError> for ErrorRecord {
+    fn from(e: &SyncError) -> ErrorRecord {
+        ErrorRecord {
+            error_type: e.error_type().to_string(),
+            fault: e.fault(),
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// One table run's history record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableRunRecord {
+    pub integration: String,
+    pub table: String,
+    pub run_id: RunId,
+    pub state: RunState,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+    #[serde(flatten)]
+    pub requests: RequestStats,
+    pub since: Option<DateTime<Utc>>,
+    pub bookmark_before: Option<DateTime<Utc>>,
+    pub bookmark_after: Option<DateTime<Utc>>,
+    pub manifest_key: Option<String>,
+    pub error: Option<ErrorRecord>,
+}
+
+impl TableRunRecord {
+    pub fn seconds(&self) -> f64 {
+        self.finished_at
+            .map(|f| (f - self.started_at).num_milliseconds() as f64 / 1000.0)
+            .unwrap_or(0.0)
+    }
+}
