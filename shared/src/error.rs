@@ -30,27 +30,15 @@ impl fmt::Display for Fault {
 pub enum SyncError {
     /// Capsule answered 401 or 403.
     #[error("Capsule rejected the API token (HTTP {status}): {detail}. {hint}")]
-    Auth {
-        status: u16,
-        detail: String,
-        hint: &'static str,
-    },
+    Auth { status: u16, detail: String, hint: &'static str },
 
     /// Capsule refused the request itself (400, 404, 405, 422): retrying the same request won't help.
     #[error("Capsule refused {request} (HTTP {status}): {message}")]
-    Rejected {
-        request: String,
-        status: u16,
-        message: String,
-    },
+    Rejected { request: String, status: u16, message: String },
 
     /// Capsule or the network kept failing after every retry.
     #[error("Capsule API unavailable for {request} after {attempts} attempts: {last}")]
-    Unavailable {
-        request: String,
-        attempts: u32,
-        last: String,
-    },
+    Unavailable { request: String, attempts: u32, last: String },
 
     /// One attempt failed in a way a retry may fix (5xx, timeout, dropped connection, cut body).
     #[error("transient failure on {request}: {message}")]
@@ -70,12 +58,7 @@ pub enum SyncError {
 
     /// Another run of the same (integration, table) holds the lease.
     #[error("{integration}/{table} is being synced by run {holder} (lease until {until})")]
-    LeaseHeld {
-        integration: String,
-        table: String,
-        holder: String,
-        until: String,
-    },
+    LeaseHeld { integration: String, table: String, holder: String, until: String },
 
     /// The state store (state file, DynamoDB) failed or refused a conditional write.
     #[error("state store: {0}")]
@@ -95,9 +78,7 @@ pub type Result<T, E = SyncError> = std::result::Result<T, E>;
 impl SyncError {
     pub fn fault(&self) -> Fault {
         match self {
-            SyncError::Auth { .. } | SyncError::Config(_) | SyncError::Credentials(_) => {
-                Fault::User
-            }
+            SyncError::Auth { .. } | SyncError::Config(_) | SyncError::Credentials(_) => Fault::User,
             SyncError::Rejected { status, .. } if *status == 404 => Fault::Internal,
             SyncError::Rejected { .. } => Fault::User,
             SyncError::Unavailable { .. }

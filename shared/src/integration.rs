@@ -41,24 +41,16 @@ impl std::str::FromStr for TokenSource {
     /// `env:VAR`, `file:PATH` or `secretsmanager:SECRET_ID`.
     fn from_str(s: &str) -> Result<TokenSource> {
         let bad = || {
-            SyncError::Config(format!(
-                "token source `{s}` is not one of env:VAR, file:PATH, secretsmanager:SECRET_ID"
-            ))
+            SyncError::Config(format!("token source `{s}` is not one of env:VAR, file:PATH, secretsmanager:SECRET_ID"))
         };
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
         if rest.trim().is_empty() {
             return Err(bad());
         }
         match kind {
-            "env" => Ok(TokenSource::Env {
-                var: rest.to_string(),
-            }),
-            "file" => Ok(TokenSource::File {
-                path: PathBuf::from(rest),
-            }),
-            "secretsmanager" | "secret" => Ok(TokenSource::SecretsManager {
-                secret_id: rest.to_string(),
-            }),
+            "env" => Ok(TokenSource::Env { var: rest.to_string() }),
+            "file" => Ok(TokenSource::File { path: PathBuf::from(rest) }),
+            "secretsmanager" | "secret" => Ok(TokenSource::SecretsManager { secret_id: rest.to_string() }),
             _ => Err(bad()),
         }
     }
@@ -161,12 +153,8 @@ impl Integration {
     /// Checks every setting against the catalog and sane bounds; the error names the setting.
     pub fn validate(&self) -> Result<()> {
         validate_name(&self.name)?;
-        url::Url::parse(&self.api_base_url).map_err(|e| {
-            SyncError::Config(format!(
-                "api_base_url `{}` is not a URL: {e}",
-                self.api_base_url
-            ))
-        })?;
+        url::Url::parse(&self.api_base_url)
+            .map_err(|e| SyncError::Config(format!("api_base_url `{}` is not a URL: {e}", self.api_base_url)))?;
         let tables = catalog::resolve_tables(&self.tables)?;
         for (table, columns) in &self.columns {
             let spec = catalog::table(table).ok_or_else(|| {
@@ -190,10 +178,7 @@ impl Integration {
             )));
         }
         if self.history_start > Utc::now() {
-            return Err(SyncError::Config(format!(
-                "history_start {} is in the future",
-                self.history_start
-            )));
+            return Err(SyncError::Config(format!("history_start {} is in the future", self.history_start)));
         }
         Ok(())
     }
@@ -212,17 +197,50 @@ impl Integration {
     }
 }
 
+/// Parses a replication frequency: `90` (minutes), `30m`, `6h`, `1d`.
+pub fn parse_frequency(text: &str) -> Result<u32> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "m"),
+    };
+    let n: u32 = number.parse().map_err(|_| bad_frequency(text))?;
+    let minutes = match unit {
+        "m" | "min" => Some(n),
+        "h" => n.checked_mul(60),
+        "d" => n.checked_mul(24 * 60),
+        _ => None,
+    }
+    .ok_or_else(|| bad_frequency(text))?;
+    if !(5..=31 * 24 * 60).contains(&minutes) {
+        return Err(SyncError::Config(format!("frequency `{text}` must be between 5m and 31d")));
+    }
+    Ok(minutes)
+}
+
+fn bad_frequency(text: &str) -> SyncError {
+    SyncError::Config(format!("frequency `{text}` is not a duration like 30m, 6h or 1d"))
+}
+
+/// Parses a history start: `2024-01-31` (midnight UTC) or an RFC 3339 timestamp.
+pub fn parse_history_start(text: &str) -> Result<DateTime<Utc>> {
+    let t = text.trim();
+    if let Ok(ts) = DateTime::parse_from_rfc3339(t) {
+        return Ok(ts.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        .map_err(|_| {
+            SyncError::Config(format!("history start `{text}` is not a date (2024-01-31) or RFC 3339 timestamp"))
+        })
+}
+
 /// Names become S3 prefixes, DynamoDB keys and directory names: keep them boring.
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
@@ -251,9 +269,7 @@ impl RunId {
     /// When the run started (from the id itself).
     pub fn started_at(&self) -> DateTime<Utc> {
         let stamp = &self.0[..16];
-        NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
-            .expect("validated on construction")
-            .and_utc()
+        NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").expect("validated on construction").and_utc()
     }
 
     /// The `dt=YYYY-MM-DD` partition value.
@@ -274,9 +290,7 @@ impl TryFrom<String> for RunId {
         if valid {
             Ok(RunId(s))
         } else {
-            Err(SyncError::Config(format!(
-                "run id `{s}` is not of the form 20261128T081100Z-3fa9c1"
-            )))
+            Err(SyncError::Config(format!("run id `{s}` is not of the form 20261128T081100Z-3fa9c1")))
         }
     }
 }
@@ -327,17 +341,26 @@ mod tests {
     }
 
     #[test]
+    fn frequencies_and_history_starts_parse() {
+        assert_eq!(parse_frequency("30m").unwrap(), 30);
+        assert_eq!(parse_frequency("6h").unwrap(), 360);
+        assert_eq!(parse_frequency("1d").unwrap(), 1440);
+        assert_eq!(parse_frequency("90").unwrap(), 90);
+        for bad in ["", "often", "1m", "6w", "99999d"] {
+            assert!(parse_frequency(bad).unwrap_err().to_string().contains("frequency"), "{bad}");
+        }
+        assert_eq!(parse_history_start("2024-01-31").unwrap().to_rfc3339(), "2024-01-31T00:00:00+00:00");
+        assert!(parse_history_start("2024-01-31T10:00:00+02:00").is_ok());
+        assert!(parse_history_start("last year").is_err());
+    }
+
+    #[test]
     fn token_sources_parse() {
         assert_eq!(
             "env:CAPSULE_TOKEN".parse::<TokenSource>().unwrap(),
-            TokenSource::Env {
-                var: "CAPSULE_TOKEN".into()
-            }
+            TokenSource::Env { var: "CAPSULE_TOKEN".into() }
         );
-        assert!(matches!(
-            "file:/tmp/t".parse::<TokenSource>().unwrap(),
-            TokenSource::File { .. }
-        ));
+        assert!(matches!("file:/tmp/t".parse::<TokenSource>().unwrap(), TokenSource::File { .. }));
         assert!("password:hunter2".parse::<TokenSource>().is_err());
         assert!("env:".parse::<TokenSource>().is_err());
     }
@@ -347,26 +370,13 @@ mod tests {
         let mut i = Integration::new("acme", TokenSource::Env { var: "T".into() }, Utc::now());
         assert!(i.validate().is_ok());
         i.tables = vec!["partys".into()];
-        assert!(
-            i.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("unknown table `partys`")
-        );
+        assert!(i.validate().unwrap_err().to_string().contains("unknown table `partys`"));
         i.tables = vec!["parties".into()];
         i.columns.insert("parties".into(), vec!["nope".into()]);
         let err = i.validate().unwrap_err().to_string();
-        assert!(
-            err.contains("unknown column `nope`") && err.contains("updatedAt"),
-            "{err}"
-        );
+        assert!(err.contains("unknown column `nope`") && err.contains("updatedAt"), "{err}");
         i.columns.clear();
         i.frequency_minutes = 1;
-        assert!(
-            i.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("frequency_minutes")
-        );
+        assert!(i.validate().unwrap_err().to_string().contains("frequency_minutes"));
     }
 }

@@ -53,27 +53,19 @@ pub trait StateStore: Send + Sync {
     /// Fails if it does not exist.
     async fn update_integration(&self, integration: &Integration) -> Result<()>;
     async fn list_integrations(&self) -> Result<Vec<Integration>>;
+    /// Removes the integration and its bookmarks and leases (run history is kept for audit).
+    /// Returns whether it existed.
+    async fn delete_integration(&self, name: &str) -> Result<bool>;
 
     async fn bookmark(&self, integration: &str, table: &str) -> Result<Option<Bookmark>>;
 
     /// Takes the lease on (integration, table) for `owner`, unless someone else holds an
     /// unexpired one ([`SyncError::LeaseHeld`]). The same owner may take it again (continuation).
-    async fn acquire_lease(
-        &self,
-        integration: &str,
-        table: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<Lease>;
+    async fn acquire_lease(&self, integration: &str, table: &str, owner: &str, ttl: Duration) -> Result<Lease>;
 
     /// Success: stores the bookmark and the run record and releases the lease — all only if
     /// `lease` is still held; otherwise nothing changes and the call fails.
-    async fn commit(
-        &self,
-        lease: &Lease,
-        bookmark: &Bookmark,
-        record: &TableRunRecord,
-    ) -> Result<()>;
+    async fn commit(&self, lease: &Lease, bookmark: &Bookmark, record: &TableRunRecord) -> Result<()>;
 
     /// Failure: stores the run record and releases the lease; the bookmark is untouched.
     async fn record_failure(&self, lease: &Lease, record: &TableRunRecord) -> Result<()>;
@@ -162,8 +154,6 @@ pub struct TableRunRecord {
 
 impl TableRunRecord {
     pub fn seconds(&self) -> f64 {
-        self.finished_at
-            .map(|f| (f - self.started_at).num_milliseconds() as f64 / 1000.0)
-            .unwrap_or(0.0)
+        self.finished_at.map(|f| (f - self.started_at).num_milliseconds() as f64 / 1000.0).unwrap_or(0.0)
     }
 }

@@ -19,15 +19,9 @@ pub use capsule_sim;
 
 /// A simulator with `parties` parties and a fast rate-limit window for tests.
 pub async fn start_sim(parties: usize, tweak: impl FnOnce(&mut SimConfig)) -> SimHandle {
-    let mut config = SimConfig {
-        parties,
-        token: "test-token".into(),
-        ..SimConfig::default()
-    };
+    let mut config = SimConfig { parties, token: "test-token".into(), ..SimConfig::default() };
     tweak(&mut config);
-    capsule_sim::start(config)
-        .await
-        .expect("simulator starts on loopback")
+    capsule_sim::start(config).await.expect("simulator starts on loopback")
 }
 
 /// Client options with short waits, so retry tests take milliseconds, not minutes.
@@ -44,12 +38,7 @@ pub fn fast_client_options() -> ClientOptions {
 }
 
 pub fn client_for(sim: &SimHandle, token: &str) -> CapsuleClient {
-    CapsuleClient::new(
-        sim.base_url(),
-        SecretString::from(token.to_string()),
-        fast_client_options(),
-    )
-    .unwrap()
+    CapsuleClient::new(sim.base_url(), SecretString::from(token.to_string()), fast_client_options()).unwrap()
 }
 
 /// A data directory with the local adapters.
@@ -68,10 +57,7 @@ impl Local {
     }
 
     pub fn deps(&self) -> Deps<'_> {
-        Deps {
-            state: &self.state,
-            sink: &self.sink,
-        }
+        Deps { state: &self.state, sink: &self.sink }
     }
 
     pub fn output(&self) -> PathBuf {
@@ -87,9 +73,7 @@ impl Local {
         options: RunOptions,
     ) -> (RunId, Vec<TableRunOutcome>) {
         let run_id = RunId::new(Utc::now());
-        let outcomes = self
-            .sync_as(client, integration, tables, options, &run_id)
-            .await;
+        let outcomes = self.sync_as(client, integration, tables, options, &run_id).await;
         (run_id, outcomes)
     }
 
@@ -110,8 +94,7 @@ impl Local {
             &specs,
             run_id,
             options,
-            4,
-            None,
+            engine::LocalDispatch { concurrency: 4, progress: None },
         )
         .await
     }
@@ -133,26 +116,13 @@ impl Local {
     }
 
     /// Every row of one table run, decoded (gzip or plain) — one JSON object per line, checked.
-    pub fn rows(
-        &self,
-        integration: &str,
-        table: &str,
-        run_id: &RunId,
-    ) -> Vec<serde_json::Map<String, Value>> {
-        self.run_files(integration, table, run_id)
-            .iter()
-            .flat_map(|p| read_ndjson(p))
-            .collect()
+    pub fn rows(&self, integration: &str, table: &str, run_id: &RunId) -> Vec<serde_json::Map<String, Value>> {
+        self.run_files(integration, table, run_id).iter().flat_map(|p| read_ndjson(p)).collect()
     }
 
     pub fn manifest(&self, integration: &str, table: &str, run_id: &RunId) -> Value {
-        let path = self
-            .output()
-            .join(format!("_meta/{integration}/runs/{run_id}/{table}.json"));
-        serde_json::from_slice(
-            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        )
-        .unwrap()
+        let path = self.output().join(format!("_meta/{integration}/runs/{run_id}/{table}.json"));
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
     }
 }
 

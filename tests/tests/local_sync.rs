@@ -19,34 +19,17 @@ async fn every_table_lands_with_the_simulators_row_count_and_its_columns() {
     let local = Local::new();
     let integration = integration_for(&sim, "acme", "UNUSED");
     let client = client_for(&sim, "test-token");
-    let (run_id, outcomes) = local
-        .sync(&client, &integration, &[], RunOptions::default())
-        .await;
+    let (run_id, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
 
     let expected = expected_counts(&sim);
     assert_eq!(outcomes.len(), 22);
     assert_eq!(expected.len(), 22, "the simulator counts all 22 tables");
     for outcome in &outcomes {
         let table = catalog::table(&outcome.record.table).unwrap();
-        assert_eq!(
-            outcome.record.state,
-            RunState::Succeeded,
-            "{}: {:?}",
-            table.name,
-            outcome.error
-        );
+        assert_eq!(outcome.record.state, RunState::Succeeded, "{}: {:?}", table.name, outcome.error);
         let rows = local.rows("acme", table.name, &run_id);
-        assert_eq!(
-            rows.len(),
-            expected[table.name],
-            "row count of {}",
-            table.name
-        );
-        assert!(
-            !rows.is_empty(),
-            "{} has rows in the demo account",
-            table.name
-        );
+        assert_eq!(rows.len(), expected[table.name], "row count of {}", table.name);
+        assert!(!rows.is_empty(), "{} has rows in the demo account", table.name);
         assert_eq!(outcome.record.rows as usize, rows.len());
 
         let want: BTreeSet<&str> = table.all_columns().map(|c| c.name).collect();
@@ -59,33 +42,18 @@ async fn every_table_lands_with_the_simulators_row_count_and_its_columns() {
         if table.replication == catalog::Replication::Full {
             let keys: BTreeSet<String> = rows
                 .iter()
-                .map(|r| {
-                    table
-                        .primary_key
-                        .iter()
-                        .map(|k| r[*k].to_string())
-                        .collect::<Vec<_>>()
-                        .join("|")
-                })
+                .map(|r| table.primary_key.iter().map(|k| r[*k].to_string()).collect::<Vec<_>>().join("|"))
                 .collect();
             assert_eq!(keys.len(), rows.len(), "duplicate keys in {}", table.name);
         }
         let manifest = local.manifest("acme", table.name, &run_id);
         assert_eq!(manifest["rows"].as_u64().unwrap() as usize, rows.len());
-        assert_eq!(
-            manifest["files"].as_array().unwrap().len(),
-            local.run_files("acme", table.name, &run_id).len()
-        );
+        assert_eq!(manifest["files"].as_array().unwrap().len(), local.run_files("acme", table.name, &run_id).len());
         assert!(outcome.record.requests.requests >= 1);
     }
     // Bookmarks moved for every table, to the run's T0.
     for outcome in &outcomes {
-        let b = local
-            .state
-            .bookmark("acme", &outcome.record.table)
-            .await
-            .unwrap()
-            .expect("bookmark");
+        let b = local.state.bookmark("acme", &outcome.record.table).await.unwrap().expect("bookmark");
         assert_eq!(b.last_run_started, outcome.record.started_at);
     }
     let status = local.state.get_integration("acme").await.unwrap();
@@ -99,55 +67,23 @@ async fn tasks_include_every_status_and_custom_field_ids_repeat_across_entities(
     let integration = integration_for(&sim, "acme", "UNUSED");
     let client = client_for(&sim, "test-token");
     let (run, _) = local
-        .sync(
-            &client,
-            &integration,
-            &["tasks", "custom_fields", "milestones", "employees"],
-            RunOptions::default(),
-        )
+        .sync(&client, &integration, &["tasks", "custom_fields", "milestones", "employees"], RunOptions::default())
         .await;
 
-    let statuses: BTreeSet<String> = local
-        .rows("acme", "tasks", &run)
-        .iter()
-        .map(|r| r["status"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        statuses,
-        BTreeSet::from(["OPEN".into(), "COMPLETED".into(), "PENDING".into()])
-    );
+    let statuses: BTreeSet<String> =
+        local.rows("acme", "tasks", &run).iter().map(|r| r["status"].as_str().unwrap().to_string()).collect();
+    assert_eq!(statuses, BTreeSet::from(["OPEN".into(), "COMPLETED".into(), "PENDING".into()]));
 
     let fields = local.rows("acme", "custom_fields", &run);
-    let ids_with_entity: BTreeSet<(String, i64)> = fields
-        .iter()
-        .map(|r| {
-            (
-                r["entity"].as_str().unwrap().to_string(),
-                r["id"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        ids_with_entity.len(),
-        fields.len(),
-        "(entity, id) is unique"
-    );
+    let ids_with_entity: BTreeSet<(String, i64)> =
+        fields.iter().map(|r| (r["entity"].as_str().unwrap().to_string(), r["id"].as_i64().unwrap())).collect();
+    assert_eq!(ids_with_entity.len(), fields.len(), "(entity, id) is unique");
     let ids: BTreeSet<i64> = fields.iter().map(|r| r["id"].as_i64().unwrap()).collect();
-    assert!(
-        ids.len() < fields.len(),
-        "the same id appears under several entities"
-    );
+    assert!(ids.len() < fields.len(), "the same id appears under several entities");
 
-    let pipelines: BTreeSet<i64> = local
-        .rows("acme", "milestones", &run)
-        .iter()
-        .map(|r| r["pipelineId"].as_i64().unwrap())
-        .collect();
-    assert_eq!(
-        pipelines.len(),
-        3,
-        "milestones of every pipeline, the archived one included"
-    );
+    let pipelines: BTreeSet<i64> =
+        local.rows("acme", "milestones", &run).iter().map(|r| r["pipelineId"].as_i64().unwrap()).collect();
+    assert_eq!(pipelines.len(), 3, "milestones of every pipeline, the archived one included");
 
     for row in local.rows("acme", "employees", &run) {
         assert_eq!(row["type"], "person");
@@ -161,22 +97,10 @@ async fn second_run_lands_changes_and_deletions_including_a_change_made_while_pa
     let local = Local::new();
     let integration = integration_for(&sim, "acme", "UNUSED");
     let client = client_for(&sim, "test-token");
-    let tables = [
-        "parties",
-        "opportunities",
-        "cases",
-        "deleted_parties",
-        "deleted_opportunities",
-        "deleted_cases",
-    ];
+    let tables = ["parties", "opportunities", "cases", "deleted_parties", "deleted_opportunities", "deleted_cases"];
 
     // Run 1, slowed on the second page of /parties; meanwhile a party on page 1 changes.
-    let first_party = sim.with_account(|a| {
-        *a.entity(capsule_sim::Entity::Parties)
-            .keys()
-            .next()
-            .unwrap()
-    });
+    let first_party = sim.with_account(|a| *a.entity(capsule_sim::Entity::Parties).keys().next().unwrap());
     sim.add_fault(FaultRule {
         path: Some("/parties".into()),
         fault: Fault::Slow { millis: 600 },
@@ -197,59 +121,24 @@ async fn second_run_lands_changes_and_deletions_including_a_change_made_while_pa
             .unwrap();
         };
         let ((run1, outcomes), ()) = tokio::join!(sync, change);
-        assert!(
-            outcomes
-                .iter()
-                .all(|o| o.record.state == RunState::Succeeded)
-        );
+        assert!(outcomes.iter().all(|o| o.record.state == RunState::Succeeded));
         run1
     };
     let run1_parties = local.rows("acme", "parties", &run1);
-    let old = run1_parties
-        .iter()
-        .find(|r| r["id"] == first_party)
-        .expect("page 1 was read before the change");
+    let old = run1_parties.iter().find(|r| r["id"] == first_party).expect("page 1 was read before the change");
 
     // Changes after run 1.
-    let updated = sim
-        .mutate_n(MutationKind::Parties, MutationOp::Update, 5)
-        .unwrap()
-        .ids;
-    let created = sim
-        .mutate_n(MutationKind::Parties, MutationOp::Create, 3)
-        .unwrap()
-        .ids;
-    let deleted = sim
-        .mutate_n(MutationKind::Parties, MutationOp::Delete, 2)
-        .unwrap()
-        .ids;
-    let restricted = sim
-        .mutate_n(MutationKind::Parties, MutationOp::Restrict, 1)
-        .unwrap()
-        .ids;
-    let opp_updated = sim
-        .mutate_n(MutationKind::Opportunities, MutationOp::Update, 2)
-        .unwrap()
-        .ids;
-    let kase_deleted = sim
-        .mutate_n(MutationKind::Kases, MutationOp::Delete, 1)
-        .unwrap()
-        .ids;
+    let updated = sim.mutate_n(MutationKind::Parties, MutationOp::Update, 5).unwrap().ids;
+    let created = sim.mutate_n(MutationKind::Parties, MutationOp::Create, 3).unwrap().ids;
+    let deleted = sim.mutate_n(MutationKind::Parties, MutationOp::Delete, 2).unwrap().ids;
+    let restricted = sim.mutate_n(MutationKind::Parties, MutationOp::Restrict, 1).unwrap().ids;
+    let opp_updated = sim.mutate_n(MutationKind::Opportunities, MutationOp::Update, 2).unwrap().ids;
+    let kase_deleted = sim.mutate_n(MutationKind::Kases, MutationOp::Delete, 1).unwrap().ids;
 
-    let (run2, outcomes) = local
-        .sync(&client, &integration, &tables, RunOptions::default())
-        .await;
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| o.record.state == RunState::Succeeded)
-    );
+    let (run2, outcomes) = local.sync(&client, &integration, &tables, RunOptions::default()).await;
+    assert!(outcomes.iter().all(|o| o.record.state == RunState::Succeeded));
     let ids = |table: &str| -> BTreeSet<i64> {
-        local
-            .rows("acme", table, &run2)
-            .iter()
-            .map(|r| r["id"].as_i64().unwrap())
-            .collect()
+        local.rows("acme", table, &run2).iter().map(|r| r["id"].as_i64().unwrap()).collect()
     };
     let parties = ids("parties");
     let alive_changed: BTreeSet<i64> = updated
@@ -259,39 +148,18 @@ async fn second_run_lands_changes_and_deletions_including_a_change_made_while_pa
         .filter(|id| !deleted.contains(id) && !restricted.contains(id))
         .copied()
         .collect();
-    assert_eq!(
-        parties, alive_changed,
-        "exactly the changed parties, the one changed mid-run 1 included"
-    );
-    let row = local
-        .rows("acme", "parties", &run2)
-        .into_iter()
-        .find(|r| r["id"] == first_party)
-        .unwrap();
-    assert_ne!(
-        row["updatedAt"], old["updatedAt"],
-        "run 2 carries the newer version"
-    );
+    assert_eq!(parties, alive_changed, "exactly the changed parties, the one changed mid-run 1 included");
+    let row = local.rows("acme", "parties", &run2).into_iter().find(|r| r["id"] == first_party).unwrap();
+    assert_ne!(row["updatedAt"], old["updatedAt"], "run 2 carries the newer version");
 
     let tombstones = local.rows("acme", "deleted_parties", &run2);
-    let deleted_ids: BTreeSet<i64> = tombstones
-        .iter()
-        .filter(|r| r["_deleted"] == true)
-        .map(|r| r["id"].as_i64().unwrap())
-        .collect();
+    let deleted_ids: BTreeSet<i64> =
+        tombstones.iter().filter(|r| r["_deleted"] == true).map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(deleted_ids, deleted.iter().copied().collect());
-    let restricted_ids: BTreeSet<i64> = tombstones
-        .iter()
-        .filter(|r| r["_restricted"] == true)
-        .map(|r| r["id"].as_i64().unwrap())
-        .collect();
+    let restricted_ids: BTreeSet<i64> =
+        tombstones.iter().filter(|r| r["_restricted"] == true).map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(restricted_ids, restricted.iter().copied().collect());
-    assert!(
-        tombstones
-            .iter()
-            .filter(|r| r["_deleted"] == true)
-            .all(|r| r["deletedAt"].is_string())
-    );
+    assert!(tombstones.iter().filter(|r| r["_deleted"] == true).all(|r| r["deletedAt"].is_string()));
 
     assert_eq!(ids("opportunities"), opp_updated.iter().copied().collect());
     assert_eq!(ids("deleted_cases"), kase_deleted.iter().copied().collect());
@@ -299,14 +167,8 @@ async fn second_run_lands_changes_and_deletions_including_a_change_made_while_pa
 
     let manifest = local.manifest("acme", "parties", &run2);
     let since = chrono::DateTime::parse_from_rfc3339(manifest["since"].as_str().unwrap()).unwrap();
-    let before =
-        chrono::DateTime::parse_from_rfc3339(manifest["bookmark_before"].as_str().unwrap())
-            .unwrap();
-    assert_eq!(
-        before - since,
-        chrono::Duration::minutes(10),
-        "since = bookmark minus the lookback"
-    );
+    let before = chrono::DateTime::parse_from_rfc3339(manifest["bookmark_before"].as_str().unwrap()).unwrap();
+    assert_eq!(before - since, chrono::Duration::minutes(10), "since = bookmark minus the lookback");
 }
 
 #[tokio::test]
@@ -316,11 +178,7 @@ async fn a_failed_run_moves_nothing_and_its_rerun_leaves_no_duplicate_files() {
     let integration = integration_for(&sim, "acme", "UNUSED");
     let client = client_for(&sim, "test-token");
     let small_parts = RunOptions {
-        writer: WriterOptions {
-            part_max_bytes: 8 * 1024,
-            chunk_bytes: 1024,
-            ..WriterOptions::default()
-        },
+        writer: WriterOptions { part_max_bytes: 8 * 1024, chunk_bytes: 1024, ..WriterOptions::default() },
         ..RunOptions::default()
     };
 
@@ -333,65 +191,32 @@ async fn a_failed_run_moves_nothing_and_its_rerun_leaves_no_duplicate_files() {
         probability: None,
     });
     let run_id = capsule_shared::integration::RunId::new(chrono::Utc::now());
-    let outcomes = local
-        .sync_as(&client, &integration, &["parties"], small_parts, &run_id)
-        .await;
+    let outcomes = local.sync_as(&client, &integration, &["parties"], small_parts, &run_id).await;
     let failed = &outcomes[0];
     assert_eq!(failed.record.state, RunState::Failed);
     let error = failed.error.as_ref().unwrap();
     assert!(error.is_retryable(), "{error}");
     assert!(error.to_string().contains("503"), "{error}");
-    assert!(
-        local.run_files("acme", "parties", &run_id).is_empty(),
-        "no partial files published"
-    );
-    assert!(
-        local
-            .state
-            .bookmark("acme", "parties")
-            .await
-            .unwrap()
-            .is_none(),
-        "bookmark did not move"
-    );
+    assert!(local.run_files("acme", "parties", &run_id).is_empty(), "no partial files published");
+    assert!(local.state.bookmark("acme", "parties").await.unwrap().is_none(), "bookmark did not move");
     let runs = local.state.runs(Some("acme"), 10).await.unwrap();
     assert_eq!(runs[0].state, RunState::Failed);
-    assert_eq!(
-        runs[0].error.as_ref().unwrap().error_type,
-        "CapsuleUnavailable"
-    );
+    assert_eq!(runs[0].error.as_ref().unwrap().error_type, "CapsuleUnavailable");
 
     // Rerun of the same run id succeeds; then again with bigger parts: fewer files, no leftovers.
     sim.clear_faults();
-    let outcomes = local
-        .sync_as(&client, &integration, &["parties"], small_parts, &run_id)
-        .await;
+    let outcomes = local.sync_as(&client, &integration, &["parties"], small_parts, &run_id).await;
     assert_eq!(outcomes[0].record.state, RunState::Succeeded);
     let many = local.run_files("acme", "parties", &run_id);
     assert!(many.len() > 3, "small parts roll: {} files", many.len());
-    let outcomes = local
-        .sync_as(
-            &client,
-            &integration,
-            &["parties"],
-            RunOptions::default(),
-            &run_id,
-        )
-        .await;
+    let outcomes = local.sync_as(&client, &integration, &["parties"], RunOptions::default(), &run_id).await;
     assert_eq!(outcomes[0].record.state, RunState::Succeeded);
     let files = local.run_files("acme", "parties", &run_id);
-    assert_eq!(
-        files.len(),
-        1,
-        "stale parts of the earlier attempt were removed: {files:?}"
-    );
+    assert_eq!(files.len(), 1, "stale parts of the earlier attempt were removed: {files:?}");
     assert_eq!(local.rows("acme", "parties", &run_id).len(), 500);
     let manifest = local.manifest("acme", "parties", &run_id);
     assert_eq!(manifest["files"].as_array().unwrap().len(), 1);
-    assert!(
-        manifest["bookmark_before"].is_null(),
-        "a redo of a committed run reads the same window"
-    );
+    assert!(manifest["bookmark_before"].is_null(), "a redo of a committed run reads the same window");
 }
 
 #[tokio::test]
@@ -400,37 +225,14 @@ async fn a_rejected_token_fails_clearly_and_moves_no_bookmark() {
     let local = Local::new();
     let integration = integration_for(&sim, "acme", "UNUSED");
     let client = client_for(&sim, "wrong-token");
-    let (run_id, outcomes) = local
-        .sync(
-            &client,
-            &integration,
-            &["parties", "users"],
-            RunOptions::default(),
-        )
-        .await;
+    let (run_id, outcomes) = local.sync(&client, &integration, &["parties", "users"], RunOptions::default()).await;
     for o in &outcomes {
         assert_eq!(o.record.state, RunState::Failed);
         let message = o.error.as_ref().unwrap().to_string();
-        assert!(
-            message.contains("401") && message.contains("personal access token"),
-            "{message}"
-        );
-        assert!(
-            !message.contains("wrong-token"),
-            "the token never appears in errors"
-        );
-        assert_eq!(
-            o.error.as_ref().unwrap().fault(),
-            capsule_shared::Fault::User
-        );
-        assert!(
-            local
-                .state
-                .bookmark("acme", &o.record.table)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(message.contains("401") && message.contains("personal access token"), "{message}");
+        assert!(!message.contains("wrong-token"), "the token never appears in errors");
+        assert_eq!(o.error.as_ref().unwrap().fault(), capsule_shared::Fault::User);
+        assert!(local.state.bookmark("acme", &o.record.table).await.unwrap().is_none());
         assert!(local.run_files("acme", &o.record.table, &run_id).is_empty());
     }
     let state = std::fs::read_to_string(local.state.path()).unwrap();
@@ -452,56 +254,31 @@ async fn rate_limits_and_bursts_of_server_errors_are_survived() {
         (Fault::Truncated, 0.04),
         (Fault::Malformed, 0.03),
     ] {
-        sim.add_fault(FaultRule {
-            path: None,
-            fault,
-            after: 0,
-            times: None,
-            probability: Some(probability),
-        });
+        sim.add_fault(FaultRule { path: None, fault, after: 0, times: None, probability: Some(probability) });
     }
     let local = Local::new();
     let integration = integration_for(&sim, "acme", "UNUSED");
     let mut options = fast_client_options();
-    options.retry = RetryPolicy {
-        max_retries: 10,
-        ..options.retry
-    };
+    options.retry = RetryPolicy { max_retries: 10, ..options.retry };
     let client = capsule_shared::capsule::CapsuleClient::new(
         sim.base_url(),
         secrecy::SecretString::from("test-token".to_string()),
         options,
     )
     .unwrap();
-    let (run_id, outcomes) = local
-        .sync(&client, &integration, &[], RunOptions::default())
-        .await;
+    let (run_id, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
     let expected = expected_counts(&sim);
     let mut retries = 0;
     let mut rate_limited = 0;
     for o in &outcomes {
-        assert_eq!(
-            o.record.state,
-            RunState::Succeeded,
-            "{}: {:?}",
-            o.record.table,
-            o.error
-        );
-        assert_eq!(
-            local.rows("acme", &o.record.table, &run_id).len(),
-            expected[&o.record.table],
-            "{}",
-            o.record.table
-        );
+        assert_eq!(o.record.state, RunState::Succeeded, "{}: {:?}", o.record.table, o.error);
+        assert_eq!(local.rows("acme", &o.record.table, &run_id).len(), expected[&o.record.table], "{}", o.record.table);
         retries += o.record.requests.retries;
         rate_limited += o.record.requests.rate_limited;
     }
     let stats = sim.stats();
     assert!(retries > 0, "faults were injected and retried");
-    assert!(
-        stats.by_status.get(&429).copied().unwrap_or(0) == rate_limited,
-        "every 429 was waited out: {stats:?}"
-    );
+    assert!(stats.by_status.get(&429).copied().unwrap_or(0) == rate_limited, "every 429 was waited out: {stats:?}");
 }
 
 #[tokio::test]
@@ -509,69 +286,30 @@ async fn column_selection_with_aliases_and_plain_ndjson() {
     let sim = start_sim(100, |_| {}).await;
     let local = Local::new();
     let mut integration = integration_for(&sim, "acme", "UNUSED");
-    integration.columns.insert(
-        "parties".into(),
-        vec!["updateAt".into(), "wbesites".into(), "name".into()],
-    );
-    integration
-        .columns
-        .insert("opportunities".into(), vec!["loastReason".into()]);
-    integration
-        .columns
-        .insert("lost_reasons".into(), vec!["includeForCoversion".into()]);
+    integration.columns.insert("parties".into(), vec!["updateAt".into(), "wbesites".into(), "name".into()]);
+    integration.columns.insert("opportunities".into(), vec!["loastReason".into()]);
+    integration.columns.insert("lost_reasons".into(), vec!["includeForCoversion".into()]);
     integration.validate().unwrap();
     let client = client_for(&sim, "test-token");
     let plain = RunOptions {
-        writer: WriterOptions {
-            compression: Compression::None,
-            ..WriterOptions::default()
-        },
+        writer: WriterOptions { compression: Compression::None, ..WriterOptions::default() },
         ..RunOptions::default()
     };
-    let (run, outcomes) = local
-        .sync(
-            &client,
-            &integration,
-            &["parties", "opportunities", "lost_reasons"],
-            plain,
-        )
-        .await;
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| o.record.state == RunState::Succeeded)
-    );
+    let (run, outcomes) = local.sync(&client, &integration, &["parties", "opportunities", "lost_reasons"], plain).await;
+    assert!(outcomes.iter().all(|o| o.record.state == RunState::Succeeded));
     let meta: Vec<&str> = METADATA_COLUMNS.iter().map(|c| c.name).collect();
     let keys = |table: &str| -> BTreeSet<String> {
         let files = local.run_files("acme", table, &run);
-        assert!(
-            files
-                .iter()
-                .all(|f| f.to_string_lossy().ends_with(".ndjson")),
-            "{files:?}"
-        );
+        assert!(files.iter().all(|f| f.to_string_lossy().ends_with(".ndjson")), "{files:?}");
         local.rows("acme", table, &run)[0].keys().cloned().collect()
     };
-    let expect = |cols: &[&str]| -> BTreeSet<String> {
-        cols.iter()
-            .chain(meta.iter())
-            .map(|s| s.to_string())
-            .collect()
-    };
-    assert_eq!(
-        keys("parties"),
-        expect(&["id", "name", "updatedAt", "websites"])
-    );
+    let expect =
+        |cols: &[&str]| -> BTreeSet<String> { cols.iter().chain(meta.iter()).map(|s| s.to_string()).collect() };
+    assert_eq!(keys("parties"), expect(&["id", "name", "updatedAt", "websites"]));
     assert_eq!(keys("opportunities"), expect(&["id", "lostReason"]));
-    assert_eq!(
-        keys("lost_reasons"),
-        expect(&["id", "includedForConversion"])
-    );
+    assert_eq!(keys("lost_reasons"), expect(&["id", "includedForConversion"]));
     let manifest = local.manifest("acme", "parties", &run);
-    assert_eq!(
-        manifest["columns"],
-        serde_json::json!(["id", "name", "updatedAt", "websites"])
-    );
+    assert_eq!(manifest["columns"], serde_json::json!(["id", "name", "updatedAt", "websites"]));
 }
 
 #[tokio::test]
@@ -584,9 +322,7 @@ async fn tracks_discovery_finds_every_track_with_fewer_requests_than_the_exhaust
         let local = Local::new();
         let mut integration = integration_for(&sim, "acme", "UNUSED");
         integration.fan_out = mode;
-        let (run, outcomes) = local
-            .sync(&client, &integration, &["tracks"], RunOptions::default())
-            .await;
+        let (run, outcomes) = local.sync(&client, &integration, &["tracks"], RunOptions::default()).await;
         assert_eq!(outcomes[0].record.state, RunState::Succeeded);
         requests.insert(format!("{mode:?}"), outcomes[0].record.requests.requests);
         let tracks = local.rows("acme", "tracks", &run);
@@ -598,10 +334,7 @@ async fn tracks_discovery_finds_every_track_with_fewer_requests_than_the_exhaust
     }
     assert_eq!(rows["Discover"], expected_counts(&sim)["tracks"]);
     assert_eq!(rows["Discover"], rows["Exhaustive"]);
-    assert!(
-        requests["Discover"] < requests["Exhaustive"],
-        "{requests:?}"
-    );
+    assert!(requests["Discover"] < requests["Exhaustive"], "{requests:?}");
 }
 
 #[tokio::test]
@@ -609,32 +342,12 @@ async fn a_table_whose_lease_is_held_is_skipped() {
     let sim = start_sim(50, |_| {}).await;
     let local = Local::new();
     let integration = integration_for(&sim, "acme", "UNUSED");
-    local
-        .state
-        .acquire_lease("acme", "users", "another-run", Duration::from_secs(60))
-        .await
-        .unwrap();
+    local.state.acquire_lease("acme", "users", "another-run", Duration::from_secs(60)).await.unwrap();
     let client = client_for(&sim, "test-token");
-    let (_, outcomes) = local
-        .sync(
-            &client,
-            &integration,
-            &["users", "teams"],
-            RunOptions::default(),
-        )
-        .await;
-    let by_table: BTreeMap<&str, RunState> = outcomes
-        .iter()
-        .map(|o| (o.record.table.as_str(), o.record.state))
-        .collect();
+    let (_, outcomes) = local.sync(&client, &integration, &["users", "teams"], RunOptions::default()).await;
+    let by_table: BTreeMap<&str, RunState> =
+        outcomes.iter().map(|o| (o.record.table.as_str(), o.record.state)).collect();
     assert_eq!(by_table["users"], RunState::Skipped);
     assert_eq!(by_table["teams"], RunState::Succeeded);
-    assert!(
-        local
-            .state
-            .bookmark("acme", "users")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(local.state.bookmark("acme", "users").await.unwrap().is_none());
 }

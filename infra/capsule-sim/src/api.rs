@@ -28,8 +28,10 @@ fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "Could not find resource")
 }
 
-fn unprocessable(message: &str) -> Response {
-    let body = json!({"message": "Validation Failed", "errors": [{"message": message}]});
+/// Capsule's 422: `{"message": "Validation Failed", "errors": [{message, resource, field}]}`.
+fn unprocessable(resource: &str, field: &str, message: &str) -> Response {
+    let body = json!({"message": "Validation Failed",
+                      "errors": [{"message": message, "resource": resource, "field": field}]});
     (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
 }
 
@@ -45,10 +47,7 @@ pub struct ListQuery {
 
 impl ListQuery {
     fn param(&self, name: &str) -> Option<&str> {
-        self.raw
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.raw.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     fn embeds(&self, what: &str) -> bool {
@@ -56,14 +55,21 @@ impl ListQuery {
     }
 }
 
-/// Parses `page`, `perPage`, `since` and `embed`; a bad value is a 422 naming the parameter.
-pub fn parse_query(raw: Vec<(String, String)>, max_per_page: usize) -> Result<ListQuery, Response> {
+/// A rejected query parameter: which one and why (answered as a 422).
+pub struct InvalidParam {
+    field: &'static str,
+    message: String,
+}
+
+/// Parses `page`, `perPage`, `since` and `embed`; a bad value names the parameter.
+pub fn parse_query(raw: Vec<(String, String)>, max_per_page: usize) -> Result<ListQuery, InvalidParam> {
+    let unprocessable = |field: &'static str, message: &str| InvalidParam { field, message: message.to_string() };
     let get = |name: &str| raw.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let page = match get("page") {
         None => 1,
         Some(v) => match v.parse::<usize>() {
             Ok(p) if p >= 1 => p,
-            _ => return Err(unprocessable("page must be a positive integer")),
+            _ => return Err(unprocessable("page", "page must be a positive integer")),
         },
     };
     let per_page = match get("perPage") {
@@ -71,9 +77,7 @@ pub fn parse_query(raw: Vec<(String, String)>, max_per_page: usize) -> Result<Li
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=max_per_page).contains(&n) => n,
             _ => {
-                return Err(unprocessable(&format!(
-                    "perPage must be between 1 and {max_per_page}"
-                )));
+                return Err(unprocessable("perPage", &format!("perPage must be between 1 and {max_per_page}")));
             }
         },
     };
@@ -81,24 +85,13 @@ pub fn parse_query(raw: Vec<(String, String)>, max_per_page: usize) -> Result<Li
         None => None,
         Some(v) => match DateTime::parse_from_rfc3339(&v) {
             Ok(t) => Some(t.with_timezone(&Utc)),
-            Err(_) => return Err(unprocessable("since must be in ISO8601 format")),
+            Err(_) => return Err(unprocessable("since", "since must be in ISO8601 format")),
         },
     };
     let embed = get("embed")
-        .map(|v| {
-            v.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
         .unwrap_or_default();
-    Ok(ListQuery {
-        raw,
-        page,
-        per_page,
-        since,
-        embed,
-    })
+    Ok(ListQuery { raw, page, per_page, since, embed })
 }
 
 /// Everything a list answer needs besides the data.
@@ -135,11 +128,7 @@ fn page<'a>(
     shape: impl Fn(&Value) -> Value,
     extra: Option<(&str, Vec<Value>)>,
 ) -> Response {
-    let mut window: Vec<Value> = items
-        .skip((q.page - 1) * q.per_page)
-        .take(q.per_page + 1)
-        .map(shape)
-        .collect();
+    let mut window: Vec<Value> = items.skip((q.page - 1) * q.per_page).take(q.per_page + 1).map(shape).collect();
     let more = window.len() > q.per_page;
     window.truncate(q.per_page);
     let mut body = Map::new();
@@ -158,9 +147,7 @@ fn changed_since<'a>(
     records: impl Iterator<Item = &'a Stored>,
     since: Option<DateTime<Utc>>,
 ) -> impl Iterator<Item = &'a Value> {
-    records
-        .filter(move |r| since.is_none_or(|s| r.updated > s))
-        .map(|r| &r.body)
+    records.filter(move |r| since.is_none_or(|s| r.updated > s)).map(|r| &r.body)
 }
 
 /// Drops embed-only keys the request did not ask for.
@@ -187,75 +174,42 @@ fn id_of(segment: &str) -> Option<i64> {
 }
 
 /// Answers one GET below `/api/v2`. `path` starts with `/`.
-pub fn dispatch(
-    account: &Account,
-    ctx: &ListContext,
-    raw_query: Vec<(String, String)>,
-) -> Response {
+pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, String)>) -> Response {
     let segments: Vec<&str> = ctx.path.trim_matches('/').split('/').collect();
     let max = match segments.as_slice() {
         [_, _, "entries"] => MAX_PER_PAGE_ENTITY_ENTRIES,
         _ => MAX_PER_PAGE,
     };
+    let resource = segments.first().copied().unwrap_or("");
+    let unprocessable = |field: &str, message: &str| unprocessable(resource, field, message);
     let q = match parse_query(raw_query, max) {
         Ok(q) => q,
-        Err(response) => return response,
+        Err(invalid) => return unprocessable(invalid.field, &invalid.message),
     };
     let entity = |s: &str| Entity::from_path(s);
     match segments.as_slice() {
         [e] if entity(e).is_some() => {
             let entity = entity(e).unwrap();
-            page(
-                ctx,
-                &q,
-                e,
-                changed_since(account.entity(entity).values(), q.since),
-                embed_shape(&q),
-                None,
-            )
+            page(ctx, &q, e, changed_since(account.entity(entity).values(), q.since), embed_shape(&q), None)
         }
         [e, "deleted"] if entity(e).is_some() => {
             let entity = entity(e).unwrap();
             let Some(since) = q.since else {
-                return unprocessable("since is required");
+                return unprocessable("since", "since is required");
             };
-            let restricted: Vec<Value> = account.restricted[&entity]
-                .iter()
-                .filter(|t| t.at > since)
-                .map(|t| t.body.clone())
-                .collect();
-            let deleted = account.deleted[&entity]
-                .iter()
-                .filter(|t| t.at > since)
-                .map(|t| &t.body);
-            page(
-                ctx,
-                &q,
-                e,
-                deleted,
-                same,
-                Some((entity.restricted_key(), restricted)),
-            )
+            let restricted: Vec<Value> =
+                account.restricted[&entity].iter().filter(|t| t.at > since).map(|t| t.body.clone()).collect();
+            let deleted = account.deleted[&entity].iter().filter(|t| t.at > since).map(|t| &t.body);
+            page(ctx, &q, e, deleted, same, Some((entity.restricted_key(), restricted)))
         }
-        [e, "fields", "definitions"] if entity(e).is_some() => page(
-            ctx,
-            &q,
-            "definitions",
-            account.field_definitions[&entity(e).unwrap()].iter(),
-            same,
-            None,
-        ),
-        [e, "tags"] if entity(e).is_some() => page(
-            ctx,
-            &q,
-            "tags",
-            account.tags[&entity(e).unwrap()].iter(),
-            same,
-            None,
-        ),
+        [e, "fields", "definitions"] if entity(e).is_some() => {
+            page(ctx, &q, "definitions", account.field_definitions[&entity(e).unwrap()].iter(), same, None)
+        }
+        [e, "tags"] if entity(e).is_some() => {
+            page(ctx, &q, "tags", account.tags[&entity(e).unwrap()].iter(), same, None)
+        }
         ["parties", id, "people"] => {
-            let Some(org) = id_of(id).filter(|id| account.entity(Entity::Parties).contains_key(id))
-            else {
+            let Some(org) = id_of(id).filter(|id| account.entity(Entity::Parties).contains_key(id)) else {
                 return not_found();
             };
             let people = account
@@ -275,9 +229,7 @@ pub fn dispatch(
                 Entity::Opportunities => "opportunity",
                 Entity::Kases => "kase",
             };
-            let entries = newest_first(account)
-                .into_iter()
-                .filter(move |b| b[key]["id"].as_i64() == Some(id));
+            let entries = newest_first(account).into_iter().filter(move |b| b[key]["id"].as_i64() == Some(id));
             page(ctx, &q, "entries", entries, same, None)
         }
         [e @ ("opportunities" | "kases"), id, "tracks"] => {
@@ -285,11 +237,8 @@ pub fn dispatch(
             let Some(id) = id_of(id).filter(|id| account.entity(entity).contains_key(id)) else {
                 return not_found();
             };
-            let tracks = account
-                .tracks
-                .values()
-                .filter(move |t| t.parent == entity && t.parent_id == id)
-                .map(|t| &t.body);
+            let tracks =
+                account.tracks.values().filter(move |t| t.parent == entity && t.parent_id == id).map(|t| &t.body);
             page(ctx, &q, "tracks", tracks, same, None)
         }
         [e, id] if entity(e).is_some() => {
@@ -299,27 +248,17 @@ pub fn dispatch(
                 None => not_found(),
             }
         }
-        ["entries"] => page(
-            ctx,
-            &q,
-            "entries",
-            newest_first(account).into_iter(),
-            same,
-            None,
-        ),
+        ["entries"] => page(ctx, &q, "entries", newest_first(account).into_iter(), same, None),
         ["tasks"] => {
             let statuses: BTreeSet<String> = match q.param("status") {
                 None => BTreeSet::from(["OPEN".to_string()]),
                 Some(list) => {
-                    let wanted: BTreeSet<String> =
-                        list.split(',').map(|s| s.trim().to_uppercase()).collect();
-                    if let Some(bad) = wanted
-                        .iter()
-                        .find(|s| !["OPEN", "COMPLETED", "PENDING"].contains(&s.as_str()))
-                    {
-                        return unprocessable(&format!(
-                            "status {bad} is not one of open, completed, pending"
-                        ));
+                    let wanted: BTreeSet<String> = list.split(',').map(|s| s.trim().to_uppercase()).collect();
+                    if let Some(bad) = wanted.iter().find(|s| !["OPEN", "COMPLETED", "PENDING"].contains(&s.as_str())) {
+                        return unprocessable(
+                            "status",
+                            &format!("status {bad} is not one of open, completed, pending"),
+                        );
                     }
                     wanted
                 }
@@ -345,59 +284,30 @@ pub fn dispatch(
                 "all" => None,
                 "kases" => Some("CASEFILE"),
                 "opportunities" => Some("OPPORTUNITY"),
-                _ => return unprocessable("type must be one of all, kases, opportunities"),
+                _ => return unprocessable("type", "type must be one of all, kases, opportunities"),
             };
-            let defs = account
-                .track_definitions
-                .iter()
-                .filter(move |d| rule.is_none_or(|r| d["captureRule"] == r));
+            let defs = account.track_definitions.iter().filter(move |d| rule.is_none_or(|r| d["captureRule"] == r));
             page(ctx, &q, "trackDefinitions", defs, same, None)
         }
         ["teams"] => page(ctx, &q, "teams", account.teams.iter(), same, None),
         ["users"] => page(ctx, &q, "users", account.users.iter(), same, None),
-        ["lostreasons"] => page(
-            ctx,
-            &q,
-            "lostReasons",
-            account.lost_reasons.iter(),
-            same,
-            None,
-        ),
+        ["lostreasons"] => page(ctx, &q, "lostReasons", account.lost_reasons.iter(), same, None),
         ["pipelines"] => {
             let include_deleted = q.param("includeDeleted") == Some("true");
-            let pipelines = account
-                .pipelines
-                .iter()
-                .filter(move |p| include_deleted || !p.deleted)
-                .map(|p| &p.body);
+            let pipelines = account.pipelines.iter().filter(move |p| include_deleted || !p.deleted).map(|p| &p.body);
             page(ctx, &q, "pipelines", pipelines, same, None)
         }
         ["pipelines", id, "milestones"] => {
-            let Some(pid) =
-                id_of(id).filter(|id| account.pipelines.iter().any(|p| p.body["id"] == *id))
-            else {
+            let Some(pid) = id_of(id).filter(|id| account.pipelines.iter().any(|p| p.body["id"] == *id)) else {
                 return not_found();
             };
-            let milestones = account
-                .milestones
-                .iter()
-                .filter(move |(p, _)| *p == pid)
-                .map(|(_, m)| m);
+            let milestones = account.milestones.iter().filter(move |(p, _)| *p == pid).map(|(_, m)| m);
             page(ctx, &q, "milestones", milestones, same, None)
         }
         ["milestones"] => {
             // Legacy: the oldest active pipeline only, without the `pipeline` reference.
-            let oldest = account
-                .pipelines
-                .iter()
-                .filter(|p| !p.deleted)
-                .filter_map(|p| p.body["id"].as_i64())
-                .min();
-            let milestones = account
-                .milestones
-                .iter()
-                .filter(move |(p, _)| Some(*p) == oldest)
-                .map(|(_, m)| m);
+            let oldest = account.pipelines.iter().filter(|p| !p.deleted).filter_map(|p| p.body["id"].as_i64()).min();
+            let milestones = account.milestones.iter().filter(move |(p, _)| Some(*p) == oldest).map(|(_, m)| m);
             let without_pipeline = |m: &Value| {
                 let mut m = m.clone();
                 if let Value::Object(map) = &mut m {
@@ -408,14 +318,7 @@ pub fn dispatch(
             page(ctx, &q, "milestones", milestones, without_pipeline, None)
         }
         ["categories"] => page(ctx, &q, "categories", account.categories.iter(), same, None),
-        ["activitytypes"] => page(
-            ctx,
-            &q,
-            "activityTypes",
-            account.activity_types.iter(),
-            same,
-            None,
-        ),
+        ["activitytypes"] => page(ctx, &q, "activityTypes", account.activity_types.iter(), same, None),
         ["countries"] => page(ctx, &q, "countries", account.countries.iter(), same, None),
         ["currencies"] => page(ctx, &q, "currencies", account.currencies.iter(), same, None),
         ["resthooks"] => page(ctx, &q, "restHooks", account.rest_hooks.iter(), same, None),
@@ -437,10 +340,5 @@ fn single(key: &str, body: Value) -> Response {
 
 /// The global entries feed order: newest `entryAt` first.
 fn newest_first(account: &Account) -> Vec<&Value> {
-    account
-        .entry_order
-        .iter()
-        .filter_map(|id| account.entries.get(id))
-        .map(|r| &r.body)
-        .collect()
+    account.entry_order.iter().filter_map(|id| account.entries.get(id)).map(|r| &r.body).collect()
 }

@@ -56,18 +56,11 @@ pub struct FaultPlan {
 
 impl FaultPlan {
     pub fn new(seed: u64) -> FaultPlan {
-        FaultPlan {
-            rules: Vec::new(),
-            rng: SmallRng::seed_from_u64(seed),
-        }
+        FaultPlan { rules: Vec::new(), rng: SmallRng::seed_from_u64(seed) }
     }
 
     pub fn add(&mut self, rule: FaultRule) {
-        self.rules.push(ActiveRule {
-            rule,
-            seen: 0,
-            fired: 0,
-        });
+        self.rules.push(ActiveRule { rule, seen: 0, fired: 0 });
     }
 
     pub fn clear(&mut self) {
@@ -89,10 +82,7 @@ impl FaultPlan {
             if active.seen <= rule.after || rule.times.is_some_and(|t| active.fired >= t) {
                 continue;
             }
-            if rule
-                .probability
-                .is_some_and(|p| !self.rng.random_bool(p.clamp(0.0, 1.0)))
-            {
+            if rule.probability.is_some_and(|p| !self.rng.random_bool(p.clamp(0.0, 1.0))) {
                 continue;
             }
             active.fired += 1;

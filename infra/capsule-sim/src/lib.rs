@@ -22,9 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::{LinkStyle, SimConfig};
-pub use dataset::{
-    Account, Entity, Mutation, MutationKind, MutationOp, MutationOutcome, TableCounts,
-};
+pub use dataset::{Account, Entity, Mutation, MutationKind, MutationOp, MutationOutcome, TableCounts};
 pub use faults::{Fault, FaultRule};
 pub use stats::Stats;
 
@@ -46,10 +44,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     let shared = Arc::new(Shared {
         base_url: format!("http://{addr}/api/v2"),
         account: RwLock::new(account),
-        limiter: Mutex::new(ratelimit::RateWindow::new(
-            config.rate_limit,
-            config.rate_window,
-        )),
+        limiter: Mutex::new(ratelimit::RateWindow::new(config.rate_limit, config.rate_window)),
         faults: Mutex::new(faults::FaultPlan::new(config.seed)),
         stats: Mutex::new(Stats::default()),
         mutations: Mutex::new(0),
@@ -65,12 +60,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             tracing::error!(error = %e, "capsule-sim server stopped with an error");
         }
     });
-    Ok(SimHandle {
-        shared,
-        addr,
-        stop: Some(stop),
-        task: Some(task),
-    })
+    Ok(SimHandle { shared, addr, stop: Some(stop), task: Some(task) })
 }
 
 impl SimHandle {
@@ -98,18 +88,8 @@ impl SimHandle {
     }
 
     /// Shorthand for [`SimHandle::mutate`].
-    pub fn mutate_n(
-        &self,
-        kind: MutationKind,
-        op: MutationOp,
-        count: usize,
-    ) -> Result<MutationOutcome, String> {
-        self.mutate(Mutation {
-            kind,
-            op,
-            count,
-            ids: Vec::new(),
-        })
+    pub fn mutate_n(&self, kind: MutationKind, op: MutationOp, count: usize) -> Result<MutationOutcome, String> {
+        self.mutate(Mutation { kind, op, count, ids: Vec::new() })
     }
 
     pub fn add_fault(&self, rule: FaultRule) {

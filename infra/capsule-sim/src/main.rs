@@ -37,9 +37,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let args = Args::parse();
     let config = SimConfig {
         listen: args.listen,
@@ -54,10 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{}", sim.base_url())?;
     stdout.flush()?;
-    eprintln!(
-        "capsule-sim: admin API at {}/_admin (stats, faults, mutate, counts); Ctrl-C stops",
-        sim.root_url()
-    );
+    eprintln!("capsule-sim: admin API at {}/_admin (stats, faults, mutate, counts); Ctrl-C stops", sim.root_url());
     tokio::signal::ctrl_c().await?;
     sim.stop().await;
     Ok(())

@@ -23,19 +23,12 @@ pub struct RateVerdict {
 }
 
 fn now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
 impl RateWindow {
     pub fn new(limit: u32, length: Duration) -> RateWindow {
-        RateWindow {
-            limit,
-            length,
-            started: now(),
-            used: 0,
-        }
+        RateWindow { limit, length, started: now(), used: 0 }
     }
 
     /// Counts one request and says whether it may proceed.

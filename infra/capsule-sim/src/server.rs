@@ -47,12 +47,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v2/{*rest}", any(capsule_api))
         .route("/_admin/stats", get(admin_stats))
         .route("/_admin/stats/reset", post(admin_stats_reset))
-        .route(
-            "/_admin/faults",
-            get(admin_faults)
-                .post(admin_add_fault)
-                .delete(admin_clear_faults),
-        )
+        .route("/_admin/faults", get(admin_faults).post(admin_add_fault).delete(admin_clear_faults))
         .route("/_admin/mutate", post(admin_mutate))
         .route("/_admin/counts", get(admin_counts))
         .with_state(shared)
@@ -64,20 +59,10 @@ async fn capsule_api(
     Query(query): Query<Vec<(String, String)>>,
     request: Request,
 ) -> Response {
-    let path = request
-        .uri()
-        .path()
-        .trim_start_matches("/api/v2")
-        .to_string();
-    s.stats
-        .lock()
-        .unwrap()
-        .record_request(request.method().as_str(), &path);
+    let path = request.uri().path().trim_start_matches("/api/v2").to_string();
+    s.stats.lock().unwrap().record_request(request.method().as_str(), &path);
     let response = guarded(&s, &path, query, request.method(), request.headers()).await;
-    s.stats
-        .lock()
-        .unwrap()
-        .record_status(response.status().as_u16());
+    s.stats.lock().unwrap().record_status(response.status().as_u16());
     response
 }
 
@@ -89,11 +74,7 @@ async fn guarded(
     headers: &HeaderMap,
 ) -> Response {
     let expected = format!("Bearer {}", s.config.token);
-    if headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        != Some(expected.as_str())
-    {
+    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
         return unauthorized();
     }
     let verdict = s.limiter.lock().unwrap().admit();
@@ -112,10 +93,7 @@ async fn guarded(
     };
     let h = response.headers_mut();
     h.insert("x-ratelimit-limit", HeaderValue::from(verdict.limit));
-    h.insert(
-        "x-ratelimit-remaining",
-        HeaderValue::from(verdict.remaining),
-    );
+    h.insert("x-ratelimit-remaining", HeaderValue::from(verdict.remaining));
     h.insert("x-ratelimit-reset", HeaderValue::from(verdict.reset));
     response
 }
@@ -124,11 +102,7 @@ fn answer(s: &Shared, path: &str, query: Vec<(String, String)>, method: &Method)
     if method != Method::GET {
         return api::error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
     }
-    let ctx = ListContext {
-        base_url: &s.base_url,
-        path,
-        link_style: s.config.link_style,
-    };
+    let ctx = ListContext { base_url: &s.base_url, path, link_style: s.config.link_style };
     let account = s.account.read().unwrap();
     api::dispatch(&account, &ctx, query)
 }
@@ -147,11 +121,7 @@ fn unauthorized() -> Response {
 }
 
 fn rate_limited() -> Response {
-    (
-        StatusCode::TOO_MANY_REQUESTS,
-        Json(json!({"error": "rate limit reached"})),
-    )
-        .into_response()
+    (StatusCode::TOO_MANY_REQUESTS, Json(json!({"error": "rate limit reached"}))).into_response()
 }
 
 /// Turns the real answer into the requested failure.
@@ -159,11 +129,7 @@ async fn faulted(fault: Fault, real: impl FnOnce() -> Response) -> Response {
     match fault {
         Fault::Status { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (
-                status,
-                Json(json!({"message": status.canonical_reason().unwrap_or("error")})),
-            )
-                .into_response()
+            (status, Json(json!({"message": status.canonical_reason().unwrap_or("error")}))).into_response()
         }
         Fault::RateLimited => rate_limited(),
         Fault::Truncated => {
@@ -171,18 +137,13 @@ async fn faulted(fault: Fault, real: impl FnOnce() -> Response) -> Response {
             let cut = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
             ([(header::CONTENT_TYPE, "application/json")], cut).into_response()
         }
-        Fault::Malformed => (
-            [(header::CONTENT_TYPE, "application/json")],
-            "<html><body>Bad gateway</body></html>",
-        )
-            .into_response(),
+        Fault::Malformed => {
+            ([(header::CONTENT_TYPE, "application/json")], "<html><body>Bad gateway</body></html>").into_response()
+        }
         Fault::Drop => {
             let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
                 Ok(Bytes::from_static(b"{\"data\": [")),
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "simulated drop",
-                )),
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated drop")),
             ];
             Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
@@ -194,9 +155,7 @@ async fn faulted(fault: Fault, real: impl FnOnce() -> Response) -> Response {
 }
 
 async fn body_bytes(response: Response) -> Bytes {
-    axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap_or_default()
+    axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default()
 }
 
 async fn admin_stats(State(s): State<Arc<Shared>>) -> Response {
@@ -225,11 +184,7 @@ async fn admin_clear_faults(State(s): State<Arc<Shared>>) -> Response {
 async fn admin_mutate(State(s): State<Arc<Shared>>, Json(m): Json<Mutation>) -> Response {
     match s.mutate(&m) {
         Ok(outcome) => Json(outcome).into_response(),
-        Err(message) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"message": message})),
-        )
-            .into_response(),
+        Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": message}))).into_response(),
     }
 }
 

@@ -18,10 +18,7 @@ pub struct Stats {
 impl Stats {
     pub fn record_request(&mut self, method: &str, path: &str) {
         self.total += 1;
-        *self
-            .by_endpoint
-            .entry(endpoint_key(method, path))
-            .or_default() += 1;
+        *self.by_endpoint.entry(endpoint_key(method, path)).or_default() += 1;
     }
 
     pub fn record_status(&mut self, status: u16) {
@@ -38,13 +35,7 @@ impl Stats {
 pub fn endpoint_key(method: &str, path: &str) -> String {
     let folded: Vec<&str> = path
         .split('/')
-        .map(|seg| {
-            if !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit() || c == ',') {
-                "{id}"
-            } else {
-                seg
-            }
-        })
+        .map(|seg| if !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit() || c == ',') { "{id}" } else { seg })
         .collect();
     format!("{method} {}", folded.join("/"))
 }

@@ -99,9 +99,7 @@ pub struct CapsuleClient {
 
 impl std::fmt::Debug for CapsuleClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CapsuleClient")
-            .field("base", &self.inner.base)
-            .finish_non_exhaustive()
+        f.debug_struct("CapsuleClient").field("base", &self.inner.base).finish_non_exhaustive()
     }
 }
 
@@ -114,18 +112,11 @@ pub struct ListingPage {
 }
 
 impl CapsuleClient {
-    pub fn new(
-        base_url: &str,
-        token: SecretString,
-        options: ClientOptions,
-    ) -> Result<CapsuleClient> {
-        let base = Url::parse(base_url).map_err(|e| {
-            SyncError::Config(format!("API base URL `{base_url}` is not a valid URL: {e}"))
-        })?;
+    pub fn new(base_url: &str, token: SecretString, options: ClientOptions) -> Result<CapsuleClient> {
+        let base = Url::parse(base_url)
+            .map_err(|e| SyncError::Config(format!("API base URL `{base_url}` is not a valid URL: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(SyncError::Config(format!(
-                "API base URL `{base_url}` must be http or https"
-            )));
+            return Err(SyncError::Config(format!("API base URL `{base_url}` must be http or https")));
         }
         crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
@@ -148,10 +139,7 @@ impl CapsuleClient {
 
     /// A clone that counts its requests separately (one per table run).
     pub fn for_run(&self) -> CapsuleClient {
-        CapsuleClient {
-            inner: self.inner.clone(),
-            counters: Arc::default(),
-        }
+        CapsuleClient { inner: self.inner.clone(), counters: Arc::default() }
     }
 
     pub fn stats(&self) -> RequestStats {
@@ -174,12 +162,7 @@ impl CapsuleClient {
     }
 
     /// One page of a listing. `envelope` must be in the body; `extra_envelopes` may be absent.
-    pub async fn get_listing_page(
-        &self,
-        url: &Url,
-        envelope: &str,
-        extra_envelopes: &[&str],
-    ) -> Result<ListingPage> {
+    pub async fn get_listing_page(&self, url: &Url, envelope: &str, extra_envelopes: &[&str]) -> Result<ListingPage> {
         let (mut body, next) = self.get_json(url).await?;
         let request = describe(url);
         let items = match body.remove(envelope) {
@@ -187,19 +170,14 @@ impl CapsuleClient {
             Some(other) => {
                 return Err(SyncError::BadResponse {
                     request,
-                    message: format!(
-                        "`{envelope}` is {} where an array was expected",
-                        json_kind(&other)
-                    ),
+                    message: format!("`{envelope}` is {} where an array was expected", json_kind(&other)),
                 });
             }
             None => {
                 let keys: Vec<&String> = body.keys().collect();
                 return Err(SyncError::BadResponse {
                     request,
-                    message: format!(
-                        "no `{envelope}` array in the response (keys present: {keys:?})"
-                    ),
+                    message: format!("no `{envelope}` array in the response (keys present: {keys:?})"),
                 });
             }
         };
@@ -210,10 +188,7 @@ impl CapsuleClient {
                 _ => Vec::new(),
             })
             .collect();
-        Ok(ListingPage {
-            page: Page { items, next },
-            extras,
-        })
+        Ok(ListingPage { page: Page { items, next }, extras })
     }
 
     /// GETs `url` as a JSON object, waiting out 429s and retrying transient failures.
@@ -264,18 +239,11 @@ impl CapsuleClient {
         }
     }
 
-    async fn attempt(
-        &self,
-        url: &Url,
-    ) -> std::result::Result<(Map<String, Value>, Option<Url>), Attempt> {
+    async fn attempt(&self, url: &Url) -> std::result::Result<(Map<String, Value>, Option<Url>), Attempt> {
         let inner = &self.inner;
         let wait = inner.pacer.delay_before_request(SystemTime::now());
         if !wait.is_zero() {
-            tracing::info!(
-                event = "capsule_pacing",
-                wait_ms = wait.as_millis() as u64,
-                "rate-limit budget low"
-            );
+            tracing::info!(event = "capsule_pacing", wait_ms = wait.as_millis() as u64, "rate-limit budget low");
             tokio::time::sleep(wait).await;
         }
         let request = describe(url);
@@ -286,10 +254,7 @@ impl CapsuleClient {
             .get(url.clone())
             .bearer_auth(inner.token.expose_secret())
             .header(ACCEPT, "application/json")
-            .header(
-                USER_AGENT,
-                concat!("capsule-sync/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(USER_AGENT, concat!("capsule-sync/", env!("CARGO_PKG_VERSION")))
             .send()
             .await
             .map_err(|e| retry::classify_transport(&e, &request))?;
@@ -298,10 +263,7 @@ impl CapsuleClient {
         if let Some(s) = RateLimitStatus::from_headers(&headers) {
             inner.pacer.observe(s);
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| retry::classify_transport(&e, &request))?;
+        let bytes = response.bytes().await.map_err(|e| retry::classify_transport(&e, &request))?;
         tracing::debug!(
             event = "capsule_request",
             %request,
@@ -312,57 +274,35 @@ impl CapsuleClient {
         match classify_status(status) {
             StatusClass::Success => {}
             StatusClass::RateLimited => {
-                return Err(Attempt::RateLimited(
-                    inner.pacer.delay_after_429(&headers, SystemTime::now()),
-                ));
+                return Err(Attempt::RateLimited(inner.pacer.delay_after_429(&headers, SystemTime::now())));
             }
             StatusClass::Auth => {
-                let challenge = headers
-                    .get("www-authenticate")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
+                let challenge = headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("");
                 let mut detail = error_message(&bytes);
                 if !challenge.is_empty() {
                     detail = format!("{detail} (WWW-Authenticate: {challenge})");
                 }
-                return Err(Attempt::Fatal(SyncError::Auth {
-                    status: status.as_u16(),
-                    detail,
-                    hint: AUTH_HINT,
-                }));
+                return Err(Attempt::Fatal(SyncError::Auth { status: status.as_u16(), detail, hint: AUTH_HINT }));
             }
             StatusClass::Transient => {
                 let message = format!("HTTP {}: {}", status.as_u16(), error_message(&bytes));
-                return Err(Attempt::Transient(SyncError::Transient {
-                    request,
-                    message,
-                }));
+                return Err(Attempt::Transient(SyncError::Transient { request, message }));
             }
             StatusClass::Rejected => {
                 let message = error_message(&bytes);
-                return Err(Attempt::Fatal(SyncError::Rejected {
-                    request,
-                    status: status.as_u16(),
-                    message,
-                }));
+                return Err(Attempt::Fatal(SyncError::Rejected { request, status: status.as_u16(), message }));
             }
         }
         let body = match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => map,
             Ok(other) => {
-                let message = format!(
-                    "body is a JSON {} where an object was expected",
-                    json_kind(&other)
-                );
+                let message = format!("body is a JSON {} where an object was expected", json_kind(&other));
                 return Err(Attempt::Fatal(SyncError::BadResponse { request, message }));
             }
             // A cut or garbled body is what a flaky proxy or connection produces: try again.
             Err(e) => {
                 let message = format!("body is not valid JSON ({} bytes): {e}", bytes.len());
-                return Err(Attempt::Transient(SyncError::Transient {
-                    request,
-                    message,
-                }));
+                return Err(Attempt::Transient(SyncError::Transient { request, message }));
             }
         };
         let next = headers
@@ -386,26 +326,13 @@ fn describe(url: &Url) -> String {
 /// The message of a Capsule error body (`{"message": …, "errors": [...]}` or `{"error": …}`).
 fn error_message(bytes: &[u8]) -> String {
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(bytes) else {
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-            .trim()
-            .to_string();
-        return if text.is_empty() {
-            "no body".into()
-        } else {
-            text
-        };
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim().to_string();
+        return if text.is_empty() { "no body".into() } else { text };
     };
-    let mut message = body
-        .get("message")
-        .or_else(|| body.get("error"))
-        .and_then(Value::as_str)
-        .unwrap_or("no message")
-        .to_string();
+    let mut message =
+        body.get("message").or_else(|| body.get("error")).and_then(Value::as_str).unwrap_or("no message").to_string();
     if let Some(Value::Array(errors)) = body.get("errors") {
-        let details: Vec<&str> = errors
-            .iter()
-            .filter_map(|e| e.get("message").and_then(Value::as_str))
-            .collect();
+        let details: Vec<&str> = errors.iter().filter_map(|e| e.get("message").and_then(Value::as_str)).collect();
         if !details.is_empty() {
             message = format!("{message}: {}", details.join("; "));
         }
@@ -430,14 +357,9 @@ mod tests {
 
     #[test]
     fn error_messages_read_both_documented_shapes() {
-        let m = error_message(
-            br#"{"message":"Validation Failed","errors":[{"message":"since is required"}]}"#,
-        );
+        let m = error_message(br#"{"message":"Validation Failed","errors":[{"message":"since is required"}]}"#);
         assert_eq!(m, "Validation Failed: since is required");
-        assert_eq!(
-            error_message(br#"{"error":"rate limit reached"}"#),
-            "rate limit reached"
-        );
+        assert_eq!(error_message(br#"{"error":"rate limit reached"}"#), "rate limit reached");
         assert_eq!(error_message(b"<html>oops</html>"), "<html>oops</html>");
         assert_eq!(error_message(b""), "no body");
     }

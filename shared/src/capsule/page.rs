@@ -18,11 +18,7 @@ pub fn next_link(header: &str) -> Option<Url> {
             p.eq_ignore_ascii_case("rel=\"next\"") || p.eq_ignore_ascii_case("rel=next")
         });
         let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        if is_next {
-            Url::parse(target).ok()
-        } else {
-            None
-        }
+        if is_next { Url::parse(target).ok() } else { None }
     })
 }
 
@@ -49,25 +45,17 @@ mod tests {
     #[test]
     fn finds_next_among_several_relations() {
         let h = r#"<https://api.capsulecrm.com/api/v2/parties?page=1>; rel="prev", <https://api.capsulecrm.com/api/v2/parties?page=3>; rel="next""#;
-        assert_eq!(
-            next_link(h).unwrap().as_str(),
-            "https://api.capsulecrm.com/api/v2/parties?page=3"
-        );
+        assert_eq!(next_link(h).unwrap().as_str(), "https://api.capsulecrm.com/api/v2/parties?page=3");
         assert!(next_link(r#"<https://x/y?page=1>; rel="prev""#).is_none());
         assert!(next_link("garbage").is_none());
     }
 
     #[test]
     fn re_adds_missing_params_but_keeps_the_links_own() {
-        let current =
-            Url::parse("http://h/api/v2/parties?perPage=100&since=2020-01-01T00:00:00Z&page=1")
-                .unwrap();
+        let current = Url::parse("http://h/api/v2/parties?perPage=100&since=2020-01-01T00:00:00Z&page=1").unwrap();
         let next = Url::parse("http://h/api/v2/parties?page=2").unwrap();
         let merged = with_own_params(next, &current);
-        let pairs: Vec<(String, String)> = merged
-            .query_pairs()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
+        let pairs: Vec<(String, String)> = merged.query_pairs().map(|(k, v)| (k.into(), v.into())).collect();
         assert!(pairs.contains(&("page".into(), "2".into())));
         assert!(pairs.contains(&("perPage".into(), "100".into())));
         assert!(pairs.contains(&("since".into(), "2020-01-01T00:00:00Z".into())));
@@ -75,14 +63,7 @@ mod tests {
 
         let full = Url::parse("http://h/api/v2/parties?perPage=50&page=2").unwrap();
         let merged = with_own_params(full, &current);
-        assert_eq!(
-            merged.query_pairs().filter(|(k, _)| k == "perPage").count(),
-            1
-        );
-        assert!(
-            merged
-                .query_pairs()
-                .any(|(k, v)| k == "perPage" && v == "50")
-        );
+        assert_eq!(merged.query_pairs().filter(|(k, _)| k == "perPage").count(), 1);
+        assert!(merged.query_pairs().any(|(k, v)| k == "perPage" && v == "50"));
     }
 }

@@ -48,11 +48,7 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(low_water: f64, max_wait: Duration) -> Pacer {
-        Pacer {
-            last: Mutex::new(None),
-            low_water,
-            max_wait,
-        }
+        Pacer { last: Mutex::new(None), low_water, max_wait }
     }
 
     pub fn observe(&self, status: RateLimitStatus) {
@@ -88,9 +84,7 @@ impl Pacer {
         match RateLimitStatus::from_headers(headers) {
             Some(s) => {
                 self.observe(s);
-                s.until_reset(now)
-                    .max(Duration::from_secs(1))
-                    .min(self.max_wait)
+                s.until_reset(now).max(Duration::from_secs(1)).min(self.max_wait)
             }
             None => Duration::from_secs(30).min(self.max_wait),
         }
@@ -108,34 +102,14 @@ mod tests {
     #[test]
     fn paces_only_when_the_budget_runs_low() {
         let p = Pacer::new(0.1, Duration::from_secs(3600));
-        assert_eq!(
-            p.delay_before_request(at(1000)),
-            Duration::ZERO,
-            "nothing known yet"
-        );
-        p.observe(RateLimitStatus {
-            limit: 4000,
-            remaining: 3000,
-            reset: 2000,
-        });
+        assert_eq!(p.delay_before_request(at(1000)), Duration::ZERO, "nothing known yet");
+        p.observe(RateLimitStatus { limit: 4000, remaining: 3000, reset: 2000 });
         assert_eq!(p.delay_before_request(at(1000)), Duration::ZERO);
-        p.observe(RateLimitStatus {
-            limit: 4000,
-            remaining: 100,
-            reset: 2000,
-        });
+        p.observe(RateLimitStatus { limit: 4000, remaining: 100, reset: 2000 });
         assert_eq!(p.delay_before_request(at(1000)), Duration::from_secs(10));
-        p.observe(RateLimitStatus {
-            limit: 4000,
-            remaining: 0,
-            reset: 2000,
-        });
+        p.observe(RateLimitStatus { limit: 4000, remaining: 0, reset: 2000 });
         assert_eq!(p.delay_before_request(at(1000)), Duration::from_secs(1000));
-        assert_eq!(
-            p.delay_before_request(at(2500)),
-            Duration::ZERO,
-            "window already reset"
-        );
+        assert_eq!(p.delay_before_request(at(2500)), Duration::ZERO, "window already reset");
     }
 
     #[test]
@@ -146,16 +120,8 @@ mod tests {
         h.insert("x-ratelimit-remaining", "0".parse().unwrap());
         h.insert("x-ratelimit-reset", "1010".parse().unwrap());
         assert_eq!(p.delay_after_429(&h, at(1000)), Duration::from_secs(10));
-        assert_eq!(
-            p.delay_after_429(&h, at(1011)),
-            Duration::from_secs(1),
-            "at least a second"
-        );
+        assert_eq!(p.delay_after_429(&h, at(1011)), Duration::from_secs(1), "at least a second");
         h.insert("x-ratelimit-reset", "9999".parse().unwrap());
-        assert_eq!(
-            p.delay_after_429(&h, at(1000)),
-            Duration::from_secs(60),
-            "capped"
-        );
+        assert_eq!(p.delay_after_429(&h, at(1000)), Duration::from_secs(60), "capped");
     }
 }

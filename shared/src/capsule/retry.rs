@@ -51,10 +51,7 @@ pub fn classify_transport(error: &reqwest::Error, request: &str) -> Attempt {
         "request failed"
     };
     // reqwest's Display includes the URL, which holds no secret (the token is a header).
-    Attempt::Transient(SyncError::Transient {
-        request: request.to_string(),
-        message: format!("{what}: {error}"),
-    })
+    Attempt::Transient(SyncError::Transient { request: request.to_string(), message: format!("{what}: {error}") })
 }
 
 /// The retry schedule: exponential with full jitter, bounded in count and per-wait length.
@@ -68,11 +65,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            max_retries: 6,
-            min_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        }
+        RetryPolicy { max_retries: 6, min_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
     }
 }
 

@@ -21,9 +21,7 @@ impl ColumnSelection {
 /// An unknown name is an error that lists the valid names.
 pub fn resolve_columns(table: &TableSpec, requested: &[String]) -> Result<ColumnSelection> {
     if requested.is_empty() {
-        return Ok(ColumnSelection {
-            columns: table.columns.iter().collect(),
-        });
+        return Ok(ColumnSelection { columns: table.columns.iter().collect() });
     }
     let mut wanted: Vec<&'static str> = Vec::new();
     for name in requested {
@@ -37,11 +35,8 @@ pub fn resolve_columns(table: &TableSpec, requested: &[String]) -> Result<Column
         })?;
         wanted.push(column.name);
     }
-    let columns = table
-        .columns
-        .iter()
-        .filter(|c| wanted.contains(&c.name) || table.primary_key.contains(&c.name))
-        .collect();
+    let columns =
+        table.columns.iter().filter(|c| wanted.contains(&c.name) || table.primary_key.contains(&c.name)).collect();
     Ok(ColumnSelection { columns })
 }
 
@@ -52,8 +47,5 @@ fn find(table: &TableSpec, name: &str) -> Option<&'static Column> {
         c.name.eq_ignore_ascii_case(name) || c.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
     };
     let columns: &'static [Column] = table.columns;
-    columns
-        .iter()
-        .find(exact)
-        .or_else(|| columns.iter().find(folded))
+    columns.iter().find(exact).or_else(|| columns.iter().find(folded))
 }

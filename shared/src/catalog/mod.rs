@@ -49,6 +49,15 @@ pub enum Replication {
 }
 
 impl Replication {
+    /// The snake-case name used in manifests and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replication::Incremental => "incremental",
+            Replication::DeletedFeed => "deleted_feed",
+            Replication::Full => "full",
+        }
+    }
+
     /// Whether the listing takes `since` from the bookmark.
     pub fn uses_since(self) -> bool {
         !matches!(self, Replication::Full)
@@ -165,24 +174,14 @@ pub struct TableSpec {
 
 /// Metadata columns on every row of every table.
 pub const METADATA_COLUMNS: &[Column] = &[
-    Column {
-        name: "_run_id",
-        ty: ColumnType::String,
-        aliases: &[],
-    },
-    Column {
-        name: "_extracted_at",
-        ty: ColumnType::Timestamp,
-        aliases: &[],
-    },
+    Column { name: "_run_id", ty: ColumnType::String, aliases: &[] },
+    Column { name: "_extracted_at", ty: ColumnType::Timestamp, aliases: &[] },
 ];
 
 /// The table with this name (case-insensitive; `Cases` and `cases` both work).
 pub fn table(name: &str) -> Option<&'static TableSpec> {
     let wanted = name.trim().to_ascii_lowercase().replace('-', "_");
-    TABLES
-        .iter()
-        .find(|t| t.name == wanted || t.name.replace('_', "") == wanted)
+    TABLES.iter().find(|t| t.name == wanted || t.name.replace('_', "") == wanted)
 }
 
 /// Every table name, in catalog order.
@@ -198,10 +197,7 @@ pub fn resolve_tables(names: &[String]) -> crate::Result<Vec<&'static TableSpec>
     let mut out: Vec<&'static TableSpec> = Vec::new();
     for name in names {
         let spec = table(name).ok_or_else(|| {
-            crate::SyncError::Config(format!(
-                "unknown table `{name}`; valid tables: {}",
-                table_names().join(", ")
-            ))
+            crate::SyncError::Config(format!("unknown table `{name}`; valid tables: {}", table_names().join(", ")))
         })?;
         if !out.iter().any(|t| t.name == spec.name) {
             out.push(spec);
@@ -213,9 +209,6 @@ pub fn resolve_tables(names: &[String]) -> crate::Result<Vec<&'static TableSpec>
 impl TableSpec {
     /// All column names a row of this table can have, in schema order.
     pub fn all_columns(&self) -> impl Iterator<Item = &'static Column> + '_ {
-        self.columns
-            .iter()
-            .chain(self.added.iter())
-            .chain(METADATA_COLUMNS.iter())
+        self.columns.iter().chain(self.added.iter()).chain(METADATA_COLUMNS.iter())
     }
 }

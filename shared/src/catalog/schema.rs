@@ -4,15 +4,8 @@ use serde_json::{Value, json};
 
 use super::{Column, ColumnType, METADATA_COLUMNS, TableSpec};
 
-fn output_columns<'a>(
-    table: &'a TableSpec,
-    selected: &'a [&'static Column],
-) -> impl Iterator<Item = &'a Column> {
-    selected
-        .iter()
-        .copied()
-        .chain(table.added.iter())
-        .chain(METADATA_COLUMNS.iter())
+fn output_columns<'a>(table: &'a TableSpec, selected: &'a [&'static Column]) -> impl Iterator<Item = &'a Column> {
+    selected.iter().copied().chain(table.added.iter()).chain(METADATA_COLUMNS.iter())
 }
 
 /// A BigQuery schema (`bq load --schema`): RECORD columns load as `JSON`.
@@ -27,11 +20,7 @@ pub fn bigquery_schema(table: &TableSpec, selected: &[&'static Column]) -> Value
                 ColumnType::Date => "DATE",
                 ColumnType::Boolean => "BOOLEAN",
             };
-            let mode = if table.primary_key.contains(&c.name) {
-                "REQUIRED"
-            } else {
-                "NULLABLE"
-            };
+            let mode = if table.primary_key.contains(&c.name) { "REQUIRED" } else { "NULLABLE" };
             json!({"name": c.name, "type": ty, "mode": mode})
         })
         .collect();
@@ -53,15 +42,7 @@ pub fn sql_ddl(table: &TableSpec, selected: &[&'static Column]) -> String {
             format!("  \"{}\" {ty}", c.name)
         })
         .collect();
-    let key: Vec<String> = table
-        .primary_key
-        .iter()
-        .map(|k| format!("\"{k}\""))
-        .collect();
+    let key: Vec<String> = table.primary_key.iter().map(|k| format!("\"{k}\"")).collect();
     lines.push(format!("  PRIMARY KEY ({})", key.join(", ")));
-    format!(
-        "CREATE TABLE IF NOT EXISTS \"{}\" (\n{}\n);\n",
-        table.name,
-        lines.join(",\n")
-    )
+    format!("CREATE TABLE IF NOT EXISTS \"{}\" (\n{}\n);\n", table.name, lines.join(",\n"))
 }

@@ -1,20 +1,14 @@
 //! The 22 tables. Field names are Capsule's real ones (`../shared/docs/capsule-api.md` §3, §4);
 //! the original spec's misspellings are aliases. Read this file as a table, not as code.
 
-use super::ColumnType::{
-    Boolean as B, Date as D, Numeric as N, Record as R, String as S, Timestamp as T,
-};
+use super::ColumnType::{Boolean as B, Date as D, Numeric as N, Record as R, String as S, Timestamp as T};
 use super::{
-    Column, ColumnType, Constant, ConstantValue, ExtraEnvelope, Fetch, Filter, Listing,
-    ParentDiscovery, ParentTarget, Replication, TableSpec,
+    Column, ColumnType, Constant, ConstantValue, ExtraEnvelope, Fetch, Filter, Listing, ParentDiscovery, ParentTarget,
+    Replication, TableSpec,
 };
 
 const fn c(name: &'static str, ty: ColumnType) -> Column {
-    Column {
-        name,
-        ty,
-        aliases: &[],
-    }
+    Column { name, ty, aliases: &[] }
 }
 
 const fn alias(name: &'static str, ty: ColumnType, aliases: &'static [&'static str]) -> Column {
@@ -23,29 +17,15 @@ const fn alias(name: &'static str, ty: ColumnType, aliases: &'static [&'static s
 
 /// A plain listing of `path` under `envelope`, 100 per page.
 const fn list(path: &'static str, envelope: &'static str) -> Listing {
-    Listing {
-        path,
-        envelope,
-        params: &[],
-        constants: &[],
-        extra_envelopes: &[],
-        filters: &[],
-        max_per_page: 100,
-    }
+    Listing { path, envelope, params: &[], constants: &[], extra_envelopes: &[], filters: &[], max_per_page: 100 }
 }
 
 const fn constant(column: &'static str, value: &'static str) -> Constant {
-    Constant {
-        column,
-        value: ConstantValue::Str(value),
-    }
+    Constant { column, value: ConstantValue::Str(value) }
 }
 
 const fn flag(column: &'static str, value: bool) -> Constant {
-    Constant {
-        column,
-        value: ConstantValue::Bool(value),
-    }
+    Constant { column, value: ConstantValue::Bool(value) }
 }
 
 const ID: Column = c("id", N);
@@ -93,10 +73,7 @@ macro_rules! deleted_feed {
     ($path:literal, $envelope:literal, $restricted_key:literal) => {
         Listing {
             constants: TOMBSTONE,
-            extra_envelopes: &[ExtraEnvelope {
-                key: $restricted_key,
-                constants: RESTRICTED,
-            }],
+            extra_envelopes: &[ExtraEnvelope { key: $restricted_key, constants: RESTRICTED }],
             ..list($path, $envelope)
         }
     };
@@ -105,10 +82,7 @@ macro_rules! deleted_feed {
 /// One entity's listing of a union table, tagged with the `entity` column.
 macro_rules! entity_listing {
     ($path:literal, $envelope:literal, $entity:literal) => {
-        Listing {
-            constants: &[constant("entity", $entity)],
-            ..list($path, $envelope)
-        }
+        Listing { constants: &[constant("entity", $entity)], ..list($path, $envelope) }
     };
 }
 
@@ -117,10 +91,7 @@ pub const TABLES: &[TableSpec] = &[
         name: "parties",
         description: "People and organisations",
         replication: Replication::Incremental,
-        fetch: Fetch::Listings(&[Listing {
-            params: EMBED_TAGS_FIELDS,
-            ..list("/parties", "parties")
-        }]),
+        fetch: Fetch::Listings(&[Listing { params: EMBED_TAGS_FIELDS, ..list("/parties", "parties") }]),
         primary_key: &["id"],
         columns: PARTY_COLUMNS,
         added: &[],
@@ -129,10 +100,7 @@ pub const TABLES: &[TableSpec] = &[
         name: "cases",
         description: "Projects (called kases in the API)",
         replication: Replication::Incremental,
-        fetch: Fetch::Listings(&[Listing {
-            params: EMBED_TAGS_FIELDS,
-            ..list("/kases", "kases")
-        }]),
+        fetch: Fetch::Listings(&[Listing { params: EMBED_TAGS_FIELDS, ..list("/kases", "kases") }]),
         primary_key: &["id"],
         columns: &[
             ID,
@@ -160,10 +128,7 @@ pub const TABLES: &[TableSpec] = &[
         name: "opportunities",
         description: "Sales opportunities",
         replication: Replication::Incremental,
-        fetch: Fetch::Listings(&[Listing {
-            params: EMBED_TAGS_FIELDS,
-            ..list("/opportunities", "opportunities")
-        }]),
+        fetch: Fetch::Listings(&[Listing { params: EMBED_TAGS_FIELDS, ..list("/opportunities", "opportunities") }]),
         primary_key: &["id"],
         columns: &[
             ID,
@@ -195,11 +160,7 @@ pub const TABLES: &[TableSpec] = &[
         name: "deleted_opportunities",
         description: "Tombstones of deleted (and newly restricted) opportunities",
         replication: Replication::DeletedFeed,
-        fetch: Fetch::Listings(&[deleted_feed!(
-            "/opportunities/deleted",
-            "opportunities",
-            "restrictedOpportunities"
-        )]),
+        fetch: Fetch::Listings(&[deleted_feed!("/opportunities/deleted", "opportunities", "restrictedOpportunities")]),
         primary_key: &["id"],
         columns: DELETED_COLUMNS,
         added: TOMBSTONE_FLAGS,
@@ -208,11 +169,7 @@ pub const TABLES: &[TableSpec] = &[
         name: "deleted_parties",
         description: "Tombstones of deleted (and newly restricted) parties",
         replication: Replication::DeletedFeed,
-        fetch: Fetch::Listings(&[deleted_feed!(
-            "/parties/deleted",
-            "parties",
-            "restrictedParties"
-        )]),
+        fetch: Fetch::Listings(&[deleted_feed!("/parties/deleted", "parties", "restrictedParties")]),
         primary_key: &["id"],
         columns: DELETED_COLUMNS,
         added: TOMBSTONE_FLAGS,
@@ -260,10 +217,7 @@ pub const TABLES: &[TableSpec] = &[
         replication: Replication::Full,
         fetch: Fetch::Listings(&[Listing {
             params: EMBED_TAGS_FIELDS,
-            filters: &[
-                Filter::Equals("type", "person"),
-                Filter::IsObject("organisation"),
-            ],
+            filters: &[Filter::Equals("type", "person"), Filter::IsObject("organisation")],
             ..list("/parties", "parties")
         }]),
         primary_key: &["id"],
@@ -330,10 +284,7 @@ pub const TABLES: &[TableSpec] = &[
         name: "tasks",
         description: "Tasks in every status (the API's default is open only)",
         replication: Replication::Full,
-        fetch: Fetch::Listings(&[Listing {
-            params: ALL_TASK_STATUSES,
-            ..list("/tasks", "tasks")
-        }]),
+        fetch: Fetch::Listings(&[Listing { params: ALL_TASK_STATUSES, ..list("/tasks", "tasks") }]),
         primary_key: &["id"],
         columns: &[
             ID,
@@ -382,11 +333,7 @@ pub const TABLES: &[TableSpec] = &[
                         child_path: "/opportunities/{id}/tracks",
                         entity: Some("opportunities"),
                     },
-                    ParentTarget {
-                        id_field: "kase.id",
-                        child_path: "/kases/{id}/tracks",
-                        entity: Some("kases"),
-                    },
+                    ParentTarget { id_field: "kase.id", child_path: "/kases/{id}/tracks", entity: Some("kases") },
                 ],
             }],
             exhaustive: &[
@@ -428,11 +375,7 @@ pub const TABLES: &[TableSpec] = &[
         replication: Replication::Full,
         fetch: Fetch::Listings(&[
             entity_listing!("/parties/fields/definitions", "definitions", "parties"),
-            entity_listing!(
-                "/opportunities/fields/definitions",
-                "definitions",
-                "opportunities"
-            ),
+            entity_listing!("/opportunities/fields/definitions", "definitions", "opportunities"),
             entity_listing!("/kases/fields/definitions", "definitions", "kases"),
         ]),
         primary_key: &["entity", "id"],
@@ -471,11 +414,7 @@ pub const TABLES: &[TableSpec] = &[
         columns: &[
             ID,
             c("name", S),
-            alias(
-                "includedForConversion",
-                B,
-                &["includeForCoversion", "includedForCoversion"],
-            ),
+            alias("includedForConversion", B, &["includeForCoversion", "includedForCoversion"]),
             CREATED,
             UPDATED,
         ],
@@ -487,15 +426,8 @@ pub const TABLES: &[TableSpec] = &[
         replication: Replication::Full,
         fetch: Fetch::FanOut {
             discover: &[ParentDiscovery {
-                listing: Listing {
-                    params: &[("includeDeleted", "true")],
-                    ..list("/pipelines", "pipelines")
-                },
-                targets: &[ParentTarget {
-                    id_field: "id",
-                    child_path: "/pipelines/{id}/milestones",
-                    entity: None,
-                }],
+                listing: Listing { params: &[("includeDeleted", "true")], ..list("/pipelines", "pipelines") },
+                targets: &[ParentTarget { id_field: "id", child_path: "/pipelines/{id}/milestones", entity: None }],
             }],
             exhaustive: &[],
             envelope: "milestones",
@@ -540,12 +472,7 @@ pub const TABLES: &[TableSpec] = &[
         replication: Replication::Full,
         fetch: Fetch::Listings(&[list("/countries", "countries")]),
         primary_key: &["alpha2Code"],
-        columns: &[
-            c("alpha2Code", S),
-            c("alpha3Code", S),
-            c("numericCode", N),
-            c("name", S),
-        ],
+        columns: &[c("alpha2Code", S), c("alpha3Code", S), c("numericCode", N), c("name", S)],
         added: &[],
     },
     TableSpec {
@@ -554,12 +481,7 @@ pub const TABLES: &[TableSpec] = &[
         replication: Replication::Full,
         fetch: Fetch::Listings(&[list("/currencies", "currencies")]),
         primary_key: &["code"],
-        columns: &[
-            c("code", S),
-            c("symbol", S),
-            c("name", S),
-            c("pluralName", S),
-        ],
+        columns: &[c("code", S), c("symbol", S), c("name", S), c("pluralName", S)],
         added: &[],
     },
     TableSpec {

@@ -31,20 +31,8 @@ pub struct Pager<'a> {
 }
 
 impl<'a> Pager<'a> {
-    pub fn new(
-        client: &'a CapsuleClient,
-        first: Url,
-        envelope: &'a str,
-        extras: Vec<&'a str>,
-    ) -> Pager<'a> {
-        Pager {
-            client,
-            next: Some(first),
-            envelope,
-            extras,
-            missing_ok: false,
-            seen: BTreeSet::new(),
-        }
+    pub fn new(client: &'a CapsuleClient, first: Url, envelope: &'a str, extras: Vec<&'a str>) -> Pager<'a> {
+        Pager { client, next: Some(first), envelope, extras, missing_ok: false, seen: BTreeSet::new() }
     }
 
     pub async fn next_page(&mut self) -> Result<Option<ListingPage>> {
@@ -57,11 +45,7 @@ impl<'a> Pager<'a> {
                 message: format!("Link rel=\"next\" points back to a page already read ({url})"),
             });
         }
-        match self
-            .client
-            .get_listing_page(&url, self.envelope, &self.extras)
-            .await
-        {
+        match self.client.get_listing_page(&url, self.envelope, &self.extras).await {
             Ok(page) => {
                 self.next = page.page.next.clone();
                 Ok(Some(page))
@@ -90,28 +74,17 @@ impl Extraction<'_> {
         match self.table.fetch {
             Fetch::Listings(listings) => {
                 for listing in listings {
-                    self.read_listing(listing, listing.path, &[], false, writer)
-                        .await?;
+                    self.read_listing(listing, listing.path, &[], false, writer).await?;
                 }
                 Ok(())
             }
-            Fetch::FanOut {
-                discover,
-                exhaustive,
-                envelope,
-                parent_id_column,
-                max_per_page,
-            } => {
+            Fetch::FanOut { discover, exhaustive, envelope, parent_id_column, max_per_page } => {
                 let routes = match self.fan_out {
                     FanOutMode::Exhaustive if !exhaustive.is_empty() => exhaustive,
                     _ => discover,
                 };
                 let parents = self.discover_parents(routes).await?;
-                tracing::info!(
-                    event = "parents_discovered",
-                    table = self.table.name,
-                    parents = parents.len()
-                );
+                tracing::info!(event = "parents_discovered", table = self.table.name, parents = parents.len());
                 for (child_path, entity, id) in &parents {
                     let child = Listing {
                         path: child_path,
@@ -123,13 +96,11 @@ impl Extraction<'_> {
                         max_per_page,
                     };
                     let path = child_path.replace("{id}", &id.to_string());
-                    let mut parent_columns: Vec<(&'static str, Value)> =
-                        vec![(parent_id_column, Value::from(*id))];
+                    let mut parent_columns: Vec<(&'static str, Value)> = vec![(parent_id_column, Value::from(*id))];
                     if let Some(entity) = entity {
                         parent_columns.push(("entity", Value::String((*entity).to_string())));
                     }
-                    self.read_listing(&child, &path, &parent_columns, true, writer)
-                        .await?;
+                    self.read_listing(&child, &path, &parent_columns, true, writer).await?;
                 }
                 Ok(())
             }
@@ -188,8 +159,7 @@ impl Extraction<'_> {
                         continue;
                     }
                     for target in route.targets {
-                        if let Some(id) = get_path(&record, target.id_field).and_then(Value::as_i64)
-                        {
+                        if let Some(id) = get_path(&record, target.id_field).and_then(Value::as_i64) {
                             parents.insert((target.child_path, target.entity, id));
                         }
                     }
@@ -219,10 +189,7 @@ fn into_object(item: Value, listing: &Listing) -> Result<Map<String, Value>> {
         Value::Object(map) => Ok(map),
         other => Err(SyncError::BadResponse {
             request: format!("GET {}", listing.path),
-            message: format!(
-                "an item of `{}` is not an object: {other}",
-                listing.envelope
-            ),
+            message: format!("an item of `{}` is not an object: {other}", listing.envelope),
         }),
     }
 }

@@ -43,15 +43,23 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions {
-            writer: WriterOptions::default(),
-            lease_ttl: Duration::from_secs(2 * 3600),
-        }
+        RunOptions { writer: WriterOptions::default(), lease_ttl: Duration::from_secs(2 * 3600) }
     }
 }
 
 /// Called with the rows written so far, after every page.
 pub type ProgressFn = dyn Fn(u64) + Send + Sync;
+
+/// Called with a table's name and its rows written so far.
+pub type TablesProgress = Arc<dyn Fn(&str, u64) + Send + Sync>;
+
+/// How the in-process dispatcher runs an integration's tables.
+#[derive(Clone, Default)]
+pub struct LocalDispatch {
+    /// Tables run at the same time (they share the token's rate limit); 0 counts as 1.
+    pub concurrency: usize,
+    pub progress: Option<TablesProgress>,
+}
 
 /// What a table run did. `error` is set when `record.state` is failed (or skipped).
 #[derive(Debug)]
@@ -91,55 +99,31 @@ pub async fn run_table(
         error: None,
     };
     let owner = format!("{run_id}/{:08x}", rand::rng().random::<u32>());
-    let lease = match deps
-        .state
-        .acquire_lease(&integration.name, table.name, &owner, options.lease_ttl)
-        .await
-    {
+    let lease = match deps.state.acquire_lease(&integration.name, table.name, &owner, options.lease_ttl).await {
         Ok(lease) => lease,
         Err(error) => {
-            record.state = if matches!(error, SyncError::LeaseHeld { .. }) {
-                RunState::Skipped
-            } else {
-                RunState::Failed
-            };
+            record.state =
+                if matches!(error, SyncError::LeaseHeld { .. }) { RunState::Skipped } else { RunState::Failed };
             record.finished_at = Some(Utc::now());
             record.error = Some(ErrorRecord::from(&error));
             tracing::warn!(event = "table_run_not_started", table = table.name, %error);
             if let Err(e) = deps.state.record_run(&record).await {
                 tracing::error!(event = "run_record_failed", error = %e);
             }
-            return TableRunOutcome {
-                record,
-                manifest: None,
-                error: Some(error),
-            };
+            return TableRunOutcome { record, manifest: None, error: Some(error) };
         }
     };
     tracing::info!(event = "table_run_started", integration = %integration.name, table = table.name, run_id = %run_id);
 
-    let result = extract_and_publish(
-        &client,
-        deps,
-        integration,
-        table,
-        run_id,
-        started,
-        options,
-        progress,
-        &mut record,
-    )
-    .await;
+    let result =
+        extract_and_publish(&client, deps, integration, table, run_id, started, options, progress, &mut record).await;
     record.requests = client.stats();
     record.finished_at = Some(Utc::now());
     match result {
         Ok(manifest) => {
             record.state = RunState::Succeeded;
-            let bookmark = Bookmark {
-                last_run_started: started,
-                run_id: run_id.clone(),
-                previous: record.bookmark_before,
-            };
+            let bookmark =
+                Bookmark { last_run_started: started, run_id: run_id.clone(), previous: record.bookmark_before };
             match deps.state.commit(&lease, &bookmark, &record).await {
                 Ok(()) => {
                     tracing::info!(
@@ -149,11 +133,7 @@ pub async fn run_table(
                         files = record.files,
                         requests = record.requests.requests,
                     );
-                    TableRunOutcome {
-                        record,
-                        manifest: Some(manifest),
-                        error: None,
-                    }
+                    TableRunOutcome { record, manifest: Some(manifest), error: None }
                 }
                 Err(error) => fail(deps, &lease, record, error).await,
             }
@@ -175,11 +155,7 @@ async fn fail(
     if let Err(e) = deps.state.record_failure(lease, &record).await {
         tracing::error!(event = "run_record_failed", error = %e);
     }
-    TableRunOutcome {
-        record,
-        manifest: None,
-        error: Some(error),
-    }
+    TableRunOutcome { record, manifest: None, error: Some(error) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -203,13 +179,10 @@ async fn extract_and_publish(
         None => None,
     };
     let lookback = chrono::Duration::minutes(i64::from(integration.lookback_minutes));
-    let since = table
-        .replication
-        .uses_since()
-        .then(|| match record.bookmark_before {
-            Some(before) => (before - lookback).max(integration.history_start),
-            None => integration.history_start,
-        });
+    let since = table.replication.uses_since().then(|| match record.bookmark_before {
+        Some(before) => (before - lookback).max(integration.history_start),
+        None => integration.history_start,
+    });
     record.since = since;
 
     let extracted_at = started.to_rfc3339_opts(SecondsFormat::Millis, true);
@@ -218,21 +191,10 @@ async fn extract_and_publish(
         table,
         since,
         fan_out: integration.fan_out,
-        rows: RowBuilder::new(
-            table,
-            columns.columns.clone(),
-            run_id.as_str(),
-            &extracted_at,
-        ),
+        rows: RowBuilder::new(table, columns.columns.clone(), run_id.as_str(), &extracted_at),
         progress,
     };
-    let mut writer = PartWriter::new(
-        deps.sink,
-        &integration.name,
-        table.name,
-        run_id,
-        options.writer,
-    );
+    let mut writer = PartWriter::new(deps.sink, &integration.name, table.name, run_id, options.writer);
     if let Err(e) = extraction.run(&mut writer).await {
         writer.abort().await;
         return Err(e);
@@ -263,8 +225,7 @@ async fn extract_and_publish(
         unknown_fields: extraction.rows.unknown_fields.iter().cloned().collect(),
     };
     let key = output::manifest_key(&integration.name, table.name, run_id);
-    let body = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| SyncError::Internal(format!("manifest: {e}")))?;
+    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| SyncError::Internal(format!("manifest: {e}")))?;
     deps.sink.put(&key, Bytes::from(body)).await?;
     record.manifest_key = Some(key);
     write_schemas(deps.sink, &integration.name, table, &columns.columns).await?;
@@ -300,8 +261,7 @@ async fn write_schemas(
     let bq = serde_json::to_vec_pretty(&catalog::bigquery_schema(table, columns))
         .map_err(|e| SyncError::Internal(format!("schema: {e}")))?;
     sink.put(&bq_key, Bytes::from(bq)).await?;
-    sink.put(&sql_key, Bytes::from(catalog::sql_ddl(table, columns)))
-        .await
+    sink.put(&sql_key, Bytes::from(catalog::sql_ddl(table, columns))).await
 }
 
 /// Runs the given tables of an integration with bounded concurrency in this process (the local
@@ -314,36 +274,22 @@ pub async fn run_tables(
     tables: &[&'static TableSpec],
     run_id: &RunId,
     options: RunOptions,
-    concurrency: usize,
-    progress: Option<Arc<dyn Fn(&str, u64) + Send + Sync>>,
+    dispatch: LocalDispatch,
 ) -> Vec<TableRunOutcome> {
     let runs = tables.iter().map(|table| {
-        let progress = progress.clone();
+        let progress = dispatch.progress.clone();
         async move {
             let per_table = progress.map(|p| {
                 let name = table.name;
                 Box::new(move |rows: u64| p(name, rows)) as Box<ProgressFn>
             });
-            run_table(
-                client,
-                deps,
-                integration,
-                table,
-                run_id,
-                options,
-                per_table.as_deref(),
-            )
-            .await
+            run_table(client, deps, integration, table, run_id, options, per_table.as_deref()).await
         }
     });
-    let outcomes: Vec<TableRunOutcome> = futures::stream::iter(runs)
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
+    let outcomes: Vec<TableRunOutcome> =
+        futures::stream::iter(runs).buffered(dispatch.concurrency.max(1)).collect().await;
     if integration.status == IntegrationStatus::Pending
-        && outcomes
-            .iter()
-            .any(|o| o.record.state == RunState::Succeeded)
+        && outcomes.iter().any(|o| o.record.state == RunState::Succeeded)
         && let Err(e) = mark_active(deps.state, &integration.name).await
     {
         tracing::warn!(event = "status_update_failed", error = %e);

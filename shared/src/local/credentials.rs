@@ -19,10 +19,7 @@ impl TokenProvider for EnvToken {
     async fn token(&self) -> Result<SecretString> {
         match std::env::var(&self.var) {
             Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_string())),
-            Ok(_) => Err(SyncError::Credentials(format!(
-                "environment variable {} is empty",
-                self.var
-            ))),
+            Ok(_) => Err(SyncError::Credentials(format!("environment variable {} is empty", self.var))),
             Err(_) => Err(SyncError::Credentials(format!(
                 "environment variable {} is not set (it should hold the Capsule API token)",
                 self.var
@@ -39,18 +36,12 @@ pub struct FileToken {
 #[async_trait]
 impl TokenProvider for FileToken {
     async fn token(&self) -> Result<SecretString> {
-        let text = tokio::fs::read_to_string(&self.path).await.map_err(|e| {
-            SyncError::Credentials(format!(
-                "cannot read the token file {}: {e}",
-                self.path.display()
-            ))
-        })?;
+        let text = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|e| SyncError::Credentials(format!("cannot read the token file {}: {e}", self.path.display())))?;
         let token = text.trim();
         if token.is_empty() {
-            return Err(SyncError::Credentials(format!(
-                "token file {} is empty",
-                self.path.display()
-            )));
+            return Err(SyncError::Credentials(format!("token file {} is empty", self.path.display())));
         }
         Ok(SecretString::from(token.to_string()))
     }

@@ -26,13 +26,8 @@ impl LocalSink {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        if key
-            .split('/')
-            .any(|seg| seg == ".." || seg == "." || seg.is_empty())
-        {
-            return Err(SyncError::Internal(format!(
-                "object key `{key}` is not a clean relative path"
-            )));
+        if key.split('/').any(|seg| seg == ".." || seg == "." || seg.is_empty()) {
+            return Err(SyncError::Internal(format!("object key `{key}` is not a clean relative path")));
         }
         Ok(self.root.join(key))
     }
@@ -47,25 +42,12 @@ impl ObjectSink for LocalSink {
     async fn begin(&self, key: &str) -> Result<Box<dyn ObjectUpload>> {
         let target = self.path(key)?;
         if let Some(dir) = target.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| io_err("creating", dir, e))?;
+            tokio::fs::create_dir_all(dir).await.map_err(|e| io_err("creating", dir, e))?;
         }
-        let partial = target.with_file_name(format!(
-            "{}.partial",
-            target
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("object")
-        ));
-        let file = tokio::fs::File::create(&partial)
-            .await
-            .map_err(|e| io_err("creating", &partial, e))?;
-        Ok(Box::new(LocalUpload {
-            file,
-            partial,
-            target,
-        }))
+        let partial = target
+            .with_file_name(format!("{}.partial", target.file_name().and_then(|n| n.to_str()).unwrap_or("object")));
+        let file = tokio::fs::File::create(&partial).await.map_err(|e| io_err("creating", &partial, e))?;
+        Ok(Box::new(LocalUpload { file, partial, target }))
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
@@ -76,11 +58,8 @@ impl ObjectSink for LocalSink {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let dir = self.root.join(prefix);
-        let dir = if prefix.ends_with('/') || dir.is_dir() {
-            dir
-        } else {
-            dir.parent().unwrap_or(&self.root).to_path_buf()
-        };
+        let dir =
+            if prefix.ends_with('/') || dir.is_dir() { dir } else { dir.parent().unwrap_or(&self.root).to_path_buf() };
         let mut keys = Vec::new();
         let mut stack = vec![dir];
         while let Some(d) = stack.pop() {
@@ -89,11 +68,7 @@ impl ObjectSink for LocalSink {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err("listing", &d, e)),
             };
-            while let Some(entry) = entries
-                .next_entry()
-                .await
-                .map_err(|e| io_err("listing", &d, e))?
-            {
+            while let Some(entry) = entries.next_entry().await.map_err(|e| io_err("listing", &d, e))? {
                 let path = entry.path();
                 if path.is_dir() {
                     stack.push(path);
@@ -132,24 +107,13 @@ struct LocalUpload {
 #[async_trait]
 impl ObjectUpload for LocalUpload {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        self.file
-            .write_all(&chunk)
-            .await
-            .map_err(|e| io_err("writing", &self.partial, e))
+        self.file.write_all(&chunk).await.map_err(|e| io_err("writing", &self.partial, e))
     }
 
     async fn finish(mut self: Box<Self>) -> Result<()> {
-        self.file
-            .flush()
-            .await
-            .map_err(|e| io_err("flushing", &self.partial, e))?;
-        self.file
-            .sync_all()
-            .await
-            .map_err(|e| io_err("syncing", &self.partial, e))?;
-        tokio::fs::rename(&self.partial, &self.target)
-            .await
-            .map_err(|e| io_err("publishing", &self.target, e))
+        self.file.flush().await.map_err(|e| io_err("flushing", &self.partial, e))?;
+        self.file.sync_all().await.map_err(|e| io_err("syncing", &self.partial, e))?;
+        tokio::fs::rename(&self.partial, &self.target).await.map_err(|e| io_err("publishing", &self.target, e))
     }
 
     async fn abort(self: Box<Self>) {

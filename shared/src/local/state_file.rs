@@ -48,9 +48,7 @@ pub struct StateFile {
 
 impl StateFile {
     pub fn new(data_dir: &Path) -> StateFile {
-        StateFile {
-            path: data_dir.join("state.json"),
-        }
+        StateFile { path: data_dir.join("state.json") }
     }
 
     pub fn path(&self) -> &Path {
@@ -74,11 +72,7 @@ fn state_err(what: &str, path: &Path, e: impl std::fmt::Display) -> SyncError {
     SyncError::State(format!("{what} {}: {e}", path.display()))
 }
 
-fn transact_blocking<R>(
-    path: &Path,
-    write: bool,
-    f: impl FnOnce(&mut StateDoc) -> Result<R>,
-) -> Result<R> {
+fn transact_blocking<R>(path: &Path, write: bool, f: impl FnOnce(&mut StateDoc) -> Result<R>) -> Result<R> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| state_err("creating", dir, e))?;
     let lock_path = path.with_extension("lock");
@@ -88,29 +82,18 @@ fn transact_blocking<R>(
         .write(true)
         .open(&lock_path)
         .map_err(|e| state_err("opening", &lock_path, e))?;
-    lock.lock()
-        .map_err(|e| state_err("locking", &lock_path, e))?;
+    lock.lock().map_err(|e| state_err("locking", &lock_path, e))?;
 
     let mut doc = match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice::<StateDoc>(&bytes).map_err(|e| {
-            state_err(
-                "the state file is corrupt (fix or move it away; it was not changed):",
-                path,
-                e,
-            )
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateDoc {
-            version: FORMAT_VERSION,
-            ..Default::default()
-        },
+        Ok(bytes) => serde_json::from_slice::<StateDoc>(&bytes)
+            .map_err(|e| state_err("the state file is corrupt (fix or move it away; it was not changed):", path, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            StateDoc { version: FORMAT_VERSION, ..Default::default() }
+        }
         Err(e) => return Err(state_err("reading", path, e)),
     };
     if doc.version > FORMAT_VERSION {
-        return Err(state_err(
-            "written by a newer capsule-sync (format version too new):",
-            path,
-            doc.version,
-        ));
+        return Err(state_err("written by a newer capsule-sync (format version too new):", path, doc.version));
     }
     let out = f(&mut doc)?;
     if write {
@@ -119,25 +102,18 @@ fn transact_blocking<R>(
             let excess = doc.runs.len() - MAX_RUN_RECORDS;
             doc.runs.drain(..excess);
         }
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .map_err(|e| state_err("creating a temp file in", dir, e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| state_err("creating a temp file in", dir, e))?;
         serde_json::to_writer_pretty(&mut tmp, &doc).map_err(|e| state_err("encoding", path, e))?;
-        tmp.write_all(b"\n")
-            .map_err(|e| state_err("writing", path, e))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| state_err("syncing", path, e))?;
-        tmp.persist(path)
-            .map_err(|e| state_err("replacing", path, e.error))?;
+        tmp.write_all(b"\n").map_err(|e| state_err("writing", path, e))?;
+        tmp.as_file().sync_all().map_err(|e| state_err("syncing", path, e))?;
+        tmp.persist(path).map_err(|e| state_err("replacing", path, e.error))?;
     }
     drop(lock);
     Ok(out)
 }
 
 fn lease_is_held(doc: &StateDoc, lease: &Lease) -> bool {
-    doc.leases
-        .get(&key(&lease.integration, &lease.table))
-        .is_some_and(|l| l.owner == lease.owner)
+    doc.leases.get(&key(&lease.integration, &lease.table)).is_some_and(|l| l.owner == lease.owner)
 }
 
 fn lease_lost(lease: &Lease) -> SyncError {
@@ -151,21 +127,16 @@ fn lease_lost(lease: &Lease) -> SyncError {
 impl StateStore for StateFile {
     async fn get_integration(&self, name: &str) -> Result<Option<Integration>> {
         let name = name.to_string();
-        self.transact(false, move |doc| Ok(doc.integrations.get(&name).cloned()))
-            .await
+        self.transact(false, move |doc| Ok(doc.integrations.get(&name).cloned())).await
     }
 
     async fn create_integration(&self, integration: &Integration) -> Result<()> {
         let integration = integration.clone();
         self.transact(true, move |doc| {
             if doc.integrations.contains_key(&integration.name) {
-                return Err(SyncError::Config(format!(
-                    "an integration named `{}` already exists",
-                    integration.name
-                )));
+                return Err(SyncError::Config(format!("an integration named `{}` already exists", integration.name)));
             }
-            doc.integrations
-                .insert(integration.name.clone(), integration);
+            doc.integrations.insert(integration.name.clone(), integration);
             Ok(())
         })
         .await
@@ -173,47 +144,42 @@ impl StateStore for StateFile {
 
     async fn update_integration(&self, integration: &Integration) -> Result<()> {
         let integration = integration.clone();
-        self.transact(true, move |doc| {
-            match doc.integrations.get_mut(&integration.name) {
-                Some(existing) => {
-                    *existing = integration;
-                    Ok(())
-                }
-                None => Err(SyncError::Config(format!(
-                    "no integration named `{}`",
-                    integration.name
-                ))),
+        self.transact(true, move |doc| match doc.integrations.get_mut(&integration.name) {
+            Some(existing) => {
+                *existing = integration;
+                Ok(())
             }
+            None => Err(SyncError::Config(format!("no integration named `{}`", integration.name))),
         })
         .await
     }
 
     async fn list_integrations(&self) -> Result<Vec<Integration>> {
-        self.transact(false, |doc| {
-            Ok(doc.integrations.values().cloned().collect())
+        self.transact(false, |doc| Ok(doc.integrations.values().cloned().collect())).await
+    }
+
+    async fn delete_integration(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.transact(true, move |doc| {
+            let prefix = format!("{name}/");
+            doc.bookmarks.retain(|k, _| !k.starts_with(&prefix));
+            doc.leases.retain(|k, _| !k.starts_with(&prefix));
+            Ok(doc.integrations.remove(&name).is_some())
         })
         .await
     }
 
     async fn bookmark(&self, integration: &str, table: &str) -> Result<Option<Bookmark>> {
         let k = key(integration, table);
-        self.transact(false, move |doc| Ok(doc.bookmarks.get(&k).cloned()))
-            .await
+        self.transact(false, move |doc| Ok(doc.bookmarks.get(&k).cloned())).await
     }
 
-    async fn acquire_lease(
-        &self,
-        integration: &str,
-        table: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<Lease> {
+    async fn acquire_lease(&self, integration: &str, table: &str, owner: &str, ttl: Duration) -> Result<Lease> {
         let lease = Lease {
             integration: integration.to_string(),
             table: table.to_string(),
             owner: owner.to_string(),
-            expires_at: Utc::now()
-                + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1)),
+            expires_at: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1)),
         };
         self.transact(true, move |doc| {
             let k = key(&lease.integration, &lease.table);
@@ -234,12 +200,7 @@ impl StateStore for StateFile {
         .await
     }
 
-    async fn commit(
-        &self,
-        lease: &Lease,
-        bookmark: &Bookmark,
-        record: &TableRunRecord,
-    ) -> Result<()> {
+    async fn commit(&self, lease: &Lease, bookmark: &Bookmark, record: &TableRunRecord) -> Result<()> {
         let (lease, bookmark, record) = (lease.clone(), bookmark.clone(), record.clone());
         self.transact(true, move |doc| {
             if !lease_is_held(doc, &lease) {

@@ -17,25 +17,12 @@ use crate::integration::RunId;
 
 /// The folder of one table run's data files.
 pub fn run_data_prefix(integration: &str, table: &str, run: &RunId) -> String {
-    format!(
-        "{integration}/{table}/dt={}/run={run}/",
-        run.partition_date()
-    )
+    format!("{integration}/{table}/dt={}/run={run}/", run.partition_date())
 }
 
 /// The key of part `n` of a run.
-pub fn part_key(
-    integration: &str,
-    table: &str,
-    run: &RunId,
-    n: u32,
-    compression: Compression,
-) -> String {
-    format!(
-        "{}part-{n:05}.{}",
-        run_data_prefix(integration, table, run),
-        compression.extension()
-    )
+pub fn part_key(integration: &str, table: &str, run: &RunId, n: u32, compression: Compression) -> String {
+    format!("{}part-{n:05}.{}", run_data_prefix(integration, table, run), compression.extension())
 }
 
 pub fn manifest_key(integration: &str, table: &str, run: &RunId) -> String {
@@ -43,10 +30,7 @@ pub fn manifest_key(integration: &str, table: &str, run: &RunId) -> String {
 }
 
 pub fn schema_keys(integration: &str, table: &str) -> (String, String) {
-    (
-        format!("_meta/{integration}/schemas/{table}.bigquery.json"),
-        format!("_meta/{integration}/schemas/{table}.sql"),
-    )
+    (format!("_meta/{integration}/schemas/{table}.bigquery.json"), format!("_meta/{integration}/schemas/{table}.sql"))
 }
 
 #[cfg(test)]
@@ -61,14 +45,9 @@ mod tests {
             "acme/parties/dt=2026-11-28/run=20261128T081100Z-abc123/part-00003.ndjson.gz"
         );
         assert_eq!(
-            part_key("acme", "parties", &run, 0, Compression::None)
-                .rsplit('/')
-                .next(),
+            part_key("acme", "parties", &run, 0, Compression::None).rsplit('/').next(),
             Some("part-00000.ndjson")
         );
-        assert_eq!(
-            manifest_key("acme", "parties", &run),
-            "_meta/acme/runs/20261128T081100Z-abc123/parties.json"
-        );
+        assert_eq!(manifest_key("acme", "parties", &run), "_meta/acme/runs/20261128T081100Z-abc123/parties.json");
     }
 }

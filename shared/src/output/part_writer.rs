@@ -44,11 +44,7 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions {
-            compression: Compression::Gzip,
-            part_max_bytes: 128 << 20,
-            chunk_bytes: 8 << 20,
-        }
+        WriterOptions { compression: Compression::Gzip, part_max_bytes: 128 << 20, chunk_bytes: 8 << 20 }
     }
 }
 
@@ -60,9 +56,7 @@ enum Encoder {
 impl Encoder {
     fn new(c: Compression) -> Encoder {
         match c {
-            Compression::Gzip => {
-                Encoder::Gzip(GzEncoder::new(Vec::new(), flate2::Compression::default()))
-            }
+            Compression::Gzip => Encoder::Gzip(GzEncoder::new(Vec::new(), flate2::Compression::default())),
             Compression::None => Encoder::Plain(Vec::new()),
         }
     }
@@ -130,13 +124,7 @@ pub struct PartWriter<'a> {
 }
 
 impl<'a> PartWriter<'a> {
-    pub fn new(
-        sink: &'a dyn ObjectSink,
-        integration: &str,
-        table: &str,
-        run: &RunId,
-        options: WriterOptions,
-    ) -> Self {
+    pub fn new(sink: &'a dyn ObjectSink, integration: &str, table: &str, run: &RunId, options: WriterOptions) -> Self {
         PartWriter {
             sink,
             integration: integration.to_string(),
@@ -160,22 +148,17 @@ impl<'a> PartWriter<'a> {
 
     pub async fn write_row(&mut self, row: &Value) -> Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, row)
-            .map_err(|e| SyncError::Internal(format!("encoding a row: {e}")))?;
+        serde_json::to_writer(&mut self.line, row).map_err(|e| SyncError::Internal(format!("encoding a row: {e}")))?;
         self.line.push(b'\n');
         if self.open.is_none() {
             self.open_part().await?;
         }
         let part = self.open.as_mut().expect("opened above");
-        part.encoder
-            .write_all(&self.line)
-            .map_err(|e| SyncError::Output(format!("compressing {}: {e}", part.key)))?;
+        part.encoder.write_all(&self.line).map_err(|e| SyncError::Output(format!("compressing {}: {e}", part.key)))?;
         part.rows += 1;
         part.raw_since_flush += self.line.len();
         if part.raw_since_flush >= self.options.chunk_bytes {
-            part.encoder
-                .flush()
-                .map_err(|e| SyncError::Output(format!("compressing {}: {e}", part.key)))?;
+            part.encoder.flush().map_err(|e| SyncError::Output(format!("compressing {}: {e}", part.key)))?;
             part.raw_since_flush = 0;
         }
         if part.encoder.buffered() >= self.options.chunk_bytes {
@@ -216,13 +199,7 @@ impl<'a> PartWriter<'a> {
 
     async fn open_part(&mut self) -> Result<()> {
         let n = self.done.len() as u32;
-        let key = part_key(
-            &self.integration,
-            &self.table,
-            &self.run,
-            n,
-            self.options.compression,
-        );
+        let key = part_key(&self.integration, &self.table, &self.run, n, self.options.compression);
         let upload = self.sink.begin(&key).await?;
         self.open = Some(OpenPart {
             key,
@@ -252,11 +229,7 @@ impl<'a> PartWriter<'a> {
         }
         part.upload.finish().await?;
         tracing::debug!(event = "part_written", key = %part.key, rows = part.rows, bytes = part.sent);
-        self.done.push(PartFile {
-            key: part.key,
-            rows: part.rows,
-            bytes: part.sent,
-        });
+        self.done.push(PartFile { key: part.key, rows: part.rows, bytes: part.sent });
         Ok(())
     }
 }

@@ -32,12 +32,7 @@ pub(crate) struct Gen {
 
 impl Gen {
     pub fn new(seed: u64) -> Gen {
-        Gen {
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            next_id: 100_000,
-            refs: BTreeMap::new(),
-            orgs: Vec::new(),
-        }
+        Gen { rng: ChaCha8Rng::seed_from_u64(seed), next_id: 100_000, refs: BTreeMap::new(), orgs: Vec::new() }
     }
 
     /// A generator that continues an existing account: new ids above every id in it.
@@ -63,14 +58,9 @@ impl Gen {
 
     /// Notes a record so later records can reference it.
     pub fn remember(&mut self, entity: Entity, body: &Value) {
-        self.refs
-            .entry(entity)
-            .or_default()
-            .push(reference(entity, body));
+        self.refs.entry(entity).or_default().push(reference(entity, body));
         if body["type"] == "organisation" {
-            self.orgs.push(
-                json!({"id": body["id"], "name": body["name"], "pictureURL": body["pictureURL"]}),
-            );
+            self.orgs.push(json!({"id": body["id"], "name": body["name"], "pictureURL": body["pictureURL"]}));
         }
     }
 
@@ -102,11 +92,8 @@ impl Gen {
         let epoch = dataset_epoch();
         let created = epoch - Duration::seconds(self.rng.random_range(86_400..3 * 365 * 86_400));
         let span = (epoch - created).num_seconds();
-        let updated = if self.chance(0.4) {
-            created
-        } else {
-            created + Duration::seconds(self.rng.random_range(0..span))
-        };
+        let updated =
+            if self.chance(0.4) { created } else { created + Duration::seconds(self.rng.random_range(0..span)) };
         (created, updated)
     }
 
@@ -121,11 +108,7 @@ fn picture(initials: &str) -> String {
 }
 
 fn initials(name: &str) -> String {
-    name.split_whitespace()
-        .filter_map(|w| w.chars().next())
-        .filter(|c| c.is_alphanumeric())
-        .take(2)
-        .collect()
+    name.split_whitespace().filter_map(|w| w.chars().next()).filter(|c| c.is_alphanumeric()).take(2).collect()
 }
 
 pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
@@ -141,8 +124,7 @@ pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
         ..Account::default()
     };
     for entity in Entity::ALL {
-        a.field_definitions
-            .insert(entity, field_definitions(entity));
+        a.field_definitions.insert(entity, field_definitions(entity));
         a.tags.insert(entity, tags(entity));
         a.deleted.insert(entity, Vec::new());
         a.restricted.insert(entity, Vec::new());
@@ -153,7 +135,7 @@ pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
     a.rest_hooks = rest_hooks(&a.users);
 
     for i in 0..party_count {
-        let organisation = i < party_count.div_ceil(3) || i % 7 == 0;
+        let organisation = i % 3 == 0 || i % 7 == 0;
         let party = new_party(&mut g, &a, organisation);
         insert(&mut g, &mut a, Entity::Parties, party);
     }
@@ -182,10 +164,7 @@ pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
 pub(crate) fn insert(g: &mut Gen, a: &mut Account, entity: Entity, record: Stored) {
     let id = record.body["id"].as_i64().expect("record id");
     g.remember(entity, &record.body);
-    a.records
-        .get_mut(&entity)
-        .expect("entity map")
-        .insert(id, record);
+    a.records.get_mut(&entity).expect("entity map").insert(id, record);
 }
 
 fn nested_user(u: &Value, real_extras: bool) -> Value {
@@ -226,8 +205,7 @@ fn nested_party(p: &Value) -> Value {
 }
 
 fn random_party(g: &mut Gen) -> Value {
-    g.pick_ref(Entity::Parties)
-        .expect("parties exist before their opportunities and cases")
+    g.pick_ref(Entity::Parties).expect("parties exist before their opportunities and cases")
 }
 
 /// Custom-field values for a record; number values are strings, as the API returns them.
@@ -241,10 +219,7 @@ fn field_values(g: &mut Gen, a: &Account, entity: Entity) -> Value {
             "number" => json!(format!("{}", g.rng.random_range(0..1000))),
             "boolean" => json!(g.chance(0.5)),
             "date" => json!(g.date_near(dataset_epoch())),
-            "list" => json!(
-                g.pick(def["options"].as_array().expect("list options"))
-                    .clone()
-            ),
+            "list" => json!(g.pick(def["options"].as_array().expect("list options")).clone()),
             "link" => json!("https://example.com/ticket/42"),
             _ => json!(*g.pick(NOTE_WORDS)),
         };
@@ -262,11 +237,7 @@ fn field_values(g: &mut Gen, a: &Account, entity: Entity) -> Value {
 }
 
 fn tag_values(g: &mut Gen, a: &Account, entity: Entity) -> Value {
-    let tags: Vec<Value> = a.tags[&entity]
-        .iter()
-        .filter(|_| g.chance(0.3))
-        .cloned()
-        .collect();
+    let tags: Vec<Value> = a.tags[&entity].iter().filter(|_| g.chance(0.3)).cloned().collect();
     Value::Array(tags)
 }
 
@@ -288,7 +259,8 @@ pub(crate) fn new_party(g: &mut Gen, a: &Account, organisation: bool) -> Stored 
         } else { json!([]) },
         "addresses": if g.chance(0.5) {
             json!([{"id": g.id(), "type": if g.chance(0.5) { json!("Office") } else { Value::Null },
-                    "street": format!("{} High Street", id % 300), "city": city, "state": null,
+                    "street": format!("{} High Street", id % 300), "city": city,
+                    "state": if city == "Chicago" { json!("IL") } else { Value::Null },
                     "country": country, "zip": format!("{:05}", id % 99_999)}])
         } else { json!([]) },
         "emailAddresses": [],
@@ -306,27 +278,15 @@ pub(crate) fn new_party(g: &mut Gen, a: &Account, organisation: bool) -> Stored 
         p["name"] = json!(name);
     } else {
         let first = *g.pick(FIRST_NAMES);
-        let last = if g.chance(0.05) {
-            Value::Null
-        } else {
-            json!(*g.pick(LAST_NAMES))
-        };
+        let last = if g.chance(0.05) { Value::Null } else { json!(*g.pick(LAST_NAMES)) };
         let organisation = if !g.orgs.is_empty() && g.chance(0.6) {
             g.orgs[g.rng.random_range(0..g.orgs.len())].clone()
         } else {
             Value::Null
         };
         p["type"] = json!("person");
-        p["title"] = if g.chance(0.3) {
-            json!("Mr")
-        } else {
-            Value::Null
-        };
-        p["jobTitle"] = if g.chance(0.5) {
-            json!(*g.pick(JOB_TITLES))
-        } else {
-            Value::Null
-        };
+        p["title"] = if g.chance(0.3) { json!("Mr") } else { Value::Null };
+        p["jobTitle"] = if g.chance(0.5) { json!(*g.pick(JOB_TITLES)) } else { Value::Null };
         p["organisation"] = organisation;
         p["pictureURL"] = json!(picture(&initials(first)));
         p["emailAddresses"] = json!([{"id": g.id(), "type": "Work",
@@ -338,20 +298,10 @@ pub(crate) fn new_party(g: &mut Gen, a: &Account, organisation: bool) -> Stored 
 }
 
 fn milestone_ref(g: &mut Gen, a: &Account) -> (Value, bool) {
-    let active: Vec<&(i64, Value)> = a
-        .milestones
-        .iter()
-        .filter(|(pid, _)| {
-            a.pipelines
-                .iter()
-                .any(|p| !p.deleted && p.body["id"] == *pid)
-        })
-        .collect();
+    let active: Vec<&(i64, Value)> =
+        a.milestones.iter().filter(|(pid, _)| a.pipelines.iter().any(|p| !p.deleted && p.body["id"] == *pid)).collect();
     let (_, m) = active[g.rng.random_range(0..active.len())];
-    (
-        json!({"id": m["id"], "name": m["name"]}),
-        m["complete"] == true,
-    )
+    (json!({"id": m["id"], "name": m["name"]}), m["complete"] == true)
 }
 
 pub(crate) fn new_opportunity(g: &mut Gen, a: &Account) -> Stored {
@@ -395,16 +345,9 @@ pub(crate) fn new_opportunity(g: &mut Gen, a: &Account) -> Stored {
 pub(crate) fn new_kase(g: &mut Gen, a: &Account) -> Stored {
     let (created, updated) = g.created_updated();
     let closed = g.chance(0.3);
-    let opportunity = if g.chance(0.3) {
-        g.pick_ref(Entity::Opportunities).unwrap_or(Value::Null)
-    } else {
-        Value::Null
-    };
-    let stage = *g.pick(&[
-        (271006, "Planning"),
-        (104607, "Project Brief"),
-        (149, "Delivery"),
-    ]);
+    let opportunity =
+        if g.chance(0.3) { g.pick_ref(Entity::Opportunities).unwrap_or(Value::Null) } else { Value::Null };
+    let stage = *g.pick(&[(271006, "Planning"), (104607, "Project Brief"), (149, "Delivery")]);
     let k = json!({
         "id": g.id(),
         "owner": random_owner(g, a),
@@ -429,11 +372,7 @@ pub(crate) fn new_kase(g: &mut Gen, a: &Account) -> Stored {
 }
 
 /// A task, optionally on a track of a given parent (which forces `hasTrack`).
-pub(crate) fn new_task(
-    g: &mut Gen,
-    a: &Account,
-    track_parent: Option<(Entity, Value, &str)>,
-) -> Stored {
+pub(crate) fn new_task(g: &mut Gen, a: &Account, track_parent: Option<(Entity, Value, &str)>) -> Stored {
     let (created, updated) = g.created_updated();
     let status = *g.pick(&["OPEN", "OPEN", "COMPLETED", "PENDING"]);
     let category = if g.chance(0.6) {
@@ -469,11 +408,7 @@ pub(crate) fn new_task(
             t["description"] = json!(description);
             t["daysAfter"] = json!(g.rng.random_range(1..30));
             t["taskDelayRule"] = json!("TRACK_START");
-            let key = if entity == Entity::Opportunities {
-                "opportunity"
-            } else {
-                "kase"
-            };
+            let key = if entity == Entity::Opportunities { "opportunity" } else { "kase" };
             t[key] = parent_ref;
         }
         None => {
@@ -502,10 +437,7 @@ fn reference(entity: Entity, body: &Value) -> Value {
 fn add_tracks(g: &mut Gen, a: &mut Account) {
     let definitions = a.track_definitions.clone();
     for entity in [Entity::Opportunities, Entity::Kases] {
-        let parents: Vec<Value> = a.records[&entity]
-            .values()
-            .map(|r| r.body.clone())
-            .collect();
+        let parents: Vec<Value> = a.records[&entity].values().map(|r| r.body.clone()).collect();
         for parent in parents {
             if !g.chance(0.1) {
                 continue;
@@ -529,14 +461,7 @@ fn add_tracks(g: &mut Gen, a: &mut Account) {
                     "direction": def["direction"],
                     "trackDateOn": g.date_near(updated),
                 });
-                a.tracks.insert(
-                    id,
-                    TrackInstance {
-                        parent: entity,
-                        parent_id: parent["id"].as_i64().unwrap(),
-                        body,
-                    },
-                );
+                a.tracks.insert(id, TrackInstance { parent: entity, parent_id: parent["id"].as_i64().unwrap(), body });
             }
         }
     }
@@ -554,11 +479,7 @@ pub(crate) fn new_entry(g: &mut Gen, a: &Account) -> Stored {
     };
     let creator = g.pick(&a.users).clone();
     // entryAt is user-settable: sometimes back-dated before createdAt.
-    let entry_at = if g.chance(0.2) {
-        created - Duration::days(g.rng.random_range(1..400))
-    } else {
-        created
-    };
+    let entry_at = if g.chance(0.2) { created - Duration::days(g.rng.random_range(1..400)) } else { created };
     let mut e = json!({
         "id": g.id(),
         "type": kind,
@@ -601,24 +522,21 @@ fn add_history_of_deletions(g: &mut Gen, a: &mut Account, party_count: usize) {
         for _ in 0..n.max(1) {
             let (_, at) = g.created_updated();
             let body = json!({"id": 9_000_000 + g.id(), "deletedAt": timestamp(at)});
-            a.deleted
-                .get_mut(&entity)
-                .unwrap()
-                .push(Tombstone { at, body });
+            a.deleted.get_mut(&entity).unwrap().push(Tombstone { at, body });
         }
-        let (_, at) = g.created_updated();
-        let id = 8_000_000 + g.id();
-        let body = match entity {
-            Entity::Parties => {
-                json!({"id": id, "type": "person", "firstName": null, "lastName": "Private",
-                                      "pictureURL": picture("P"), "isRestricted": true})
-            }
-            _ => json!({"id": id, "name": "Private", "isRestricted": true}),
+        let restricted: Vec<Value> = match entity {
+            Entity::Parties => vec![
+                json!({"id": 8_000_000 + g.id(), "type": "person", "firstName": null, "lastName": "Private",
+                       "pictureURL": picture("P"), "isRestricted": true}),
+                json!({"id": 8_000_000 + g.id(), "type": "organisation", "name": "Private",
+                       "pictureURL": picture("P"), "isRestricted": true}),
+            ],
+            _ => vec![json!({"id": 8_000_000 + g.id(), "name": "Private", "isRestricted": true})],
         };
-        a.restricted
-            .get_mut(&entity)
-            .unwrap()
-            .push(Tombstone { at, body });
+        for body in restricted {
+            let (_, at) = g.created_updated();
+            a.restricted.get_mut(&entity).unwrap().push(Tombstone { at, body });
+        }
     }
 }
 
@@ -688,16 +606,22 @@ fn categories() -> Vec<Value> {
 }
 
 fn activity_types() -> Vec<Value> {
-    [(-1, "Note", 29, "NOTE", true), (-2, "Meeting", 18, "MEETING", false), (-3, "Call", 12, "PHONE", false),
-     (-4, "Task completed", 30, "TASK", true), (17, "Site visit", 40, "CAR", false), (18, "Demo", 41, "SCREEN", false)]
-        .iter()
-        .map(|(id, name, order, icon, system)| {
-            json!({"id": id, "name": name,
+    [
+        (-1, "Note", 29, "NOTE", true),
+        (-2, "Meeting", 18, "MEETING", false),
+        (-3, "Call", 12, "PHONE", false),
+        (-4, "Task completed", 30, "TASK", true),
+        (17, "Site visit", 40, "CAR", false),
+        (18, "Demo", 41, "SCREEN", false),
+    ]
+    .iter()
+    .map(|(id, name, order, icon, system)| {
+        json!({"id": id, "name": name,
                    "icon": {"order": order, "id": icon, "displayName": name, "iconName": icon.to_lowercase(),
                             "isSystem": system},
                    "updateLastContacted": *id != -4})
-        })
-        .collect()
+    })
+    .collect()
 }
 
 fn countries() -> Vec<Value> {
@@ -765,21 +689,11 @@ fn tags(entity: Entity) -> Vec<Value> {
 fn pipelines(a: &mut Account) {
     let specs: [(i64, &str, Option<&str>, bool); 3] = [
         (11588, "Sales Pipeline", None, false),
-        (
-            11589,
-            "SMB clients",
-            Some("Process for small and medium-sized businesses"),
-            false,
-        ),
+        (11589, "SMB clients", Some("Process for small and medium-sized businesses"), false),
         (11590, "Legacy (archived)", Some("Old process"), true),
     ];
-    let stages = [
-        ("New", false, 10),
-        ("Bid", false, 50),
-        ("Negotiation", false, 75),
-        ("Won", true, 100),
-        ("Lost", true, 0),
-    ];
+    let stages =
+        [("New", false, 10), ("Bid", false, 50), ("Negotiation", false, 75), ("Won", true, 100), ("Lost", true, 0)];
     let mut milestone_id = 1;
     for (pid, name, description, deleted) in specs {
         let mut body = json!({"id": pid, "name": name});

@@ -121,11 +121,8 @@ impl Account {
 
     /// Rebuilds [`Account::entry_order`] after entries change.
     pub fn reindex_entries(&mut self) {
-        let mut order: Vec<(&str, i64)> = self
-            .entries
-            .iter()
-            .map(|(id, r)| (r.body["entryAt"].as_str().unwrap_or(""), *id))
-            .collect();
+        let mut order: Vec<(&str, i64)> =
+            self.entries.iter().map(|(id, r)| (r.body["entryAt"].as_str().unwrap_or(""), *id)).collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
         self.entry_order = order.into_iter().map(|(_, id)| id).collect();
     }
@@ -138,25 +135,13 @@ impl Account {
     pub fn table_counts(&self, since: Option<DateTime<Utc>>) -> TableCounts {
         let after = |t: &DateTime<Utc>| since.is_none_or(|s| *t > s);
         let mut counts = BTreeMap::new();
-        for (entity, table) in [
-            (Entity::Parties, "parties"),
-            (Entity::Opportunities, "opportunities"),
-            (Entity::Kases, "cases"),
-        ] {
-            let changed = self
-                .entity(entity)
-                .values()
-                .filter(|r| after(&r.updated))
-                .count();
+        for (entity, table) in
+            [(Entity::Parties, "parties"), (Entity::Opportunities, "opportunities"), (Entity::Kases, "cases")]
+        {
+            let changed = self.entity(entity).values().filter(|r| after(&r.updated)).count();
             counts.insert(table.to_string(), changed);
-            let deleted = self.deleted[&entity]
-                .iter()
-                .filter(|t| after(&t.at))
-                .count()
-                + self.restricted[&entity]
-                    .iter()
-                    .filter(|t| after(&t.at))
-                    .count();
+            let deleted = self.deleted[&entity].iter().filter(|t| after(&t.at)).count()
+                + self.restricted[&entity].iter().filter(|t| after(&t.at)).count();
             counts.insert(format!("deleted_{table}"), deleted);
         }
         let employees = self

@@ -64,22 +64,14 @@ impl MutationKind {
 
 impl Account {
     /// Applies a mutation at `now`. Records are chosen deterministically from `seed`.
-    pub fn apply(
-        &mut self,
-        m: &Mutation,
-        seed: u64,
-        now: DateTime<Utc>,
-    ) -> Result<MutationOutcome, String> {
+    pub fn apply(&mut self, m: &Mutation, seed: u64, now: DateTime<Utc>) -> Result<MutationOutcome, String> {
         let mut g = Gen::continuing(seed, self);
         let ids = match m.op {
             MutationOp::Create => self.create(&mut g, m, now),
             MutationOp::Update => {
                 let ids = self.choose(&mut g, m)?;
                 for id in &ids {
-                    let record = self
-                        .collection_mut(m.kind)
-                        .get_mut(id)
-                        .expect("chosen id exists");
+                    let record = self.collection_mut(m.kind).get_mut(id).expect("chosen id exists");
                     touch(record, now, id);
                 }
                 ids
@@ -87,25 +79,16 @@ impl Account {
             MutationOp::Delete | MutationOp::Restrict => {
                 let ids = self.choose(&mut g, m)?;
                 for id in &ids {
-                    let removed = self
-                        .collection_mut(m.kind)
-                        .remove(id)
-                        .expect("chosen id exists");
+                    let removed = self.collection_mut(m.kind).remove(id).expect("chosen id exists");
                     let Some(entity) = m.kind.entity() else {
                         continue;
                     };
                     if m.op == MutationOp::Delete {
                         let body = json!({"id": id, "deletedAt": timestamp(now)});
-                        self.deleted
-                            .get_mut(&entity)
-                            .unwrap()
-                            .push(Tombstone { at: now, body });
+                        self.deleted.get_mut(&entity).unwrap().push(Tombstone { at: now, body });
                     } else {
                         let body = restricted_view(&removed.body);
-                        self.restricted
-                            .get_mut(&entity)
-                            .unwrap()
-                            .push(Tombstone { at: now, body });
+                        self.restricted.get_mut(&entity).unwrap().push(Tombstone { at: now, body });
                     }
                 }
                 ids
@@ -117,10 +100,7 @@ impl Account {
         Ok(MutationOutcome { ids })
     }
 
-    fn collection_mut(
-        &mut self,
-        kind: MutationKind,
-    ) -> &mut std::collections::BTreeMap<i64, Stored> {
+    fn collection_mut(&mut self, kind: MutationKind) -> &mut std::collections::BTreeMap<i64, Stored> {
         match kind.entity() {
             Some(entity) => self.records.get_mut(&entity).unwrap(),
             None if kind == MutationKind::Tasks => &mut self.tasks,
@@ -131,10 +111,7 @@ impl Account {
     /// The ids given, or `count` distinct random ones.
     fn choose(&mut self, g: &mut Gen, m: &Mutation) -> Result<Vec<i64>, String> {
         if m.op == MutationOp::Restrict && m.kind.entity().is_none() {
-            return Err(format!(
-                "{:?} cannot be restricted: only parties, opportunities and kases",
-                m.kind
-            ));
+            return Err(format!("{:?} cannot be restricted: only parties, opportunities and kases", m.kind));
         }
         let collection = self.collection_mut(m.kind);
         if !m.ids.is_empty() {
@@ -145,12 +122,7 @@ impl Account {
         }
         let mut pool: Vec<i64> = collection.keys().copied().collect();
         if m.count > pool.len() {
-            return Err(format!(
-                "asked for {} {:?} records, the account has {}",
-                m.count,
-                m.kind,
-                pool.len()
-            ));
+            return Err(format!("asked for {} {:?} records, the account has {}", m.count, m.kind, pool.len()));
         }
         let mut chosen = Vec::with_capacity(m.count);
         for _ in 0..m.count {
@@ -194,11 +166,7 @@ impl Account {
 fn touch(record: &mut Stored, now: DateTime<Utc>, id: &i64) {
     record.updated = now;
     record.body["updatedAt"] = json!(timestamp(now));
-    let field = if record.body.get("about").is_some() {
-        "about"
-    } else {
-        "description"
-    };
+    let field = if record.body.get("about").is_some() { "about" } else { "description" };
     record.body[field] = json!(format!("edited at {} (record {id})", timestamp(now)));
 }
 

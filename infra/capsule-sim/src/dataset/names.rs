@@ -1,8 +1,8 @@
 //! Word lists the generator draws from. Unicode on purpose: real accounts hold it.
 
 pub const FIRST_NAMES: &[&str] = &[
-    "Scott", "Maia", "Zoë", "José", "Ingrid", "Søren", "Aoife", "Łukasz", "Chloé", "Mehmet",
-    "Yuki", "Olusegun", "Priya", "Björn", "Ana", "Nguyễn", "Fatima", "Jürgen", "Siobhán", "Wei",
+    "Scott", "Maia", "Zoë", "José", "Ingrid", "Søren", "Aoife", "Łukasz", "Chloé", "Mehmet", "Yuki", "Olusegun",
+    "Priya", "Björn", "Ana", "Nguyễn", "Fatima", "Jürgen", "Siobhán", "Wei",
 ];
 pub const LAST_NAMES: &[&str] = &[
     "Spacey",
@@ -44,25 +44,9 @@ pub const ORG_WORDS: &[&str] = &[
     "Vandelay",
     "Kraków Digital",
 ];
-pub const ORG_SUFFIXES: &[&str] = &[
-    "Ltd",
-    "GmbH",
-    "S.A.",
-    "Inc.",
-    "LLP",
-    "& Co",
-    "AB",
-    "株式会社",
-];
-pub const JOB_TITLES: &[&str] = &[
-    "Creative Director",
-    "CTO",
-    "Head of Sales",
-    "Office Manager",
-    "Buyer",
-    "Founder",
-    "Analyst",
-];
+pub const ORG_SUFFIXES: &[&str] = &["Ltd", "GmbH", "S.A.", "Inc.", "LLP", "& Co", "AB", "株式会社"];
+pub const JOB_TITLES: &[&str] =
+    &["Creative Director", "CTO", "Head of Sales", "Office Manager", "Buyer", "Founder", "Analyst"];
 pub const CITIES: &[(&str, &str)] = &[
     ("Chicago", "United States"),
     ("London", "United Kingdom"),
@@ -116,7 +100,9 @@ pub const COUNTRIES: &[(&str, &str, i64, &str)] = &[
     ("GB", "GBR", 826, "United Kingdom"),
     ("US", "USA", 840, "United States"),
 ];
-pub const CURRENCIES: &[(&str, &str, Option<(&str, &str)>)] = &[
+/// Code, symbol, and (name, plural name) where the docs example has them.
+pub type Currency = (&'static str, &'static str, Option<(&'static str, &'static str)>);
+pub const CURRENCIES: &[Currency] = &[
     ("AED", "د.إ ", None),
     ("ARS", "$", None),
     ("AUD", "$", Some(("AU Dollar", "AU Dollars"))),

@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod catalog;
+pub mod demo;
+pub mod integrations;
+pub mod sync;

@@ -1,0 +1,112 @@
+//! What the sync commands show: progress bars on a terminal (plain log lines otherwise), and a
+//! summary table (or JSON) at the end.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use capsule_shared::catalog;
+use capsule_shared::engine::{TableRunOutcome, TablesProgress};
+use capsule_shared::ports::RunState;
+use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+pub fn use_progress_bars() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// One spinner per table, updated with the rows written so far.
+pub struct Progress {
+    bars: HashMap<&'static str, ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(tables: &[&'static catalog::TableSpec]) -> Option<Arc<Progress>> {
+        if !use_progress_bars() {
+            return None;
+        }
+        let multi = MultiProgress::new();
+        let style = ProgressStyle::with_template("{spinner} {prefix:<22} {msg}").expect("static template");
+        let bars = tables
+            .iter()
+            .map(|t| {
+                let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()).with_prefix(t.name));
+                bar.set_message("waiting");
+                bar.enable_steady_tick(Duration::from_millis(120));
+                (t.name, bar)
+            })
+            .collect();
+        Some(Arc::new(Progress { bars }))
+    }
+
+    /// The callback the engine calls after each page.
+    pub fn callback(self: &Arc<Self>) -> TablesProgress {
+        let me = self.clone();
+        Arc::new(move |table: &str, rows: u64| {
+            if let Some(bar) = me.bars.get(table) {
+                bar.set_message(format!("{rows} rows"));
+            }
+        })
+    }
+
+    pub fn finish(&self, outcomes: &[TableRunOutcome]) {
+        for o in outcomes {
+            if let Some(bar) = self.bars.get(o.record.table.as_str()) {
+                let state = format!("{:?}", o.record.state).to_lowercase();
+                bar.finish_with_message(format!("{state}, {} rows", o.record.rows));
+            }
+        }
+    }
+}
+
+/// The summary table: table, mode, state, rows, files, requests, seconds.
+pub fn summary_table(outcomes: &[TableRunOutcome]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["table", "mode", "state", "rows", "files", "requests", "retries", "429s", "seconds"]);
+    let (mut rows, mut files, mut requests) = (0, 0, 0);
+    for o in outcomes {
+        let r = &o.record;
+        let mode = catalog::table(&r.table).map(|s| s.replication.as_str()).unwrap_or_default();
+        rows += r.rows;
+        files += r.files;
+        requests += r.requests.requests;
+        t.add_row(vec![
+            Cell::new(&r.table),
+            Cell::new(mode),
+            Cell::new(format!("{:?}", r.state).to_lowercase()),
+            Cell::new(r.rows).set_alignment(CellAlignment::Right),
+            Cell::new(r.files).set_alignment(CellAlignment::Right),
+            Cell::new(r.requests.requests).set_alignment(CellAlignment::Right),
+            Cell::new(r.requests.retries).set_alignment(CellAlignment::Right),
+            Cell::new(r.requests.rate_limited).set_alignment(CellAlignment::Right),
+            Cell::new(format!("{:.2}", r.seconds())).set_alignment(CellAlignment::Right),
+        ]);
+    }
+    t.add_row(vec![
+        Cell::new("total"),
+        Cell::new(""),
+        Cell::new(""),
+        Cell::new(rows).set_alignment(CellAlignment::Right),
+        Cell::new(files).set_alignment(CellAlignment::Right),
+        Cell::new(requests).set_alignment(CellAlignment::Right),
+        Cell::new(""),
+        Cell::new(""),
+        Cell::new(""),
+    ]);
+    t.to_string()
+}
+
+/// The failures, one line each, or None when every table succeeded (skipped tables are not failures).
+pub fn failures(outcomes: &[TableRunOutcome]) -> Option<String> {
+    let lines: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.record.state == RunState::Failed)
+        .map(|o| {
+            let error = o.error.as_ref().map(|e| format!("{} ({} fault): {e}", e.error_type(), e.fault()));
+            format!("  {}: {}", o.record.table, error.unwrap_or_default())
+        })
+        .collect();
+    (!lines.is_empty()).then(|| format!("{} table(s) failed:\n{}", lines.len(), lines.join("\n")))
+}
