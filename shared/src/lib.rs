@@ -7,10 +7,12 @@
 //! - [`ports`]: the traits the engine needs (state, object sink, credentials) and
 //!   [`local`]: their local adapters (state file, files, env var / file tokens).
 
+pub mod aws;
 pub mod capsule;
 pub mod catalog;
 pub mod engine;
 mod error;
+pub mod events;
 pub mod integration;
 pub mod local;
 pub mod output;

@@ -10,7 +10,9 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::capsule::RequestStats;
+use crate::events::TableSyncEvent;
 use crate::integration::{Integration, RunId};
+use crate::output::PartFile;
 use crate::{Fault, Result, SyncError};
 
 /// Supplies the Capsule token of one integration.
@@ -75,6 +77,70 @@ pub trait StateStore: Send + Sync {
 
     /// Run records, newest first; all integrations when `integration` is None.
     async fn runs(&self, integration: Option<&str>, limit: usize) -> Result<Vec<TableRunRecord>>;
+
+    /// Saves where a run stopped near its time limit (only while `lease` is held) and records
+    /// the `continued` run record.
+    async fn save_checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint, record: &TableRunRecord) -> Result<()>;
+
+    /// The checkpoint of a run, if it was continued.
+    async fn checkpoint(&self, integration: &str, table: &str, run_id: &RunId) -> Result<Option<Checkpoint>>;
+
+    /// Records that the scheduler dispatched a run.
+    async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()>;
+
+    /// The latest dispatch of an integration.
+    async fn last_dispatch(&self, integration: &str) -> Result<Option<DispatchRecord>>;
+}
+
+/// Starts table runs somewhere else (another Lambda invocation; in-process tasks locally).
+#[async_trait]
+pub trait Dispatcher: Send + Sync {
+    async fn dispatch(&self, event: &TableSyncEvent) -> Result<()>;
+}
+
+/// Where a paused run resumes: the listing (or parent) and the page to read next.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Index of the listing in the table's fetch plan.
+    pub listing: usize,
+    /// The fanned-out parent being read: (child path template, parent id).
+    pub parent: Option<(String, i64)>,
+    /// The next page to read; None = the start of the listing or parent.
+    pub next_url: Option<String>,
+}
+
+/// What a continued run needs to carry on as the same run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub integration: String,
+    pub table: String,
+    pub run_id: RunId,
+    /// The lease owner: the continuation takes the lease over as the same owner.
+    pub owner: String,
+    /// T0 of the run (becomes the bookmark on success).
+    pub started_at: DateTime<Utc>,
+    pub since: Option<DateTime<Utc>>,
+    pub bookmark_before: Option<DateTime<Utc>>,
+    pub cursor: Cursor,
+    /// Parts already durable.
+    pub parts: Vec<PartFile>,
+    pub unknown_fields: Vec<String>,
+    /// Requests of the earlier invocations.
+    pub requests: RequestStats,
+    /// How many invocations this run has had so far.
+    pub invocations: u32,
+}
+
+/// One scheduler decision: a run id dispatched for an integration's tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispatchRecord {
+    pub integration: String,
+    pub run_id: RunId,
+    pub tables: Vec<String>,
+    pub dispatched_at: DateTime<Utc>,
+    /// Tables whose dispatch failed, with the error.
+    #[serde(default)]
+    pub failed: Vec<(String, String)>,
 }
 
 /// Where incremental replication of one table stands.

@@ -3,6 +3,7 @@
 //! all 22 tables; what differs is the catalog entry.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 use url::Url;
@@ -12,6 +13,7 @@ use crate::capsule::{CapsuleClient, ListingPage};
 use crate::catalog::{Constant, Fetch, Listing, ParentDiscovery, TableSpec};
 use crate::integration::FanOutMode;
 use crate::output::PartWriter;
+use crate::ports::Cursor;
 use crate::{Result, SyncError};
 
 /// Capsule's `since` format: UTC, seconds, `Z`.
@@ -33,6 +35,11 @@ pub struct Pager<'a> {
 impl<'a> Pager<'a> {
     pub fn new(client: &'a CapsuleClient, first: Url, envelope: &'a str, extras: Vec<&'a str>) -> Pager<'a> {
         Pager { client, next: Some(first), envelope, extras, missing_ok: false, seen: BTreeSet::new() }
+    }
+
+    /// The page the next call reads, if any.
+    pub fn peek_next(&self) -> Option<&Url> {
+        self.next.as_ref()
     }
 
     pub async fn next_page(&mut self) -> Result<Option<ListingPage>> {
@@ -59,6 +66,14 @@ impl<'a> Pager<'a> {
     }
 }
 
+/// How an extraction ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Extracted {
+    Done,
+    /// Stopped near the deadline; resume at this cursor.
+    Paused(Cursor),
+}
+
 /// Everything an extraction needs.
 pub struct Extraction<'a> {
     pub client: &'a CapsuleClient,
@@ -67,16 +82,34 @@ pub struct Extraction<'a> {
     pub fan_out: FanOutMode,
     pub rows: RowBuilder,
     pub progress: Option<&'a (dyn Fn(u64) + Send + Sync)>,
+    /// Pause (between pages) once this instant has passed.
+    pub deadline: Option<Instant>,
+    /// Where to start: the default cursor for a fresh run, a checkpoint's for a continuation.
+    pub resume: Cursor,
+    /// Pages read by this invocation: at least one before pausing, so every invocation progresses.
+    pub pages_read: u64,
 }
 
 impl Extraction<'_> {
-    pub async fn run(&mut self, writer: &mut PartWriter<'_>) -> Result<()> {
+    fn should_pause(&self) -> bool {
+        self.pages_read > 0 && self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    pub async fn run(&mut self, writer: &mut PartWriter<'_>) -> Result<Extracted> {
+        let resume = std::mem::take(&mut self.resume);
         match self.table.fetch {
             Fetch::Listings(listings) => {
-                for listing in listings {
-                    self.read_listing(listing, listing.path, &[], false, writer).await?;
+                for (i, listing) in listings.iter().enumerate().skip(resume.listing) {
+                    let start = if i == resume.listing { parse_cursor_url(&resume.next_url)? } else { None };
+                    if start.is_none() && self.should_pause() {
+                        return Ok(Extracted::Paused(Cursor { listing: i, parent: None, next_url: None }));
+                    }
+                    if let Some(next) = self.read_listing(listing, listing.path, &[], false, start, writer).await? {
+                        let next_url = Some(next.to_string());
+                        return Ok(Extracted::Paused(Cursor { listing: i, parent: None, next_url }));
+                    }
                 }
-                Ok(())
+                Ok(Extracted::Done)
             }
             Fetch::FanOut { discover, exhaustive, envelope, parent_id_column, max_per_page } => {
                 let routes = match self.fan_out {
@@ -86,6 +119,15 @@ impl Extraction<'_> {
                 let parents = self.discover_parents(routes).await?;
                 tracing::info!(event = "parents_discovered", table = self.table.name, parents = parents.len());
                 for (child_path, entity, id) in &parents {
+                    let here = (child_path.to_string(), *id);
+                    let start = match &resume.parent {
+                        Some(at) if (child_path.to_string(), *id) < *at => continue,
+                        Some(at) if *at == here => parse_cursor_url(&resume.next_url)?,
+                        _ => None,
+                    };
+                    if start.is_none() && self.should_pause() {
+                        return Ok(Extracted::Paused(Cursor { listing: 0, parent: Some(here), next_url: None }));
+                    }
                     let child = Listing {
                         path: child_path,
                         envelope,
@@ -100,27 +142,36 @@ impl Extraction<'_> {
                     if let Some(entity) = entity {
                         parent_columns.push(("entity", Value::String((*entity).to_string())));
                     }
-                    self.read_listing(&child, &path, &parent_columns, true, writer).await?;
+                    if let Some(next) = self.read_listing(&child, &path, &parent_columns, true, start, writer).await? {
+                        let next_url = Some(next.to_string());
+                        return Ok(Extracted::Paused(Cursor { listing: 0, parent: Some(here), next_url }));
+                    }
                 }
-                Ok(())
+                Ok(Extracted::Done)
             }
         }
     }
 
-    /// Pages through one listing and writes its rows.
+    /// Pages through one listing (from `start`, or its first page) and writes its rows.
+    /// Returns the next page's URL when it paused for the deadline.
     async fn read_listing(
         &mut self,
         listing: &Listing,
         path: &str,
         parent: &[(&'static str, Value)],
         missing_ok: bool,
+        start: Option<Url>,
         writer: &mut PartWriter<'_>,
-    ) -> Result<()> {
-        let url = self.first_url(listing, path)?;
+    ) -> Result<Option<Url>> {
+        let url = match start {
+            Some(url) => url,
+            None => self.first_url(listing, path)?,
+        };
         let extra_keys: Vec<&str> = listing.extra_envelopes.iter().map(|e| e.key).collect();
         let mut pager = Pager::new(self.client, url, listing.envelope, extra_keys);
         pager.missing_ok = missing_ok;
         while let Some(page) = pager.next_page().await? {
+            self.pages_read += 1;
             for item in page.page.items {
                 let record = into_object(item, listing)?;
                 if matches_all(&record, listing.filters) {
@@ -139,8 +190,13 @@ impl Extraction<'_> {
             if let Some(progress) = self.progress {
                 progress(writer.rows());
             }
+            if let Some(next) = pager.peek_next()
+                && self.should_pause()
+            {
+                return Ok(Some(next.clone()));
+            }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Reads the discovery listings and returns (child path template, entity, parent id), deduplicated.
@@ -182,6 +238,12 @@ impl Extraction<'_> {
         }
         self.client.url(path, &params)
     }
+}
+
+fn parse_cursor_url(url: &Option<String>) -> Result<Option<Url>> {
+    url.as_deref()
+        .map(|u| Url::parse(u).map_err(|e| SyncError::Internal(format!("checkpoint holds a bad URL `{u}`: {e}"))))
+        .transpose()
 }
 
 fn into_object(item: Value, listing: &Listing) -> Result<Map<String, Value>> {

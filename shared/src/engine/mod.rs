@@ -4,26 +4,31 @@
 //! durable, and only while this run still holds the lease. On failure nothing moves, the parts
 //! of this attempt are deleted, and a retry of the same run id writes the same keys (stale keys
 //! of an earlier attempt are removed when the retry commits), so retries never duplicate files.
+//!
+//! Near a deadline (Lambda's time limit) a run finishes its current part, saves a checkpoint and
+//! ends as `continued`; the continuation (same run id, same lease owner) resumes at the cursor.
 
 mod fetch;
 mod row;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use rand::Rng;
 
-pub use fetch::{Pager, since_param};
+pub use fetch::{Extracted, Pager, since_param};
 pub use row::{RowBuilder, coerce};
 
-use crate::capsule::CapsuleClient;
+use crate::capsule::{CapsuleClient, RequestStats};
 use crate::catalog::{self, TableSpec};
 use crate::integration::{Integration, IntegrationStatus, RunId};
-use crate::output::{self, PartWriter, RunManifest, WriterOptions};
-use crate::ports::{Bookmark, ErrorRecord, ObjectSink, RunState, StateStore, TableRunRecord};
+use crate::output::{self, PartFile, PartWriter, RunManifest, WriterOptions};
+use crate::ports::{
+    Bookmark, Checkpoint, Cursor, ErrorRecord, Lease, ObjectSink, RunState, StateStore, TableRunRecord,
+};
 use crate::{Result, SyncError};
 
 /// The adapters a run writes through.
@@ -53,12 +58,19 @@ pub type ProgressFn = dyn Fn(u64) + Send + Sync;
 /// Called with a table's name and its rows written so far.
 pub type TablesProgress = Arc<dyn Fn(&str, u64) + Send + Sync>;
 
-/// How the in-process dispatcher runs an integration's tables.
-#[derive(Clone, Default)]
-pub struct LocalDispatch {
-    /// Tables run at the same time (they share the token's rate limit); 0 counts as 1.
-    pub concurrency: usize,
-    pub progress: Option<TablesProgress>,
+/// One table run to do.
+pub struct TableRun<'a> {
+    pub client: &'a CapsuleClient,
+    pub deps: Deps<'a>,
+    pub integration: &'a Integration,
+    pub table: &'static TableSpec,
+    pub run_id: &'a RunId,
+    pub options: RunOptions,
+    pub progress: Option<&'a ProgressFn>,
+    /// Checkpoint and stop once this instant passes (between pages); None runs to the end.
+    pub deadline: Option<Instant>,
+    /// Resume from the run's checkpoint (a continuation invocation).
+    pub continuation: bool,
 }
 
 /// What a table run did. `error` is set when `record.state` is failed (or skipped).
@@ -69,85 +81,255 @@ pub struct TableRunOutcome {
     pub error: Option<SyncError>,
 }
 
-/// Runs one table. Never panics on bad input; every failure ends in a failed run record.
-pub async fn run_table(
-    client: &CapsuleClient,
-    deps: Deps<'_>,
-    integration: &Integration,
-    table: &'static TableSpec,
-    run_id: &RunId,
-    options: RunOptions,
-    progress: Option<&ProgressFn>,
-) -> TableRunOutcome {
-    let started = Utc::now(); // T0: before the first request
-    let client = client.for_run();
-    let mut record = TableRunRecord {
-        integration: integration.name.clone(),
-        table: table.name.to_string(),
-        run_id: run_id.clone(),
-        state: RunState::Running,
-        started_at: started,
-        finished_at: None,
-        rows: 0,
-        files: 0,
-        bytes: 0,
-        requests: Default::default(),
-        since: None,
-        bookmark_before: None,
-        bookmark_after: None,
-        manifest_key: None,
-        error: None,
-    };
-    let owner = format!("{run_id}/{:08x}", rand::rng().random::<u32>());
-    let lease = match deps.state.acquire_lease(&integration.name, table.name, &owner, options.lease_ttl).await {
-        Ok(lease) => lease,
-        Err(error) => {
-            record.state =
-                if matches!(error, SyncError::LeaseHeld { .. }) { RunState::Skipped } else { RunState::Failed };
-            record.finished_at = Some(Utc::now());
-            record.error = Some(ErrorRecord::from(&error));
-            tracing::warn!(event = "table_run_not_started", table = table.name, %error);
-            if let Err(e) = deps.state.record_run(&record).await {
-                tracing::error!(event = "run_record_failed", error = %e);
-            }
-            return TableRunOutcome { record, manifest: None, error: Some(error) };
-        }
-    };
-    tracing::info!(event = "table_run_started", integration = %integration.name, table = table.name, run_id = %run_id);
+/// Where an invocation starts: fresh, or from a checkpoint.
+struct Start {
+    owner: String,
+    started: DateTime<Utc>,
+    checkpoint: Option<Checkpoint>,
+}
 
-    let result =
-        extract_and_publish(&client, deps, integration, table, run_id, started, options, progress, &mut record).await;
-    record.requests = client.stats();
-    record.finished_at = Some(Utc::now());
-    match result {
-        Ok(manifest) => {
-            record.state = RunState::Succeeded;
-            let bookmark =
-                Bookmark { last_run_started: started, run_id: run_id.clone(), previous: record.bookmark_before };
-            match deps.state.commit(&lease, &bookmark, &record).await {
-                Ok(()) => {
-                    tracing::info!(
-                        event = "table_run_succeeded",
-                        table = table.name,
-                        rows = record.rows,
-                        files = record.files,
-                        requests = record.requests.requests,
-                    );
-                    TableRunOutcome { record, manifest: Some(manifest), error: None }
+impl TableRun<'_> {
+    /// Runs the table. Never panics on bad input; every failure ends in a failed run record.
+    pub async fn run(self) -> TableRunOutcome {
+        let client = self.client.for_run();
+        let mut record = TableRunRecord {
+            integration: self.integration.name.clone(),
+            table: self.table.name.to_string(),
+            run_id: self.run_id.clone(),
+            state: RunState::Running,
+            started_at: Utc::now(),
+            finished_at: None,
+            rows: 0,
+            files: 0,
+            bytes: 0,
+            requests: RequestStats::default(),
+            since: None,
+            bookmark_before: None,
+            bookmark_after: None,
+            manifest_key: None,
+            error: None,
+        };
+        let start = match self.start().await {
+            Ok(start) => start,
+            Err(error) => return self.not_started(record, error).await,
+        };
+        record.started_at = start.started;
+        let lease = match self
+            .deps
+            .state
+            .acquire_lease(&self.integration.name, self.table.name, &start.owner, self.options.lease_ttl)
+            .await
+        {
+            Ok(lease) => lease,
+            Err(error) => return self.not_started(record, error).await,
+        };
+        tracing::info!(
+            event = "table_run_started",
+            integration = %self.integration.name,
+            table = self.table.name,
+            run_id = %self.run_id,
+            continuation = start.checkpoint.is_some(),
+        );
+        let earlier = start.checkpoint.as_ref().map(|c| c.requests).unwrap_or_default();
+        let result = self.extract_and_publish(&client, &start, &lease, &mut record).await;
+        let now = client.stats();
+        record.requests = RequestStats {
+            requests: earlier.requests + now.requests,
+            retries: earlier.retries + now.retries,
+            rate_limited: earlier.rate_limited + now.rate_limited,
+        };
+        record.finished_at = Some(Utc::now());
+        match result {
+            Ok(Published::Done(manifest)) => {
+                record.state = RunState::Succeeded;
+                let bookmark = Bookmark {
+                    last_run_started: start.started,
+                    run_id: self.run_id.clone(),
+                    previous: record.bookmark_before,
+                };
+                match self.deps.state.commit(&lease, &bookmark, &record).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            event = "table_run_succeeded",
+                            table = self.table.name,
+                            rows = record.rows,
+                            files = record.files,
+                            requests = record.requests.requests,
+                        );
+                        TableRunOutcome { record, manifest: Some(*manifest), error: None }
+                    }
+                    Err(error) => fail(self.deps, &lease, record, error).await,
                 }
-                Err(error) => fail(deps, &lease, record, error).await,
             }
+            Ok(Published::Paused(mut checkpoint)) => {
+                record.state = RunState::Continued;
+                checkpoint.requests = record.requests;
+                match self.deps.state.save_checkpoint(&lease, &checkpoint, &record).await {
+                    Ok(()) => {
+                        tracing::info!(event = "table_run_continued", table = self.table.name, rows = record.rows);
+                        TableRunOutcome { record, manifest: None, error: None }
+                    }
+                    Err(error) => fail(self.deps, &lease, record, error).await,
+                }
+            }
+            Err(error) => fail(self.deps, &lease, record, error).await,
         }
-        Err(error) => fail(deps, &lease, record, error).await,
+    }
+
+    /// Fresh runs get a new lease owner and T0; continuations take both from the checkpoint.
+    async fn start(&self) -> Result<Start> {
+        if !self.continuation {
+            let owner = format!("{}/{:08x}", self.run_id, rand::rng().random::<u32>());
+            return Ok(Start { owner, started: Utc::now(), checkpoint: None }); // T0: before the first request
+        }
+        let checkpoint =
+            self.deps.state.checkpoint(&self.integration.name, self.table.name, self.run_id).await?.ok_or_else(
+                || {
+                    SyncError::State(format!(
+                        "no checkpoint for run {} of {}/{} to continue from (already finished or never paused)",
+                        self.run_id, self.integration.name, self.table.name
+                    ))
+                },
+            )?;
+        Ok(Start { owner: checkpoint.owner.clone(), started: checkpoint.started_at, checkpoint: Some(checkpoint) })
+    }
+
+    async fn not_started(&self, mut record: TableRunRecord, error: SyncError) -> TableRunOutcome {
+        record.state = if matches!(error, SyncError::LeaseHeld { .. }) { RunState::Skipped } else { RunState::Failed };
+        record.finished_at = Some(Utc::now());
+        record.error = Some(ErrorRecord::from(&error));
+        tracing::warn!(event = "table_run_not_started", table = self.table.name, %error);
+        if let Err(e) = self.deps.state.record_run(&record).await {
+            tracing::error!(event = "run_record_failed", error = %e);
+        }
+        TableRunOutcome { record, manifest: None, error: Some(error) }
+    }
+
+    async fn extract_and_publish(
+        &self,
+        client: &CapsuleClient,
+        start: &Start,
+        lease: &Lease,
+        record: &mut TableRunRecord,
+    ) -> Result<Published> {
+        let (integration, table, run_id, sink) = (self.integration, self.table, self.run_id, self.deps.sink);
+        let columns = integration.column_selection(table)?;
+        let (since, cursor, parts) = match &start.checkpoint {
+            Some(c) => {
+                record.bookmark_before = c.bookmark_before;
+                (c.since, c.cursor.clone(), c.parts.clone())
+            }
+            None => {
+                let bookmark = self.deps.state.bookmark(&integration.name, table.name).await?;
+                // A redo of a run that already committed starts from where that run started.
+                record.bookmark_before = match &bookmark {
+                    Some(b) if &b.run_id == run_id => b.previous,
+                    Some(b) => Some(b.last_run_started),
+                    None => None,
+                };
+                let lookback = chrono::Duration::minutes(i64::from(integration.lookback_minutes));
+                let since = table.replication.uses_since().then(|| match record.bookmark_before {
+                    Some(before) => (before - lookback).max(integration.history_start),
+                    None => integration.history_start,
+                });
+                (since, Cursor::default(), Vec::new())
+            }
+        };
+        record.since = since;
+
+        let extracted_at = start.started.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let mut rows = RowBuilder::new(table, columns.columns.clone(), run_id.as_str(), &extracted_at);
+        if let Some(c) = &start.checkpoint {
+            rows.unknown_fields.extend(c.unknown_fields.iter().cloned());
+        }
+        let mut extraction = fetch::Extraction {
+            client,
+            table,
+            since,
+            fan_out: integration.fan_out,
+            rows,
+            progress: self.progress,
+            deadline: self.deadline,
+            resume: cursor,
+            pages_read: 0,
+        };
+        let mut writer = PartWriter::new(sink, &integration.name, table.name, run_id, self.options.writer);
+        writer.resume_after(parts);
+        let extracted = match extraction.run(&mut writer).await {
+            Ok(extracted) => extracted,
+            Err(e) => {
+                writer.abort().await;
+                return Err(e);
+            }
+        };
+        if let Extracted::Paused(cursor) = extracted {
+            let parts = writer.checkpoint().await?;
+            record.rows = parts.iter().map(|f| f.rows).sum();
+            record.files = parts.len() as u64;
+            record.bytes = parts.iter().map(|f| f.bytes).sum();
+            let invocations = start.checkpoint.as_ref().map_or(1, |c| c.invocations + 1);
+            return Ok(Published::Paused(Box::new(Checkpoint {
+                integration: integration.name.clone(),
+                table: table.name.to_string(),
+                run_id: run_id.clone(),
+                owner: lease.owner.clone(),
+                started_at: start.started,
+                since,
+                bookmark_before: record.bookmark_before,
+                cursor,
+                parts,
+                unknown_fields: extraction.rows.unknown_fields.iter().cloned().collect(),
+                requests: RequestStats::default(),
+                invocations,
+            })));
+        }
+        let files = writer.finish().await?;
+        remove_stale_parts(sink, &integration.name, table.name, run_id, &files).await?;
+
+        record.rows = files.iter().map(|f| f.rows).sum();
+        record.bytes = files.iter().map(|f| f.bytes).sum();
+        record.files = files.len() as u64;
+        record.bookmark_after = Some(start.started);
+        let earlier = start.checkpoint.as_ref().map(|c| c.requests).unwrap_or_default();
+        let now = client.stats();
+        let manifest = RunManifest {
+            integration: integration.name.clone(),
+            table: table.name.to_string(),
+            run_id: run_id.clone(),
+            replication: table.replication,
+            compression: self.options.writer.compression,
+            extracted_at: start.started,
+            finished_at: Utc::now(),
+            since,
+            bookmark_before: record.bookmark_before,
+            bookmark_after: record.bookmark_after,
+            columns: columns.names().into_iter().map(str::to_string).collect(),
+            rows: record.rows,
+            bytes: record.bytes,
+            files,
+            requests: RequestStats {
+                requests: earlier.requests + now.requests,
+                retries: earlier.retries + now.retries,
+                rate_limited: earlier.rate_limited + now.rate_limited,
+            },
+            unknown_fields: extraction.rows.unknown_fields.iter().cloned().collect(),
+        };
+        let key = output::manifest_key(&integration.name, table.name, run_id);
+        let body = serde_json::to_vec_pretty(&manifest).map_err(|e| SyncError::Internal(format!("manifest: {e}")))?;
+        sink.put(&key, Bytes::from(body)).await?;
+        record.manifest_key = Some(key);
+        write_schemas(sink, &integration.name, table, &columns.columns).await?;
+        Ok(Published::Done(Box::new(manifest)))
     }
 }
 
-async fn fail(
-    deps: Deps<'_>,
-    lease: &crate::ports::Lease,
-    mut record: TableRunRecord,
-    error: SyncError,
-) -> TableRunOutcome {
+/// How the extract-and-publish step ended.
+enum Published {
+    Done(Box<RunManifest>),
+    Paused(Box<Checkpoint>),
+}
+
+async fn fail(deps: Deps<'_>, lease: &Lease, mut record: TableRunRecord, error: SyncError) -> TableRunOutcome {
     record.state = RunState::Failed;
     record.bookmark_after = record.bookmark_before;
     record.error = Some(ErrorRecord::from(&error));
@@ -158,80 +340,6 @@ async fn fail(
     TableRunOutcome { record, manifest: None, error: Some(error) }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn extract_and_publish(
-    client: &CapsuleClient,
-    deps: Deps<'_>,
-    integration: &Integration,
-    table: &'static TableSpec,
-    run_id: &RunId,
-    started: DateTime<Utc>,
-    options: RunOptions,
-    progress: Option<&ProgressFn>,
-    record: &mut TableRunRecord,
-) -> Result<RunManifest> {
-    let columns = integration.column_selection(table)?;
-    let bookmark = deps.state.bookmark(&integration.name, table.name).await?;
-    // A redo of a run that already committed starts from where that run started.
-    record.bookmark_before = match &bookmark {
-        Some(b) if &b.run_id == run_id => b.previous,
-        Some(b) => Some(b.last_run_started),
-        None => None,
-    };
-    let lookback = chrono::Duration::minutes(i64::from(integration.lookback_minutes));
-    let since = table.replication.uses_since().then(|| match record.bookmark_before {
-        Some(before) => (before - lookback).max(integration.history_start),
-        None => integration.history_start,
-    });
-    record.since = since;
-
-    let extracted_at = started.to_rfc3339_opts(SecondsFormat::Millis, true);
-    let mut extraction = fetch::Extraction {
-        client,
-        table,
-        since,
-        fan_out: integration.fan_out,
-        rows: RowBuilder::new(table, columns.columns.clone(), run_id.as_str(), &extracted_at),
-        progress,
-    };
-    let mut writer = PartWriter::new(deps.sink, &integration.name, table.name, run_id, options.writer);
-    if let Err(e) = extraction.run(&mut writer).await {
-        writer.abort().await;
-        return Err(e);
-    }
-    let files = writer.finish().await?;
-    remove_stale_parts(deps.sink, &integration.name, table.name, run_id, &files).await?;
-
-    record.rows = files.iter().map(|f| f.rows).sum();
-    record.bytes = files.iter().map(|f| f.bytes).sum();
-    record.files = files.len() as u64;
-    record.bookmark_after = Some(started);
-    let manifest = RunManifest {
-        integration: integration.name.clone(),
-        table: table.name.to_string(),
-        run_id: run_id.clone(),
-        replication: table.replication,
-        compression: options.writer.compression,
-        extracted_at: started,
-        finished_at: Utc::now(),
-        since,
-        bookmark_before: record.bookmark_before,
-        bookmark_after: record.bookmark_after,
-        columns: columns.names().into_iter().map(str::to_string).collect(),
-        rows: record.rows,
-        bytes: record.bytes,
-        files,
-        requests: client.stats(),
-        unknown_fields: extraction.rows.unknown_fields.iter().cloned().collect(),
-    };
-    let key = output::manifest_key(&integration.name, table.name, run_id);
-    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| SyncError::Internal(format!("manifest: {e}")))?;
-    deps.sink.put(&key, Bytes::from(body)).await?;
-    record.manifest_key = Some(key);
-    write_schemas(deps.sink, &integration.name, table, &columns.columns).await?;
-    Ok(manifest)
-}
-
 /// Deletes data files under this run's prefix that this attempt did not write (left by an
 /// earlier failed attempt of the same run id that had more parts).
 async fn remove_stale_parts(
@@ -239,7 +347,7 @@ async fn remove_stale_parts(
     integration: &str,
     table: &str,
     run_id: &RunId,
-    files: &[output::PartFile],
+    files: &[PartFile],
 ) -> Result<()> {
     let prefix = output::run_data_prefix(integration, table, run_id);
     for key in sink.list(&prefix).await? {
@@ -264,6 +372,14 @@ async fn write_schemas(
     sink.put(&sql_key, Bytes::from(catalog::sql_ddl(table, columns))).await
 }
 
+/// How the in-process dispatcher runs an integration's tables.
+#[derive(Clone, Default)]
+pub struct LocalDispatch {
+    /// Tables run at the same time (they share the token's rate limit); 0 counts as 1.
+    pub concurrency: usize,
+    pub progress: Option<TablesProgress>,
+}
+
 /// Runs the given tables of an integration with bounded concurrency in this process (the local
 /// dispatcher; in AWS each table is its own Lambda invocation). Marks the integration Active
 /// after its first successful table run.
@@ -283,27 +399,42 @@ pub async fn run_tables(
                 let name = table.name;
                 Box::new(move |rows: u64| p(name, rows)) as Box<ProgressFn>
             });
-            run_table(client, deps, integration, table, run_id, options, per_table.as_deref()).await
+            let run = TableRun {
+                client,
+                deps,
+                integration,
+                table,
+                run_id,
+                options,
+                progress: per_table.as_deref(),
+                deadline: None,
+                continuation: false,
+            };
+            run.run().await
         }
     });
     let outcomes: Vec<TableRunOutcome> =
         futures::stream::iter(runs).buffered(dispatch.concurrency.max(1)).collect().await;
-    if integration.status == IntegrationStatus::Pending
-        && outcomes.iter().any(|o| o.record.state == RunState::Succeeded)
-        && let Err(e) = mark_active(deps.state, &integration.name).await
-    {
-        tracing::warn!(event = "status_update_failed", error = %e);
+    if outcomes.iter().any(|o| o.record.state == RunState::Succeeded) {
+        mark_active(deps.state, &integration.name).await;
     }
     outcomes
 }
 
-async fn mark_active(state: &dyn StateStore, name: &str) -> Result<()> {
-    if let Some(mut current) = state.get_integration(name).await?
-        && current.status == IntegrationStatus::Pending
-    {
-        current.status = IntegrationStatus::Active;
-        current.updated_at = Utc::now();
-        state.update_integration(&current).await?;
+/// Pending → Active after the first successful table load (a no-op otherwise).
+pub async fn mark_active(state: &dyn StateStore, name: &str) {
+    let result = async {
+        if let Some(mut current) = state.get_integration(name).await?
+            && current.status == IntegrationStatus::Pending
+        {
+            current.status = IntegrationStatus::Active;
+            current.updated_at = Utc::now();
+            state.update_integration(&current).await?;
+        }
+        Ok::<(), SyncError>(())
     }
-    Ok(())
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(event = "status_update_failed", error = %e);
+    }
 }

@@ -14,7 +14,8 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::integration::Integration;
-use crate::ports::{Bookmark, Lease, StateStore, TableRunRecord};
+use crate::integration::RunId;
+use crate::ports::{Bookmark, Checkpoint, DispatchRecord, Lease, StateStore, TableRunRecord};
 use crate::{Result, SyncError};
 
 /// Run records kept in the file; older ones are dropped.
@@ -34,6 +35,12 @@ struct StateDoc {
     /// Oldest first.
     #[serde(default)]
     runs: Vec<TableRunRecord>,
+    /// Keyed `integration/table`: at most one paused run per table (it holds the lease).
+    #[serde(default)]
+    checkpoints: BTreeMap<String, Checkpoint>,
+    /// Oldest first.
+    #[serde(default)]
+    dispatches: Vec<DispatchRecord>,
 }
 
 fn key(integration: &str, table: &str) -> String {
@@ -101,6 +108,10 @@ fn transact_blocking<R>(path: &Path, write: bool, f: impl FnOnce(&mut StateDoc) 
         if doc.runs.len() > MAX_RUN_RECORDS {
             let excess = doc.runs.len() - MAX_RUN_RECORDS;
             doc.runs.drain(..excess);
+        }
+        if doc.dispatches.len() > MAX_RUN_RECORDS {
+            let excess = doc.dispatches.len() - MAX_RUN_RECORDS;
+            doc.dispatches.drain(..excess);
         }
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| state_err("creating a temp file in", dir, e))?;
         serde_json::to_writer_pretty(&mut tmp, &doc).map_err(|e| state_err("encoding", path, e))?;
@@ -209,6 +220,7 @@ impl StateStore for StateFile {
             let k = key(&lease.integration, &lease.table);
             doc.bookmarks.insert(k.clone(), bookmark);
             doc.leases.remove(&k);
+            doc.checkpoints.remove(&k);
             doc.runs.push(record);
             Ok(())
         })
@@ -219,7 +231,9 @@ impl StateStore for StateFile {
         let (lease, record) = (lease.clone(), record.clone());
         self.transact(true, move |doc| {
             if lease_is_held(doc, &lease) {
-                doc.leases.remove(&key(&lease.integration, &lease.table));
+                let k = key(&lease.integration, &lease.table);
+                doc.leases.remove(&k);
+                doc.checkpoints.remove(&k);
             }
             doc.runs.push(record);
             Ok(())
@@ -249,5 +263,38 @@ impl StateStore for StateFile {
                 .collect())
         })
         .await
+    }
+
+    async fn save_checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint, record: &TableRunRecord) -> Result<()> {
+        let (lease, checkpoint, record) = (lease.clone(), checkpoint.clone(), record.clone());
+        self.transact(true, move |doc| {
+            if !lease_is_held(doc, &lease) {
+                return Err(lease_lost(&lease));
+            }
+            doc.checkpoints.insert(key(&lease.integration, &lease.table), checkpoint);
+            doc.runs.push(record);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, integration: &str, table: &str, run_id: &RunId) -> Result<Option<Checkpoint>> {
+        let (k, run_id) = (key(integration, table), run_id.clone());
+        self.transact(false, move |doc| Ok(doc.checkpoints.get(&k).filter(|c| c.run_id == run_id).cloned())).await
+    }
+
+    async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()> {
+        let dispatch = dispatch.clone();
+        self.transact(true, move |doc| {
+            doc.dispatches.push(dispatch);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn last_dispatch(&self, integration: &str) -> Result<Option<DispatchRecord>> {
+        let integration = integration.to_string();
+        self.transact(false, move |doc| Ok(doc.dispatches.iter().rev().find(|d| d.integration == integration).cloned()))
+            .await
     }
 }

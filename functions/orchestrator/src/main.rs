@@ -1,0 +1,38 @@
+//! Lambda entry point: cold-start work here, the logic in `orchestrator::handler`.
+
+use std::sync::Arc;
+
+use capsule_shared::SyncError;
+use capsule_shared::aws::{AwsClients, AwsSettings, DynamoState, LambdaDispatcher};
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
+use orchestrator::{Deps, handler};
+
+/// A `SyncError` as Lambda reports it: its type name and message.
+#[derive(Debug)]
+struct FunctionError(SyncError);
+
+impl From<FunctionError> for Diagnostic {
+    fn from(e: FunctionError) -> Diagnostic {
+        Diagnostic { error_type: e.0.error_type().to_string(), error_message: e.0.to_string() }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let settings = AwsSettings::from_env()?;
+    let function = settings
+        .table_sync_function
+        .clone()
+        .ok_or_else(|| SyncError::Config("CAPSULE_TABLE_SYNC_FUNCTION is not set".into()))?;
+    let clients = AwsClients::from_env().await;
+    let deps = Deps {
+        state: Arc::new(DynamoState::new(clients.dynamodb.clone(), &settings.state_table)),
+        dispatcher: Arc::new(LambdaDispatcher::new(clients.lambda.clone(), &function)),
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        let deps = deps.clone();
+        async move { handler(event.payload, &deps).await.map_err(FunctionError) }
+    }))
+    .await
+}

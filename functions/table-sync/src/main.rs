@@ -1,0 +1,54 @@
+//! Lambda entry point: cold-start work here, the logic in `table_sync::handler`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use capsule_shared::SyncError;
+use capsule_shared::aws::{AwsClients, AwsSettings, DynamoState, LambdaDispatcher, S3Sink};
+use capsule_shared::capsule::ClientOptions;
+use capsule_shared::engine::RunOptions;
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
+use table_sync::{Deps, handler};
+
+/// A `SyncError` as Lambda reports it: its type name and message.
+#[derive(Debug)]
+struct FunctionError(SyncError);
+
+impl From<FunctionError> for Diagnostic {
+    fn from(e: FunctionError) -> Diagnostic {
+        Diagnostic { error_type: e.0.error_type().to_string(), error_message: e.0.to_string() }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let settings = AwsSettings::from_env()?;
+    let function = settings
+        .table_sync_function
+        .clone()
+        .ok_or_else(|| SyncError::Config("AWS_LAMBDA_FUNCTION_NAME is not set".into()))?;
+    let clients = AwsClients::from_env().await;
+    let deps = Deps {
+        state: Arc::new(DynamoState::new(clients.dynamodb.clone(), &settings.state_table)),
+        sink: Arc::new(S3Sink::new(
+            clients.s3.clone(),
+            &settings.bucket,
+            &settings.prefix,
+            settings.kms_key_id.clone(),
+        )),
+        dispatcher: Arc::new(LambdaDispatcher::new(clients.lambda.clone(), &function)),
+        clients,
+        options: RunOptions::default(),
+        client_options: ClientOptions::default(),
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        let deps = deps.clone();
+        async move {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let remaining = Duration::from_millis(event.context.deadline).checked_sub(now);
+            handler(event.payload, remaining, &deps).await.map_err(FunctionError)
+        }
+    }))
+    .await
+}

@@ -1,0 +1,397 @@
+//! DynamoDB as the state store, one table (single-table design):
+//!
+//! | pk | sk | holds |
+//! |---|---|---|
+//! | `INT#<name>` | `INTEGRATION` | the integration's settings |
+//! | `INT#<name>` | `BOOKMARK#<table>` | the bookmark |
+//! | `INT#<name>` | `LEASE#<table>` | `owner`, `expires_at`, `ttl` (DynamoDB TTL removes stale leases) |
+//! | `INT#<name>` | `CHECKPOINT#<table>` | a paused run's checkpoint |
+//! | `INT#<name>` | `RUN#<run_id>#<table>#<finished_at>` | a table run record |
+//! | `INT#<name>` | `DISPATCH#<run_id>` | a scheduler dispatch |
+//!
+//! Documents are stored as JSON in a `doc` attribute; the attributes conditions look at (lease
+//! owner and expiry) are top-level. Every change that could race is conditional: a lease is taken
+//! only if absent, expired or already ours; commit is one transaction that deletes our lease
+//! (conditioned on still owning it), writes the bookmark and the run record and drops the
+//! checkpoint — so two runs of one table can never both advance a bookmark.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
+use chrono::Utc;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::integration::{Integration, RunId};
+use crate::ports::{Bookmark, Checkpoint, DispatchRecord, Lease, StateStore, TableRunRecord};
+use crate::{Result, SyncError};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// A DynamoDB table as the state store.
+#[derive(Clone, Debug)]
+pub struct DynamoState {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn pk(integration: &str) -> AttributeValue {
+    s(format!("INT#{integration}"))
+}
+
+fn db_err<E: std::error::Error>(op: &str, e: E) -> SyncError {
+    SyncError::State(format!("DynamoDB {op}: {}", DisplayErrorContext(e)))
+}
+
+fn doc_item<T: Serialize>(pk_value: AttributeValue, sk: String, doc: &T) -> Result<Item> {
+    let json = serde_json::to_string(doc).map_err(|e| SyncError::Internal(format!("encoding state: {e}")))?;
+    Ok(HashMap::from([("pk".into(), pk_value), ("sk".into(), s(sk)), ("doc".into(), s(json))]))
+}
+
+fn from_item<T: DeserializeOwned>(item: &Item) -> Result<T> {
+    let doc = item.get("doc").and_then(|v| v.as_s().ok()).ok_or_else(|| {
+        SyncError::State(format!("state item {:?}/{:?} has no `doc`", item.get("pk"), item.get("sk")))
+    })?;
+    serde_json::from_str(doc).map_err(|e| SyncError::State(format!("state item is not valid: {e}")))
+}
+
+fn run_sk(record: &TableRunRecord) -> String {
+    let at = record.finished_at.unwrap_or(record.started_at).to_rfc3339();
+    format!("RUN#{}#{}#{at}", record.run_id, record.table)
+}
+
+fn is_condition_failure(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>) -> bool {
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(t)) => {
+            t.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+        }
+        _ => false,
+    }
+}
+
+impl DynamoState {
+    pub fn new(client: Client, table: &str) -> DynamoState {
+        DynamoState { client, table: table.to_string() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn get(&self, integration: &str, sk: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk(integration))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| db_err("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Items of one integration whose sort key starts with `prefix`, newest (highest) first.
+    async fn query(&self, integration: &str, prefix: &str, limit: Option<i32>) -> Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", pk(integration))
+                .expression_attribute_values(":prefix", s(prefix))
+                .scan_index_forward(false)
+                .set_limit(limit)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| db_err("Query", e))?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() || limit.is_some_and(|l| items.len() >= l as usize) {
+                return Ok(items);
+            }
+        }
+    }
+
+    fn lease_key(lease: &Lease) -> (AttributeValue, AttributeValue) {
+        (pk(&lease.integration), s(format!("LEASE#{}", lease.table)))
+    }
+
+    /// Deletes our lease — the condition that makes a commit ours alone.
+    fn release_ours(&self, lease: &Lease) -> TransactWriteItem {
+        let (p, k) = Self::lease_key(lease);
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key("pk", p)
+            .key("sk", k)
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(&lease.owner))
+            .build()
+            .expect("table, key and condition are set");
+        TransactWriteItem::builder().delete(delete).build()
+    }
+
+    fn put(&self, item: Item) -> TransactWriteItem {
+        let put = Put::builder().table_name(&self.table).set_item(Some(item)).build().expect("table and item are set");
+        TransactWriteItem::builder().put(put).build()
+    }
+
+    fn delete(&self, integration: &str, sk: String) -> TransactWriteItem {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key("pk", pk(integration))
+            .key("sk", s(sk))
+            .build()
+            .expect("table and key are set");
+        TransactWriteItem::builder().delete(delete).build()
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>, lease: &Lease) -> Result<()> {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(SyncError::State(format!(
+                "the lease on {}/{} is no longer held by {} (it expired and another run took it); nothing was committed",
+                lease.integration, lease.table, lease.owner
+            ))),
+            Err(e) => Err(db_err("TransactWriteItems", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for DynamoState {
+    async fn get_integration(&self, name: &str) -> Result<Option<Integration>> {
+        self.get(name, "INTEGRATION").await?.map(|item| from_item(&item)).transpose()
+    }
+
+    async fn create_integration(&self, integration: &Integration) -> Result<()> {
+        let item = doc_item(pk(&integration.name), "INTEGRATION".into(), integration)?;
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+                Err(SyncError::Config(format!("an integration named `{}` already exists", integration.name)))
+            }
+            Err(e) => Err(db_err("PutItem", e)),
+        }
+    }
+
+    async fn update_integration(&self, integration: &Integration) -> Result<()> {
+        let item = doc_item(pk(&integration.name), "INTEGRATION".into(), integration)?;
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+                Err(SyncError::Config(format!("no integration named `{}`", integration.name)))
+            }
+            Err(e) => Err(db_err("PutItem", e)),
+        }
+    }
+
+    async fn list_integrations(&self) -> Result<Vec<Integration>> {
+        // A registry holds tens of integrations: a filtered scan is cheaper than a GSI.
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("sk = :sk")
+            .expression_attribute_values(":sk", s("INTEGRATION"))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for item in page.map_err(|e| db_err("Scan", e))?.items() {
+                out.push(from_item(item)?);
+            }
+        }
+        out.sort_by(|a: &Integration, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn delete_integration(&self, name: &str) -> Result<bool> {
+        let existed = self.get(name, "INTEGRATION").await?.is_some();
+        for prefix in ["BOOKMARK#", "LEASE#", "CHECKPOINT#", "INTEGRATION"] {
+            for item in self.query(name, prefix, None).await? {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("pk", item["pk"].clone())
+                    .key("sk", item["sk"].clone())
+                    .send()
+                    .await
+                    .map_err(|e| db_err("DeleteItem", e))?;
+            }
+        }
+        Ok(existed)
+    }
+
+    async fn bookmark(&self, integration: &str, table: &str) -> Result<Option<Bookmark>> {
+        self.get(integration, &format!("BOOKMARK#{table}")).await?.map(|item| from_item(&item)).transpose()
+    }
+
+    async fn acquire_lease(&self, integration: &str, table: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+        let now = Utc::now();
+        let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
+        let lease = Lease { integration: integration.into(), table: table.into(), owner: owner.into(), expires_at };
+        let mut item = doc_item(pk(integration), format!("LEASE#{table}"), &lease)?;
+        item.insert("owner".into(), s(owner));
+        item.insert("expires_at".into(), n(expires_at.timestamp()));
+        item.insert("ttl".into(), n(expires_at.timestamp() + 86_400));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR #owner = :owner OR expires_at < :now")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(lease),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+                let held: Option<Lease> =
+                    self.get(integration, &format!("LEASE#{table}")).await?.map(|i| from_item(&i)).transpose()?;
+                Err(SyncError::LeaseHeld {
+                    integration: integration.into(),
+                    table: table.into(),
+                    holder: held.as_ref().map_or("another run".into(), |l| l.owner.clone()),
+                    until: held.map_or(String::new(), |l| l.expires_at.to_rfc3339()),
+                })
+            }
+            Err(e) => Err(db_err("PutItem", e)),
+        }
+    }
+
+    async fn commit(&self, lease: &Lease, bookmark: &Bookmark, record: &TableRunRecord) -> Result<()> {
+        let items = vec![
+            self.release_ours(lease),
+            self.put(doc_item(pk(&lease.integration), format!("BOOKMARK#{}", lease.table), bookmark)?),
+            self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
+            self.delete(&lease.integration, format!("CHECKPOINT#{}", lease.table)),
+        ];
+        self.transact(items, lease).await
+    }
+
+    async fn record_failure(&self, lease: &Lease, record: &TableRunRecord) -> Result<()> {
+        let items = vec![
+            self.release_ours(lease),
+            self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
+            self.delete(&lease.integration, format!("CHECKPOINT#{}", lease.table)),
+        ];
+        match self.transact(items, lease).await {
+            // The lease is gone already: still keep the record of what happened.
+            Err(SyncError::State(_)) => self.record_run(record).await,
+            other => other,
+        }
+    }
+
+    async fn record_run(&self, record: &TableRunRecord) -> Result<()> {
+        let item = doc_item(pk(&record.integration), run_sk(record), record)?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| db_err("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn runs(&self, integration: Option<&str>, limit: usize) -> Result<Vec<TableRunRecord>> {
+        let mut records: Vec<TableRunRecord> = match integration {
+            Some(name) => {
+                self.query(name, "RUN#", Some(limit as i32)).await?.iter().map(from_item).collect::<Result<_>>()?
+            }
+            None => {
+                let mut all = Vec::new();
+                for i in self.list_integrations().await? {
+                    for item in self.query(&i.name, "RUN#", Some(limit as i32)).await? {
+                        all.push(from_item(&item)?);
+                    }
+                }
+                all
+            }
+        };
+        records.sort_by(|a: &TableRunRecord, b| {
+            (&b.run_id, b.finished_at, &b.table).cmp(&(&a.run_id, a.finished_at, &a.table))
+        });
+        records.truncate(limit);
+        Ok(records)
+    }
+
+    async fn save_checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint, record: &TableRunRecord) -> Result<()> {
+        let (p, k) = Self::lease_key(lease);
+        let still_ours = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", p)
+            .key("sk", k)
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(&lease.owner))
+            .build()
+            .expect("table, key and condition are set");
+        let items = vec![
+            TransactWriteItem::builder().condition_check(still_ours).build(),
+            self.put(doc_item(pk(&lease.integration), format!("CHECKPOINT#{}", lease.table), checkpoint)?),
+            self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
+        ];
+        self.transact(items, lease).await
+    }
+
+    async fn checkpoint(&self, integration: &str, table: &str, run_id: &RunId) -> Result<Option<Checkpoint>> {
+        let found: Option<Checkpoint> =
+            self.get(integration, &format!("CHECKPOINT#{table}")).await?.map(|i| from_item(&i)).transpose()?;
+        Ok(found.filter(|c| &c.run_id == run_id))
+    }
+
+    async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()> {
+        let item = doc_item(pk(&dispatch.integration), format!("DISPATCH#{}", dispatch.run_id), dispatch)?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| db_err("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn last_dispatch(&self, integration: &str) -> Result<Option<DispatchRecord>> {
+        self.query(integration, "DISPATCH#", Some(1)).await?.first().map(from_item).transpose()
+    }
+}

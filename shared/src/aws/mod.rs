@@ -1,0 +1,99 @@
+//! AWS adapters of the ports: S3 (object sink), DynamoDB (state), Secrets Manager (tokens),
+//! Lambda (dispatcher). Every SDK client shares one HTTP client: rustls on `ring`.
+//!
+//! Local endpoints (moto_server, MinIO) come from the standard `AWS_ENDPOINT_URL` /
+//! `AWS_ENDPOINT_URL_<SERVICE>` variables; when an S3 endpoint is overridden, path-style
+//! addressing is used (custom endpoints rarely serve virtual-hosted buckets).
+
+mod dynamo;
+mod lambda;
+mod s3;
+mod secrets;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_http_client::{Builder, tls};
+
+pub use dynamo::DynamoState;
+pub use lambda::LambdaDispatcher;
+pub use s3::S3Sink;
+pub use secrets::{DEFAULT_OAUTH_TOKEN_URL, SecretsManagerToken};
+
+use crate::integration::TokenSource;
+use crate::local::{EnvToken, FileToken};
+use crate::ports::TokenProvider;
+
+/// The shared SDK configuration (region, credentials, endpoints from the environment).
+pub async fn sdk_config() -> SdkConfig {
+    crate::tls::install_crypto_provider();
+    let http = Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https();
+    aws_config::defaults(BehaviorVersion::latest()).http_client(http).load().await
+}
+
+/// The SDK clients the adapters need, built once (at cold start in Lambda).
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    pub s3: aws_sdk_s3::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub lambda: aws_sdk_lambda::Client,
+}
+
+impl AwsClients {
+    pub fn new(config: &SdkConfig) -> AwsClients {
+        let endpoint_overridden =
+            std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+        let s3 = aws_sdk_s3::config::Builder::from(config).force_path_style(endpoint_overridden).build();
+        AwsClients {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            secrets: aws_sdk_secretsmanager::Client::new(config),
+            lambda: aws_sdk_lambda::Client::new(config),
+        }
+    }
+
+    pub async fn from_env() -> AwsClients {
+        AwsClients::new(&sdk_config().await)
+    }
+}
+
+/// The token provider for a token source, with AWS available.
+pub fn token_provider(source: &TokenSource, clients: &AwsClients) -> Box<dyn TokenProvider> {
+    match source {
+        TokenSource::Env { var } => Box::new(EnvToken { var: var.clone() }),
+        TokenSource::File { path } => Box::new(FileToken { path: path.clone() }),
+        TokenSource::SecretsManager { secret_id } => {
+            Box::new(SecretsManagerToken::new(clients.secrets.clone(), secret_id.clone()))
+        }
+    }
+}
+
+/// Where the functions (and the CLI's AWS backend) keep things, from the environment.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// `CAPSULE_STATE_TABLE`: the DynamoDB table.
+    pub state_table: String,
+    /// `CAPSULE_BUCKET`: the output bucket.
+    pub bucket: String,
+    /// `CAPSULE_PREFIX`: key prefix in the bucket (may be empty).
+    pub prefix: String,
+    /// `CAPSULE_KMS_KEY_ID`: SSE-KMS key; SSE-S3 (AES256) when unset.
+    pub kms_key_id: Option<String>,
+    /// `CAPSULE_TABLE_SYNC_FUNCTION` (else `AWS_LAMBDA_FUNCTION_NAME`): the table-sync function.
+    pub table_sync_function: Option<String>,
+}
+
+impl AwsSettings {
+    pub fn from_env() -> crate::Result<AwsSettings> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let required = |name: &str| {
+            var(name).ok_or_else(|| crate::SyncError::Config(format!("environment variable {name} is not set")))
+        };
+        Ok(AwsSettings {
+            state_table: required("CAPSULE_STATE_TABLE")?,
+            bucket: required("CAPSULE_BUCKET")?,
+            prefix: var("CAPSULE_PREFIX").unwrap_or_default(),
+            kms_key_id: var("CAPSULE_KMS_KEY_ID"),
+            table_sync_function: var("CAPSULE_TABLE_SYNC_FUNCTION").or_else(|| var("AWS_LAMBDA_FUNCTION_NAME")),
+        })
+    }
+}
