@@ -15,6 +15,8 @@ use chrono::Utc;
 use secrecy::SecretString;
 use serde_json::Value;
 
+pub mod aws;
+
 pub use capsule_sim;
 
 /// A simulator with `parties` parties and a fast rate-limit window for tests.

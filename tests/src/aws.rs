@@ -1,0 +1,282 @@
+//! AWS test wiring: clients pointed at `moto_server` (started by `scripts/test.sh`), fresh
+//! resources per test, a local Lambda Invoke endpoint that runs the real handlers, and a local
+//! OAuth token endpoint.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use capsule_shared::aws::{AwsClients, DynamoState, S3Sink, sdk_config};
+use rand::Rng;
+use tokio::sync::Notify;
+
+/// SDK clients against moto. Refuses to run unless the endpoint is on loopback: tests never
+/// talk to real AWS.
+pub async fn moto_clients() -> AwsClients {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
+        "AWS tests need moto_server on loopback: run them with `bash scripts/test.sh` (AWS_ENDPOINT_URL=`{endpoint}`)"
+    );
+    AwsClients::from_env().await
+}
+
+/// A unique lower-case name for a test resource.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::rng().random::<u32>())
+}
+
+pub async fn create_bucket(clients: &AwsClients) -> String {
+    let bucket = unique("capsule-test");
+    clients.s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    bucket
+}
+
+/// The state table as template.yaml defines it: `pk`/`sk` strings, on-demand.
+pub async fn create_state_table(clients: &AwsClients) -> String {
+    let table = unique("capsule-state");
+    let attr = |name: &str| {
+        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
+    };
+    let key = |name: &str, t| KeySchemaElement::builder().attribute_name(name).key_type(t).build().unwrap();
+    clients
+        .dynamodb
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(attr("pk"))
+        .attribute_definitions(attr("sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table");
+    table
+}
+
+pub async fn create_secret(clients: &AwsClients, document: serde_json::Value) -> String {
+    let name = unique("capsule-sync/test");
+    clients.secrets.create_secret().name(&name).secret_string(document.to_string()).send().await.expect("secret");
+    name
+}
+
+pub async fn read_secret(clients: &AwsClients, name: &str) -> serde_json::Value {
+    let out = clients.secrets.get_secret_value().secret_id(name).send().await.unwrap();
+    serde_json::from_str(out.secret_string().unwrap()).unwrap()
+}
+
+/// A bucket, a state table and the adapters on them.
+pub struct AwsStack {
+    pub clients: AwsClients,
+    pub bucket: String,
+    pub table: String,
+    pub state: DynamoState,
+    pub sink: S3Sink,
+}
+
+impl AwsStack {
+    pub async fn new() -> AwsStack {
+        let clients = moto_clients().await;
+        let bucket = create_bucket(&clients).await;
+        let table = create_state_table(&clients).await;
+        let state = DynamoState::new(clients.dynamodb.clone(), &table);
+        let sink = S3Sink::new(clients.s3.clone(), &bucket, "warehouse", None);
+        AwsStack { clients, bucket, table, state, sink }
+    }
+
+    /// Every object key in the bucket.
+    pub async fn keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut pages = self.clients.s3.list_objects_v2().bucket(&self.bucket).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            keys.extend(page.unwrap().contents().iter().filter_map(|o| o.key().map(str::to_string)));
+        }
+        keys.sort();
+        keys
+    }
+
+    pub async fn object(&self, key: &str) -> Vec<u8> {
+        let out = self.clients.s3.get_object().bucket(&self.bucket).key(key).send().await.unwrap();
+        out.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
+    /// Every row of the data files under `prefix`, decoded.
+    pub async fn rows(&self, prefix: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let mut rows = Vec::new();
+        for key in self.keys().await.into_iter().filter(|k| k.starts_with(prefix)) {
+            let bytes = self.object(&key).await;
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(key.rsplit('/').next().unwrap());
+            std::fs::write(&path, bytes).unwrap();
+            rows.extend(crate::read_ndjson(&path));
+        }
+        rows
+    }
+}
+
+/// A function the local Lambda endpoint runs: the event in, the JSON answer (or error text) out.
+pub type Function = Arc<
+    dyn Fn(serde_json::Value) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send>> + Send + Sync,
+>;
+
+struct Invoker {
+    functions: HashMap<String, Function>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    invocations: AtomicUsize,
+    errors: std::sync::Mutex<Vec<String>>,
+}
+
+/// The Lambda Invoke API (`POST /2015-03-31/functions/{name}/invocations`) on loopback, running
+/// the real handlers. `Event` invocations answer 202 at once and run in the background, as
+/// Lambda does; `RequestResponse` ones answer with the result.
+pub struct LocalLambda {
+    pub url: String,
+    invoker: Arc<Invoker>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl LocalLambda {
+    pub async fn start(functions: HashMap<String, Function>) -> LocalLambda {
+        let invoker = Arc::new(Invoker {
+            functions,
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            invocations: AtomicUsize::new(0),
+            errors: Default::default(),
+        });
+        let app =
+            Router::new().route("/2015-03-31/functions/{name}/invocations", post(invoke)).with_state(invoker.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        LocalLambda { url, invoker, _server: server }
+    }
+
+    /// A Lambda client (real SDK) pointed at this endpoint.
+    pub async fn client(&self) -> aws_sdk_lambda::Client {
+        let config = sdk_config().await;
+        aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(&config).endpoint_url(&self.url).build(),
+        )
+    }
+
+    /// Waits until no invocation is running (background ones included).
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.invoker.idle.notified();
+            if self.invoker.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn invocations(&self) -> usize {
+        self.invoker.invocations.load(Ordering::SeqCst)
+    }
+
+    /// Errors that background invocations returned.
+    pub fn errors(&self) -> Vec<String> {
+        self.invoker.errors.lock().unwrap().clone()
+    }
+}
+
+async fn invoke(
+    State(invoker): State<Arc<Invoker>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let Some(function) = invoker.functions.get(&name).cloned() else {
+        return (StatusCode::NOT_FOUND, format!("{{\"Type\":\"User\",\"message\":\"Function not found: {name}\"}}"))
+            .into_response();
+    };
+    let event: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid payload: {e}")).into_response(),
+    };
+    invoker.invocations.fetch_add(1, Ordering::SeqCst);
+    let asynchronous = headers.get("x-amz-invocation-type").and_then(|v| v.to_str().ok()) == Some("Event");
+    invoker.in_flight.fetch_add(1, Ordering::SeqCst);
+    let run = {
+        let invoker = invoker.clone();
+        async move {
+            let result = function(event).await;
+            if let Err(e) = &result {
+                invoker.errors.lock().unwrap().push(e.clone());
+            }
+            if invoker.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                invoker.idle.notify_waiters();
+            }
+            result
+        }
+    };
+    if asynchronous {
+        tokio::spawn(run);
+        return StatusCode::ACCEPTED.into_response();
+    }
+    match run.await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => {
+            let mut r = axum::Json(serde_json::json!({"errorMessage": e})).into_response();
+            r.headers_mut().insert("x-amz-function-error", "Unhandled".parse().unwrap());
+            r
+        }
+    }
+}
+
+/// A local OAuth2 token endpoint: answers refresh-token grants with a new access token and a
+/// rotated refresh token, and counts the calls.
+pub struct TokenEndpoint {
+    pub url: String,
+    pub calls: Arc<AtomicUsize>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl TokenEndpoint {
+    /// `access_token` is what the endpoint hands out; refresh tokens rotate to `refresh-N`.
+    pub async fn start(access_token: &str, expected_refresh: &str) -> TokenEndpoint {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let state = (calls.clone(), access_token.to_string(), expected_refresh.to_string());
+        let app = Router::new()
+            .route(
+                "/oauth/token",
+                post(|State((calls, access, expected)): State<(Arc<AtomicUsize>, String, String)>, body: String| async move {
+                    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+                    let ok = form.get("grant_type").map(String::as_str) == Some("refresh_token")
+                        && form.get("refresh_token") == Some(&expected)
+                        && form.contains_key("client_id")
+                        && form.contains_key("client_secret");
+                    if !ok {
+                        let body = serde_json::json!({"error": "invalid_grant"});
+                        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+                    }
+                    axum::Json(serde_json::json!({
+                        "access_token": access, "refresh_token": format!("refresh-{n}"),
+                        "expires_in": 604_799, "token_type": "bearer", "scope": "read write"
+                    }))
+                    .into_response()
+                }),
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/oauth/token", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        TokenEndpoint { url, calls, _server: server }
+    }
+}
