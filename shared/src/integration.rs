@@ -129,6 +129,17 @@ pub struct Integration {
     pub status: IntegrationStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Every change made to the settings, oldest first.
+    #[serde(default)]
+    pub changes: Vec<Change>,
+}
+
+/// One recorded change of an integration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub at: DateTime<Utc>,
+    /// What changed, e.g. `tables: +tasks`, `paused`.
+    pub what: String,
 }
 
 impl Integration {
@@ -147,7 +158,14 @@ impl Integration {
             status: IntegrationStatus::Pending,
             created_at: now,
             updated_at: now,
+            changes: vec![Change { at: now, what: "created".into() }],
         }
+    }
+
+    /// Records a change and bumps `updated_at`.
+    pub fn record_change(&mut self, what: impl Into<String>, now: DateTime<Utc>) {
+        self.changes.push(Change { at: now, what: what.into() });
+        self.updated_at = now;
     }
 
     /// Checks every setting against the catalog and sane bounds; the error names the setting.

@@ -13,10 +13,12 @@ pub mod catalog;
 pub mod engine;
 mod error;
 pub mod events;
+pub mod health;
 pub mod integration;
 pub mod local;
 pub mod output;
 pub mod ports;
+pub mod runlog;
 pub mod tls;
 
 pub use error::{Fault, Result, SyncError};

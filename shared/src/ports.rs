@@ -28,6 +28,8 @@ pub trait ObjectSink: Send + Sync {
     async fn begin(&self, key: &str) -> Result<Box<dyn ObjectUpload>>;
     /// Writes a small object at once (manifests, schemas).
     async fn put(&self, key: &str, body: Bytes) -> Result<()>;
+    /// Reads a whole (small) object; None when absent.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
     /// Keys under a prefix.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
     /// Removes an object; removing a missing one is not an error.
@@ -60,6 +62,10 @@ pub trait StateStore: Send + Sync {
     async fn delete_integration(&self, name: &str) -> Result<bool>;
 
     async fn bookmark(&self, integration: &str, table: &str) -> Result<Option<Bookmark>>;
+
+    /// Forgets a table's bookmark: its next run starts from the integration's history start
+    /// (a backfill).
+    async fn delete_bookmark(&self, integration: &str, table: &str) -> Result<()>;
 
     /// Takes the lease on (integration, table) for `owner`, unless someone else holds an
     /// unexpired one ([`SyncError::LeaseHeld`]). The same owner may take it again (continuation).

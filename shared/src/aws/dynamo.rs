@@ -262,6 +262,18 @@ impl StateStore for DynamoState {
         self.get(integration, &format!("BOOKMARK#{table}")).await?.map(|item| from_item(&item)).transpose()
     }
 
+    async fn delete_bookmark(&self, integration: &str, table: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", pk(integration))
+            .key("sk", s(format!("BOOKMARK#{table}")))
+            .send()
+            .await
+            .map_err(|e| db_err("DeleteItem", e))?;
+        Ok(())
+    }
+
     async fn acquire_lease(&self, integration: &str, table: &str, owner: &str, ttl: Duration) -> Result<Lease> {
         let now = Utc::now();
         let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));

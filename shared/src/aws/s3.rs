@@ -96,6 +96,18 @@ impl ObjectSink for S3Sink {
         Ok(())
     }
 
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let key = self.full_key(key);
+        match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(out) => {
+                let body = out.body.collect().await.map_err(|e| s3_err("GetObject", &self.bucket, &key, e))?;
+                Ok(Some(body.into_bytes()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+            Err(e) => Err(s3_err("GetObject", &self.bucket, &key, e)),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let full = self.full_key(prefix);
         let mut keys = Vec::new();

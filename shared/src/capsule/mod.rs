@@ -20,6 +20,7 @@ pub use page::{Page, next_link, with_own_params};
 pub use ratelimit::{Pacer, RateLimitStatus};
 pub use retry::{Attempt, RetryPolicy, StatusClass, classify_status};
 
+use crate::runlog::RunLog;
 use crate::{Result, SyncError};
 
 /// Capsule's production API.
@@ -95,6 +96,8 @@ struct Inner {
 pub struct CapsuleClient {
     inner: Arc<Inner>,
     counters: Arc<RequestCounters>,
+    /// Where retries and rate-limit waits of one table run are logged.
+    log: Option<RunLog>,
 }
 
 impl std::fmt::Debug for CapsuleClient {
@@ -134,12 +137,25 @@ impl CapsuleClient {
                 options,
             }),
             counters: Arc::default(),
+            log: None,
         })
     }
 
     /// A clone that counts its requests separately (one per table run).
     pub fn for_run(&self) -> CapsuleClient {
-        CapsuleClient { inner: self.inner.clone(), counters: Arc::default() }
+        CapsuleClient { inner: self.inner.clone(), counters: Arc::default(), log: None }
+    }
+
+    /// [`CapsuleClient::for_run`], logging retries and rate-limit waits to the run's log.
+    pub fn for_run_logged(&self, log: RunLog) -> CapsuleClient {
+        CapsuleClient { inner: self.inner.clone(), counters: Arc::default(), log: Some(log) }
+    }
+
+    fn warn(&self, event: &str, message: String, fields: Value) {
+        match &self.log {
+            Some(log) => log.warn(event, message, fields),
+            None => tracing::warn!(event, %fields, "{message}"),
+        }
     }
 
     pub fn stats(&self) -> RequestStats {
@@ -203,7 +219,8 @@ impl CapsuleClient {
                 .notify(|e, wait| {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     if let Attempt::Transient(error) = e {
-                        tracing::warn!(event = "capsule_retry", %error, wait_ms = wait.as_millis() as u64, "retrying");
+                        let fields = serde_json::json!({"wait_ms": wait.as_millis() as u64});
+                        self.warn("capsule_retry", format!("retrying: {error}"), fields);
                     }
                 })
                 .await;
@@ -212,12 +229,8 @@ impl CapsuleClient {
                 Err(Attempt::RateLimited(wait)) if rate_waits < options.max_rate_limit_waits => {
                     rate_waits += 1;
                     self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        event = "capsule_rate_limited",
-                        request = %describe(url),
-                        wait_ms = wait.as_millis() as u64,
-                        "429 from Capsule: waiting for the rate-limit window to reset"
-                    );
+                    let fields = serde_json::json!({"request": describe(url), "wait_ms": wait.as_millis() as u64});
+                    self.warn("capsule_rate_limited", "429 from Capsule: waiting for the rate-limit window to reset".into(), fields);
                     tokio::time::sleep(wait).await;
                 }
                 Err(Attempt::RateLimited(_)) => {

@@ -14,6 +14,7 @@ use crate::catalog::{Constant, Fetch, Listing, ParentDiscovery, TableSpec};
 use crate::integration::FanOutMode;
 use crate::output::PartWriter;
 use crate::ports::Cursor;
+use crate::runlog::RunLog;
 use crate::{Result, SyncError};
 
 /// Capsule's `since` format: UTC, seconds, `Z`.
@@ -30,11 +31,12 @@ pub struct Pager<'a> {
     /// A 404 ends the listing quietly (a fanned-out parent deleted since it was discovered).
     missing_ok: bool,
     seen: BTreeSet<String>,
+    log: Option<RunLog>,
 }
 
 impl<'a> Pager<'a> {
     pub fn new(client: &'a CapsuleClient, first: Url, envelope: &'a str, extras: Vec<&'a str>) -> Pager<'a> {
-        Pager { client, next: Some(first), envelope, extras, missing_ok: false, seen: BTreeSet::new() }
+        Pager { client, next: Some(first), envelope, extras, missing_ok: false, seen: BTreeSet::new(), log: None }
     }
 
     /// The page the next call reads, if any.
@@ -58,7 +60,11 @@ impl<'a> Pager<'a> {
                 Ok(Some(page))
             }
             Err(SyncError::Rejected { status: 404, .. }) if self.missing_ok => {
-                tracing::info!(event = "parent_gone", request = %url.path(), "parent no longer exists; skipped");
+                let message = format!("{} answered 404: the parent no longer exists; skipped", url.path());
+                match &self.log {
+                    Some(log) => log.info("parent_gone", message, Value::Null),
+                    None => tracing::info!(event = "parent_gone", "{message}"),
+                }
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -88,6 +94,7 @@ pub struct Extraction<'a> {
     pub resume: Cursor,
     /// Pages read by this invocation: at least one before pausing, so every invocation progresses.
     pub pages_read: u64,
+    pub log: RunLog,
 }
 
 impl Extraction<'_> {
@@ -117,7 +124,8 @@ impl Extraction<'_> {
                     _ => discover,
                 };
                 let parents = self.discover_parents(routes).await?;
-                tracing::info!(event = "parents_discovered", table = self.table.name, parents = parents.len());
+                let fields = serde_json::json!({"parents": parents.len()});
+                self.log.info("parents_discovered", format!("{} parents to read", parents.len()), fields);
                 for (child_path, entity, id) in &parents {
                     let here = (child_path.to_string(), *id);
                     let start = match &resume.parent {
@@ -170,6 +178,7 @@ impl Extraction<'_> {
         let extra_keys: Vec<&str> = listing.extra_envelopes.iter().map(|e| e.key).collect();
         let mut pager = Pager::new(self.client, url, listing.envelope, extra_keys);
         pager.missing_ok = missing_ok;
+        pager.log = Some(self.log.clone());
         while let Some(page) = pager.next_page().await? {
             self.pages_read += 1;
             for item in page.page.items {

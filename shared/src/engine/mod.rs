@@ -29,6 +29,7 @@ use crate::output::{self, PartFile, PartWriter, RunManifest, WriterOptions};
 use crate::ports::{
     Bookmark, Checkpoint, Cursor, ErrorRecord, Lease, ObjectSink, RunState, StateStore, TableRunRecord,
 };
+use crate::runlog::RunLog;
 use crate::{Result, SyncError};
 
 /// The adapters a run writes through.
@@ -90,8 +91,19 @@ struct Start {
 
 impl TableRun<'_> {
     /// Runs the table. Never panics on bad input; every failure ends in a failed run record.
+    /// The run's process log is saved with it, whatever the outcome.
     pub async fn run(self) -> TableRunOutcome {
-        let client = self.client.for_run();
+        let log = RunLog::new();
+        let (outcome, invocation) = self.run_logged(&log).await;
+        let key = output::log_key(&self.integration.name, self.table.name, self.run_id, invocation);
+        if let Err(e) = self.deps.sink.put(&key, Bytes::from(log.to_ndjson())).await {
+            tracing::warn!(event = "run_log_not_saved", %key, error = %e);
+        }
+        outcome
+    }
+
+    async fn run_logged(&self, log: &RunLog) -> (TableRunOutcome, u32) {
+        let client = self.client.for_run_logged(log.clone());
         let mut record = TableRunRecord {
             integration: self.integration.name.clone(),
             table: self.table.name.to_string(),
@@ -111,8 +123,9 @@ impl TableRun<'_> {
         };
         let start = match self.start().await {
             Ok(start) => start,
-            Err(error) => return self.not_started(record, error).await,
+            Err(error) => return (self.not_started(record, error, log).await, 1),
         };
+        let invocation = start.checkpoint.as_ref().map_or(1, |c| c.invocations + 1);
         record.started_at = start.started;
         let lease = match self
             .deps
@@ -121,17 +134,16 @@ impl TableRun<'_> {
             .await
         {
             Ok(lease) => lease,
-            Err(error) => return self.not_started(record, error).await,
+            Err(error) => return (self.not_started(record, error, log).await, invocation),
         };
-        tracing::info!(
-            event = "table_run_started",
-            integration = %self.integration.name,
-            table = self.table.name,
-            run_id = %self.run_id,
-            continuation = start.checkpoint.is_some(),
+        log.info(
+            "table_run_started",
+            format!("{} of {}: run {} (invocation {invocation})", self.table.name, self.integration.name, self.run_id),
+            serde_json::json!({"integration": self.integration.name, "table": self.table.name,
+                               "run_id": self.run_id, "invocation": invocation}),
         );
         let earlier = start.checkpoint.as_ref().map(|c| c.requests).unwrap_or_default();
-        let result = self.extract_and_publish(&client, &start, &lease, &mut record).await;
+        let result = self.extract_and_publish(&client, &start, &lease, &mut record, log).await;
         let now = client.stats();
         record.requests = RequestStats {
             requests: earlier.requests + now.requests,
@@ -149,16 +161,15 @@ impl TableRun<'_> {
                 };
                 match self.deps.state.commit(&lease, &bookmark, &record).await {
                     Ok(()) => {
-                        tracing::info!(
-                            event = "table_run_succeeded",
-                            table = self.table.name,
-                            rows = record.rows,
-                            files = record.files,
-                            requests = record.requests.requests,
+                        log.info(
+                            "table_run_succeeded",
+                            format!("{} rows in {} files; bookmark moved to {}", record.rows, record.files, start.started),
+                            serde_json::json!({"rows": record.rows, "files": record.files, "bytes": record.bytes,
+                                               "requests": record.requests}),
                         );
-                        TableRunOutcome { record, manifest: Some(*manifest), error: None }
+                        (TableRunOutcome { record, manifest: Some(*manifest), error: None }, invocation)
                     }
-                    Err(error) => fail(self.deps, &lease, record, error).await,
+                    Err(error) => (fail(self.deps, &lease, record, error, log).await, invocation),
                 }
             }
             Ok(Published::Paused(mut checkpoint)) => {
@@ -166,13 +177,17 @@ impl TableRun<'_> {
                 checkpoint.requests = record.requests;
                 match self.deps.state.save_checkpoint(&lease, &checkpoint, &record).await {
                     Ok(()) => {
-                        tracing::info!(event = "table_run_continued", table = self.table.name, rows = record.rows);
-                        TableRunOutcome { record, manifest: None, error: None }
+                        log.info(
+                            "table_run_continued",
+                            format!("time budget spent: checkpoint saved after {} rows; continuing", record.rows),
+                            serde_json::json!({"rows": record.rows, "cursor": checkpoint.cursor}),
+                        );
+                        (TableRunOutcome { record, manifest: None, error: None }, invocation)
                     }
-                    Err(error) => fail(self.deps, &lease, record, error).await,
+                    Err(error) => (fail(self.deps, &lease, record, error, log).await, invocation),
                 }
             }
-            Err(error) => fail(self.deps, &lease, record, error).await,
+            Err(error) => (fail(self.deps, &lease, record, error, log).await, invocation),
         }
     }
 
@@ -194,11 +209,12 @@ impl TableRun<'_> {
         Ok(Start { owner: checkpoint.owner.clone(), started: checkpoint.started_at, checkpoint: Some(checkpoint) })
     }
 
-    async fn not_started(&self, mut record: TableRunRecord, error: SyncError) -> TableRunOutcome {
+    async fn not_started(&self, mut record: TableRunRecord, error: SyncError, log: &RunLog) -> TableRunOutcome {
         record.state = if matches!(error, SyncError::LeaseHeld { .. }) { RunState::Skipped } else { RunState::Failed };
         record.finished_at = Some(Utc::now());
         record.error = Some(ErrorRecord::from(&error));
-        tracing::warn!(event = "table_run_not_started", table = self.table.name, %error);
+        let fields = serde_json::json!({"error_type": error.error_type(), "state": record.state});
+        log.warn("table_run_not_started", error.to_string(), fields);
         if let Err(e) = self.deps.state.record_run(&record).await {
             tracing::error!(event = "run_record_failed", error = %e);
         }
@@ -211,6 +227,7 @@ impl TableRun<'_> {
         start: &Start,
         lease: &Lease,
         record: &mut TableRunRecord,
+        log: &RunLog,
     ) -> Result<Published> {
         let (integration, table, run_id, sink) = (self.integration, self.table, self.run_id, self.deps.sink);
         let columns = integration.column_selection(table)?;
@@ -252,6 +269,7 @@ impl TableRun<'_> {
             deadline: self.deadline,
             resume: cursor,
             pages_read: 0,
+            log: log.clone(),
         };
         let mut writer = PartWriter::new(sink, &integration.name, table.name, run_id, self.options.writer);
         writer.resume_after(parts);
@@ -284,7 +302,15 @@ impl TableRun<'_> {
             })));
         }
         let files = writer.finish().await?;
-        remove_stale_parts(sink, &integration.name, table.name, run_id, &files).await?;
+        remove_stale_parts(sink, &integration.name, table.name, run_id, &files, log).await?;
+        if !extraction.rows.unknown_fields.is_empty() {
+            let fields: Vec<&String> = extraction.rows.unknown_fields.iter().collect();
+            log.warn(
+                "unknown_fields",
+                format!("Capsule returned fields the catalog doesn't know: {fields:?}"),
+                serde_json::json!({ "fields": fields }),
+            );
+        }
 
         record.rows = files.iter().map(|f| f.rows).sum();
         record.bytes = files.iter().map(|f| f.bytes).sum();
@@ -329,11 +355,19 @@ enum Published {
     Paused(Box<Checkpoint>),
 }
 
-async fn fail(deps: Deps<'_>, lease: &Lease, mut record: TableRunRecord, error: SyncError) -> TableRunOutcome {
+async fn fail(
+    deps: Deps<'_>,
+    lease: &Lease,
+    mut record: TableRunRecord,
+    error: SyncError,
+    log: &RunLog,
+) -> TableRunOutcome {
     record.state = RunState::Failed;
     record.bookmark_after = record.bookmark_before;
     record.error = Some(ErrorRecord::from(&error));
-    tracing::error!(event = "table_run_failed", table = %record.table, error_type = error.error_type(), %error);
+    let fields = serde_json::json!({"error_type": error.error_type(), "fault": error.fault(),
+                                    "retryable": error.is_retryable()});
+    log.error("table_run_failed", format!("{error}; the bookmark did not move"), fields);
     if let Err(e) = deps.state.record_failure(lease, &record).await {
         tracing::error!(event = "run_record_failed", error = %e);
     }
@@ -348,11 +382,12 @@ async fn remove_stale_parts(
     table: &str,
     run_id: &RunId,
     files: &[PartFile],
+    log: &RunLog,
 ) -> Result<()> {
     let prefix = output::run_data_prefix(integration, table, run_id);
     for key in sink.list(&prefix).await? {
         if !files.iter().any(|f| f.key == key) {
-            tracing::info!(event = "stale_part_removed", %key);
+            log.info("stale_part_removed", format!("removed {key}, left by an earlier attempt"), serde_json::Value::Null);
             sink.delete(&key).await?;
         }
     }

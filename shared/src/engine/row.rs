@@ -44,7 +44,6 @@ impl RowBuilder {
         if watch_unknown {
             for key in record.keys() {
                 if !self.known.contains(key.as_str()) && !self.unknown_fields.contains(key) {
-                    tracing::info!(event = "unknown_field", field = %key, "Capsule returned a field the catalog doesn't know");
                     self.unknown_fields.insert(key.clone());
                 }
             }

@@ -56,6 +56,15 @@ impl ObjectSink for LocalSink {
         upload.finish().await
     }
 
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let path = self.path(key)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("reading", &path, e)),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let dir = self.root.join(prefix);
         let dir =

@@ -185,6 +185,15 @@ impl StateStore for StateFile {
         self.transact(false, move |doc| Ok(doc.bookmarks.get(&k).cloned())).await
     }
 
+    async fn delete_bookmark(&self, integration: &str, table: &str) -> Result<()> {
+        let k = key(integration, table);
+        self.transact(true, move |doc| {
+            doc.bookmarks.remove(&k);
+            Ok(())
+        })
+        .await
+    }
+
     async fn acquire_lease(&self, integration: &str, table: &str, owner: &str, ttl: Duration) -> Result<Lease> {
         let lease = Lease {
             integration: integration.to_string(),

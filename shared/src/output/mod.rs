@@ -29,6 +29,15 @@ pub fn manifest_key(integration: &str, table: &str, run: &RunId) -> String {
     format!("_meta/{integration}/runs/{run}/{table}.json")
 }
 
+/// The process log of one invocation of a table run (invocations count from 1).
+pub fn log_key(integration: &str, table: &str, run: &RunId, invocation: u32) -> String {
+    format!("{}{table}-{invocation:03}.ndjson", log_prefix(integration, run))
+}
+
+pub fn log_prefix(integration: &str, run: &RunId) -> String {
+    format!("_meta/{integration}/logs/{run}/")
+}
+
 pub fn schema_keys(integration: &str, table: &str) -> (String, String) {
     (format!("_meta/{integration}/schemas/{table}.bigquery.json"), format!("_meta/{integration}/schemas/{table}.sql"))
 }
