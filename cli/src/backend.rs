@@ -1,45 +1,96 @@
-//! The local backend: a data directory holding `state.json` and `output/`.
+//! Where the CLI keeps state and output: the local data directory (default) or AWS (the same
+//! DynamoDB table and bucket the Lambda functions use).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
+use capsule_shared::aws::{self, AwsClients, DynamoState, S3Sink};
 use capsule_shared::capsule::{CapsuleClient, ClientOptions};
 use capsule_shared::engine::Deps;
 use capsule_shared::integration::Integration;
 use capsule_shared::local::{LocalSink, StateFile, local_token_provider};
-use capsule_shared::ports::StateStore;
+use capsule_shared::ports::{ObjectSink, StateStore, TokenProvider};
+use clap::{Args, ValueEnum};
 
-pub struct LocalBackend {
-    pub data_dir: PathBuf,
-    pub state: StateFile,
-    pub sink: LocalSink,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// `state.json` and `output/` in the data directory.
+    Local,
+    /// DynamoDB (`--state-table`) and S3 (`--bucket`, `--prefix`), credentials from the AWS environment.
+    Aws,
 }
 
-impl LocalBackend {
-    pub fn open(data_dir: &Path) -> LocalBackend {
-        LocalBackend {
-            data_dir: data_dir.to_path_buf(),
-            state: StateFile::new(data_dir),
-            sink: LocalSink::new(data_dir.join("output")),
+/// Backend selection flags (global).
+#[derive(Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// Where integrations, bookmarks, run history and files live.
+    #[arg(long, global = true, value_enum, env = "CAPSULE_SYNC_BACKEND", default_value_t = BackendKind::Local)]
+    pub backend: BackendKind,
+    /// The DynamoDB state table (aws backend).
+    #[arg(long, global = true, env = "CAPSULE_STATE_TABLE")]
+    pub state_table: Option<String>,
+    /// The output bucket (aws backend).
+    #[arg(long, global = true, env = "CAPSULE_BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix in the bucket (aws backend).
+    #[arg(long, global = true, env = "CAPSULE_PREFIX", default_value = "")]
+    pub prefix: String,
+}
+
+pub struct Backend {
+    pub state: Arc<dyn StateStore>,
+    pub sink: Arc<dyn ObjectSink>,
+    aws: Option<AwsClients>,
+    /// For messages: the data directory or `s3://bucket/prefix`.
+    pub location: String,
+}
+
+impl Backend {
+    pub async fn open(data_dir: &Path, args: &BackendArgs) -> anyhow::Result<Backend> {
+        match args.backend {
+            BackendKind::Local => Ok(Backend {
+                state: Arc::new(StateFile::new(data_dir)),
+                sink: Arc::new(LocalSink::new(data_dir.join("output"))),
+                aws: None,
+                location: data_dir.display().to_string(),
+            }),
+            BackendKind::Aws => {
+                let table =
+                    args.state_table.clone().context("--backend aws needs --state-table (or CAPSULE_STATE_TABLE)")?;
+                let bucket = args.bucket.clone().context("--backend aws needs --bucket (or CAPSULE_BUCKET)")?;
+                let clients = AwsClients::from_env().await;
+                let sink = S3Sink::new(clients.s3.clone(), &bucket, &args.prefix, None);
+                Ok(Backend {
+                    state: Arc::new(DynamoState::new(clients.dynamodb.clone(), &table)),
+                    location: sink.locate(""),
+                    sink: Arc::new(sink),
+                    aws: Some(clients),
+                })
+            }
         }
     }
 
     pub fn deps(&self) -> Deps<'_> {
-        Deps { state: &self.state, sink: &self.sink }
+        Deps { state: self.state.as_ref(), sink: self.sink.as_ref() }
     }
 
     pub async fn integration(&self, name: &str) -> anyhow::Result<Integration> {
         self.state.get_integration(name).await?.with_context(|| {
-            format!(
-                "no integration named `{name}` in {} (create one with `capsule-sync integrations create`)",
-                self.data_dir.display()
-            )
+            format!("no integration named `{name}` in {} (see `capsule-sync integrations list`)", self.location)
         })
     }
-}
 
-/// A Capsule client for an integration, with its token read from its token source.
-pub async fn client_for(integration: &Integration) -> anyhow::Result<CapsuleClient> {
-    let token = local_token_provider(&integration.token)?.token().await?;
-    Ok(CapsuleClient::new(&integration.api_base_url, token, ClientOptions::default())?)
+    fn token_provider(&self, integration: &Integration) -> anyhow::Result<Box<dyn TokenProvider>> {
+        Ok(match &self.aws {
+            Some(clients) => aws::token_provider(&integration.token, clients),
+            None => local_token_provider(&integration.token)?,
+        })
+    }
+
+    /// A Capsule client for an integration, with its token read from its token source.
+    pub async fn client_for(&self, integration: &Integration) -> anyhow::Result<CapsuleClient> {
+        let token = self.token_provider(integration)?.token().await?;
+        Ok(CapsuleClient::new(&integration.api_base_url, token, ClientOptions::default())?)
+    }
 }

@@ -24,6 +24,8 @@ struct Cli {
     /// More log detail (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    #[command(flatten)]
+    backend: backend::BackendArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,9 +44,17 @@ enum Command {
     Sync(commands::sync::SyncArgs),
     /// List the 22 tables: replication, key, columns.
     Catalog(commands::catalog::CatalogArgs),
-    /// Manage integrations.
+    /// Manage integrations: create, list, show, edit, pause, resume, delete.
     #[command(subcommand)]
     Integrations(commands::integrations::IntegrationsCommand),
+    /// One line per integration; with NAME, the health of each of its tables.
+    Status(commands::ops::StatusArgs),
+    /// Check an integration's token, API reachability, rate-limit headroom and readable tables.
+    Check(commands::ops::CheckArgs),
+    /// Table runs, newest first.
+    Runs(commands::ops::RunsArgs),
+    /// The process log of a run.
+    Logs(commands::ops::LogsArgs),
 }
 
 fn init_tracing(format: LogFormat, verbose: u8, quiet_for_progress_bars: bool) {
@@ -64,17 +74,35 @@ fn init_tracing(format: LogFormat, verbose: u8, quiet_for_progress_bars: bool) {
     }
 }
 
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Catalog(args) = cli.command {
+        return commands::catalog::run(args);
+    }
+    if let Command::Demo(args) = cli.command {
+        anyhow::ensure!(
+            cli.backend.backend == backend::BackendKind::Local,
+            "the demo runs on the local backend only (it starts its own simulated Capsule account)"
+        );
+        return commands::demo::run(&cli.data_dir, args).await;
+    }
+    let backend = backend::Backend::open(&cli.data_dir, &cli.backend).await?;
+    match cli.command {
+        Command::Sync(args) => commands::sync::run(&backend, args).await,
+        Command::Integrations(cmd) => commands::integrations::run(&backend, cmd).await,
+        Command::Status(args) => commands::ops::status(&backend, args).await,
+        Command::Check(args) => commands::ops::check(&backend, args).await,
+        Command::Runs(args) => commands::ops::runs(&backend, args).await,
+        Command::Logs(args) => commands::ops::logs(&backend, args).await,
+        Command::Catalog(_) | Command::Demo(_) => unreachable!("handled above"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let bars = report::use_progress_bars() && matches!(cli.command, Command::Demo(_) | Command::Sync(_));
     init_tracing(cli.log_format, cli.verbose, bars);
-    let result = match cli.command {
-        Command::Demo(args) => commands::demo::run(&cli.data_dir, args).await,
-        Command::Sync(args) => commands::sync::run(&cli.data_dir, args).await,
-        Command::Catalog(args) => commands::catalog::run(args),
-        Command::Integrations(cmd) => commands::integrations::run(&cli.data_dir, cmd).await,
-    };
+    let result = run(cli).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

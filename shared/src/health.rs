@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::Result;
 use crate::capsule::CapsuleClient;
 use crate::catalog::{Fetch, TableSpec};
 use crate::engine::since_param;
 use crate::integration::RunId;
 use crate::ports::{ErrorRecord, RunState, TableRunRecord};
-use crate::Result;
 
 /// How one table of an integration is doing.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -6,13 +6,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use capsule_shared::integration::{Integration, TokenSource};
-use capsule_shared::ports::{RunState, StateStore};
+use capsule_shared::ports::RunState;
 use capsule_sim::{MutationKind, MutationOp, SimConfig};
 use chrono::Utc;
 use clap::Args;
 
 use super::sync::{RunArgs, print_outcomes, sync_now};
-use crate::backend::LocalBackend;
+use crate::backend::{Backend, BackendArgs, BackendKind};
 use crate::report;
 
 const DEMO: &str = "demo";
@@ -40,7 +40,8 @@ pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     println!("Capsule API simulator: {} ({} parties, seed {})", sim.base_url(), args.parties, args.seed);
 
-    let backend = LocalBackend::open(data_dir);
+    let local = BackendArgs { backend: BackendKind::Local, state_table: None, bucket: None, prefix: String::new() };
+    let backend = Backend::open(data_dir, &local).await?;
     std::fs::create_dir_all(data_dir)?;
     let token_file = data_dir.join("demo.token");
     std::fs::write(&token_file, token)?;
@@ -95,11 +96,13 @@ pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
         rows as f64 / first_secs.max(0.001),
         if ok { "all tables succeeded" } else { "see above" }
     );
-    let output = backend.sink.root();
-    println!("Data files: {}/demo/<table>/dt=…/run=…/part-00000.ndjson.gz", output.display());
-    println!("Manifests:  {}/_meta/demo/runs/<run_id>/<table>.json", output.display());
-    println!("Schemas:    {}/_meta/demo/schemas/<table>.{{bigquery.json,sql}}", output.display());
-    println!("Try:        zcat {}/demo/parties/dt=*/run=*/part-00000.ndjson.gz | head -1", output.display());
+    let output = backend.sink.locate("");
+    let output = output.trim_end_matches('/');
+    println!("Data files: {output}/demo/<table>/dt=…/run=…/part-00000.ndjson.gz");
+    println!("Manifests:  {output}/_meta/demo/runs/<run_id>/<table>.json");
+    println!("Schemas:    {output}/_meta/demo/schemas/<table>.{{bigquery.json,sql}}");
+    println!("Try:        zcat {output}/demo/parties/dt=*/run=*/part-00000.ndjson.gz | head -1");
+    println!("            capsule-sync --data-dir {} status demo", data_dir.display());
     sim.stop().await;
     Ok(())
 }

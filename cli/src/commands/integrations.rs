@@ -1,33 +1,41 @@
-//! `capsule-sync integrations ...`: the integration registry in the data directory.
+//! `capsule-sync integrations ...`: the integration registry, on either backend.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
+use capsule_shared::catalog::{self, Replication};
 use capsule_shared::integration::{
-    FanOutMode, Integration, TokenSource, parse_frequency, parse_history_start, validate_name,
+    FanOutMode, Integration, IntegrationStatus, TokenSource, parse_frequency, parse_history_start, validate_name,
 };
-use capsule_shared::ports::StateStore;
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::backend::{LocalBackend, client_for};
+use crate::backend::Backend;
 
 #[derive(Subcommand, Debug)]
 pub enum IntegrationsCommand {
-    /// Register a Capsule account to sync.
+    /// Register a Capsule account to sync (status: pending until its first load).
     Create(CreateArgs),
     /// One line per integration.
     List,
-    /// An integration's settings as JSON.
+    /// An integration's settings and change history as JSON.
     Show { name: String },
+    /// Change tables, columns, frequency, history start, lookback (the name cannot change).
+    Edit(EditArgs),
+    /// Stop scheduling it; runs resume from the bookmarks after `resume`.
+    Pause { name: String },
+    /// Schedule it again.
+    Resume { name: String },
+    /// Stop scheduling it and remove its state; `--purge-data` also removes its files.
+    Delete(DeleteArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
     /// Unique name (lower-case letters, digits, - and _); also the output prefix. Immutable.
     pub name: String,
-    /// Where the Capsule token is read: env:VAR or file:PATH.
+    /// Where the Capsule token is read: env:VAR, file:PATH, or secretsmanager:SECRET_ID (aws backend).
     #[arg(long)]
     pub token: TokenSource,
     /// Capsule API base URL.
@@ -56,10 +64,63 @@ pub struct CreateArgs {
     pub no_check: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct EditArgs {
+    pub name: String,
+    /// Replace the table list (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Option<Vec<String>>,
+    /// Add tables (they backfill from the history start on the next run).
+    #[arg(long, value_delimiter = ',')]
+    pub add_tables: Vec<String>,
+    /// Remove tables.
+    #[arg(long, value_delimiter = ',')]
+    pub remove_tables: Vec<String>,
+    /// Set a table's columns, TABLE=col1,col2 (repeatable); affects new files only.
+    #[arg(long = "columns", value_name = "TABLE=COLS")]
+    pub columns: Vec<String>,
+    /// Go back to every column of these tables.
+    #[arg(long, value_delimiter = ',')]
+    pub all_columns: Vec<String>,
+    #[arg(long)]
+    pub frequency: Option<String>,
+    /// Moving it earlier backfills the incremental tables on the next run.
+    #[arg(long)]
+    pub history_start: Option<String>,
+    #[arg(long)]
+    pub lookback_minutes: Option<u32>,
+    #[arg(long, value_enum)]
+    pub fan_out: Option<FanOutArg>,
+    #[arg(long)]
+    pub api_base_url: Option<String>,
+    #[arg(long)]
+    pub token: Option<TokenSource>,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    pub name: String,
+    /// Also delete every file it wrote (data, manifests, schemas, logs).
+    #[arg(long)]
+    pub purge_data: bool,
+    /// Don't ask before purging.
+    #[arg(long)]
+    pub yes: bool,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum FanOutArg {
     Discover,
     Exhaustive,
+}
+
+impl From<FanOutArg> for FanOutMode {
+    fn from(a: FanOutArg) -> FanOutMode {
+        match a {
+            FanOutArg::Discover => FanOutMode::Discover,
+            FanOutArg::Exhaustive => FanOutMode::Exhaustive,
+        }
+    }
 }
 
 /// Parses repeated `TABLE=col1,col2` flags.
@@ -70,23 +131,25 @@ pub fn parse_columns(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<St
             spec.split_once('=').with_context(|| format!("--columns `{spec}` is not TABLE=col1,col2"))?;
         let cols: Vec<String> = cols.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
         anyhow::ensure!(!cols.is_empty(), "--columns `{spec}` names no columns");
-        columns.insert(table.trim().to_string(), cols);
+        let table = catalog::table(table).map(|t| t.name.to_string()).with_context(|| {
+            format!("--columns: unknown table `{table}`; valid tables: {}", catalog::table_names().join(", "))
+        })?;
+        columns.insert(table, cols);
     }
     Ok(columns)
 }
 
-pub async fn run(data_dir: &Path, cmd: IntegrationsCommand) -> anyhow::Result<()> {
-    let backend = LocalBackend::open(data_dir);
+pub async fn run(backend: &Backend, cmd: IntegrationsCommand) -> anyhow::Result<()> {
     match cmd {
-        IntegrationsCommand::Create(args) => create(&backend, args).await,
+        IntegrationsCommand::Create(args) => create(backend, args).await,
         IntegrationsCommand::List => {
             for i in backend.state.list_integrations().await? {
                 println!(
-                    "{:<24} {:<8} tables={:<3} every {}m  {}",
+                    "{:<24} {:<8} tables={:<3} every {:<6} {}",
                     i.name,
                     format!("{:?}", i.status).to_lowercase(),
                     i.selected_tables()?.len(),
-                    i.frequency_minutes,
+                    format!("{}m", i.frequency_minutes),
                     i.api_base_url
                 );
             }
@@ -96,27 +159,31 @@ pub async fn run(data_dir: &Path, cmd: IntegrationsCommand) -> anyhow::Result<()
             println!("{}", serde_json::to_string_pretty(&backend.integration(&name).await?)?);
             Ok(())
         }
+        IntegrationsCommand::Edit(args) => edit(backend, args).await,
+        IntegrationsCommand::Pause { name } => set_paused(backend, &name, true).await,
+        IntegrationsCommand::Resume { name } => set_paused(backend, &name, false).await,
+        IntegrationsCommand::Delete(args) => delete(backend, args).await,
     }
 }
 
-async fn create(backend: &LocalBackend, args: CreateArgs) -> anyhow::Result<()> {
+async fn create(backend: &Backend, args: CreateArgs) -> anyhow::Result<()> {
     validate_name(&args.name)?;
     let mut integration = Integration::new(&args.name, args.token, Utc::now());
     integration.api_base_url = args.api_base_url;
-    integration.tables = args.tables;
+    integration.tables = catalog::resolve_tables(&args.tables)?.iter().map(|t| t.name.to_string()).collect();
+    if args.tables.is_empty() {
+        integration.tables.clear();
+    }
     integration.columns = parse_columns(&args.columns)?;
     if let Some(start) = &args.history_start {
         integration.history_start = parse_history_start(start)?;
     }
     integration.lookback_minutes = args.lookback_minutes;
     integration.frequency_minutes = parse_frequency(&args.frequency)?;
-    integration.fan_out = match args.fan_out {
-        FanOutArg::Discover => FanOutMode::Discover,
-        FanOutArg::Exhaustive => FanOutMode::Exhaustive,
-    };
+    integration.fan_out = args.fan_out.into();
     integration.validate()?;
     if !args.no_check {
-        check_token(&integration).await?;
+        check_token(backend, &integration).await?;
     }
     backend.state.create_integration(&integration).await?;
     println!("created integration `{}` (pending until its first successful load)", integration.name);
@@ -124,9 +191,162 @@ async fn create(backend: &LocalBackend, args: CreateArgs) -> anyhow::Result<()> 
 }
 
 /// One cheap authenticated request: proves the token and the base URL work.
-pub async fn check_token(integration: &Integration) -> anyhow::Result<()> {
-    let client = client_for(integration).await?;
+pub async fn check_token(backend: &Backend, integration: &Integration) -> anyhow::Result<()> {
+    let client = backend.client_for(integration).await?;
     let url = client.url("/users", &[("perPage", "1")])?;
     client.get_json(&url).await.context("checking the token against the Capsule API (use --no-check to skip)")?;
     Ok(())
+}
+
+async fn edit(backend: &Backend, args: EditArgs) -> anyhow::Result<()> {
+    let before = backend.integration(&args.name).await?;
+    let mut after = before.clone();
+    let old_tables: BTreeSet<&str> = before.selected_tables()?.iter().map(|t| t.name).collect();
+    let names = |list: &[String]| -> anyhow::Result<Vec<String>> {
+        Ok(catalog::resolve_tables(list)?.iter().map(|t| t.name.to_string()).collect())
+    };
+    let mut tables: BTreeSet<String> = match &args.tables {
+        Some(list) => names(list)?.into_iter().collect(),
+        None => old_tables.iter().map(|t| t.to_string()).collect(),
+    };
+    if !args.add_tables.is_empty() {
+        tables.extend(names(&args.add_tables)?);
+    }
+    if !args.remove_tables.is_empty() {
+        for t in names(&args.remove_tables)? {
+            tables.remove(&t);
+        }
+    }
+    anyhow::ensure!(!tables.is_empty(), "an integration needs at least one table");
+    after.tables = if tables.len() == catalog::TABLES.len() { Vec::new() } else { tables.iter().cloned().collect() };
+    for (table, columns) in parse_columns(&args.columns)? {
+        after.columns.insert(table, columns);
+    }
+    for table in names(&args.all_columns)? {
+        after.columns.remove(&table);
+    }
+    if let Some(f) = &args.frequency {
+        after.frequency_minutes = parse_frequency(f)?;
+    }
+    if let Some(h) = &args.history_start {
+        after.history_start = parse_history_start(h)?;
+    }
+    if let Some(l) = args.lookback_minutes {
+        after.lookback_minutes = l;
+    }
+    if let Some(f) = args.fan_out {
+        after.fan_out = f.into();
+    }
+    if let Some(url) = args.api_base_url {
+        after.api_base_url = url;
+    }
+    if let Some(token) = args.token {
+        after.token = token;
+    }
+    after.validate()?;
+
+    let new_tables: BTreeSet<&str> = after.selected_tables()?.iter().map(|t| t.name).collect();
+    let added: Vec<&str> = new_tables.difference(&old_tables).copied().collect();
+    let removed: Vec<&str> = old_tables.difference(&new_tables).copied().collect();
+    let mut what = Vec::new();
+    if !added.is_empty() || !removed.is_empty() {
+        let plus = added.iter().map(|t| format!("+{t}"));
+        let minus = removed.iter().map(|t| format!("-{t}"));
+        what.push(format!("tables: {}", plus.chain(minus).collect::<Vec<_>>().join(" ")));
+    }
+    for table in before.columns.keys().chain(after.columns.keys()).collect::<BTreeSet<_>>() {
+        let (old, new) = (before.columns.get(table), after.columns.get(table));
+        if old != new {
+            let show = |c: Option<&Vec<String>>| c.map_or("all".to_string(), |c| c.join(","));
+            what.push(format!("columns[{table}]: {} → {}", show(old), show(new)));
+        }
+    }
+    let mut field = |name: &str, old: String, new: String| {
+        if old != new {
+            what.push(format!("{name}: {old} → {new}"));
+        }
+    };
+    field("frequency", format!("{}m", before.frequency_minutes), format!("{}m", after.frequency_minutes));
+    field("history_start", before.history_start.to_rfc3339(), after.history_start.to_rfc3339());
+    field("lookback", format!("{}m", before.lookback_minutes), format!("{}m", after.lookback_minutes));
+    field("fan_out", format!("{:?}", before.fan_out), format!("{:?}", after.fan_out));
+    field("api_base_url", before.api_base_url.clone(), after.api_base_url.clone());
+    field("token", before.token.to_string(), after.token.to_string());
+    if what.is_empty() {
+        println!("nothing to change");
+        return Ok(());
+    }
+
+    // Backfills: added tables start from the history start; so does every incremental table
+    // when the history start moves earlier.
+    let mut backfill: BTreeSet<&str> = added.iter().copied().collect();
+    if after.history_start < before.history_start {
+        for t in after.selected_tables()? {
+            if t.replication != Replication::Full {
+                backfill.insert(t.name);
+            }
+        }
+    }
+    after.record_change(what.join("; "), Utc::now());
+    backend.state.update_integration(&after).await?;
+    for table in &backfill {
+        backend.state.delete_bookmark(&after.name, table).await?;
+    }
+    println!("updated `{}`: {}", after.name, what.join("; "));
+    if !backfill.is_empty() {
+        println!("backfill on the next run: {}", backfill.into_iter().collect::<Vec<_>>().join(", "));
+    }
+    Ok(())
+}
+
+async fn set_paused(backend: &Backend, name: &str, pause: bool) -> anyhow::Result<()> {
+    let mut integration = backend.integration(name).await?;
+    let paused = integration.status == IntegrationStatus::Paused;
+    if paused == pause {
+        println!("`{name}` is already {}", if pause { "paused" } else { "running" });
+        return Ok(());
+    }
+    integration.status = if pause {
+        IntegrationStatus::Paused
+    } else {
+        // Active again if it ever loaded data; the bookmarks say where to pick up.
+        let mut loaded = false;
+        for t in integration.selected_tables()? {
+            loaded |= backend.state.bookmark(name, t.name).await?.is_some();
+        }
+        if loaded { IntegrationStatus::Active } else { IntegrationStatus::Pending }
+    };
+    integration.record_change(if pause { "paused" } else { "resumed" }, Utc::now());
+    backend.state.update_integration(&integration).await?;
+    println!("`{name}` is now {}", format!("{:?}", integration.status).to_lowercase());
+    Ok(())
+}
+
+async fn delete(backend: &Backend, args: DeleteArgs) -> anyhow::Result<()> {
+    let integration = backend.integration(&args.name).await?;
+    if args.purge_data {
+        let mut keys = backend.sink.list(&format!("{}/", integration.name)).await?;
+        keys.extend(backend.sink.list(&format!("_meta/{}/", integration.name)).await?);
+        if !args.yes
+            && !confirm(&format!("delete {} files of `{}` in {}?", keys.len(), integration.name, backend.location))?
+        {
+            anyhow::bail!("nothing deleted");
+        }
+        for key in &keys {
+            backend.sink.delete(key).await?;
+        }
+        println!("deleted {} files", keys.len());
+    }
+    backend.state.delete_integration(&integration.name).await?;
+    println!("deleted integration `{}`: it will not be scheduled again (run history is kept)", integration.name);
+    Ok(())
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    anyhow::ensure!(std::io::stdin().is_terminal(), "{question} Not on a terminal: pass --yes to confirm");
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }

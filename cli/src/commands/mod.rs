@@ -3,4 +3,5 @@
 pub mod catalog;
 pub mod demo;
 pub mod integrations;
+pub mod ops;
 pub mod sync;

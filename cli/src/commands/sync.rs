@@ -1,15 +1,13 @@
 //! `capsule-sync sync NAME`: run an integration's tables now, in this process.
 
-use std::path::Path;
-
 use capsule_shared::catalog::{self, TableSpec};
 use capsule_shared::engine::{self, RunOptions, TableRunOutcome};
-use capsule_shared::integration::{Integration, RunId};
+use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
 use capsule_shared::output::{Compression, WriterOptions};
 use chrono::Utc;
 use clap::Args;
 
-use crate::backend::{LocalBackend, client_for};
+use crate::backend::Backend;
 use crate::report::{self, Progress};
 
 #[derive(Args, Debug)]
@@ -56,13 +54,18 @@ impl RunArgs {
     }
 }
 
-pub async fn run(data_dir: &Path, args: SyncArgs) -> anyhow::Result<()> {
-    let backend = LocalBackend::open(data_dir);
+pub async fn run(backend: &Backend, args: SyncArgs) -> anyhow::Result<()> {
     let integration = backend.integration(&args.name).await?;
+    anyhow::ensure!(
+        integration.status != IntegrationStatus::Paused,
+        "integration `{}` is paused; `capsule-sync integrations resume {}` first",
+        integration.name,
+        integration.name
+    );
     let tables =
         if args.tables.is_empty() { integration.selected_tables()? } else { catalog::resolve_tables(&args.tables)? };
-    let outcomes = sync_now(&backend, &integration, &tables, &args.run).await?;
-    print_outcomes(&backend, &outcomes, args.run.json)?;
+    let outcomes = sync_now(backend, &integration, &tables, &args.run).await?;
+    print_outcomes(backend, &outcomes, args.run.json)?;
     match report::failures(&outcomes) {
         Some(failures) => anyhow::bail!(failures),
         None => Ok(()),
@@ -71,13 +74,13 @@ pub async fn run(data_dir: &Path, args: SyncArgs) -> anyhow::Result<()> {
 
 /// Syncs `tables` of `integration` now and returns every table's outcome.
 pub async fn sync_now(
-    backend: &LocalBackend,
+    backend: &Backend,
     integration: &Integration,
     tables: &[&'static TableSpec],
     args: &RunArgs,
 ) -> anyhow::Result<Vec<TableRunOutcome>> {
     integration.validate()?;
-    let client = client_for(integration).await?;
+    let client = backend.client_for(integration).await?;
     let run_id = args.run_id.clone().unwrap_or_else(|| RunId::new(Utc::now()));
     tracing::info!(event = "sync_started", integration = %integration.name, run_id = %run_id, tables = tables.len());
     let progress = Progress::new(tables);
@@ -98,7 +101,7 @@ pub async fn sync_now(
     Ok(outcomes)
 }
 
-pub fn print_outcomes(backend: &LocalBackend, outcomes: &[TableRunOutcome], json: bool) -> anyhow::Result<()> {
+pub fn print_outcomes(backend: &Backend, outcomes: &[TableRunOutcome], json: bool) -> anyhow::Result<()> {
     if json {
         let records: Vec<_> = outcomes.iter().map(|o| &o.record).collect();
         println!("{}", serde_json::to_string_pretty(&records)?);
@@ -106,16 +109,15 @@ pub fn print_outcomes(backend: &LocalBackend, outcomes: &[TableRunOutcome], json
     }
     println!("{}", report::summary_table(outcomes));
     if let Some(run) = outcomes.first() {
-        println!(
-            "files: {}/{}/<table>/dt={}/run={}/   manifests: {}/_meta/{}/runs/{}/",
-            backend.sink.root().display(),
-            run.record.integration,
-            run.record.run_id.partition_date(),
-            run.record.run_id,
-            backend.sink.root().display(),
-            run.record.integration,
-            run.record.run_id
-        );
+        let r = &run.record;
+        let data = backend.sink.locate(&format!(
+            "{}/<table>/dt={}/run={}/",
+            r.integration,
+            r.run_id.partition_date(),
+            r.run_id
+        ));
+        let meta = backend.sink.locate(&format!("_meta/{}/runs/{}/", r.integration, r.run_id));
+        println!("files: {data}   manifests: {meta}   logs: capsule-sync logs {}", r.run_id);
     }
     Ok(())
 }

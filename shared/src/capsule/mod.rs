@@ -230,7 +230,11 @@ impl CapsuleClient {
                     rate_waits += 1;
                     self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                     let fields = serde_json::json!({"request": describe(url), "wait_ms": wait.as_millis() as u64});
-                    self.warn("capsule_rate_limited", "429 from Capsule: waiting for the rate-limit window to reset".into(), fields);
+                    self.warn(
+                        "capsule_rate_limited",
+                        "429 from Capsule: waiting for the rate-limit window to reset".into(),
+                        fields,
+                    );
                     tokio::time::sleep(wait).await;
                 }
                 Err(Attempt::RateLimited(_)) => {

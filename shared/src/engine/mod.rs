@@ -163,7 +163,10 @@ impl TableRun<'_> {
                     Ok(()) => {
                         log.info(
                             "table_run_succeeded",
-                            format!("{} rows in {} files; bookmark moved to {}", record.rows, record.files, start.started),
+                            format!(
+                                "{} rows in {} files; bookmark moved to {}",
+                                record.rows, record.files, start.started
+                            ),
                             serde_json::json!({"rows": record.rows, "files": record.files, "bytes": record.bytes,
                                                "requests": record.requests}),
                         );
@@ -387,7 +390,11 @@ async fn remove_stale_parts(
     let prefix = output::run_data_prefix(integration, table, run_id);
     for key in sink.list(&prefix).await? {
         if !files.iter().any(|f| f.key == key) {
-            log.info("stale_part_removed", format!("removed {key}, left by an earlier attempt"), serde_json::Value::Null);
+            log.info(
+                "stale_part_removed",
+                format!("removed {key}, left by an earlier attempt"),
+                serde_json::Value::Null,
+            );
             sink.delete(&key).await?;
         }
     }

@@ -1,0 +1,251 @@
+//! Operations: `status`, `check`, `runs`, `logs`.
+
+use capsule_shared::health::{probe_table, table_health};
+use capsule_shared::integration::RunId;
+use capsule_shared::output;
+use capsule_shared::ports::{RunState, TableRunRecord};
+use capsule_shared::runlog::parse_ndjson;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+use crate::backend::Backend;
+
+/// How many run records the views read.
+const HISTORY: usize = 5000;
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Per-table health of this integration.
+    pub name: Option<String>,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RunsArgs {
+    /// Only this integration.
+    pub name: Option<String>,
+    /// How many table runs.
+    #[arg(long, default_value_t = 30)]
+    pub last: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    pub run_id: RunId,
+    /// Only this table.
+    #[arg(long)]
+    pub table: Option<String>,
+}
+
+fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+fn state(s: RunState) -> String {
+    format!("{s:?}").to_lowercase()
+}
+
+pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
+    if let Some(name) = args.name {
+        let integration = backend.integration(&name).await?;
+        let runs = backend.state.runs(Some(&name), HISTORY).await?;
+        let health = table_health(&runs);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&health)?);
+            return Ok(());
+        }
+        println!("{}: {}", name, format!("{:?}", integration.status).to_lowercase());
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header([
+            "table",
+            "last run",
+            "state",
+            "last success",
+            "rows",
+            "last failure",
+            "failures in a row",
+            "error",
+        ]);
+        for spec in integration.selected_tables()? {
+            match health.get(spec.name) {
+                Some(h) => t.add_row(vec![
+                    h.table.clone(),
+                    h.last_run.to_string(),
+                    state(h.last_state),
+                    when(h.last_success),
+                    h.last_rows.to_string(),
+                    when(h.last_failure),
+                    h.consecutive_failures.to_string(),
+                    h.last_error.as_ref().map_or(String::new(), |e| format!("{}: {}", e.error_type, e.message)),
+                ]),
+                None => t.add_row(vec![spec.name.to_string(), "never run".into()]),
+            };
+        }
+        println!("{t}");
+        return Ok(());
+    }
+    let mut lines = Vec::new();
+    for integration in backend.state.list_integrations().await? {
+        let runs = backend.state.runs(Some(&integration.name), HISTORY).await?;
+        let health = table_health(&runs);
+        let failing: Vec<&str> =
+            health.values().filter(|h| h.consecutive_failures > 0).map(|h| h.table.as_str()).collect();
+        let last_success = health.values().filter_map(|h| h.last_success).max();
+        let tables = integration.selected_tables()?.len();
+        let line = format!(
+            "{:<20} {:<8} tables={:<3} failing={:<3} last success {}{}",
+            integration.name,
+            format!("{:?}", integration.status).to_lowercase(),
+            tables,
+            failing.len(),
+            when(last_success),
+            if failing.is_empty() { String::new() } else { format!("  ({})", failing.join(", ")) }
+        );
+        lines.push(serde_json::json!({"integration": integration.name, "status": integration.status,
+            "tables": tables, "failing": failing, "last_success": last_success, "line": line}));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else if lines.is_empty() {
+        println!("no integrations in {}", backend.location);
+    } else {
+        for l in lines {
+            println!("{}", l["line"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+pub async fn check(backend: &Backend, args: CheckArgs) -> anyhow::Result<()> {
+    let integration = backend.integration(&args.name).await?;
+    let client = match backend.client_for(&integration).await {
+        Ok(c) => c,
+        Err(e) => anyhow::bail!("token: cannot be read: {e:#}"),
+    };
+    let url = client.url("/users", &[("perPage", "1")])?;
+    if let Err(e) = client.get_json(&url).await {
+        anyhow::bail!("token / API: {e}");
+    }
+    println!("token:      accepted by {}", integration.api_base_url);
+    match client.rate_limit() {
+        Some(r) => {
+            let reset = DateTime::<Utc>::from_timestamp(r.reset as i64, 0);
+            println!("rate limit: {} of {} requests left until {}", r.remaining, r.limit, when(reset));
+        }
+        None => println!("rate limit: no X-RateLimit headers in the answer"),
+    }
+    let mut unreadable = Vec::new();
+    for table in integration.selected_tables()? {
+        match probe_table(&client, table).await {
+            Ok(()) => println!("  ok        {}", table.name),
+            Err(e) => {
+                println!("  FAILED    {}: {e}", table.name);
+                unreadable.push(table.name);
+            }
+        }
+    }
+    anyhow::ensure!(unreadable.is_empty(), "{} table(s) not readable: {}", unreadable.len(), unreadable.join(", "));
+    println!("all {} tables readable", integration.selected_tables()?.len());
+    Ok(())
+}
+
+pub async fn runs(backend: &Backend, args: RunsArgs) -> anyhow::Result<()> {
+    if let Some(name) = &args.name {
+        backend.integration(name).await?;
+    }
+    let runs = backend.state.runs(args.name.as_deref(), args.last).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "run",
+        "integration",
+        "table",
+        "state",
+        "rows",
+        "files",
+        "bytes",
+        "requests",
+        "retries",
+        "429s",
+        "seconds",
+        "bookmark before → after",
+        "error",
+    ]);
+    for r in &runs {
+        t.add_row(vec![
+            r.run_id.to_string(),
+            r.integration.clone(),
+            r.table.clone(),
+            state(r.state),
+            r.rows.to_string(),
+            r.files.to_string(),
+            r.bytes.to_string(),
+            r.requests.requests.to_string(),
+            r.requests.retries.to_string(),
+            r.requests.rate_limited.to_string(),
+            format!("{:.2}", r.seconds()),
+            format!("{} → {}", when(r.bookmark_before), when(r.bookmark_after)),
+            r.error.as_ref().map_or(String::new(), |e| format!("{} ({} fault): {}", e.error_type, e.fault, e.message)),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+pub async fn logs(backend: &Backend, args: LogsArgs) -> anyhow::Result<()> {
+    let runs: Vec<TableRunRecord> = backend.state.runs(None, usize::MAX / 2).await?;
+    let integration = runs
+        .iter()
+        .find(|r| r.run_id == args.run_id)
+        .map(|r| r.integration.clone())
+        .ok_or_else(|| anyhow::anyhow!("no run {} in {}", args.run_id, backend.location))?;
+    let prefix = output::log_prefix(&integration, &args.run_id);
+    let mut keys = backend.sink.list(&prefix).await?;
+    if let Some(table) = &args.table {
+        let table =
+            capsule_shared::catalog::table(table).ok_or_else(|| anyhow::anyhow!("unknown table `{table}`"))?.name;
+        keys.retain(|k| k.strip_prefix(&prefix).is_some_and(|f| f.starts_with(&format!("{table}-"))));
+    }
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "no logs stored for run {}{}",
+        args.run_id,
+        args.table.as_ref().map_or(String::new(), |t| format!(" table {t}"))
+    );
+    for key in keys {
+        let name = key.strip_prefix(&prefix).unwrap_or(&key).trim_end_matches(".ndjson").to_string();
+        let Some(bytes) = backend.sink.get(&key).await? else { continue };
+        for event in parse_ndjson(&String::from_utf8_lossy(&bytes)) {
+            match event {
+                Ok(e) => {
+                    let fields = if e.fields.is_null() { String::new() } else { format!(" {}", e.fields) };
+                    println!(
+                        "{} {:<5} {:<14} {:<22} {}{fields}",
+                        e.at,
+                        format!("{:?}", e.level).to_uppercase(),
+                        name,
+                        e.event,
+                        e.message
+                    );
+                }
+                Err(bad) => println!("{bad}"),
+            }
+        }
+    }
+    Ok(())
+}
