@@ -183,9 +183,11 @@ impl Integration {
             })?;
             catalog::resolve_columns(spec, columns)?;
         }
-        if !tables.is_empty() && self.lookback_minutes > 7 * 24 * 60 {
+        // Capsule's timestamps have second precision: without a lookback, a change made in the
+        // same second as a run's start could be missed.
+        if !tables.is_empty() && !(1..=7 * 24 * 60).contains(&self.lookback_minutes) {
             return Err(SyncError::Config(format!(
-                "lookback_minutes {} is more than a week (10080)",
+                "lookback_minutes {} must be between 1 and 10080 (a week)",
                 self.lookback_minutes
             )));
         }

@@ -202,7 +202,11 @@ async fn edit(backend: &Backend, args: EditArgs) -> anyhow::Result<()> {
     let before = backend.integration(&args.name).await?;
     let mut after = before.clone();
     let old_tables: BTreeSet<&str> = before.selected_tables()?.iter().map(|t| t.name).collect();
+    // Table names as given (resolve_tables reads an empty list as "all tables": not here).
     let names = |list: &[String]| -> anyhow::Result<Vec<String>> {
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
         Ok(catalog::resolve_tables(list)?.iter().map(|t| t.name.to_string()).collect())
     };
     let mut tables: BTreeSet<String> = match &args.tables {

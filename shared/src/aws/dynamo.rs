@@ -6,7 +6,7 @@
 //! | `INT#<name>` | `BOOKMARK#<table>` | the bookmark |
 //! | `INT#<name>` | `LEASE#<table>` | `owner`, `expires_at`, `ttl` (DynamoDB TTL removes stale leases) |
 //! | `INT#<name>` | `CHECKPOINT#<table>` | a paused run's checkpoint |
-//! | `INT#<name>` | `RUN#<run_id>#<table>#<finished_at>` | a table run record |
+//! | `INT#<name>` | `RUN#<finished_at>#<run_id>#<table>` | a table run record (newest = highest) |
 //! | `INT#<name>` | `DISPATCH#<run_id>` | a scheduler dispatch |
 //!
 //! Documents are stored as JSON in a `doc` attribute; the attributes conditions look at (lease
@@ -68,9 +68,11 @@ fn from_item<T: DeserializeOwned>(item: &Item) -> Result<T> {
     serde_json::from_str(doc).map_err(|e| SyncError::State(format!("state item is not valid: {e}")))
 }
 
+/// Run records sort by when they ended (fixed-width UTC timestamp), so a descending query with
+/// a limit returns the newest ones. Run ids alone have second precision.
 fn run_sk(record: &TableRunRecord) -> String {
-    let at = record.finished_at.unwrap_or(record.started_at).to_rfc3339();
-    format!("RUN#{}#{}#{at}", record.run_id, record.table)
+    let at = record.finished_at.unwrap_or(record.started_at).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    format!("RUN#{at}#{}#{}", record.run_id, record.table)
 }
 
 fn is_condition_failure(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>) -> bool {
@@ -359,8 +361,9 @@ impl StateStore for DynamoState {
                 all
             }
         };
+        // Newest first by when they ended: run ids only have second precision.
         records.sort_by(|a: &TableRunRecord, b| {
-            (&b.run_id, b.finished_at, &b.table).cmp(&(&a.run_id, a.finished_at, &a.table))
+            (b.finished_at, &b.run_id, &b.table).cmp(&(a.finished_at, &a.run_id, &a.table))
         });
         records.truncate(limit);
         Ok(records)

@@ -1,0 +1,243 @@
+//! The operator workflow through the real `capsule-sync` binary, on the local backend and on the
+//! AWS backend (moto_server), against the Capsule simulator over HTTP.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use capsule_sync_e2e::aws::{AwsStack, create_secret};
+use capsule_sync_e2e::capsule_sim::{MutationKind, MutationOp, SimHandle};
+use capsule_sync_e2e::{expected_counts, start_sim};
+use serde_json::{Value, json};
+
+/// How the CLI is pointed at a backend.
+struct Cli {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cli {
+    fn local(dir: &Path) -> Cli {
+        Cli {
+            args: vec!["--data-dir".into(), dir.display().to_string()],
+            env: vec![("CAPSULE_TEST_TOKEN".into(), "test-token".into())],
+        }
+    }
+
+    fn aws(stack: &AwsStack) -> Cli {
+        Cli {
+            args: vec![
+                "--backend".into(),
+                "aws".into(),
+                "--state-table".into(),
+                stack.table.clone(),
+                "--bucket".into(),
+                stack.bucket.clone(),
+                "--prefix".into(),
+                "wh".into(),
+            ],
+            env: vec![],
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Out {
+        self.run_with(args, &[]).await
+    }
+
+    async fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_capsule-sync"))
+            .args(&self.args)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert!(out.ok, "capsule-sync {args:?} failed:\n{}\n{}", out.stdout, out.stderr);
+        out.stdout
+    }
+
+    async fn fails(&self, args: &[&str], needle: &str) {
+        let out = self.run(args).await;
+        assert!(!out.ok, "capsule-sync {args:?} should fail");
+        assert!(out.stderr.contains(needle), "capsule-sync {args:?}: expected `{needle}` in:\n{}", out.stderr);
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args).await).unwrap()
+    }
+
+    async fn show(&self, name: &str) -> Value {
+        self.json(&["integrations", "show", name]).await
+    }
+
+    /// Rows of the newest run record of each table.
+    async fn last_rows(&self, name: &str) -> BTreeMap<String, (String, u64)> {
+        let runs = self.json(&["runs", name, "--json", "--last", "200"]).await;
+        let mut last = BTreeMap::new();
+        for r in runs.as_array().unwrap().iter().rev() {
+            last.insert(
+                r["table"].as_str().unwrap().to_string(),
+                (r["state"].as_str().unwrap().to_string(), r["rows"].as_u64().unwrap()),
+            );
+        }
+        last
+    }
+}
+
+/// The workflow both backends must support. `token` is the token-source flag value.
+async fn operator_workflow(cli: &Cli, sim: &SimHandle, token: &str) {
+    let base = sim.base_url();
+    // Invalid input: rejected, named, nothing stored.
+    cli.fails(&["integrations", "create", "Acme Corp", "--token", token, "--api-base-url", base], "invalid").await;
+    let create = ["integrations", "create", "acme", "--token", token, "--api-base-url", base];
+    let with = |extra: &[&'static str]| -> Vec<&str> { create.iter().copied().chain(extra.iter().copied()).collect() };
+    cli.fails(&with(&["--tables", "partys"]), "unknown table `partys`").await;
+    cli.fails(&with(&["--columns", "parties=nope"]), "unknown column `nope`").await;
+    cli.fails(&with(&["--frequency", "often"]), "frequency").await;
+    cli.fails(&with(&["--history-start", "last year"]), "history start").await;
+    assert!(cli.ok(&["integrations", "list"]).await.trim().is_empty(), "no state change");
+
+    // Create: pending until the first load, then active.
+    cli.ok(&with(&["--tables", "parties,users", "--frequency", "6h"])).await;
+    assert_eq!(cli.show("acme").await["status"], "pending");
+    cli.fails(&with(&[]), "already exists").await;
+    let out = cli.ok(&["sync", "acme"]).await;
+    assert!(out.contains("parties") && out.contains("succeeded"), "{out}");
+    assert_eq!(cli.show("acme").await["status"], "active");
+    let counts = expected_counts(sim);
+    assert_eq!(cli.last_rows("acme").await["parties"], ("succeeded".into(), counts["parties"] as u64));
+
+    // Pause: no sync; resume continues from the bookmark (only the changes).
+    cli.ok(&["integrations", "pause", "acme"]).await;
+    assert_eq!(cli.show("acme").await["status"], "paused");
+    cli.fails(&["sync", "acme"], "paused").await;
+    cli.ok(&["integrations", "resume", "acme"]).await;
+    assert_eq!(cli.show("acme").await["status"], "active");
+    sim.mutate_n(MutationKind::Parties, MutationOp::Update, 3).unwrap();
+    cli.ok(&["sync", "acme"]).await;
+    assert_eq!(cli.last_rows("acme").await["parties"].1, 3, "resumed from the bookmark");
+
+    // Edit: an added table backfills; a bad edit changes nothing; every change is recorded.
+    let before = cli.show("acme").await;
+    cli.fails(&["integrations", "edit", "acme", "--add-tables", "nope"], "unknown table `nope`").await;
+    cli.fails(&["integrations", "edit", "acme", "--columns", "users=nope"], "unknown column `nope`").await;
+    assert_eq!(cli.show("acme").await, before, "no state change");
+    let out =
+        cli.ok(&["integrations", "edit", "acme", "--add-tables", "opportunities", "--columns", "users=id,name"]).await;
+    assert!(out.contains("backfill on the next run: opportunities"), "{out}");
+    cli.ok(&["sync", "acme"]).await;
+    let last = cli.last_rows("acme").await;
+    assert_eq!(last["opportunities"].1, counts["opportunities"] as u64, "the added table loads its history");
+    assert_eq!(last["parties"].1, 3, "the others stay incremental (re-reading the lookback window)");
+    // Removing a table then adding it back backfills it too.
+    cli.ok(&["integrations", "edit", "acme", "--remove-tables", "parties"]).await;
+    cli.ok(&["integrations", "edit", "acme", "--add-tables", "parties"]).await;
+    cli.ok(&["sync", "acme", "--tables", "parties"]).await;
+    assert_eq!(cli.last_rows("acme").await["parties"].1, counts["parties"] as u64);
+    let changes = cli.show("acme").await["changes"].as_array().unwrap().len();
+    assert!(changes >= 6, "created, paused, resumed and three edits: {changes}");
+
+    // A failed run: status, runs and logs say what happened.
+    sim.mutate_n(MutationKind::Parties, MutationOp::Update, 1).unwrap();
+    let broken = ["integrations", "edit", "acme", "--api-base-url"];
+    let wrong_base = format!("{}/wrong", base);
+    cli.ok(&broken.iter().copied().chain([wrong_base.as_str()]).collect::<Vec<_>>()).await;
+    let failed = cli.run(&["sync", "acme", "--tables", "parties"]).await;
+    assert!(!failed.ok && failed.stderr.contains("CapsuleRequestRejected"), "{}", failed.stderr);
+    let status = cli.ok(&["status", "acme"]).await;
+    assert!(status.contains("CapsuleRequestRejected") && status.contains("failed"), "{status}");
+    let health = cli.json(&["status", "acme", "--json"]).await;
+    assert_eq!(health["parties"]["consecutive_failures"], 1);
+    assert_eq!(health["users"]["consecutive_failures"], 0);
+    let overview = cli.ok(&["status"]).await;
+    assert!(overview.contains("acme") && overview.contains("failing=1"), "{overview}");
+    let runs = cli.json(&["runs", "acme", "--json", "--last", "1"]).await;
+    let failed_run = runs[0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(runs[0]["state"], "failed");
+    assert_eq!(runs[0]["error"]["fault"], "internal");
+    let logs = cli.ok(&["logs", &failed_run, "--table", "parties"]).await;
+    assert!(logs.contains("table_run_started") && logs.contains("table_run_failed"), "{logs}");
+    cli.ok(&["integrations", "edit", "acme", "--api-base-url", base]).await;
+    let ok_run = cli.json(&["runs", "acme", "--json", "--last", "50"]).await;
+    let succeeded = ok_run.as_array().unwrap().iter().find(|r| r["state"] == "succeeded").unwrap();
+    let logs = cli.ok(&["logs", succeeded["run_id"].as_str().unwrap()]).await;
+    assert!(logs.contains("table_run_succeeded"), "{logs}");
+
+    // check: token, rate limit, readable tables.
+    let check = cli.ok(&["check", "acme"]).await;
+    assert!(
+        check.contains("token:") && check.contains("rate limit:") && check.contains("all 3 tables readable"),
+        "{check}"
+    );
+
+    // delete: asks first (no terminal here → refuse), then removes state and files.
+    cli.fails(&["integrations", "delete", "acme", "--purge-data"], "--yes").await;
+    assert!(cli.run(&["integrations", "show", "acme"]).await.ok, "not deleted without confirmation");
+    let out = cli.ok(&["integrations", "delete", "acme", "--purge-data", "--yes"]).await;
+    assert!(out.contains("deleted"), "{out}");
+    cli.fails(&["integrations", "show", "acme"], "no integration named `acme`").await;
+    cli.fails(&["sync", "acme"], "no integration").await;
+}
+
+#[tokio::test]
+async fn operator_workflow_on_the_local_backend() {
+    let sim = start_sim(200, |c| c.token = "test-token".into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::local(dir.path());
+    // A wrong token is caught when creating (unless --no-check).
+    let base = sim.base_url();
+    let wrong = cli
+        .run_with(
+            &["integrations", "create", "x", "--token", "env:WRONG", "--api-base-url", base],
+            &[("WRONG", "nope")],
+        )
+        .await;
+    assert!(!wrong.ok && wrong.stderr.contains("401"), "{}", wrong.stderr);
+    operator_workflow(&cli, &sim, "env:CAPSULE_TEST_TOKEN").await;
+    let output = dir.path().join("output");
+    let leftovers: Vec<_> = walk(&output).into_iter().filter(|p| p.contains("/acme")).collect();
+    assert!(leftovers.is_empty(), "purged: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn operator_workflow_on_the_aws_backend() {
+    let sim = start_sim(200, |c| c.token = "test-token".into()).await;
+    let stack = AwsStack::new().await;
+    let secret = create_secret(&stack.clients, json!({"token": "test-token"})).await;
+    let cli = Cli::aws(&stack);
+    operator_workflow(&cli, &sim, &format!("secretsmanager:{secret}")).await;
+    let keys = stack.keys().await;
+    assert!(keys.iter().all(|k| !k.contains("acme")), "purged from S3: {keys:?}");
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
