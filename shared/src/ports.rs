@@ -225,6 +225,27 @@ pub struct TableRunRecord {
 }
 
 impl TableRunRecord {
+    /// A record with nothing counted yet.
+    pub fn new(integration: &str, table: &str, run_id: &RunId, state: RunState, at: DateTime<Utc>) -> TableRunRecord {
+        TableRunRecord {
+            integration: integration.to_string(),
+            table: table.to_string(),
+            run_id: run_id.clone(),
+            state,
+            started_at: at,
+            finished_at: None,
+            rows: 0,
+            files: 0,
+            bytes: 0,
+            requests: RequestStats::default(),
+            since: None,
+            bookmark_before: None,
+            bookmark_after: None,
+            manifest_key: None,
+            error: None,
+        }
+    }
+
     pub fn seconds(&self) -> f64 {
         self.finished_at.map(|f| (f - self.started_at).num_milliseconds() as f64 / 1000.0).unwrap_or(0.0)
     }

@@ -74,23 +74,9 @@ async fn s3_abort_leaves_nothing_behind() {
 }
 
 fn record(integration: &str, table: &str, run_id: &RunId, state: RunState) -> TableRunRecord {
-    TableRunRecord {
-        integration: integration.into(),
-        table: table.into(),
-        run_id: run_id.clone(),
-        state,
-        started_at: Utc::now(),
-        finished_at: Some(Utc::now()),
-        rows: 1,
-        files: 1,
-        bytes: 10,
-        requests: RequestStats::default(),
-        since: None,
-        bookmark_before: None,
-        bookmark_after: None,
-        manifest_key: None,
-        error: None,
-    }
+    let mut r = TableRunRecord::new(integration, table, run_id, state, Utc::now());
+    r.finished_at = Some(Utc::now());
+    r
 }
 
 #[tokio::test]

@@ -120,23 +120,9 @@ pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps
 /// A run that failed before it could take its lease (e.g. no token) still leaves a record.
 async fn record_unstarted(deps: &Deps, event: &TableSyncEvent, error: &SyncError) {
     let now = Utc::now();
-    let record = TableRunRecord {
-        integration: event.integration.clone(),
-        table: event.table.clone(),
-        run_id: event.run_id.clone(),
-        state: RunState::Failed,
-        started_at: now,
-        finished_at: Some(now),
-        rows: 0,
-        files: 0,
-        bytes: 0,
-        requests: Default::default(),
-        since: None,
-        bookmark_before: None,
-        bookmark_after: None,
-        manifest_key: None,
-        error: Some(ErrorRecord::from(error)),
-    };
+    let mut record = TableRunRecord::new(&event.integration, &event.table, &event.run_id, RunState::Failed, now);
+    record.finished_at = Some(now);
+    record.error = Some(ErrorRecord::from(error));
     if let Err(e) = deps.state.record_run(&record).await {
         tracing::error!(event = "run_record_failed", error = %e);
     }

@@ -133,6 +133,26 @@ impl DynamoState {
         }
     }
 
+    /// Writes an integration if `condition` holds; otherwise a config error saying `refusal`.
+    async fn put_integration(&self, integration: &Integration, condition: &str, refusal: String) -> Result<()> {
+        let item = doc_item(pk(&integration.name), "INTEGRATION".into(), integration)?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+                Err(SyncError::Config(refusal))
+            }
+            Err(e) => Err(db_err("PutItem", e)),
+        }
+    }
+
     fn lease_key(lease: &Lease) -> (AttributeValue, AttributeValue) {
         (pk(&lease.integration), s(format!("LEASE#{}", lease.table)))
     }
@@ -186,41 +206,13 @@ impl StateStore for DynamoState {
     }
 
     async fn create_integration(&self, integration: &Integration) -> Result<()> {
-        let item = doc_item(pk(&integration.name), "INTEGRATION".into(), integration)?;
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
-                Err(SyncError::Config(format!("an integration named `{}` already exists", integration.name)))
-            }
-            Err(e) => Err(db_err("PutItem", e)),
-        }
+        let exists = format!("an integration named `{}` already exists", integration.name);
+        self.put_integration(integration, "attribute_not_exists(pk)", exists).await
     }
 
     async fn update_integration(&self, integration: &Integration) -> Result<()> {
-        let item = doc_item(pk(&integration.name), "INTEGRATION".into(), integration)?;
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
-                Err(SyncError::Config(format!("no integration named `{}`", integration.name)))
-            }
-            Err(e) => Err(db_err("PutItem", e)),
-        }
+        let missing = format!("no integration named `{}`", integration.name);
+        self.put_integration(integration, "attribute_exists(pk)", missing).await
     }
 
     async fn list_integrations(&self) -> Result<Vec<Integration>> {

@@ -104,23 +104,8 @@ impl TableRun<'_> {
 
     async fn run_logged(&self, log: &RunLog) -> (TableRunOutcome, u32) {
         let client = self.client.for_run_logged(log.clone());
-        let mut record = TableRunRecord {
-            integration: self.integration.name.clone(),
-            table: self.table.name.to_string(),
-            run_id: self.run_id.clone(),
-            state: RunState::Running,
-            started_at: Utc::now(),
-            finished_at: None,
-            rows: 0,
-            files: 0,
-            bytes: 0,
-            requests: RequestStats::default(),
-            since: None,
-            bookmark_before: None,
-            bookmark_after: None,
-            manifest_key: None,
-            error: None,
-        };
+        let mut record =
+            TableRunRecord::new(&self.integration.name, self.table.name, self.run_id, RunState::Running, Utc::now());
         let start = match self.start().await {
             Ok(start) => start,
             Err(error) => return (self.not_started(record, error, log).await, 1),
