@@ -61,7 +61,7 @@ def main() -> None:
     binary = sys.argv[1]
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 10
     times = [measure(binary) for _ in range(runs)]
-    print(f"{os.path.basename(os.path.dirname(binary)) or binary}: init to first poll "
+    print(f"{os.path.basename(binary)}: init to first poll "
           f"median {statistics.median(times):.1f} ms, min {min(times):.1f} ms, max {max(times):.1f} ms over {runs} runs; "
           f"size {os.path.getsize(binary) / 1e6:.1f} MB")
 

@@ -143,7 +143,7 @@ async fn orchestrator_dispatches_every_table_and_a_second_run_is_incremental() {
         assert_eq!(bookmark.run_id.as_str(), run1);
     }
     let runs = state.runs(Some("acme"), 100).await.unwrap();
-    assert_eq!(runs.len(), 22);
+    assert_eq!(runs.len(), 22, "one record per table; the running ones were replaced");
     assert!(runs.iter().all(|r| r.state == RunState::Succeeded && r.run_id.as_str() == run1));
     assert_eq!(state.get_integration("acme").await.unwrap().unwrap().status, IntegrationStatus::Active);
     let keys = w.stack.keys().await;
@@ -214,6 +214,7 @@ async fn a_run_continues_itself_across_a_small_time_budget() {
         m
     });
     let continued = states.get("Continued").copied().unwrap_or(0);
+    assert!(!states.contains_key("Running"), "running records are replaced: {states:?}");
     assert!(continued >= 2, "several continuations: {states:?}");
     assert_eq!(states.get("Succeeded"), Some(&1));
     assert_eq!(w.lambda.invocations(), continued + 1, "one invocation per slice of the run");

@@ -110,8 +110,14 @@ async fn second_run_lands_changes_and_deletions_including_a_change_made_while_pa
     });
     let run1 = {
         let sync = local.sync(&client, &integration, &tables, RunOptions::default());
+        // Change a page-1 party once the (slowed) request for page 2 has arrived: page 1 has
+        // certainly been read by then, and the run is still paging.
         let change = async {
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            let t = std::time::Instant::now();
+            while sim.stats().count("GET /parties") < 2 {
+                assert!(t.elapsed() < Duration::from_secs(10), "page 2 was never requested");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             sim.mutate(Mutation {
                 kind: MutationKind::Parties,
                 op: MutationOp::Update,
@@ -350,4 +356,32 @@ async fn a_table_whose_lease_is_held_is_skipped() {
     assert_eq!(by_table["users"], RunState::Skipped);
     assert_eq!(by_table["teams"], RunState::Succeeded);
     assert!(local.state.bookmark("acme", "users").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_run_in_progress_is_recorded_as_running_then_replaced_by_its_outcome() {
+    let sim = start_sim(50, |_| {}).await;
+    sim.add_fault(FaultRule {
+        path: Some("/users".into()),
+        fault: Fault::Slow { millis: 800 },
+        after: 0,
+        times: Some(1),
+        probability: None,
+    });
+    let local = Local::new();
+    let integration = integration_for(&sim, "acme", "UNUSED");
+    let client = client_for(&sim, "test-token");
+    let sync = local.sync(&client, &integration, &["users"], RunOptions::default());
+    let peek = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        local.state.runs(Some("acme"), 10).await.unwrap()
+    };
+    let ((_, outcomes), during) = tokio::join!(sync, peek);
+    assert_eq!(during.len(), 1);
+    assert_eq!(during[0].state, RunState::Running);
+    assert!(during[0].finished_at.is_none());
+    assert_eq!(outcomes[0].record.state, RunState::Succeeded);
+    let after = local.state.runs(Some("acme"), 10).await.unwrap();
+    assert_eq!(after.len(), 1, "the running record was replaced: {after:?}");
+    assert_eq!(after[0].state, RunState::Succeeded);
 }

@@ -25,7 +25,8 @@ pub enum Fault {
 /// up to `times` times.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultRule {
-    /// Only requests whose path (below `/api/v2`) contains this; every request when absent.
+    /// Only requests to exactly this path below `/api/v2` (`/parties`, not `/parties/deleted`);
+    /// every request when absent.
     #[serde(default)]
     pub path: Option<String>,
     pub fault: Fault,
@@ -75,7 +76,7 @@ impl FaultPlan {
     pub fn fire(&mut self, path: &str) -> Option<Fault> {
         for active in &mut self.rules {
             let rule = &active.rule;
-            if rule.path.as_deref().is_some_and(|p| !path.contains(p)) {
+            if rule.path.as_deref().is_some_and(|p| p.trim_end_matches('/') != path.trim_end_matches('/')) {
                 continue;
             }
             active.seen += 1;

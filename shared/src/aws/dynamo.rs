@@ -75,6 +75,11 @@ fn run_sk(record: &TableRunRecord) -> String {
     format!("RUN#{at}#{}#{}", record.run_id, record.table)
 }
 
+/// The key of the `running` record a run's final record replaces (same run, same start).
+fn running_sk(record: &TableRunRecord) -> String {
+    run_sk(&TableRunRecord { finished_at: None, ..record.clone() })
+}
+
 fn is_condition_failure(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>) -> bool {
     match e.as_service_error() {
         Some(TransactWriteItemsError::TransactionCanceledException(t)) => {
@@ -309,6 +314,7 @@ impl StateStore for DynamoState {
             self.put(doc_item(pk(&lease.integration), format!("BOOKMARK#{}", lease.table), bookmark)?),
             self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
             self.delete(&lease.integration, format!("CHECKPOINT#{}", lease.table)),
+            self.delete(&lease.integration, running_sk(record)),
         ];
         self.transact(items, lease).await
     }
@@ -318,6 +324,7 @@ impl StateStore for DynamoState {
             self.release_ours(lease),
             self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
             self.delete(&lease.integration, format!("CHECKPOINT#{}", lease.table)),
+            self.delete(&lease.integration, running_sk(record)),
         ];
         match self.transact(items, lease).await {
             // The lease is gone already: still keep the record of what happened.
@@ -376,6 +383,7 @@ impl StateStore for DynamoState {
             TransactWriteItem::builder().condition_check(still_ours).build(),
             self.put(doc_item(pk(&lease.integration), format!("CHECKPOINT#{}", lease.table), checkpoint)?),
             self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
+            self.delete(&lease.integration, running_sk(record)),
         ];
         self.transact(items, lease).await
     }

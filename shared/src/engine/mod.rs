@@ -121,6 +121,10 @@ impl TableRun<'_> {
             Ok(lease) => lease,
             Err(error) => return (self.not_started(record, error, log).await, invocation),
         };
+        let running = TableRunRecord { since: None, ..record.clone() };
+        if let Err(e) = self.deps.state.record_run(&running).await {
+            log.warn("run_record_failed", format!("could not record the run as running: {e}"), serde_json::Value::Null);
+        }
         log.info(
             "table_run_started",
             format!("{} of {}: run {} (invocation {invocation})", self.table.name, self.integration.name, self.run_id),

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::integration::Integration;
 use crate::integration::RunId;
-use crate::ports::{Bookmark, Checkpoint, DispatchRecord, Lease, StateStore, TableRunRecord};
+use crate::ports::{Bookmark, Checkpoint, DispatchRecord, Lease, RunState, StateStore, TableRunRecord};
 use crate::{Result, SyncError};
 
 /// Run records kept in the file; older ones are dropped.
@@ -121,6 +121,17 @@ fn transact_blocking<R>(path: &Path, write: bool, f: impl FnOnce(&mut StateDoc) 
     }
     drop(lock);
     Ok(out)
+}
+
+/// A run's final record replaces its `running` one.
+fn push_final(doc: &mut StateDoc, record: TableRunRecord) {
+    doc.runs.retain(|r| {
+        !(r.state == RunState::Running
+            && r.run_id == record.run_id
+            && r.table == record.table
+            && r.integration == record.integration)
+    });
+    doc.runs.push(record);
 }
 
 fn lease_is_held(doc: &StateDoc, lease: &Lease) -> bool {
@@ -230,7 +241,7 @@ impl StateStore for StateFile {
             doc.bookmarks.insert(k.clone(), bookmark);
             doc.leases.remove(&k);
             doc.checkpoints.remove(&k);
-            doc.runs.push(record);
+            push_final(doc, record);
             Ok(())
         })
         .await
@@ -244,7 +255,7 @@ impl StateStore for StateFile {
                 doc.leases.remove(&k);
                 doc.checkpoints.remove(&k);
             }
-            doc.runs.push(record);
+            push_final(doc, record);
             Ok(())
         })
         .await
@@ -281,7 +292,7 @@ impl StateStore for StateFile {
                 return Err(lease_lost(&lease));
             }
             doc.checkpoints.insert(key(&lease.integration, &lease.table), checkpoint);
-            doc.runs.push(record);
+            push_final(doc, record);
             Ok(())
         })
         .await
