@@ -385,3 +385,46 @@ async fn a_run_in_progress_is_recorded_as_running_then_replaced_by_its_outcome()
     assert_eq!(after.len(), 1, "the running record was replaced: {after:?}");
     assert_eq!(after[0].state, RunState::Succeeded);
 }
+
+#[tokio::test]
+async fn a_fanned_out_table_continues_across_many_invocations_without_duplicates() {
+    use capsule_shared::engine::TableRun;
+    let sim = start_sim(600, |_| {}).await;
+    let local = Local::new();
+    let integration = integration_for(&sim, "acme", "UNUSED");
+    let client = client_for(&sim, "test-token");
+    let run_id = capsule_shared::integration::RunId::new(chrono::Utc::now());
+    let (mut continuation, mut invocations) = (false, 0);
+    loop {
+        let run = TableRun {
+            client: &client,
+            deps: local.deps(),
+            integration: &integration,
+            table: catalog::table("tracks").unwrap(),
+            run_id: &run_id,
+            options: RunOptions::default(),
+            progress: None,
+            // Already due: every invocation writes one batch of parents, then checkpoints.
+            deadline: Some(std::time::Instant::now()),
+            continuation,
+        };
+        let outcome = run.run().await;
+        invocations += 1;
+        match outcome.record.state {
+            RunState::Continued => continuation = true,
+            RunState::Succeeded => break,
+            other => panic!("{other:?}: {:?}", outcome.error),
+        }
+        assert!(invocations < 1000, "the run makes progress");
+    }
+    assert!(invocations > 5, "{invocations} invocations");
+    let rows = local.rows("acme", "tracks", &run_id);
+    let ids: BTreeSet<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(rows.len(), expected_counts(&sim)["tracks"]);
+    assert_eq!(ids.len(), rows.len(), "no track written twice");
+    let manifest = local.manifest("acme", "tracks", &run_id);
+    assert_eq!(manifest["files"].as_array().unwrap().len(), local.run_files("acme", "tracks", &run_id).len());
+    assert!(local.state.checkpoint("acme", "tracks", &run_id).await.unwrap().is_none());
+    let runs = local.state.runs(Some("acme"), 2000).await.unwrap();
+    assert_eq!(runs.iter().filter(|r| r.state == RunState::Continued).count(), invocations - 1);
+}

@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use futures::StreamExt;
+
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -126,33 +128,47 @@ impl Extraction<'_> {
                 let parents = self.discover_parents(routes).await?;
                 let fields = serde_json::json!({"parents": parents.len()});
                 self.log.info("parents_discovered", format!("{} parents to read", parents.len()), fields);
-                for (child_path, entity, id) in &parents {
-                    let here = (child_path.to_string(), *id);
-                    let start = match &resume.parent {
-                        Some(at) if (child_path.to_string(), *id) < *at => continue,
-                        Some(at) if *at == here => parse_cursor_url(&resume.next_url)?,
-                        _ => None,
-                    };
-                    if start.is_none() && self.should_pause() {
-                        return Ok(Extracted::Paused(Cursor { listing: 0, parent: Some(here), next_url: None }));
-                    }
-                    let child = Listing {
-                        path: child_path,
-                        envelope,
-                        params: &[],
-                        constants: &[],
-                        extra_envelopes: &[],
-                        filters: &[],
-                        max_per_page,
-                    };
-                    let path = child_path.replace("{id}", &id.to_string());
-                    let mut parent_columns: Vec<(&'static str, Value)> = vec![(parent_id_column, Value::from(*id))];
+                // Children are fetched FAN_OUT_CONCURRENCY parents at a time (they are small: a
+                // page or two each) and written in parent order; a pause happens between parents.
+                let todo: Vec<&(&'static str, Option<&'static str>, i64)> = parents
+                    .iter()
+                    .filter(|(path, _, id)| resume.parent.as_ref().is_none_or(|at| (path.to_string(), *id) >= *at))
+                    .collect();
+                let client = self.client;
+                let log = self.log.clone();
+                // Collected first: a lazily borrowed iterator in the stream would make the run's
+                // future not `Send` (a higher-ranked lifetime limitation of the compiler).
+                let fetches: Vec<_> = todo
+                    .iter()
+                    .map(|(child_path, _, id)| {
+                        let (log, path) = (log.clone(), child_path.replace("{id}", &id.to_string()));
+                        async move { read_children(client, &path, envelope, max_per_page, log).await }
+                    })
+                    .collect();
+                let mut fetched = futures::stream::iter(fetches).buffered(FAN_OUT_CONCURRENCY);
+                let mut i = 0;
+                while let Some(children) = fetched.next().await {
+                    let (child_path, entity, id) = *todo[i];
+                    let (items, pages) = children?;
+                    let mut parent_columns: Vec<(&'static str, Value)> = vec![(parent_id_column, Value::from(id))];
                     if let Some(entity) = entity {
-                        parent_columns.push(("entity", Value::String((*entity).to_string())));
+                        parent_columns.push(("entity", Value::String(entity.to_string())));
                     }
-                    if let Some(next) = self.read_listing(&child, &path, &parent_columns, true, start, writer).await? {
-                        let next_url = Some(next.to_string());
-                        return Ok(Extracted::Paused(Cursor { listing: 0, parent: Some(here), next_url }));
+                    for item in items {
+                        let record = into_object(item, &child_listing(child_path, envelope, max_per_page))?;
+                        let row = self.rows.build(record, &[], &parent_columns, true);
+                        writer.write_row(&row).await?;
+                    }
+                    self.pages_read += pages;
+                    if let Some(progress) = self.progress {
+                        progress(writer.rows());
+                    }
+                    i += 1;
+                    if let Some((next_path, _, next_id)) = todo.get(i)
+                        && self.should_pause()
+                    {
+                        let parent = Some((next_path.to_string(), *next_id));
+                        return Ok(Extracted::Paused(Cursor { listing: 0, parent, next_url: None }));
                     }
                 }
                 Ok(Extracted::Done)
@@ -247,6 +263,35 @@ impl Extraction<'_> {
         }
         self.client.url(path, &params)
     }
+}
+
+/// Parents whose children are fetched at the same time (they share the token's rate limit).
+const FAN_OUT_CONCURRENCY: usize = 4;
+
+fn child_listing(path: &'static str, envelope: &'static str, max_per_page: u32) -> Listing {
+    Listing { path, envelope, params: &[], constants: &[], extra_envelopes: &[], filters: &[], max_per_page }
+}
+
+/// Every page of one parent's children (a 404 means the parent is gone: no children). Returns
+/// the items and the number of pages read.
+async fn read_children(
+    client: &CapsuleClient,
+    path: &str,
+    envelope: &str,
+    max_per_page: u32,
+    log: RunLog,
+) -> Result<(Vec<Value>, u64)> {
+    let per_page = max_per_page.to_string();
+    let url = client.url(path, &[("perPage", per_page.as_str())])?;
+    let mut pager = Pager::new(client, url, envelope, Vec::new());
+    pager.missing_ok = true;
+    pager.log = Some(log);
+    let (mut items, mut pages) = (Vec::new(), 0);
+    while let Some(page) = pager.next_page().await? {
+        items.extend(page.page.items);
+        pages += 1;
+    }
+    Ok((items, pages))
 }
 
 fn parse_cursor_url(url: &Option<String>) -> Result<Option<Url>> {
