@@ -118,8 +118,9 @@ async fn operator_workflow(cli: &Cli, sim: &SimHandle, token: &str) {
     cli.ok(&with(&["--tables", "parties,users", "--frequency", "6h"])).await;
     assert_eq!(cli.show("acme").await["status"], "pending");
     cli.fails(&with(&[]), "already exists").await;
-    let out = cli.ok(&["sync", "acme"]).await;
-    assert!(out.contains("parties") && out.contains("succeeded"), "{out}");
+    let out = cli.run(&["sync", "acme"]).await;
+    assert!(out.ok && out.stdout.contains("parties") && out.stdout.contains("succeeded"), "{}", out.stderr);
+    assert!(out.stderr.contains("table_run_succeeded"), "plain log lines off a terminal: {}", out.stderr);
     assert_eq!(cli.show("acme").await["status"], "active");
     let counts = expected_counts(sim);
     assert_eq!(cli.last_rows("acme").await["parties"], ("succeeded".into(), counts["parties"] as u64));
@@ -143,6 +144,9 @@ async fn operator_workflow(cli: &Cli, sim: &SimHandle, token: &str) {
         cli.ok(&["integrations", "edit", "acme", "--add-tables", "opportunities", "--columns", "users=id,name"]).await;
     assert!(out.contains("backfill on the next run: opportunities"), "{out}");
     cli.ok(&["sync", "acme"]).await;
+    let records = cli.json(&["sync", "acme", "--tables", "users", "--json"]).await;
+    assert_eq!(records[0]["table"], "users");
+    assert_eq!(records[0]["state"], "succeeded");
     let last = cli.last_rows("acme").await;
     assert_eq!(last["opportunities"].1, counts["opportunities"] as u64, "the added table loads its history");
     assert_eq!(last["parties"].1, 3, "the others stay incremental (re-reading the lookback window)");
