@@ -113,6 +113,16 @@ pub struct Cursor {
     pub parent: Option<(String, i64)>,
     /// The next page to read; None = the start of the listing or parent.
     pub next_url: Option<String>,
+    /// Re-reads of the current listing so far (deletions shifted its pages).
+    #[serde(default)]
+    pub pass: u32,
+    /// When the current pass over the listing started.
+    #[serde(default)]
+    pub pass_started: Option<DateTime<Utc>>,
+    /// Ids the deleted feed listed just before the pass's first page; others appearing by the
+    /// end of the pass mean its pages shifted.
+    #[serde(default)]
+    pub baseline: Vec<i64>,
 }
 
 /// What a continued run needs to carry on as the same run.

@@ -161,7 +161,11 @@ async fn dynamodb_checkpoints_and_dispatch_records() {
         started_at: Utc::now(),
         since: None,
         bookmark_before: None,
-        cursor: Cursor { listing: 0, parent: None, next_url: Some("http://127.0.0.1/api/v2/parties?page=3".into()) },
+        cursor: Cursor {
+            next_url: Some("http://127.0.0.1/api/v2/parties?page=3".into()),
+            pass_started: Some(Utc::now()),
+            ..Cursor::default()
+        },
         parts: vec![],
         unknown_fields: vec![],
         requests: RequestStats { requests: 2, retries: 0, rate_limited: 0 },

@@ -428,3 +428,41 @@ async fn a_fanned_out_table_continues_across_many_invocations_without_duplicates
     let runs = local.state.runs(Some("acme"), 2000).await.unwrap();
     assert_eq!(runs.iter().filter(|r| r.state == RunState::Continued).count(), invocations - 1);
 }
+
+#[tokio::test]
+async fn a_deletion_on_an_earlier_page_while_paging_does_not_lose_a_later_record() {
+    // Offset paging: deleting a page-1 record while page 2 is requested shifts every later
+    // record back by one, so the first record of the old page 2 lands on page 1 — already read.
+    let sim = start_sim(500, |_| {}).await;
+    let local = Local::new();
+    let integration = integration_for(&sim, "acme", "UNUSED");
+    let client = client_for(&sim, "test-token");
+    let first = sim.with_account(|a| *a.entity(capsule_sim::Entity::Parties).keys().next().unwrap());
+    sim.add_fault(FaultRule {
+        path: Some("/parties".into()),
+        fault: Fault::Slow { millis: 400 },
+        after: 1,
+        times: Some(1),
+        probability: None,
+    });
+    let sync = local.sync(&client, &integration, &["parties"], RunOptions::default());
+    let delete = async {
+        let t = std::time::Instant::now();
+        while sim.stats().count("GET /parties") < 2 {
+            assert!(t.elapsed() < Duration::from_secs(10), "page 2 was never requested");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sim.mutate(Mutation { kind: MutationKind::Parties, op: MutationOp::Delete, count: 1, ids: vec![first] })
+            .unwrap();
+    };
+    let ((run, outcomes), ()) = tokio::join!(sync, delete);
+    assert_eq!(outcomes[0].record.state, RunState::Succeeded, "{:?}", outcomes[0].error);
+    let written: BTreeSet<i64> =
+        local.rows("acme", "parties", &run).iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    let alive: BTreeSet<i64> = sim.with_account(|a| a.entity(capsule_sim::Entity::Parties).keys().copied().collect());
+    let missing: Vec<&i64> = alive.difference(&written).collect();
+    assert!(missing.is_empty(), "records lost to the page shift: {missing:?}");
+    let log =
+        std::fs::read_to_string(local.output().join(format!("_meta/acme/logs/{run}/parties-001.ndjson"))).unwrap();
+    assert!(log.contains("paging_shift_reread"), "{log}");
+}

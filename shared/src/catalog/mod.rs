@@ -115,6 +115,11 @@ pub struct Listing {
     pub filters: &'static [Filter],
     /// Largest `perPage` the endpoint accepts.
     pub max_per_page: u32,
+    /// The deleted feed of this listing's records. Capsule pages by offset, so a record deleted
+    /// from an earlier page while the listing is read shifts later records back and one can be
+    /// skipped; after reading, the engine asks this feed and re-reads the listing if anything
+    /// was deleted meanwhile.
+    pub deleted_feed: Option<&'static str>,
 }
 
 /// How parents of a fanned-out table are found, and which child listing each parent gets.

@@ -17,7 +17,16 @@ const fn alias(name: &'static str, ty: ColumnType, aliases: &'static [&'static s
 
 /// A plain listing of `path` under `envelope`, 100 per page.
 const fn list(path: &'static str, envelope: &'static str) -> Listing {
-    Listing { path, envelope, params: &[], constants: &[], extra_envelopes: &[], filters: &[], max_per_page: 100 }
+    Listing {
+        path,
+        envelope,
+        params: &[],
+        constants: &[],
+        extra_envelopes: &[],
+        filters: &[],
+        max_per_page: 100,
+        deleted_feed: None,
+    }
 }
 
 const fn constant(column: &'static str, value: &'static str) -> Constant {
@@ -91,7 +100,11 @@ pub const TABLES: &[TableSpec] = &[
         name: "parties",
         description: "People and organisations",
         replication: Replication::Incremental,
-        fetch: Fetch::Listings(&[Listing { params: EMBED_TAGS_FIELDS, ..list("/parties", "parties") }]),
+        fetch: Fetch::Listings(&[Listing {
+            params: EMBED_TAGS_FIELDS,
+            deleted_feed: Some("/parties/deleted"),
+            ..list("/parties", "parties")
+        }]),
         primary_key: &["id"],
         columns: PARTY_COLUMNS,
         added: &[],
@@ -100,7 +113,11 @@ pub const TABLES: &[TableSpec] = &[
         name: "cases",
         description: "Projects (called kases in the API)",
         replication: Replication::Incremental,
-        fetch: Fetch::Listings(&[Listing { params: EMBED_TAGS_FIELDS, ..list("/kases", "kases") }]),
+        fetch: Fetch::Listings(&[Listing {
+            params: EMBED_TAGS_FIELDS,
+            deleted_feed: Some("/kases/deleted"),
+            ..list("/kases", "kases")
+        }]),
         primary_key: &["id"],
         columns: &[
             ID,
@@ -128,7 +145,11 @@ pub const TABLES: &[TableSpec] = &[
         name: "opportunities",
         description: "Sales opportunities",
         replication: Replication::Incremental,
-        fetch: Fetch::Listings(&[Listing { params: EMBED_TAGS_FIELDS, ..list("/opportunities", "opportunities") }]),
+        fetch: Fetch::Listings(&[Listing {
+            params: EMBED_TAGS_FIELDS,
+            deleted_feed: Some("/opportunities/deleted"),
+            ..list("/opportunities", "opportunities")
+        }]),
         primary_key: &["id"],
         columns: &[
             ID,
@@ -218,6 +239,7 @@ pub const TABLES: &[TableSpec] = &[
         fetch: Fetch::Listings(&[Listing {
             params: EMBED_TAGS_FIELDS,
             filters: &[Filter::Equals("type", "person"), Filter::IsObject("organisation")],
+            deleted_feed: Some("/parties/deleted"),
             ..list("/parties", "parties")
         }]),
         primary_key: &["id"],

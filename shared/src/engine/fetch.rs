@@ -97,9 +97,26 @@ pub struct Extraction<'a> {
     /// Pages read by this invocation: at least one before pausing, so every invocation progresses.
     pub pages_read: u64,
     pub log: RunLog,
+    /// T0 of the run.
+    pub started: chrono::DateTime<chrono::Utc>,
 }
 
 impl Extraction<'_> {
+    /// Ids the deleted feed lists (deleted or newly restricted) since a second before `since`
+    /// (Capsule's timestamps have second precision); the first page of 100 is enough to tell
+    /// whether anything new appeared during a pass.
+    async fn deleted_ids(&self, feed: &str, since: chrono::DateTime<chrono::Utc>) -> Result<BTreeSet<i64>> {
+        let since = since_param(since - chrono::Duration::seconds(1));
+        let url = self.client.url(feed, &[("since", since.as_str()), ("perPage", "100")])?;
+        let (body, _) = self.client.get_json(&url).await?;
+        Ok(body
+            .values()
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter_map(|item| item.get("id").and_then(Value::as_i64))
+            .collect())
+    }
+
     fn should_pause(&self) -> bool {
         self.pages_read > 0 && self.deadline.is_some_and(|d| Instant::now() >= d)
     }
@@ -108,15 +125,50 @@ impl Extraction<'_> {
         let resume = std::mem::take(&mut self.resume);
         match self.table.fetch {
             Fetch::Listings(listings) => {
-                for (i, listing) in listings.iter().enumerate().skip(resume.listing) {
-                    let start = if i == resume.listing { parse_cursor_url(&resume.next_url)? } else { None };
-                    if start.is_none() && self.should_pause() {
-                        return Ok(Extracted::Paused(Cursor { listing: i, parent: None, next_url: None }));
+                let mut i = resume.listing;
+                let mut start = parse_cursor_url(&resume.next_url)?;
+                let mut pass = resume.pass;
+                let mut pass_started = resume.pass_started.unwrap_or(self.started);
+                let mut baseline: BTreeSet<i64> = resume.baseline.into_iter().collect();
+                while let Some(listing) = listings.get(i) {
+                    if start.is_none() {
+                        if self.should_pause() {
+                            let cursor = Cursor { listing: i, pass, ..Cursor::default() };
+                            return Ok(Extracted::Paused(cursor));
+                        }
+                        // A new pass: what the deleted feed already shows can't shift its pages.
+                        if let Some(feed) = listing.deleted_feed {
+                            baseline = self.deleted_ids(feed, pass_started).await?;
+                        }
                     }
-                    if let Some(next) = self.read_listing(listing, listing.path, &[], false, start, writer).await? {
-                        let next_url = Some(next.to_string());
-                        return Ok(Extracted::Paused(Cursor { listing: i, parent: None, next_url }));
+                    if let Some(next) =
+                        self.read_listing(listing, listing.path, &[], false, start.take(), writer).await?
+                    {
+                        return Ok(Extracted::Paused(Cursor {
+                            listing: i,
+                            parent: None,
+                            next_url: Some(next.to_string()),
+                            pass,
+                            pass_started: Some(pass_started),
+                            baseline: baseline.into_iter().collect(),
+                        }));
                     }
+                    if let Some(feed) = listing.deleted_feed
+                        && pass < MAX_REREADS
+                        && !self.deleted_ids(feed, pass_started).await?.is_subset(&baseline)
+                    {
+                        pass += 1;
+                        pass_started = chrono::Utc::now();
+                        let message = format!(
+                            "records were deleted while {} was paged (offset paging may have skipped one): reading it again",
+                            listing.path
+                        );
+                        self.log.warn("paging_shift_reread", message, serde_json::json!({"pass": pass}));
+                        continue;
+                    }
+                    i += 1;
+                    pass = 0;
+                    pass_started = chrono::Utc::now();
                 }
                 Ok(Extracted::Done)
             }
@@ -168,7 +220,7 @@ impl Extraction<'_> {
                         && self.should_pause()
                     {
                         let parent = Some((next_path.to_string(), *next_id));
-                        return Ok(Extracted::Paused(Cursor { listing: 0, parent, next_url: None }));
+                        return Ok(Extracted::Paused(Cursor { listing: 0, parent, ..Cursor::default() }));
                     }
                 }
                 Ok(Extracted::Done)
@@ -265,11 +317,23 @@ impl Extraction<'_> {
     }
 }
 
+/// Re-reads of one listing after deletions shifted its pages, at most.
+const MAX_REREADS: u32 = 2;
+
 /// Parents whose children are fetched at the same time (they share the token's rate limit).
 const FAN_OUT_CONCURRENCY: usize = 4;
 
 fn child_listing(path: &'static str, envelope: &'static str, max_per_page: u32) -> Listing {
-    Listing { path, envelope, params: &[], constants: &[], extra_envelopes: &[], filters: &[], max_per_page }
+    Listing {
+        path,
+        envelope,
+        params: &[],
+        constants: &[],
+        extra_envelopes: &[],
+        filters: &[],
+        max_per_page,
+        deleted_feed: None,
+    }
 }
 
 /// Every page of one parent's children (a 404 means the parent is gone: no children). Returns

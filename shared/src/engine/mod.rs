@@ -262,6 +262,7 @@ impl TableRun<'_> {
             resume: cursor,
             pages_read: 0,
             log: log.clone(),
+            started: start.started,
         };
         let mut writer = PartWriter::new(sink, &integration.name, table.name, run_id, self.options.writer);
         writer.resume_after(parts);
