@@ -95,6 +95,17 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_events_in_infra_parse() {
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        let scheduled = parse(include_str!("../../infra/events/scheduled.json"));
+        assert_eq!(OrchestratorEvent::parse(scheduled).unwrap(), OrchestratorEvent::Scheduled);
+        let manual = parse(include_str!("../../infra/events/manual.json"));
+        assert!(matches!(OrchestratorEvent::parse(manual).unwrap(), OrchestratorEvent::Manual(m) if m.force));
+        let table_sync = parse(include_str!("../../infra/events/table-sync.json"));
+        assert_eq!(TableSyncEvent::parse(table_sync).unwrap().table, "parties");
+    }
+
+    #[test]
     fn table_sync_events_need_their_fields() {
         let ok = json!({"integration": "acme", "table": "parties", "run_id": "20261128T081100Z-abc123"});
         assert!(!TableSyncEvent::parse(ok).unwrap().continuation);
