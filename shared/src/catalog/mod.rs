@@ -122,6 +122,22 @@ pub struct Listing {
     pub deleted_feed: Option<&'static str>,
 }
 
+impl Listing {
+    /// A listing of `path` under `envelope` with nothing else set.
+    pub const fn plain(path: &'static str, envelope: &'static str, max_per_page: u32) -> Listing {
+        Listing {
+            path,
+            envelope,
+            params: &[],
+            constants: &[],
+            extra_envelopes: &[],
+            filters: &[],
+            max_per_page,
+            deleted_feed: None,
+        }
+    }
+}
+
 /// How parents of a fanned-out table are found, and which child listing each parent gets.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ParentDiscovery {

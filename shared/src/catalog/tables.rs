@@ -17,16 +17,7 @@ const fn alias(name: &'static str, ty: ColumnType, aliases: &'static [&'static s
 
 /// A plain listing of `path` under `envelope`, 100 per page.
 const fn list(path: &'static str, envelope: &'static str) -> Listing {
-    Listing {
-        path,
-        envelope,
-        params: &[],
-        constants: &[],
-        extra_envelopes: &[],
-        filters: &[],
-        max_per_page: 100,
-        deleted_feed: None,
-    }
+    Listing::plain(path, envelope, 100)
 }
 
 const fn constant(column: &'static str, value: &'static str) -> Constant {

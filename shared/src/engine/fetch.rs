@@ -207,7 +207,7 @@ impl Extraction<'_> {
                         parent_columns.push(("entity", Value::String(entity.to_string())));
                     }
                     for item in items {
-                        let record = into_object(item, &child_listing(child_path, envelope, max_per_page))?;
+                        let record = into_object(item, &Listing::plain(child_path, envelope, max_per_page))?;
                         let row = self.rows.build(record, &[], &parent_columns, true);
                         writer.write_row(&row).await?;
                     }
@@ -322,19 +322,6 @@ const MAX_REREADS: u32 = 2;
 
 /// Parents whose children are fetched at the same time (they share the token's rate limit).
 const FAN_OUT_CONCURRENCY: usize = 4;
-
-fn child_listing(path: &'static str, envelope: &'static str, max_per_page: u32) -> Listing {
-    Listing {
-        path,
-        envelope,
-        params: &[],
-        constants: &[],
-        extra_envelopes: &[],
-        filters: &[],
-        max_per_page,
-        deleted_feed: None,
-    }
-}
 
 /// Every page of one parent's children (a 404 means the parent is gone: no children). Returns
 /// the items and the number of pages read.
