@@ -64,6 +64,12 @@ pub fn table_health(runs: &[TableRunRecord]) -> BTreeMap<String, TableHealth> {
     health
 }
 
+/// One cheap authenticated request (`GET /users?perPage=1`): proves the token and the base URL.
+pub async fn verify_token(client: &CapsuleClient) -> Result<()> {
+    let url = client.url("/users", &[("perPage", "1")])?;
+    client.get_json(&url).await.map(|_| ())
+}
+
 /// One request to the table's first endpoint (`perPage=1`): can this token read it?
 pub async fn probe_table(client: &CapsuleClient, table: &TableSpec) -> Result<()> {
     let listing = match table.fetch {

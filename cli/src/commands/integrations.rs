@@ -11,6 +11,8 @@ use capsule_shared::integration::{
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
 
+use capsule_shared::health::verify_token;
+
 use crate::backend::Backend;
 
 #[derive(Subcommand, Debug)]
@@ -191,10 +193,9 @@ async fn create(backend: &Backend, args: CreateArgs) -> anyhow::Result<()> {
 }
 
 /// One cheap authenticated request: proves the token and the base URL work.
-pub async fn check_token(backend: &Backend, integration: &Integration) -> anyhow::Result<()> {
+async fn check_token(backend: &Backend, integration: &Integration) -> anyhow::Result<()> {
     let client = backend.client_for(integration).await?;
-    let url = client.url("/users", &[("perPage", "1")])?;
-    client.get_json(&url).await.context("checking the token against the Capsule API (use --no-check to skip)")?;
+    verify_token(&client).await.context("checking the token against the Capsule API (use --no-check to skip)")?;
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! Operations: `status`, `check`, `runs`, `logs`.
 
-use capsule_shared::health::{probe_table, table_health};
+use capsule_shared::health::{probe_table, table_health, verify_token};
 use capsule_shared::integration::RunId;
 use capsule_shared::output;
 use capsule_shared::ports::{RunState, TableRunRecord};
@@ -133,8 +133,7 @@ pub async fn check(backend: &Backend, args: CheckArgs) -> anyhow::Result<()> {
         Ok(c) => c,
         Err(e) => anyhow::bail!("token: cannot be read: {e:#}"),
     };
-    let url = client.url("/users", &[("perPage", "1")])?;
-    if let Err(e) = client.get_json(&url).await {
+    if let Err(e) = verify_token(&client).await {
         anyhow::bail!("token / API: {e}");
     }
     println!("token:      accepted by {}", integration.api_base_url);

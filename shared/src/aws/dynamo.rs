@@ -94,10 +94,6 @@ impl DynamoState {
         DynamoState { client, table: table.to_string() }
     }
 
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     async fn get(&self, integration: &str, sk: &str) -> Result<Option<Item>> {
         let out = self
             .client

@@ -38,10 +38,6 @@ impl S3Sink {
         self
     }
 
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }

@@ -91,7 +91,7 @@ struct Inner {
 }
 
 /// A Capsule API client. Cheap to clone; clones share the connection pool and rate-limit pacing.
-/// [`CapsuleClient::for_run`] gives a clone with its own request counters.
+/// [`CapsuleClient::for_run_logged`] gives a clone with its own request counters and log.
 #[derive(Clone)]
 pub struct CapsuleClient {
     inner: Arc<Inner>,
@@ -141,12 +141,8 @@ impl CapsuleClient {
         })
     }
 
-    /// A clone that counts its requests separately (one per table run).
-    pub fn for_run(&self) -> CapsuleClient {
-        CapsuleClient { inner: self.inner.clone(), counters: Arc::default(), log: None }
-    }
-
-    /// [`CapsuleClient::for_run`], logging retries and rate-limit waits to the run's log.
+    /// A clone for one table run: its own request counters, and retries and rate-limit waits
+    /// logged to the run's log.
     pub fn for_run_logged(&self, log: RunLog) -> CapsuleClient {
         CapsuleClient { inner: self.inner.clone(), counters: Arc::default(), log: Some(log) }
     }

@@ -141,9 +141,7 @@ impl Extraction<'_> {
                             baseline = self.deleted_ids(feed, pass_started).await?;
                         }
                     }
-                    if let Some(next) =
-                        self.read_listing(listing, listing.path, &[], false, start.take(), writer).await?
-                    {
+                    if let Some(next) = self.read_listing(listing, start.take(), writer).await? {
                         return Ok(Extracted::Paused(Cursor {
                             listing: i,
                             parent: None,
@@ -233,26 +231,22 @@ impl Extraction<'_> {
     async fn read_listing(
         &mut self,
         listing: &Listing,
-        path: &str,
-        parent: &[(&'static str, Value)],
-        missing_ok: bool,
         start: Option<Url>,
         writer: &mut PartWriter<'_>,
     ) -> Result<Option<Url>> {
         let url = match start {
             Some(url) => url,
-            None => self.first_url(listing, path)?,
+            None => self.first_url(listing)?,
         };
         let extra_keys: Vec<&str> = listing.extra_envelopes.iter().map(|e| e.key).collect();
         let mut pager = Pager::new(self.client, url, listing.envelope, extra_keys);
-        pager.missing_ok = missing_ok;
         pager.log = Some(self.log.clone());
         while let Some(page) = pager.next_page().await? {
             self.pages_read += 1;
             for item in page.page.items {
                 let record = into_object(item, listing)?;
                 if matches_all(&record, listing.filters) {
-                    let row = self.rows.build(record, listing.constants, parent, true);
+                    let row = self.rows.build(record, listing.constants, &[], true);
                     writer.write_row(&row).await?;
                 }
             }
@@ -260,7 +254,7 @@ impl Extraction<'_> {
                 for item in items {
                     let record = into_object(item, listing)?;
                     let constants: &[Constant] = extra.constants;
-                    let row = self.rows.build(record, constants, parent, false);
+                    let row = self.rows.build(record, constants, &[], false);
                     writer.write_row(&row).await?;
                 }
             }
@@ -283,7 +277,7 @@ impl Extraction<'_> {
     ) -> Result<BTreeSet<(&'static str, Option<&'static str>, i64)>> {
         let mut parents = BTreeSet::new();
         for route in routes {
-            let url = self.first_url(&route.listing, route.listing.path)?;
+            let url = self.first_url(&route.listing)?;
             let mut pager = Pager::new(self.client, url, route.listing.envelope, Vec::new());
             while let Some(page) = pager.next_page().await? {
                 for item in page.page.items {
@@ -302,7 +296,7 @@ impl Extraction<'_> {
         Ok(parents)
     }
 
-    fn first_url(&self, listing: &Listing, path: &str) -> Result<Url> {
+    fn first_url(&self, listing: &Listing) -> Result<Url> {
         let per_page = listing.max_per_page.to_string();
         let since = self.since.map(since_param);
         let mut params: Vec<(&str, &str)> = listing.params.to_vec();
@@ -313,7 +307,7 @@ impl Extraction<'_> {
         {
             params.push(("since", since));
         }
-        self.client.url(path, &params)
+        self.client.url(listing.path, &params)
     }
 }
 

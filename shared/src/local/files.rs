@@ -21,10 +21,6 @@ impl LocalSink {
         LocalSink { root: root.into() }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn path(&self, key: &str) -> Result<PathBuf> {
         if key.split('/').any(|seg| seg == ".." || seg == "." || seg.is_empty()) {
             return Err(SyncError::Internal(format!("object key `{key}` is not a clean relative path")));
