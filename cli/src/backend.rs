@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use capsule_shared::aws::{self, AwsClients, DynamoState, S3Sink};
-use capsule_shared::capsule::{CapsuleClient, ClientOptions};
+use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore, SharedBudget, budget_key};
 use capsule_shared::engine::Deps;
 use capsule_shared::integration::Integration;
 use capsule_shared::local::{LocalSink, StateFile, local_token_provider};
@@ -88,9 +88,16 @@ impl Backend {
         })
     }
 
-    /// A Capsule client for an integration, with its token read from its token source.
+    /// A Capsule client for an integration: its token read from its token source (again when
+    /// it expires), its requests drawn from the token's budget in the state store, which every
+    /// process syncing with that token shares.
     pub async fn client_for(&self, integration: &Integration) -> anyhow::Result<CapsuleClient> {
-        let token = self.token_provider(integration)?.token().await?;
-        Ok(CapsuleClient::new(&integration.api_base_url, token, ClientOptions::default())?)
+        let tokens: Arc<dyn TokenProvider> = Arc::from(self.token_provider(integration)?);
+        let store: Arc<dyn RateBudgetStore> = self.state.clone();
+        let key = budget_key(&integration.api_base_url, &integration.token.to_string());
+        let mut options = ClientOptions::default();
+        options.budget.reserve = f64::from(integration.rate_reserve_percent) / 100.0;
+        let budget = SharedBudget { store, key };
+        Ok(CapsuleClient::connect(&integration.api_base_url, tokens, budget, options).await?)
     }
 }

@@ -53,7 +53,7 @@ impl Progress {
     pub fn finish(&self, outcomes: &[TableRunOutcome]) {
         for o in outcomes {
             if let Some(bar) = self.bars.get(o.record.table.as_str()) {
-                let state = format!("{:?}", o.record.state).to_lowercase();
+                let state = o.record.state.as_str();
                 bar.finish_with_message(format!("{state}, {} rows", o.record.rows));
             }
         }
@@ -98,15 +98,16 @@ pub fn summary_table(outcomes: &[TableRunOutcome]) -> String {
     t.to_string()
 }
 
-/// The failures, one line each, or None when every table succeeded (skipped tables are not failures).
+/// The tables that did not sync, one line each with why, or None when every table succeeded.
+/// A skipped table (another run holds it) counts: its data did not move this time.
 pub fn failures(outcomes: &[TableRunOutcome]) -> Option<String> {
     let lines: Vec<String> = outcomes
         .iter()
-        .filter(|o| o.record.state == RunState::Failed)
+        .filter(|o| o.record.state != RunState::Succeeded)
         .map(|o| {
             let error = o.error.as_ref().map(|e| format!("{} ({} fault): {e}", e.error_type(), e.fault()));
-            format!("  {}: {}", o.record.table, error.unwrap_or_default())
+            format!("  {} {}: {}", o.record.table, o.record.state, error.unwrap_or_default())
         })
         .collect();
-    (!lines.is_empty()).then(|| format!("{} table(s) failed:\n{}", lines.len(), lines.join("\n")))
+    (!lines.is_empty()).then(|| format!("{} table(s) did not sync:\n{}", lines.len(), lines.join("\n")))
 }

@@ -68,6 +68,17 @@ pub enum SyncError {
     #[error("output: {0}")]
     Output(String),
 
+    /// Nothing can be sent to Capsule before `until` (the token's rate-limit budget is spent, or
+    /// Capsule kept failing): longer than this process waits in place, so the run checkpoints and
+    /// resumes then.
+    #[error("{reason}; resuming at {until}")]
+    Throttled { until: chrono::DateTime<chrono::Utc>, reason: String },
+
+    /// A duplicate or out-of-date invocation of a run (an event delivered twice, a continuation
+    /// the run has moved past): refused without writing or deleting anything.
+    #[error("{0}")]
+    Superseded(String),
+
     /// A broken invariant.
     #[error("internal error: {0}")]
     Internal(String),
@@ -86,7 +97,9 @@ impl SyncError {
             | SyncError::BadResponse { .. }
             | SyncError::LeaseHeld { .. }
             | SyncError::State(_)
-            | SyncError::Output(_) => Fault::External,
+            | SyncError::Output(_)
+            | SyncError::Throttled { .. }
+            | SyncError::Superseded(_) => Fault::External,
             SyncError::Internal(_) => Fault::Internal,
         }
     }
@@ -100,6 +113,7 @@ impl SyncError {
                 | SyncError::LeaseHeld { .. }
                 | SyncError::State(_)
                 | SyncError::Output(_)
+                | SyncError::Throttled { .. }
         )
     }
 
@@ -116,6 +130,8 @@ impl SyncError {
             SyncError::LeaseHeld { .. } => "LeaseHeld",
             SyncError::State(_) => "StateStoreError",
             SyncError::Output(_) => "OutputError",
+            SyncError::Throttled { .. } => "CapsuleThrottled",
+            SyncError::Superseded(_) => "StaleInvocation",
             SyncError::Internal(_) => "InternalError",
         }
     }

@@ -61,6 +61,10 @@ pub struct TableSyncEvent {
     /// Cap on this invocation's working time in seconds (besides Lambda's own deadline).
     #[serde(default)]
     pub max_seconds: Option<u64>,
+    /// A continuation's invocation number (2, 3, …): it runs only if the run's checkpoint waits
+    /// for exactly this invocation, so a duplicate or late event is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u32>,
 }
 
 impl TableSyncEvent {

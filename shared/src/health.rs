@@ -26,6 +26,8 @@ pub struct TableHealth {
     pub consecutive_failures: u32,
     /// Rows of the last successful run.
     pub last_rows: u64,
+    /// The last run is continued and waits for the rate-limit window (or Capsule) until then.
+    pub resumes_at: Option<DateTime<Utc>>,
 }
 
 /// Health per table from run records (any order).
@@ -44,9 +46,11 @@ pub fn table_health(runs: &[TableRunRecord]) -> BTreeMap<String, TableHealth> {
             last_error: None,
             consecutive_failures: 0,
             last_rows: 0,
+            resumes_at: None,
         });
         h.last_state = r.state;
         h.last_run = r.run_id.clone();
+        h.resumes_at = r.resumes_at.filter(|_| r.state == RunState::Continued);
         match r.state {
             RunState::Succeeded => {
                 h.last_success = Some(at);
@@ -106,6 +110,7 @@ mod tests {
             since: None,
             bookmark_before: None,
             bookmark_after: None,
+            resumes_at: None,
             manifest_key: None,
             error: (state == RunState::Failed).then(|| ErrorRecord {
                 error_type: "CapsuleAuthError".into(),

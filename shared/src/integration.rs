@@ -92,6 +92,10 @@ fn default_lookback() -> u32 {
     10
 }
 
+fn default_rate_reserve() -> u8 {
+    10
+}
+
 fn default_frequency() -> u32 {
     24 * 60
 }
@@ -119,6 +123,9 @@ pub struct Integration {
     /// changed while that run was paging (or a clock skew) is never missed.
     #[serde(default = "default_lookback")]
     pub lookback_minutes: u32,
+    /// Share of Capsule's hourly rate limit (per cent) left unused for the account's other tools.
+    #[serde(default = "default_rate_reserve")]
+    pub rate_reserve_percent: u8,
     /// How often the scheduler syncs this integration.
     #[serde(default = "default_frequency")]
     pub frequency_minutes: u32,
@@ -153,6 +160,7 @@ impl Integration {
             columns: BTreeMap::new(),
             history_start: default_history_start(),
             lookback_minutes: default_lookback(),
+            rate_reserve_percent: default_rate_reserve(),
             frequency_minutes: default_frequency(),
             fan_out: FanOutMode::default(),
             status: IntegrationStatus::Pending,
@@ -189,6 +197,12 @@ impl Integration {
             return Err(SyncError::Config(format!(
                 "lookback_minutes {} must be between 1 and 10080 (a week)",
                 self.lookback_minutes
+            )));
+        }
+        if self.rate_reserve_percent > 50 {
+            return Err(SyncError::Config(format!(
+                "rate_reserve_percent {} must be between 0 and 50 (per cent of Capsule's hourly limit)",
+                self.rate_reserve_percent
             )));
         }
         if !(5..=31 * 24 * 60).contains(&self.frequency_minutes) {

@@ -15,6 +15,7 @@ mod error;
 pub mod events;
 pub mod health;
 pub mod integration;
+pub mod lifecycle;
 pub mod local;
 pub mod output;
 pub mod ports;

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::capsule::RequestStats;
+use crate::capsule::{RateBudgetStore, RequestStats};
 use crate::events::TableSyncEvent;
 use crate::integration::{Integration, RunId};
 use crate::output::PartFile;
@@ -18,7 +18,12 @@ use crate::{Fault, Result, SyncError};
 /// Supplies the Capsule token of one integration.
 #[async_trait]
 pub trait TokenProvider: Send + Sync {
+    /// The current token (providers may cache it until it expires).
     async fn token(&self) -> Result<SecretString>;
+    /// The token read again, past any cache (OAuth: refreshed), after Capsule refused the last one.
+    async fn refresh(&self) -> Result<SecretString> {
+        self.token().await
+    }
 }
 
 /// Where output objects go (a directory, an S3 bucket). Keys use `/` separators.
@@ -48,9 +53,15 @@ pub trait ObjectUpload: Send {
     async fn abort(self: Box<Self>);
 }
 
-/// Integrations, bookmarks, leases and run history. Every change that could race is conditional.
+/// Integrations, bookmarks, leases, checkpoints, run history and the tokens' rate-limit budgets.
+/// Every change that could race is conditional.
+///
+/// A lease belongs to a run (`owner`) and, while an invocation of the run works, to that
+/// invocation (`invocation`, its sequence number): every write of a run is fenced on both, so a
+/// duplicate or stale invocation can write nothing. Between invocations the lease is *parked*
+/// (`invocation` 0) for the one numbered `next`.
 #[async_trait]
-pub trait StateStore: Send + Sync {
+pub trait StateStore: RateBudgetStore + Send + Sync {
     async fn get_integration(&self, name: &str) -> Result<Option<Integration>>;
     /// Fails if an integration of that name exists.
     async fn create_integration(&self, integration: &Integration) -> Result<()>;
@@ -67,16 +78,28 @@ pub trait StateStore: Send + Sync {
     /// (a backfill).
     async fn delete_bookmark(&self, integration: &str, table: &str) -> Result<()>;
 
-    /// Takes the lease on (integration, table) for `owner`, unless someone else holds an
-    /// unexpired one ([`SyncError::LeaseHeld`]). The same owner may take it again (continuation).
-    async fn acquire_lease(&self, integration: &str, table: &str, owner: &str, ttl: Duration) -> Result<Lease>;
+    /// Takes the lease `wanted` describes for a run's first invocation, unless another run holds
+    /// an unexpired one ([`SyncError::LeaseHeld`]). A lease whose holder is gone (expired, or
+    /// locally a process that no longer exists) is taken over and returned as `displaced`.
+    async fn acquire_lease(&self, wanted: &Lease) -> Result<LeaseGrant>;
+
+    /// Takes a parked lease for invocation `seq` of the run `owner`: only if the lease waits for
+    /// exactly that invocation (or its holder stopped renewing it). Anything else is a duplicate
+    /// or stale invocation: [`SyncError::Superseded`], nothing written.
+    async fn resume_lease(&self, integration: &str, table: &str, owner: &str, seq: u32, ttl: Duration)
+    -> Result<Lease>;
+
+    /// Extends a held lease to `lease.expires_at` (the heartbeat); fails if it is no longer held.
+    async fn renew_lease(&self, lease: &Lease) -> Result<()>;
 
     /// Success: stores the bookmark and the run record and releases the lease — all only if
     /// `lease` is still held; otherwise nothing changes and the call fails.
     async fn commit(&self, lease: &Lease, bookmark: &Bookmark, record: &TableRunRecord) -> Result<()>;
 
-    /// Failure: stores the run record and releases the lease; the bookmark is untouched.
-    async fn record_failure(&self, lease: &Lease, record: &TableRunRecord) -> Result<()>;
+    /// Failure: stores the run record. With `retry`, the checkpoint is kept (as given) and the lease
+    /// parked for a retry of the same invocation; without, the lease is released and the
+    /// checkpoint dropped. The bookmark is untouched either way.
+    async fn record_failure(&self, lease: &Lease, record: &TableRunRecord, retry: Option<&Parking>) -> Result<()>;
 
     /// Stores a run record that holds no lease (a skipped run).
     async fn record_run(&self, record: &TableRunRecord) -> Result<()>;
@@ -84,12 +107,19 @@ pub trait StateStore: Send + Sync {
     /// Run records, newest first; all integrations when `integration` is None.
     async fn runs(&self, integration: Option<&str>, limit: usize) -> Result<Vec<TableRunRecord>>;
 
-    /// Saves where a run stopped near its time limit (only while `lease` is held) and records
-    /// the `continued` run record.
-    async fn save_checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint, record: &TableRunRecord) -> Result<()>;
+    /// Saves where a run stopped (near its time limit, or waiting for the rate-limit window) and
+    /// parks the lease for the next invocation — only while `lease` is held — and records the
+    /// `continued` run record.
+    async fn save_checkpoint(&self, lease: &Lease, parking: &Parking, record: &TableRunRecord) -> Result<()>;
 
     /// The checkpoint of a run, if it was continued.
     async fn checkpoint(&self, integration: &str, table: &str, run_id: &RunId) -> Result<Option<Checkpoint>>;
+
+    /// Drops a table's checkpoint (of a run that was taken over).
+    async fn discard_checkpoint(&self, integration: &str, table: &str) -> Result<()>;
+
+    /// Tables of an integration with a lease or a checkpoint: runs in progress or waiting.
+    async fn table_states(&self, integration: &str) -> Result<Vec<TableState>>;
 
     /// Records that the scheduler dispatched a run.
     async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()>;
@@ -123,6 +153,26 @@ pub struct Cursor {
     /// end of the pass mean its pages shifted.
     #[serde(default)]
     pub baseline: Vec<i64>,
+    /// Every page of the pass is read; only the check of the deleted feed remains.
+    #[serde(default)]
+    pub checking: bool,
+    /// Fan-out tables: the object holding the parents found so far (beside the run's manifest:
+    /// 100k parents would not fit a DynamoDB item). Complete unless `discovery` is set; never
+    /// rediscovered by a continuation.
+    #[serde(default)]
+    pub parents_key: Option<String>,
+    /// Fan-out tables: discovery part way through.
+    #[serde(default)]
+    pub discovery: Option<Discovery>,
+}
+
+/// Parent discovery of a fan-out table, part way through its listings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Discovery {
+    /// Index of the discovery route being read.
+    pub route: usize,
+    /// Its next page; None = the start of the route.
+    pub next_url: Option<String>,
 }
 
 /// What a continued run needs to carry on as the same run.
@@ -143,8 +193,45 @@ pub struct Checkpoint {
     pub unknown_fields: Vec<String>,
     /// Requests of the earlier invocations.
     pub requests: RequestStats,
-    /// How many invocations this run has had so far.
+    /// How many invocations this run has had so far; the next one is number `invocations + 1`.
     pub invocations: u32,
+    /// Not to be resumed before this (the rate-limit window resets, Capsule recovers).
+    #[serde(default)]
+    pub not_before: Option<DateTime<Utc>>,
+    /// Invocations in a row that failed (or were stranded) resuming from this checkpoint.
+    #[serde(default)]
+    pub failures: u32,
+}
+
+impl Checkpoint {
+    /// The sequence number of the invocation that resumes from it.
+    pub fn next_invocation(&self) -> u32 {
+        self.invocations + 1
+    }
+}
+
+/// A checkpoint handed to a run's next invocation, and how long the lease waits for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parking {
+    pub checkpoint: Checkpoint,
+    /// The parked lease expires then (after `not_before`, with time to take it).
+    pub hold_until: DateTime<Utc>,
+}
+
+/// What taking a lease found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseGrant {
+    pub lease: Lease,
+    /// Another run's lease that was taken over (its holder had stopped).
+    pub displaced: Option<Lease>,
+}
+
+/// A table with a run in progress or waiting: its lease and checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableState {
+    pub table: String,
+    pub lease: Option<Lease>,
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// One scheduler decision: a run id dispatched for an integration's tables.
@@ -171,13 +258,61 @@ pub struct Bookmark {
     pub previous: Option<DateTime<Utc>>,
 }
 
-/// A held lease.
+/// A lease on (integration, table): held by one run, and by one invocation of it at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub integration: String,
     pub table: String,
+    /// The run holding it (`<run id>/<random>`).
     pub owner: String,
     pub expires_at: DateTime<Utc>,
+    #[serde(default)]
+    pub run_id: Option<RunId>,
+    /// T0 of the holding run (the key of its `running` record).
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// The invocation working under it; 0 while parked between invocations.
+    #[serde(default)]
+    pub invocation: u32,
+    /// The invocation allowed to take it next (while parked), or the holder's own number.
+    #[serde(default)]
+    pub next: u32,
+    /// `host:pid` of a local process holding it: once that process is gone, the lease is free.
+    #[serde(default)]
+    pub process: Option<String>,
+}
+
+impl Lease {
+    /// The lease a run's first invocation asks for.
+    pub fn first(
+        integration: &str,
+        table: &str,
+        owner: &str,
+        run_id: &RunId,
+        started_at: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Lease {
+        Lease {
+            integration: integration.to_string(),
+            table: table.to_string(),
+            owner: owner.to_string(),
+            expires_at: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(5)),
+            run_id: Some(run_id.clone()),
+            started_at: Some(started_at),
+            invocation: 1,
+            next: 1,
+            process: None,
+        }
+    }
+
+    /// Whether `other` is this same holding (run and invocation).
+    pub fn same_holder(&self, other: &Lease) -> bool {
+        self.owner == other.owner && self.invocation == other.invocation
+    }
+
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at <= now
+    }
 }
 
 /// How a table run ended.
@@ -189,8 +324,28 @@ pub enum RunState {
     Failed,
     /// Another run held the lease.
     Skipped,
-    /// Checkpointed near the time limit; a fresh invocation continues the same run.
+    /// Checkpointed (near the time limit, or waiting for the rate-limit window); another
+    /// invocation continues the same run.
     Continued,
+}
+
+impl RunState {
+    /// The word users read (the same as in JSON output).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Skipped => "skipped",
+            RunState::Continued => "continued",
+        }
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// An error as stored in run records: no secrets, whose fault, retryable or not.
@@ -232,6 +387,9 @@ pub struct TableRunRecord {
     pub bookmark_after: Option<DateTime<Utc>>,
     pub manifest_key: Option<String>,
     pub error: Option<ErrorRecord>,
+    /// A continued run waiting for the rate-limit window (or Capsule): when it resumes.
+    #[serde(default)]
+    pub resumes_at: Option<DateTime<Utc>>,
 }
 
 impl TableRunRecord {
@@ -253,6 +411,7 @@ impl TableRunRecord {
             bookmark_after: None,
             manifest_key: None,
             error: None,
+            resumes_at: None,
         }
     }
 

@@ -128,12 +128,32 @@ pub type Function = Arc<
     dyn Fn(serde_json::Value) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send>> + Send + Sync,
 >;
 
+/// What the local endpoint does like Lambda: kill an invocation at its timeout (no cleanup),
+/// and retry a failed or killed `Event` invocation twice (Lambda: about 1 and 2 minutes later).
+#[derive(Debug, Clone)]
+pub struct LambdaBehaviour {
+    pub timeout: Option<std::time::Duration>,
+    pub retry_delays: Vec<std::time::Duration>,
+}
+
+impl Default for LambdaBehaviour {
+    fn default() -> Self {
+        LambdaBehaviour {
+            timeout: None,
+            retry_delays: vec![std::time::Duration::from_millis(200), std::time::Duration::from_millis(400)],
+        }
+    }
+}
+
 struct Invoker {
     functions: HashMap<String, Function>,
+    behaviour: LambdaBehaviour,
     in_flight: AtomicUsize,
     idle: Notify,
     invocations: AtomicUsize,
     errors: std::sync::Mutex<Vec<String>>,
+    /// Wall time of every invocation (what Lambda bills).
+    durations: std::sync::Mutex<Vec<std::time::Duration>>,
 }
 
 /// The Lambda Invoke API (`POST /2015-03-31/functions/{name}/invocations`) on loopback, running
@@ -147,12 +167,18 @@ pub struct LocalLambda {
 
 impl LocalLambda {
     pub async fn start(functions: HashMap<String, Function>) -> LocalLambda {
+        LocalLambda::start_with(functions, LambdaBehaviour::default()).await
+    }
+
+    pub async fn start_with(functions: HashMap<String, Function>, behaviour: LambdaBehaviour) -> LocalLambda {
         let invoker = Arc::new(Invoker {
             functions,
+            behaviour,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             invocations: AtomicUsize::new(0),
             errors: Default::default(),
+            durations: Default::default(),
         });
         let app =
             Router::new().route("/2015-03-31/functions/{name}/invocations", post(invoke)).with_state(invoker.clone());
@@ -183,6 +209,11 @@ impl LocalLambda {
         }
     }
 
+    /// Invocations running now (background ones and their retries included).
+    pub fn in_flight(&self) -> usize {
+        self.invoker.in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn invocations(&self) -> usize {
         self.invoker.invocations.load(Ordering::SeqCst)
     }
@@ -191,6 +222,33 @@ impl LocalLambda {
     pub fn errors(&self) -> Vec<String> {
         self.invoker.errors.lock().unwrap().clone()
     }
+
+    /// How long each invocation ran.
+    pub fn durations(&self) -> Vec<std::time::Duration> {
+        self.invoker.durations.lock().unwrap().clone()
+    }
+}
+
+/// One invocation: the function, killed at the timeout like Lambda (its future is dropped).
+async fn run_once(
+    invoker: &Invoker,
+    function: &Function,
+    event: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    invoker.invocations.fetch_add(1, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let result = match invoker.behaviour.timeout {
+        Some(limit) => match tokio::time::timeout(limit, function(event)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("Task timed out after {:.2} seconds", limit.as_secs_f64())),
+        },
+        None => function(event).await,
+    };
+    invoker.durations.lock().unwrap().push(started.elapsed());
+    if let Err(e) = &result {
+        invoker.errors.lock().unwrap().push(e.clone());
+    }
+    result
 }
 
 async fn invoke(
@@ -207,15 +265,21 @@ async fn invoke(
         Ok(v) => v,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid payload: {e}")).into_response(),
     };
-    invoker.invocations.fetch_add(1, Ordering::SeqCst);
     let asynchronous = headers.get("x-amz-invocation-type").and_then(|v| v.to_str().ok()) == Some("Event");
     invoker.in_flight.fetch_add(1, Ordering::SeqCst);
     let run = {
         let invoker = invoker.clone();
         async move {
-            let result = function(event).await;
-            if let Err(e) = &result {
-                invoker.errors.lock().unwrap().push(e.clone());
+            let mut result = run_once(&invoker, &function, event.clone()).await;
+            if asynchronous {
+                // Lambda retries a failed asynchronous event, the same event, twice.
+                for delay in invoker.behaviour.retry_delays.clone() {
+                    if result.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    result = run_once(&invoker, &function, event.clone()).await;
+                }
             }
             if invoker.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
                 invoker.idle.notify_waiters();

@@ -8,7 +8,8 @@ use capsule_shared::aws::{S3Sink, SecretsManagerToken};
 use capsule_shared::capsule::RequestStats;
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId, TokenSource};
 use capsule_shared::ports::{
-    Bookmark, Checkpoint, Cursor, DispatchRecord, ObjectSink, RunState, StateStore, TableRunRecord, TokenProvider,
+    Bookmark, Checkpoint, Cursor, DispatchRecord, Lease, ObjectSink, Parking, RunState, StateStore, TableRunRecord,
+    TokenProvider,
 };
 use capsule_sync_e2e::aws::*;
 use chrono::Utc;
@@ -100,26 +101,30 @@ async fn dynamodb_integrations_are_created_once_and_updated_only_if_they_exist()
     assert!(state.get_integration("ghost").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn dynamodb_leases_exclude_other_runs_and_only_the_holder_commits() {
-    let stack = AwsStack::new().await;
-    let state = &stack.state;
+fn lease(table: &str, owner: &str, run: &RunId, ttl: Duration) -> Lease {
+    Lease::first("acme", table, owner, run, Utc::now(), ttl)
+}
+
+/// The lease contract, run against every `StateStore` adapter.
+async fn leases_exclude_other_runs_and_only_the_holder_commits(state: &dyn StateStore) {
     let run_a: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
     let run_b: RunId = "20261128T090000Z-bbbbbb".parse().unwrap();
     let ttl = Duration::from_secs(600);
 
-    let a = state.acquire_lease("acme", "parties", "run-a", ttl).await.unwrap();
-    let held = state.acquire_lease("acme", "parties", "run-b", ttl).await.unwrap_err();
+    let a = state.acquire_lease(&lease("parties", "run-a", &run_a, ttl)).await.unwrap();
+    assert!(a.displaced.is_none());
+    let held = state.acquire_lease(&lease("parties", "run-b", &run_b, ttl)).await.unwrap_err();
     assert!(matches!(held, SyncError::LeaseHeld { ref holder, .. } if holder == "run-a"), "{held}");
-    state.acquire_lease("acme", "parties", "run-a", ttl).await.expect("the holder may take it again");
-    state.acquire_lease("acme", "tasks", "run-b", ttl).await.expect("another table is independent");
+    state.acquire_lease(&lease("parties", "run-a", &run_a, ttl)).await.expect("the holder may take it again");
+    state.acquire_lease(&lease("tasks", "run-b", &run_b, ttl)).await.expect("another table is independent");
 
     let bookmark = Bookmark { last_run_started: Utc::now(), run_id: run_a.clone(), previous: None };
-    state.commit(&a, &bookmark, &record("acme", "parties", &run_a, RunState::Succeeded)).await.unwrap();
+    state.commit(&a.lease, &bookmark, &record("acme", "parties", &run_a, RunState::Succeeded)).await.unwrap();
     assert_eq!(state.bookmark("acme", "parties").await.unwrap(), Some(bookmark.clone()));
     // Committing again without the lease changes nothing.
     let again = Bookmark { last_run_started: Utc::now(), run_id: run_b.clone(), previous: None };
-    let err = state.commit(&a, &again, &record("acme", "parties", &run_b, RunState::Succeeded)).await.unwrap_err();
+    let err =
+        state.commit(&a.lease, &again, &record("acme", "parties", &run_b, RunState::Succeeded)).await.unwrap_err();
     assert!(err.to_string().contains("no longer held"), "{err}");
     assert_eq!(state.bookmark("acme", "parties").await.unwrap(), Some(bookmark));
     let runs = state.runs(Some("acme"), 10).await.unwrap();
@@ -127,37 +132,31 @@ async fn dynamodb_leases_exclude_other_runs_and_only_the_holder_commits() {
     assert_eq!(runs[0].run_id, run_a);
 }
 
-#[tokio::test]
-async fn dynamodb_a_stale_lease_is_taken_over_and_its_old_holder_cannot_commit() {
-    let stack = AwsStack::new().await;
-    let state = &stack.state;
+/// A stale lease is taken over (and named as displaced); its old holder can commit nothing.
+async fn a_stale_lease_is_taken_over_and_its_old_holder_cannot_commit(state: &dyn StateStore) {
     let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
-    let stale = state.acquire_lease("acme", "parties", "crashed-run", Duration::from_secs(0)).await.unwrap();
+    let stale = state.acquire_lease(&lease("parties", "crashed-run", &run, Duration::ZERO)).await.unwrap().lease;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let fresh = state.acquire_lease("acme", "parties", "new-run", Duration::from_secs(600)).await.unwrap();
-    assert_eq!(fresh.owner, "new-run");
+    let fresh = state.acquire_lease(&lease("parties", "new-run", &run, Duration::from_secs(600))).await.unwrap();
+    assert_eq!(fresh.lease.owner, "new-run");
+    assert_eq!(fresh.displaced.as_ref().map(|l| l.owner.as_str()), Some("crashed-run"), "the takeover is reported");
 
     let bookmark = Bookmark { last_run_started: Utc::now(), run_id: run.clone(), previous: None };
     let err = state.commit(&stale, &bookmark, &record("acme", "parties", &run, RunState::Succeeded)).await;
     assert!(err.is_err(), "the old holder lost the conditional write");
     assert!(state.bookmark("acme", "parties").await.unwrap().is_none());
     // A failure of the old holder is still recorded, and doesn't release the new lease.
-    state.record_failure(&stale, &record("acme", "parties", &run, RunState::Failed)).await.unwrap();
-    assert!(state.acquire_lease("acme", "parties", "third", Duration::from_secs(600)).await.is_err());
+    state.record_failure(&stale, &record("acme", "parties", &run, RunState::Failed), None).await.unwrap();
+    assert!(state.acquire_lease(&lease("parties", "third", &run, Duration::from_secs(600))).await.is_err());
     assert_eq!(state.runs(Some("acme"), 5).await.unwrap()[0].state, RunState::Failed);
 }
 
-#[tokio::test]
-async fn dynamodb_checkpoints_and_dispatch_records() {
-    let stack = AwsStack::new().await;
-    let state = &stack.state;
-    let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
-    let lease = state.acquire_lease("acme", "parties", "owner-1", Duration::from_secs(600)).await.unwrap();
-    let checkpoint = Checkpoint {
+fn checkpoint(run: &RunId, owner: &str, invocations: u32) -> Checkpoint {
+    Checkpoint {
         integration: "acme".into(),
         table: "parties".into(),
         run_id: run.clone(),
-        owner: "owner-1".into(),
+        owner: owner.into(),
         started_at: Utc::now(),
         since: None,
         bookmark_before: None,
@@ -169,24 +168,121 @@ async fn dynamodb_checkpoints_and_dispatch_records() {
         parts: vec![],
         unknown_fields: vec![],
         requests: RequestStats { requests: 2, retries: 0, rate_limited: 0 },
-        invocations: 1,
-    };
-    state.save_checkpoint(&lease, &checkpoint, &record("acme", "parties", &run, RunState::Continued)).await.unwrap();
-    assert_eq!(state.checkpoint("acme", "parties", &run).await.unwrap(), Some(checkpoint.clone()));
+        invocations,
+        not_before: None,
+        failures: 0,
+    }
+}
+
+/// Checkpoints park the lease for exactly the next invocation: a duplicate or stale one is
+/// refused; a retryable failure parks it for a retry of the same invocation.
+async fn checkpoints_fence_continuations(state: &dyn StateStore) {
+    let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
+    let ttl = Duration::from_secs(600);
+    let first = state.acquire_lease(&lease("parties", "owner-1", &run, ttl)).await.unwrap().lease;
+    let saved = checkpoint(&run, "owner-1", 1);
+    let parking = Parking { checkpoint: saved.clone(), hold_until: Utc::now() + chrono::Duration::minutes(10) };
+    let continued = record("acme", "parties", &run, RunState::Continued);
+    state.save_checkpoint(&first, &parking, &continued).await.unwrap();
+    assert_eq!(state.checkpoint("acme", "parties", &run).await.unwrap(), Some(saved.clone()));
     let other: RunId = "20261128T090000Z-bbbbbb".parse().unwrap();
     assert!(state.checkpoint("acme", "parties", &other).await.unwrap().is_none(), "another run's checkpoint");
-    let intruder = capsule_shared::ports::Lease { owner: "intruder".into(), ..lease.clone() };
-    assert!(
-        state
-            .save_checkpoint(&intruder, &checkpoint, &record("acme", "parties", &run, RunState::Continued))
-            .await
-            .is_err()
-    );
+    let intruder = Lease { owner: "intruder".into(), ..first.clone() };
+    assert!(state.save_checkpoint(&intruder, &parking, &continued).await.is_err());
+    let fresh_run = state.acquire_lease(&lease("parties", "owner-2", &other, ttl)).await;
+    assert!(fresh_run.is_err(), "a parked lease still excludes other runs");
 
-    let bookmark = Bookmark { last_run_started: checkpoint.started_at, run_id: run.clone(), previous: None };
-    state.commit(&lease, &bookmark, &record("acme", "parties", &run, RunState::Succeeded)).await.unwrap();
+    // Invocation 2 takes the parked lease; a duplicate 2, or a late 1, is refused.
+    let second = state.resume_lease("acme", "parties", "owner-1", 2, ttl).await.unwrap();
+    assert_eq!(second.invocation, 2);
+    for seq in [2, 1, 3] {
+        let refused = state.resume_lease("acme", "parties", "owner-1", seq, ttl).await.unwrap_err();
+        assert!(matches!(refused, SyncError::Superseded(_)), "{seq}: {refused}");
+    }
+    // The first invocation can write nothing any more.
+    let bookmark = Bookmark { last_run_started: saved.started_at, run_id: run.clone(), previous: None };
+    assert!(state.commit(&first, &bookmark, &record("acme", "parties", &run, RunState::Succeeded)).await.is_err());
+
+    // Invocation 2 fails retryably: the checkpoint stays and a retry of 2 may take the lease.
+    let retry = Parking { checkpoint: Checkpoint { failures: 1, ..saved.clone() }, hold_until: Utc::now() };
+    state.record_failure(&second, &record("acme", "parties", &run, RunState::Failed), Some(&retry)).await.unwrap();
+    assert_eq!(state.checkpoint("acme", "parties", &run).await.unwrap().unwrap().failures, 1);
+    let states = state.table_states("acme").await.unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].lease.as_ref().map(|l| (l.invocation, l.next)), Some((0, 2)), "parked for a retry of 2");
+    let retried = state.resume_lease("acme", "parties", "owner-1", 2, ttl).await.unwrap();
+    state.commit(&retried, &bookmark, &record("acme", "parties", &run, RunState::Succeeded)).await.unwrap();
     assert!(state.checkpoint("acme", "parties", &run).await.unwrap().is_none(), "commit drops the checkpoint");
+    assert!(state.table_states("acme").await.unwrap().is_empty(), "nothing left in progress");
+}
 
+/// Claims on one budget from many tasks at once never exceed the window's share.
+async fn budgets_are_updated_atomically(state: std::sync::Arc<dyn StateStore>) {
+    use capsule_shared::capsule::{BudgetPolicy, Claim, RateBudget};
+    let policy = BudgetPolicy { reserve: 0.1, default_limit: 40, window: Duration::from_secs(3600) };
+    let now = Utc::now().timestamp();
+    let claims = (0..60).map(|_| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let verdict = std::sync::Mutex::new(Claim::Granted);
+            let change = |current: Option<&RateBudget>| {
+                let (next, claim) = RateBudget::claim(current, &policy, now);
+                *verdict.lock().unwrap() = claim;
+                next
+            };
+            state.update_budget("k", &change).await.unwrap();
+            verdict.into_inner().unwrap() == Claim::Granted
+        })
+    });
+    let granted = futures::future::join_all(claims).await.into_iter().filter(|g| *g.as_ref().unwrap()).count();
+    assert_eq!(granted, 36, "40 less the 10 % reserve, whatever the interleaving");
+}
+
+#[tokio::test]
+async fn contract_leases_exclude_other_runs_on_the_state_file() {
+    leases_exclude_other_runs_and_only_the_holder_commits(&capsule_sync_e2e::Local::new().state).await;
+}
+
+#[tokio::test]
+async fn contract_leases_exclude_other_runs_on_dynamodb() {
+    leases_exclude_other_runs_and_only_the_holder_commits(&AwsStack::new().await.state).await;
+}
+
+#[tokio::test]
+async fn contract_stale_leases_are_taken_over_on_the_state_file() {
+    a_stale_lease_is_taken_over_and_its_old_holder_cannot_commit(&capsule_sync_e2e::Local::new().state).await;
+}
+
+#[tokio::test]
+async fn contract_stale_leases_are_taken_over_on_dynamodb() {
+    a_stale_lease_is_taken_over_and_its_old_holder_cannot_commit(&AwsStack::new().await.state).await;
+}
+
+#[tokio::test]
+async fn contract_checkpoints_fence_continuations_on_the_state_file() {
+    checkpoints_fence_continuations(&capsule_sync_e2e::Local::new().state).await;
+}
+
+#[tokio::test]
+async fn contract_checkpoints_fence_continuations_on_dynamodb() {
+    checkpoints_fence_continuations(&AwsStack::new().await.state).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contract_budgets_are_atomic_on_the_state_file() {
+    let local = capsule_sync_e2e::Local::new();
+    budgets_are_updated_atomically(std::sync::Arc::new(local.state.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contract_budgets_are_atomic_on_dynamodb() {
+    budgets_are_updated_atomically(std::sync::Arc::new(AwsStack::new().await.state)).await;
+}
+
+#[tokio::test]
+async fn dynamodb_dispatch_records() {
+    let stack = AwsStack::new().await;
+    let state = &stack.state;
     for (run_id, minutes) in [("20261128T080000Z-aaaaaa", 60), ("20261128T090000Z-bbbbbb", 0)] {
         let d = DispatchRecord {
             integration: "acme".into(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use capsule_shared::aws::{DynamoState, LambdaDispatcher, S3Sink};
+use capsule_shared::capsule::ClientOptions;
 use capsule_shared::engine::RunOptions;
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId, TokenSource};
 use capsule_shared::ports::{RunState, StateStore};
@@ -26,9 +27,44 @@ struct World {
     client: aws_sdk_lambda::Client,
 }
 
-/// Registers `orchestrator` and `table-sync` on a local Invoke endpoint, wired like template.yaml.
+/// How a test's world differs from production's.
+struct Setup {
+    parties: usize,
+    /// Capsule's rate limit: requests per window.
+    rate: Option<(u32, Duration)>,
+    /// What the Lambda runtime tells table-sync is left of its time.
+    remaining: Duration,
+    client: ClientOptions,
+    run: RunOptions,
+    lambda: LambdaBehaviour,
+}
+
+impl Setup {
+    fn new(parties: usize) -> Setup {
+        Setup {
+            parties,
+            rate: None,
+            remaining: Duration::from_secs(900),
+            client: fast_client_options(),
+            run: RunOptions::default(),
+            lambda: LambdaBehaviour::default(),
+        }
+    }
+}
+
 async fn world(parties: usize) -> World {
-    let sim = start_sim(parties, |_| {}).await;
+    world_with(Setup::new(parties)).await
+}
+
+/// Registers `orchestrator` and `table-sync` on a local Invoke endpoint, wired like template.yaml.
+async fn world_with(setup: Setup) -> World {
+    let sim = start_sim(setup.parties, |c| {
+        if let Some((limit, window)) = setup.rate {
+            c.rate_limit = limit;
+            c.rate_window = window;
+        }
+    })
+    .await;
     let stack = AwsStack::new().await;
     let secret = create_secret(&stack.clients, json!({"token": "test-token"})).await;
     let mut integration = Integration::new("acme", TokenSource::SecretsManager { secret_id: secret }, Utc::now());
@@ -45,10 +81,13 @@ async fn world(parties: usize) -> World {
             f(event)
         })
     };
-    let lambda = LocalLambda::start(HashMap::from([
-        ("orchestrator".to_string(), proxy("orchestrator")),
-        ("table-sync".to_string(), proxy("table-sync")),
-    ]))
+    let lambda = LocalLambda::start_with(
+        HashMap::from([
+            ("orchestrator".to_string(), proxy("orchestrator")),
+            ("table-sync".to_string(), proxy("table-sync")),
+        ]),
+        setup.lambda.clone(),
+    )
     .await;
     let client = lambda.client().await;
     let state = Arc::new(DynamoState::new(stack.clients.dynamodb.clone(), &stack.table));
@@ -58,15 +97,16 @@ async fn world(parties: usize) -> World {
         sink: Arc::new(S3Sink::new(stack.clients.s3.clone(), &stack.bucket, "warehouse", None)),
         dispatcher: dispatcher.clone(),
         clients: stack.clients.clone(),
-        options: RunOptions::default(),
-        client_options: fast_client_options(),
+        options: setup.run,
+        client_options: setup.client.clone(),
     };
-    let orchestrator_deps = orchestrator::Deps { state, dispatcher };
+    let orchestrator_deps = orchestrator::Deps { state, dispatcher, lease_ttl: setup.run.lease_ttl };
+    let remaining = setup.remaining;
     let table_sync_fn: Function = Arc::new(move |event| {
         let deps = table_sync_deps.clone();
         Box::pin(async move {
-            // The runtime's deadline: a full Lambda timeout.
-            let summary = table_sync::handler(event, Some(Duration::from_secs(900)), &deps).await;
+            // The runtime's deadline: what is left of the function's timeout.
+            let summary = table_sync::handler(event, Some(remaining), &deps).await;
             summary.map(|s| serde_json::to_value(s).unwrap()).map_err(|e| format!("{}: {e}", e.error_type()))
         })
     });
@@ -251,4 +291,182 @@ async fn bad_events_and_unknown_names_fail_clearly() {
     let out = w.client.invoke().function_name("table-sync").payload(Blob::new(bad.to_string())).send().await.unwrap();
     assert!(String::from_utf8_lossy(out.payload().unwrap().as_ref()).contains("run_id"));
     assert!(deps_state.runs(Some("acme"), 5).await.unwrap().is_empty(), "no state changed");
+}
+
+/// Invokes the orchestrator as its schedule would (scaled down: every 300 ms) until every run
+/// record of `run_id` is final and nothing is in flight; returns the ticks used.
+async fn tick_until_done(w: &World, run_id: &str, tables: usize, limit: Duration) -> usize {
+    let scheduled = json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    let started = std::time::Instant::now();
+    let mut ticks = 0;
+    loop {
+        let runs = w.stack.state.runs(Some("acme"), 1000).await.unwrap();
+        let done = runs
+            .iter()
+            .filter(|r| r.run_id.as_str() == run_id && matches!(r.state, RunState::Succeeded | RunState::Failed))
+            .count();
+        if done >= tables && w.lambda.in_flight() == 0 {
+            return ticks;
+        }
+        assert!(started.elapsed() < limit, "not done after {limit:?}: {done}/{tables} tables final");
+        w.invoke("orchestrator", scheduled.clone()).await;
+        ticks += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The rows of one table run, read through its manifest's file list.
+async fn manifest_rows(w: &World, table: &str, run_id: &str) -> Vec<serde_json::Map<String, Value>> {
+    let manifest = w.manifest(table, run_id).await;
+    let mut rows = Vec::new();
+    for file in manifest["files"].as_array().unwrap() {
+        let key = format!("warehouse/{}", file["key"].as_str().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(key.rsplit('/').next().unwrap());
+        std::fs::write(&path, w.stack.object(&key).await).unwrap();
+        rows.extend(read_ndjson(&path));
+    }
+    rows
+}
+
+/// A first load that needs many rate-limit windows, through the serverless path with Capsule's
+/// limit scaled down to 40 requests per 4-second window and 3-second invocations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_load_spans_rate_limit_windows_without_sleeping_in_lambda() {
+    const LIMIT: u32 = 40;
+    const WINDOW: Duration = Duration::from_secs(4);
+    let mut setup = Setup::new(1500);
+    setup.rate = Some((LIMIT, WINDOW));
+    setup.remaining = Duration::from_secs(3);
+    setup.client.budget.window = WINDOW;
+    setup.client.budget.default_limit = LIMIT;
+    setup.client.max_inline_wait = Duration::from_millis(500);
+    setup.lambda.timeout = Some(Duration::from_secs(3));
+    let w = world_with(setup).await;
+
+    let scheduled = json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    let summary = w.invoke("orchestrator", scheduled).await;
+    let run_id = summary["dispatched"][0]["run_id"].as_str().unwrap().to_string();
+    let ticks = tick_until_done(&w, &run_id, 22, Duration::from_secs(240)).await;
+
+    let runs = w.stack.state.runs(Some("acme"), 2000).await.unwrap();
+    let finals: Vec<_> =
+        runs.iter().filter(|r| r.run_id.as_str() == run_id && r.state != RunState::Continued).collect();
+    assert_eq!(finals.len(), 22, "one final record per table");
+    assert!(finals.iter().all(|r| r.state == RunState::Succeeded), "{finals:#?}");
+    let waits = runs.iter().filter(|r| r.state == RunState::Continued && r.resumes_at.is_some()).count();
+    assert!(waits > 0, "runs stopped for the window instead of sleeping");
+
+    // Every window stayed within the share: 40 less the 10 % reserve, plus a margin of 2 for
+    // claims made on a count a response was about to correct.
+    let windows = w.sim.rate_windows();
+    let requests: u32 = windows.iter().sum();
+    let minimum = requests.div_ceil(36);
+    assert!(windows.len() >= 5, "the load needs at least 5 windows: {windows:?}");
+    assert!(windows.iter().all(|&n| n <= 36 + 2), "{windows:?}");
+    let rejected = w.sim.stats().by_status.get(&429).copied().unwrap_or(0);
+    assert!(rejected <= 3, "{rejected} requests were refused with 429");
+    // No invocation slept through a window: each ended within its 3 s budget and a short wait.
+    let longest = w.lambda.durations().into_iter().max().unwrap();
+    assert!(longest < Duration::from_secs(4), "an invocation ran {longest:?}");
+    assert!(w.lambda.errors().is_empty(), "{:?}", w.lambda.errors());
+
+    // Every row landed exactly once per run, as the manifests list the files.
+    for (table, count) in expected_counts(&w.sim) {
+        let rows = manifest_rows(&w, &table, &run_id).await;
+        assert_eq!(rows.len(), count, "{table}");
+        let key = capsule_shared::catalog::table(&table).unwrap().primary_key;
+        let keys: BTreeSet<String> =
+            rows.iter().map(|r| key.iter().map(|k| r[*k].to_string()).collect::<Vec<_>>().join("/")).collect();
+        assert_eq!(keys.len(), count, "{table}: no row twice");
+    }
+    println!(
+        "rate_limit_windows: {requests} requests in {} windows (minimum {minimum}), {} invocations, {ticks} ticks, \
+         {rejected} 429s, windows {windows:?}",
+        windows.len(),
+        w.lambda.invocations()
+    );
+}
+
+/// Stops `table`'s run after its first invocation (a 1 s budget with slow pages), and returns
+/// the event of its continuation as the checkpoint waits for it.
+async fn a_parked_run(w: &World, table: &str) -> (RunId, Value) {
+    w.sim.add_fault(FaultRule {
+        path: Some(format!("/{table}")),
+        fault: Fault::Slow { millis: 600 },
+        after: 0,
+        times: None,
+        probability: None,
+    });
+    let run_id = RunId::new(Utc::now());
+    let state = &w.stack.state;
+    let integration = state.get_integration("acme").await.unwrap().unwrap();
+    let client = capsule_sync_e2e::client_for(&w.sim, "test-token");
+    let run = capsule_shared::engine::TableRun {
+        client: &client,
+        deps: capsule_shared::engine::Deps { state, sink: &w.stack.sink },
+        integration: &integration,
+        table: capsule_shared::catalog::table(table).unwrap(),
+        run_id: &run_id,
+        options: RunOptions::default(),
+        progress: None,
+        deadline: Some(std::time::Instant::now() + Duration::from_secs(1)),
+        invocation: capsule_shared::lifecycle::Invocation::First,
+    };
+    assert_eq!(run.run().await.record.state, RunState::Continued);
+    w.sim.clear_faults();
+    let next = state.checkpoint("acme", table, &run_id).await.unwrap().unwrap().next_invocation();
+    let event = json!({"integration": "acme", "table": table, "run_id": run_id, "continuation": true, "seq": next});
+    (run_id, event)
+}
+
+#[tokio::test]
+async fn a_continuation_delivered_twice_runs_once() {
+    let w = world(500).await;
+    let (run_id, event) = a_parked_run(&w, "entries").await;
+    // The same event twice at once (at-least-once delivery), then once more after the run ended.
+    for _ in 0..2 {
+        let out = w
+            .client
+            .invoke()
+            .function_name("table-sync")
+            .invocation_type(InvocationType::Event)
+            .payload(Blob::new(event.to_string()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.status_code(), 202);
+    }
+    w.lambda.wait_idle().await;
+    let late = w.invoke("table-sync", event.clone()).await;
+    assert_eq!(late["state"], "skipped", "{late}");
+    assert!(late["error"].as_str().unwrap().contains("no checkpoint"), "{late}");
+
+    let runs = w.stack.state.runs(Some("acme"), 100).await.unwrap();
+    let succeeded = runs.iter().filter(|r| r.run_id == run_id && r.state == RunState::Succeeded).count();
+    assert_eq!(succeeded, 1);
+    assert!(runs.iter().all(|r| r.state != RunState::Skipped), "a refused duplicate writes no record");
+    let rows = manifest_rows(&w, "entries", run_id.as_str()).await;
+    let ids: BTreeSet<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!((rows.len(), ids.len()), (500, 500), "every row once");
+    let files = w.stack.keys().await.into_iter().filter(|k| k.contains(&format!("/run={run_id}/"))).count();
+    assert_eq!(files, w.manifest("entries", run_id.as_str()).await["files"].as_array().unwrap().len());
+}
+
+#[tokio::test]
+async fn a_continuation_whose_invoke_fails_is_resumed_by_the_next_tick() {
+    let w = world(500).await;
+    let (run_id, _event) = a_parked_run(&w, "entries").await;
+    // The invoke that should have continued the run never happened (the Invoke API failed):
+    // nothing is running, the lease waits parked. The orchestrator's tick finds it.
+    let scheduled = json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    let summary = w.invoke("orchestrator", scheduled).await;
+    let resumed = summary["resumed"].as_array().unwrap();
+    assert_eq!(resumed.len(), 1, "{summary}");
+    assert_eq!(resumed[0]["table"], "entries");
+    assert_eq!(resumed[0]["invocation"], 2);
+    w.lambda.wait_idle().await;
+    let runs = w.stack.state.runs(Some("acme"), 100).await.unwrap();
+    assert!(runs.iter().any(|r| r.run_id == run_id && r.state == RunState::Succeeded), "{runs:#?}");
+    assert_eq!(manifest_rows(&w, "entries", run_id.as_str()).await.len(), 500);
 }

@@ -6,9 +6,10 @@ use std::time::Duration;
 use capsule_shared::capsule::RetryPolicy;
 use capsule_shared::catalog::{self, METADATA_COLUMNS};
 use capsule_shared::engine::RunOptions;
-use capsule_shared::integration::FanOutMode;
+use capsule_shared::integration::{FanOutMode, RunId};
+use capsule_shared::lifecycle::Invocation;
 use capsule_shared::output::{Compression, WriterOptions};
-use capsule_shared::ports::{RunState, StateStore};
+use capsule_shared::ports::{Lease, RunState, StateStore};
 use capsule_sync_e2e::capsule_sim::{Fault, FaultRule, Mutation, MutationKind, MutationOp};
 use capsule_sync_e2e::*;
 use serde_json::Value;
@@ -348,7 +349,9 @@ async fn a_table_whose_lease_is_held_is_skipped() {
     let sim = start_sim(50, |_| {}).await;
     let local = Local::new();
     let integration = integration_for(&sim, "acme", "UNUSED");
-    local.state.acquire_lease("acme", "users", "another-run", Duration::from_secs(60)).await.unwrap();
+    let other = RunId::new(chrono::Utc::now());
+    let lease = Lease::first("acme", "users", "another-run", &other, chrono::Utc::now(), Duration::from_secs(60));
+    local.state.acquire_lease(&lease).await.unwrap();
     let client = client_for(&sim, "test-token");
     let (_, outcomes) = local.sync(&client, &integration, &["users", "teams"], RunOptions::default()).await;
     let by_table: BTreeMap<&str, RunState> =
@@ -394,7 +397,7 @@ async fn a_fanned_out_table_continues_across_many_invocations_without_duplicates
     let integration = integration_for(&sim, "acme", "UNUSED");
     let client = client_for(&sim, "test-token");
     let run_id = capsule_shared::integration::RunId::new(chrono::Utc::now());
-    let (mut continuation, mut invocations) = (false, 0);
+    let (mut invocation, mut invocations) = (Invocation::First, 0);
     loop {
         let run = TableRun {
             client: &client,
@@ -406,12 +409,12 @@ async fn a_fanned_out_table_continues_across_many_invocations_without_duplicates
             progress: None,
             // Already due: every invocation writes one batch of parents, then checkpoints.
             deadline: Some(std::time::Instant::now()),
-            continuation,
+            invocation,
         };
         let outcome = run.run().await;
         invocations += 1;
         match outcome.record.state {
-            RunState::Continued => continuation = true,
+            RunState::Continued => invocation = Invocation::Continue { seq: None },
             RunState::Succeeded => break,
             other => panic!("{other:?}: {:?}", outcome.error),
         }

@@ -55,6 +55,9 @@ pub struct CreateArgs {
     /// Re-read this many minutes before the previous run's start on incremental runs.
     #[arg(long, default_value_t = 10)]
     pub lookback_minutes: u32,
+    /// Per cent of Capsule's hourly rate limit left unused for the account's other tools.
+    #[arg(long, default_value_t = 10)]
+    pub rate_reserve: u8,
     /// How often the scheduler syncs it: 30m, 6h, 1d.
     #[arg(long, default_value = "24h")]
     pub frequency: String,
@@ -91,6 +94,9 @@ pub struct EditArgs {
     pub history_start: Option<String>,
     #[arg(long)]
     pub lookback_minutes: Option<u32>,
+    /// Per cent of Capsule's hourly rate limit left unused for the account's other tools.
+    #[arg(long)]
+    pub rate_reserve: Option<u8>,
     #[arg(long, value_enum)]
     pub fan_out: Option<FanOutArg>,
     #[arg(long)]
@@ -181,6 +187,7 @@ async fn create(backend: &Backend, args: CreateArgs) -> anyhow::Result<()> {
         integration.history_start = parse_history_start(start)?;
     }
     integration.lookback_minutes = args.lookback_minutes;
+    integration.rate_reserve_percent = args.rate_reserve;
     integration.frequency_minutes = parse_frequency(&args.frequency)?;
     integration.fan_out = args.fan_out.into();
     integration.validate()?;
@@ -239,6 +246,9 @@ async fn edit(backend: &Backend, args: EditArgs) -> anyhow::Result<()> {
     if let Some(l) = args.lookback_minutes {
         after.lookback_minutes = l;
     }
+    if let Some(r) = args.rate_reserve {
+        after.rate_reserve_percent = r;
+    }
     if let Some(f) = args.fan_out {
         after.fan_out = f.into();
     }
@@ -274,6 +284,7 @@ async fn edit(backend: &Backend, args: EditArgs) -> anyhow::Result<()> {
     field("frequency", format!("{}m", before.frequency_minutes), format!("{}m", after.frequency_minutes));
     field("history_start", before.history_start.to_rfc3339(), after.history_start.to_rfc3339());
     field("lookback", format!("{}m", before.lookback_minutes), format!("{}m", after.lookback_minutes));
+    field("rate_reserve", format!("{}%", before.rate_reserve_percent), format!("{}%", after.rate_reserve_percent));
     field("fan_out", format!("{:?}", before.fan_out), format!("{:?}", after.fan_out));
     field("api_base_url", before.api_base_url.clone(), after.api_base_url.clone());
     field("token", before.token.to_string(), after.token.to_string());

@@ -52,7 +52,7 @@ fn when(t: Option<DateTime<Utc>>) -> String {
 }
 
 fn state(s: RunState) -> String {
-    format!("{s:?}").to_lowercase()
+    s.as_str().to_string()
 }
 
 pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
@@ -82,7 +82,10 @@ pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
                 Some(h) => t.add_row(vec![
                     h.table.clone(),
                     h.last_run.to_string(),
-                    state(h.last_state),
+                    match h.resumes_at {
+                        Some(at) => format!("waiting until {}", when(Some(at))),
+                        None => state(h.last_state),
+                    },
                     when(h.last_success),
                     h.last_rows.to_string(),
                     when(h.last_failure),

@@ -1,11 +1,16 @@
 //! The orchestrator: decides which integrations are due and dispatches one table-sync
-//! invocation per selected table under one new run id.
+//! invocation per selected table under one new run id. Each scheduled tick also resumes runs
+//! that wait for a rate-limit window which has now reset, and runs whose invocation stopped
+//! renewing its lease (killed, timed out): the rules are in `capsule_shared::lifecycle`.
 
 use std::sync::Arc;
+
+use std::time::Duration;
 
 use capsule_shared::catalog;
 use capsule_shared::events::{ManualRun, OrchestratorEvent, TableSyncEvent};
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
+use capsule_shared::lifecycle::{self, Resumption};
 use capsule_shared::ports::{DispatchRecord, Dispatcher, StateStore};
 use capsule_shared::{Result, SyncError};
 use chrono::{DateTime, Utc};
@@ -19,6 +24,8 @@ const SCHEDULE_SLACK_MINUTES: i64 = 2;
 pub struct Deps {
     pub state: Arc<dyn StateStore>,
     pub dispatcher: Arc<dyn Dispatcher>,
+    /// The table-sync functions' lease TTL (a stranded run's retry is parked this long).
+    pub lease_ttl: Duration,
 }
 
 /// The orchestrator's answer.
@@ -26,6 +33,19 @@ pub struct Deps {
 pub struct Summary {
     pub dispatched: Vec<Dispatched>,
     pub skipped: Vec<Skipped>,
+    /// Waiting or stranded runs this tick continued (or ended).
+    pub resumed: Vec<Resumed>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Resumed {
+    pub integration: String,
+    pub table: String,
+    pub run_id: RunId,
+    /// The continuation invoked; None when the run was ended (stranded with nothing to resume).
+    pub invocation: Option<u32>,
+    /// Why the continuation could not be invoked (the next tick tries again).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -61,6 +81,9 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
     let now = Utc::now();
     let mut summary = Summary::default();
     for integration in integrations {
+        if scheduled {
+            summary.resumed.extend(resume(&integration, deps).await?);
+        }
         if let Some(reason) = why_not_due(&integration, deps, now, request.force && !scheduled).await? {
             tracing::info!(event = "integration_skipped", integration = %integration.name, %reason);
             summary.skipped.push(Skipped { integration: integration.name.clone(), reason });
@@ -73,6 +96,31 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
         summary.dispatched.push(dispatch(&integration, &tables, deps, now).await?);
     }
     Ok(summary)
+}
+
+/// Continues the integration's runs whose window has reset, and heals stranded ones.
+async fn resume(integration: &Integration, deps: &Deps) -> Result<Vec<Resumed>> {
+    let mut resumed = Vec::new();
+    for resumption in lifecycle::resume_due(deps.state.as_ref(), integration, deps.lease_ttl).await? {
+        resumed.push(match resumption {
+            Resumption::Continue(event) => {
+                let error = deps.dispatcher.dispatch(&event).await.err().map(|e| e.to_string());
+                tracing::info!(event = "run_resumed", integration = %event.integration, table = %event.table,
+                               run_id = %event.run_id, invocation = ?event.seq, ?error);
+                Resumed {
+                    integration: event.integration,
+                    table: event.table,
+                    run_id: event.run_id,
+                    invocation: event.seq,
+                    error,
+                }
+            }
+            Resumption::Failed { table, run_id } => {
+                Resumed { integration: integration.name.clone(), table, run_id, invocation: None, error: None }
+            }
+        });
+    }
+    Ok(resumed)
 }
 
 /// Paused integrations never run; others run when their frequency has elapsed (or forced).
@@ -109,6 +157,7 @@ async fn dispatch(
             run_id: run_id.clone(),
             continuation: false,
             max_seconds: None,
+            seq: None,
         };
         if let Err(e) = deps.dispatcher.dispatch(&event).await {
             tracing::error!(event = "dispatch_failed", table = table.name, error = %e);

@@ -29,6 +29,7 @@ async fn main() -> Result<(), Error> {
     let deps = Deps {
         state: Arc::new(DynamoState::new(clients.dynamodb.clone(), &settings.state_table)),
         dispatcher: Arc::new(LambdaDispatcher::new(clients.lambda.clone(), &function)),
+        lease_ttl: capsule_shared::engine::DEFAULT_LEASE_TTL,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();

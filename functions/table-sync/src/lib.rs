@@ -1,18 +1,21 @@
 //! The table-sync function: runs one table of one integration through the engine with the AWS
-//! adapters, and re-invokes itself to continue the same run when its time budget runs low.
+//! adapters. When its time budget runs low it re-invokes itself to continue the same run; when
+//! the token's rate-limit window is spent it stops with a checkpoint that the orchestrator's tick
+//! resumes once the window resets (no Lambda seconds spent waiting).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capsule_shared::aws::{AwsClients, token_provider};
-use capsule_shared::capsule::{CapsuleClient, ClientOptions};
+use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore, SharedBudget, budget_key};
 use capsule_shared::catalog;
-use capsule_shared::engine::{self, Deps as EngineDeps, RunOptions, TableRun};
+use capsule_shared::engine::{Deps as EngineDeps, RunOptions, TableRun};
 use capsule_shared::events::TableSyncEvent;
-use capsule_shared::integration::IntegrationStatus;
-use capsule_shared::ports::{Dispatcher, ErrorRecord, ObjectSink, RunState, StateStore, TableRunRecord};
+use capsule_shared::integration::Integration;
+use capsule_shared::lifecycle::{self, Invocation};
+use capsule_shared::ports::{Dispatcher, ErrorRecord, ObjectSink, RunState, StateStore, TableRunRecord, TokenProvider};
 use capsule_shared::{Result, SyncError};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// Lambda's hard limit.
@@ -41,6 +44,11 @@ pub struct Summary {
     pub rows: u64,
     pub files: u64,
     pub requests: u64,
+    /// A continued run waiting for the rate-limit window: when the orchestrator resumes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumes_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Working time for this invocation: Lambda's remaining time (sane values only) minus a margin
@@ -69,21 +77,8 @@ pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps
             catalog::table_names().join(", ")
         ))
     })?;
-    let summary = |state, rows, files, requests| Summary {
-        integration: integration.name.clone(),
-        table: table.name.to_string(),
-        run_id: event.run_id.to_string(),
-        state,
-        rows,
-        files,
-        requests,
-    };
-    if integration.status == IntegrationStatus::Paused && !event.continuation {
-        tracing::info!(event = "table_sync_skipped", reason = "integration paused");
-        return Ok(summary(RunState::Skipped, 0, 0, 0));
-    }
-    let client = match token_provider(&integration.token, &deps.clients).token().await {
-        Ok(token) => CapsuleClient::new(&integration.api_base_url, token, deps.client_options.clone())?,
+    let client = match connect(&integration, deps).await {
+        Ok(client) => client,
         Err(error) => {
             record_unstarted(deps, &event, &error).await;
             return Err(error);
@@ -99,22 +94,57 @@ pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps
         options: deps.options,
         progress: None,
         deadline: Some(Instant::now() + budget),
-        continuation: event.continuation,
+        invocation: Invocation::of(&event),
     };
     let outcome = run.run().await;
     let r = &outcome.record;
     match r.state {
-        RunState::Continued => {
-            let next = TableSyncEvent { continuation: true, ..event.clone() };
-            deps.dispatcher.dispatch(&next).await?;
-        }
-        RunState::Succeeded => engine::mark_active(deps.state.as_ref(), &integration.name).await,
-        RunState::Failed => {
+        RunState::Continued if r.resumes_at.is_none_or(|at| at <= Utc::now()) => continue_now(deps, &event).await,
+        RunState::Succeeded => lifecycle::mark_active(deps.state.as_ref(), &integration.name).await,
+        // Lambda retries what could succeed later (the checkpoint is kept for it); a bad token or
+        // bad configuration ends here, recorded, without three identical failures.
+        RunState::Failed if outcome.error.as_ref().is_some_and(SyncError::is_retryable) => {
             return Err(outcome.error.unwrap_or_else(|| SyncError::Internal("failed without an error".into())));
         }
-        RunState::Skipped | RunState::Running => {}
+        _ => {}
     }
-    Ok(summary(r.state, r.rows, r.files, r.requests.requests))
+    Ok(Summary {
+        integration: integration.name.clone(),
+        table: table.name.to_string(),
+        run_id: event.run_id.to_string(),
+        state: r.state,
+        rows: r.rows,
+        files: r.files,
+        requests: r.requests.requests,
+        resumes_at: r.resumes_at,
+        error: outcome.error.as_ref().map(ToString::to_string),
+    })
+}
+
+/// A Capsule client for the integration: its token from its source, requests drawn from the
+/// token's budget in the state table.
+async fn connect(integration: &Integration, deps: &Deps) -> Result<CapsuleClient> {
+    let tokens: Arc<dyn TokenProvider> = Arc::from(token_provider(&integration.token, &deps.clients));
+    let store: Arc<dyn RateBudgetStore> = deps.state.clone();
+    let budget = SharedBudget { store, key: budget_key(&integration.api_base_url, &integration.token.to_string()) };
+    CapsuleClient::connect(&integration.api_base_url, tokens, budget, deps.client_options.clone()).await
+}
+
+/// Invokes the run's next invocation now. If that fails the checkpoint still waits, parked: the
+/// orchestrator's next tick continues it.
+async fn continue_now(deps: &Deps, event: &TableSyncEvent) {
+    let next = match deps.state.checkpoint(&event.integration, &event.table, &event.run_id).await {
+        Ok(Some(checkpoint)) => checkpoint.next_invocation(),
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(event = "continuation_not_dispatched", %error, "the orchestrator's tick will continue the run");
+            return;
+        }
+    };
+    let next = TableSyncEvent { continuation: true, seq: Some(next), ..event.clone() };
+    if let Err(error) = deps.dispatcher.dispatch(&next).await {
+        tracing::warn!(event = "continuation_not_dispatched", %error, "the orchestrator's tick will continue the run");
+    }
 }
 
 /// A run that failed before it could take its lease (e.g. no token) still leaves a record.

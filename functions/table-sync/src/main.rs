@@ -20,6 +20,16 @@ impl From<FunctionError> for Diagnostic {
     }
 }
 
+/// On Lambda a long wait is not slept: past 20 s the run checkpoints and the orchestrator's tick
+/// resumes it when the window resets; a Capsule outage is waited out the same way, 5 min at a time.
+fn lambda_client_options() -> ClientOptions {
+    ClientOptions {
+        max_inline_wait: Duration::from_secs(20),
+        outage_pause: Some(Duration::from_secs(300)),
+        ..ClientOptions::default()
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
@@ -40,7 +50,7 @@ async fn main() -> Result<(), Error> {
         dispatcher: Arc::new(LambdaDispatcher::new(clients.lambda.clone(), &function)),
         clients,
         options: RunOptions::default(),
-        client_options: ClientOptions::default(),
+        client_options: lambda_client_options(),
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();

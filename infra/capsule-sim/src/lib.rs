@@ -100,6 +100,11 @@ impl SimHandle {
         self.shared.faults.lock().unwrap().clear();
     }
 
+    /// Requests that arrived in each rate-limit window so far (429s included), oldest first.
+    pub fn rate_windows(&self) -> Vec<u32> {
+        self.shared.limiter.lock().unwrap().windows()
+    }
+
     pub fn stats(&self) -> Stats {
         self.shared.stats.lock().unwrap().clone()
     }

@@ -10,6 +10,8 @@ pub struct RateWindow {
     length: Duration,
     started: Duration,
     used: u32,
+    /// Requests that arrived in each earlier window, oldest first (429s included).
+    history: Vec<u32>,
 }
 
 /// What one request is told.
@@ -28,7 +30,16 @@ fn now() -> Duration {
 
 impl RateWindow {
     pub fn new(limit: u32, length: Duration) -> RateWindow {
-        RateWindow { limit, length, started: now(), used: 0 }
+        RateWindow { limit, length, started: now(), used: 0, history: Vec::new() }
+    }
+
+    /// Requests per window so far, oldest first (the current window last).
+    pub fn windows(&self) -> Vec<u32> {
+        let mut all = self.history.clone();
+        if self.used > 0 {
+            all.push(self.used);
+        }
+        all
     }
 
     /// Counts one request and says whether it may proceed.
@@ -36,6 +47,9 @@ impl RateWindow {
         let now = now();
         if now >= self.started + self.length {
             self.started = now;
+            if self.used > 0 {
+                self.history.push(self.used);
+            }
             self.used = 0;
         }
         self.used = self.used.saturating_add(1);

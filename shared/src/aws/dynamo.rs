@@ -4,16 +4,19 @@
 //! |---|---|---|
 //! | `INT#<name>` | `INTEGRATION` | the integration's settings |
 //! | `INT#<name>` | `BOOKMARK#<table>` | the bookmark |
-//! | `INT#<name>` | `LEASE#<table>` | `owner`, `expires_at`, `ttl` (DynamoDB TTL removes stale leases) |
+//! | `INT#<name>` | `LEASE#<table>` | `owner`, `invocation`, `next`, `expires_at`, `ttl` (DynamoDB TTL removes stale leases) |
 //! | `INT#<name>` | `CHECKPOINT#<table>` | a paused run's checkpoint |
 //! | `INT#<name>` | `RUN#<finished_at>#<run_id>#<table>` | a table run record (newest = highest) |
 //! | `INT#<name>` | `DISPATCH#<run_id>` | a scheduler dispatch |
+//! | `BUDGET#<key>` | `BUDGET` | a token's rate-limit window (`ver` for optimistic updates) |
 //!
 //! Documents are stored as JSON in a `doc` attribute; the attributes conditions look at (lease
 //! owner and expiry) are top-level. Every change that could race is conditional: a lease is taken
 //! only if absent, expired or already ours; commit is one transaction that deletes our lease
 //! (conditioned on still owning it), writes the bookmark and the run record and drops the
-//! checkpoint — so two runs of one table can never both advance a bookmark.
+//! checkpoint — so two runs of one table can never both advance a bookmark. Lease conditions
+//! check the invocation too (`#owner = :owner AND invocation = :inv`): a duplicate invocation of
+//! the same run can write nothing either.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,13 +25,16 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem};
 use chrono::Utc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::capsule::{BudgetChange, RateBudget, RateBudgetStore};
 use crate::integration::{Integration, RunId};
-use crate::ports::{Bookmark, Checkpoint, DispatchRecord, Lease, StateStore, TableRunRecord};
+use crate::ports::{
+    Bookmark, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, StateStore, TableRunRecord, TableState,
+};
 use crate::{Result, SyncError};
 
 type Item = HashMap<String, AttributeValue>;
@@ -78,6 +84,28 @@ fn run_sk(record: &TableRunRecord) -> String {
 /// The key of the `running` record a run's final record replaces (same run, same start).
 fn running_sk(record: &TableRunRecord) -> String {
     run_sk(&TableRunRecord { finished_at: None, ..record.clone() })
+}
+
+/// The lease item: the document plus the attributes conditions read.
+fn lease_item(lease: &Lease) -> Result<Item> {
+    let mut item = doc_item(pk(&lease.integration), format!("LEASE#{}", lease.table), lease)?;
+    item.insert("owner".into(), s(&lease.owner));
+    item.insert("invocation".into(), n(i64::from(lease.invocation)));
+    item.insert("next".into(), n(i64::from(lease.next)));
+    item.insert("expires_at".into(), n(lease.expires_at.timestamp()));
+    item.insert("ttl".into(), n(lease.expires_at.timestamp() + 86_400));
+    Ok(item)
+}
+
+/// The lease a parking leaves: no invocation, waiting for the checkpoint's next one.
+fn parked(lease: &Lease, parking: &Parking) -> Lease {
+    Lease { invocation: 0, next: parking.checkpoint.next_invocation(), expires_at: parking.hold_until, ..lease.clone() }
+}
+
+fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    e: &aws_sdk_dynamodb::error::SdkError<E>,
+) -> bool {
+    e.as_service_error().and_then(|se| se.code()) == Some("ConditionalCheckFailedException")
 }
 
 fn is_condition_failure(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>) -> bool {
@@ -165,12 +193,42 @@ impl DynamoState {
             .table_name(&self.table)
             .key("pk", p)
             .key("sk", k)
-            .condition_expression("#owner = :owner")
+            .condition_expression("#owner = :owner AND invocation = :inv")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":owner", s(&lease.owner))
+            .expression_attribute_values(":inv", n(i64::from(lease.invocation)))
             .build()
             .expect("table, key and condition are set");
         TransactWriteItem::builder().delete(delete).build()
+    }
+
+    /// Replaces our lease with `next` — only while `held` is still ours.
+    fn replace_ours(&self, held: &Lease, next: &Lease) -> Result<TransactWriteItem> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(lease_item(next)?))
+            .condition_expression("#owner = :owner AND invocation = :inv")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(&held.owner))
+            .expression_attribute_values(":inv", n(i64::from(held.invocation)))
+            .build()
+            .expect("table, item and condition are set");
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Stores the checkpoint, parks the lease and writes the run record, in one transaction.
+    async fn park(&self, lease: &Lease, parking: &Parking, record: &TableRunRecord) -> Result<()> {
+        let items = vec![
+            self.replace_ours(lease, &parked(lease, parking))?,
+            self.put(doc_item(pk(&lease.integration), format!("CHECKPOINT#{}", lease.table), &parking.checkpoint)?),
+            self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
+            self.delete(&lease.integration, running_sk(record)),
+        ];
+        self.transact(items, lease).await
+    }
+
+    async fn lease(&self, integration: &str, table: &str) -> Result<Option<Lease>> {
+        self.get(integration, &format!("LEASE#{table}")).await?.map(|i| from_item(&i)).transpose()
     }
 
     fn put(&self, item: Item) -> TransactWriteItem {
@@ -269,37 +327,95 @@ impl StateStore for DynamoState {
         Ok(())
     }
 
-    async fn acquire_lease(&self, integration: &str, table: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+    async fn acquire_lease(&self, wanted: &Lease) -> Result<LeaseGrant> {
         let now = Utc::now();
-        let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
-        let lease = Lease { integration: integration.into(), table: table.into(), owner: owner.into(), expires_at };
-        let mut item = doc_item(pk(integration), format!("LEASE#{table}"), &lease)?;
-        item.insert("owner".into(), s(owner));
-        item.insert("expires_at".into(), n(expires_at.timestamp()));
-        item.insert("ttl".into(), n(expires_at.timestamp() + 86_400));
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(lease_item(wanted)?))
             .condition_expression("attribute_not_exists(pk) OR #owner = :owner OR expires_at < :now")
             .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":owner", s(&wanted.owner))
             .expression_attribute_values(":now", n(now.timestamp()))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(lease),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
-                let held: Option<Lease> =
-                    self.get(integration, &format!("LEASE#{table}")).await?.map(|i| from_item(&i)).transpose()?;
+            Ok(out) => {
+                let previous: Option<Lease> = out.attributes.as_ref().map(from_item).transpose()?;
+                let displaced = previous.filter(|p| p.owner != wanted.owner);
+                Ok(LeaseGrant { lease: wanted.clone(), displaced })
+            }
+            Err(e) if is_conditional_failure(&e) => {
+                let held = self.lease(&wanted.integration, &wanted.table).await?;
                 Err(SyncError::LeaseHeld {
-                    integration: integration.into(),
-                    table: table.into(),
+                    integration: wanted.integration.clone(),
+                    table: wanted.table.clone(),
                     holder: held.as_ref().map_or("another run".into(), |l| l.owner.clone()),
                     until: held.map_or(String::new(), |l| l.expires_at.to_rfc3339()),
                 })
             }
+            Err(e) => Err(db_err("PutItem", e)),
+        }
+    }
+
+    async fn resume_lease(
+        &self,
+        integration: &str,
+        table: &str,
+        owner: &str,
+        seq: u32,
+        ttl: Duration,
+    ) -> Result<Lease> {
+        let now = Utc::now();
+        let superseded = || {
+            SyncError::Superseded(format!(
+                "invocation {seq} of {owner} on {integration}/{table} is a duplicate or out of date: the lease is not waiting for it"
+            ))
+        };
+        let current = self.lease(integration, table).await?.ok_or_else(superseded)?;
+        let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(5));
+        let taken = Lease { invocation: seq, expires_at, ..current };
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(lease_item(&taken)?))
+            .condition_expression("#owner = :owner AND #next = :seq AND (invocation = :zero OR expires_at < :now)")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#next", "next")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":seq", n(i64::from(seq)))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(taken),
+            Err(e) if is_conditional_failure(&e) => Err(superseded()),
+            Err(e) => Err(db_err("PutItem", e)),
+        }
+    }
+
+    async fn renew_lease(&self, lease: &Lease) -> Result<()> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(lease_item(lease)?))
+            .condition_expression("#owner = :owner AND invocation = :inv")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(&lease.owner))
+            .expression_attribute_values(":inv", n(i64::from(lease.invocation)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Err(SyncError::State(format!(
+                "the lease on {}/{} is no longer held by {} (it expired and another run took it)",
+                lease.integration, lease.table, lease.owner
+            ))),
             Err(e) => Err(db_err("PutItem", e)),
         }
     }
@@ -315,14 +431,20 @@ impl StateStore for DynamoState {
         self.transact(items, lease).await
     }
 
-    async fn record_failure(&self, lease: &Lease, record: &TableRunRecord) -> Result<()> {
-        let items = vec![
-            self.release_ours(lease),
-            self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
-            self.delete(&lease.integration, format!("CHECKPOINT#{}", lease.table)),
-            self.delete(&lease.integration, running_sk(record)),
-        ];
-        match self.transact(items, lease).await {
+    async fn record_failure(&self, lease: &Lease, record: &TableRunRecord, retry: Option<&Parking>) -> Result<()> {
+        let result = match retry {
+            Some(parking) => self.park(lease, parking, record).await,
+            None => {
+                let items = vec![
+                    self.release_ours(lease),
+                    self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
+                    self.delete(&lease.integration, format!("CHECKPOINT#{}", lease.table)),
+                    self.delete(&lease.integration, running_sk(record)),
+                ];
+                self.transact(items, lease).await
+            }
+        };
+        match result {
             // The lease is gone already: still keep the record of what happened.
             Err(SyncError::State(_)) => self.record_run(record).await,
             other => other,
@@ -330,14 +452,17 @@ impl StateStore for DynamoState {
     }
 
     async fn record_run(&self, record: &TableRunRecord) -> Result<()> {
-        let item = doc_item(pk(&record.integration), run_sk(record), record)?;
+        let mut items = vec![self.put(doc_item(pk(&record.integration), run_sk(record), record)?)];
+        if record.finished_at.is_some() {
+            // A final record replaces the run's `running` one (a run ended for it: taken over).
+            items.push(self.delete(&record.integration, running_sk(record)));
+        }
         self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
+            .transact_write_items()
+            .set_transact_items(Some(items))
             .send()
             .await
-            .map_err(|e| db_err("PutItem", e))?;
+            .map_err(|e| db_err("TransactWriteItems", e))?;
         Ok(())
     }
 
@@ -364,30 +489,49 @@ impl StateStore for DynamoState {
         Ok(records)
     }
 
-    async fn save_checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint, record: &TableRunRecord) -> Result<()> {
-        let (p, k) = Self::lease_key(lease);
-        let still_ours = ConditionCheck::builder()
-            .table_name(&self.table)
-            .key("pk", p)
-            .key("sk", k)
-            .condition_expression("#owner = :owner")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", s(&lease.owner))
-            .build()
-            .expect("table, key and condition are set");
-        let items = vec![
-            TransactWriteItem::builder().condition_check(still_ours).build(),
-            self.put(doc_item(pk(&lease.integration), format!("CHECKPOINT#{}", lease.table), checkpoint)?),
-            self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
-            self.delete(&lease.integration, running_sk(record)),
-        ];
-        self.transact(items, lease).await
+    async fn save_checkpoint(&self, lease: &Lease, parking: &Parking, record: &TableRunRecord) -> Result<()> {
+        self.park(lease, parking, record).await
     }
 
     async fn checkpoint(&self, integration: &str, table: &str, run_id: &RunId) -> Result<Option<Checkpoint>> {
         let found: Option<Checkpoint> =
             self.get(integration, &format!("CHECKPOINT#{table}")).await?.map(|i| from_item(&i)).transpose()?;
         Ok(found.filter(|c| &c.run_id == run_id))
+    }
+
+    async fn discard_checkpoint(&self, integration: &str, table: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", pk(integration))
+            .key("sk", s(format!("CHECKPOINT#{table}")))
+            .send()
+            .await
+            .map_err(|e| db_err("DeleteItem", e))?;
+        Ok(())
+    }
+
+    async fn table_states(&self, integration: &str) -> Result<Vec<TableState>> {
+        let mut states: std::collections::BTreeMap<String, TableState> = Default::default();
+        let entry = |states: &mut std::collections::BTreeMap<String, TableState>, table: &str| {
+            states
+                .entry(table.to_string())
+                .or_insert_with(|| TableState { table: table.to_string(), lease: None, checkpoint: None })
+                .clone()
+        };
+        for item in self.query(integration, "LEASE#", None).await? {
+            let lease: Lease = from_item(&item)?;
+            let mut state = entry(&mut states, &lease.table);
+            state.lease = Some(lease);
+            states.insert(state.table.clone(), state);
+        }
+        for item in self.query(integration, "CHECKPOINT#", None).await? {
+            let checkpoint: Checkpoint = from_item(&item)?;
+            let mut state = entry(&mut states, &checkpoint.table);
+            state.checkpoint = Some(checkpoint);
+            states.insert(state.table.clone(), state);
+        }
+        Ok(states.into_values().collect())
     }
 
     async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()> {
@@ -404,5 +548,52 @@ impl StateStore for DynamoState {
 
     async fn last_dispatch(&self, integration: &str) -> Result<Option<DispatchRecord>> {
         self.query(integration, "DISPATCH#", Some(1)).await?.first().map(from_item).transpose()
+    }
+}
+
+/// Conflicting updates of one budget retried this many times (each re-reads the item).
+const BUDGET_UPDATE_ATTEMPTS: u32 = 50;
+
+#[async_trait]
+impl RateBudgetStore for DynamoState {
+    /// Optimistic: read, change, write conditioned on the version read; on conflict, again.
+    async fn update_budget(&self, key: &str, change: BudgetChange<'_>) -> Result<Option<RateBudget>> {
+        let pk_value = s(format!("BUDGET#{key}"));
+        for _ in 0..BUDGET_UPDATE_ATTEMPTS {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", pk_value.clone())
+                .key("sk", s("BUDGET"))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| db_err("GetItem", e))?;
+            let current: Option<RateBudget> = out.item.as_ref().map(from_item).transpose()?;
+            let version = out.item.as_ref().and_then(|i| i.get("ver")?.as_n().ok()?.parse::<i64>().ok()).unwrap_or(0);
+            let Some(next) = change(current.as_ref()) else { return Ok(current) };
+            let mut item = doc_item(pk_value.clone(), "BUDGET".into(), &next)?;
+            item.insert("ver".into(), n(version + 1));
+            item.insert("ttl".into(), n(next.window_reset + 86_400));
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk) OR ver = :ver")
+                .expression_attribute_values(":ver", n(version))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(Some(next)),
+                Err(e) if is_conditional_failure(&e) => {
+                    let jitter = rand::random::<u64>() % 20;
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+                Err(e) => return Err(db_err("PutItem", e)),
+            }
+        }
+        Err(SyncError::State(format!("rate-limit budget {key}: too many concurrent updates")))
     }
 }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
@@ -126,12 +126,26 @@ fn still_valid(expires_at: Option<DateTime<Utc>>) -> bool {
 #[async_trait]
 impl TokenProvider for SecretsManagerToken {
     async fn token(&self) -> Result<SecretString> {
+        self.read_token(false).await
+    }
+
+    /// Capsule refused the token: read the secret again (another process may have refreshed it)
+    /// and, for OAuth, refresh unless the secret's token is newer than the refused one.
+    async fn refresh(&self) -> Result<SecretString> {
+        self.read_token(true).await
+    }
+}
+
+impl SecretsManagerToken {
+    async fn read_token(&self, refused: bool) -> Result<SecretString> {
         let mut cached = self.cached.lock().await;
         if let Some((token, expires_at)) = cached.as_ref()
             && still_valid(*expires_at)
+            && !refused
         {
             return Ok(token.clone());
         }
+        let refused_token = if refused { cached.take().map(|(t, _)| t) } else { None };
         let doc = self.read().await?;
         let text = |k: &str| doc.get(k).and_then(Value::as_str).filter(|v| !v.trim().is_empty());
         let is_oauth = doc.contains_key("refresh_token") || doc.contains_key("client_id");
@@ -139,8 +153,9 @@ impl TokenProvider for SecretsManagerToken {
             (SecretString::from(pat.trim().to_string()), None)
         } else if is_oauth {
             let expires_at = text("expires_at").and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc());
+            let is_refused = |access: &str| refused_token.as_ref().is_some_and(|t| t.expose_secret() == access);
             match text("access_token") {
-                Some(access) if expires_at.is_some() && still_valid(expires_at) => {
+                Some(access) if expires_at.is_some() && still_valid(expires_at) && !is_refused(access) => {
                     (SecretString::from(access.to_string()), expires_at)
                 }
                 _ => {

@@ -1,13 +1,16 @@
-//! The Capsule API v2 client: Bearer auth, `perPage` paging over `Link rel="next"`, pacing from
-//! the rate-limit headers, waiting out 429s, and retrying transient failures with backoff.
+//! The Capsule API v2 client: Bearer auth (re-read when it expires or is refused), `perPage`
+//! paging over `Link rel="next"`, requests claimed from the token's shared rate-limit budget,
+//! 429s and long waits turned into [`SyncError::Throttled`], transient failures retried with
+//! backoff.
 
+pub mod budget;
 mod page;
 mod ratelimit;
 mod retry;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::Retryable;
 use reqwest::header::{ACCEPT, LINK, USER_AGENT};
@@ -16,10 +19,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use url::Url;
 
+pub use budget::{BudgetChange, BudgetPolicy, Claim, MemoryBudgets, RateBudget, RateBudgetStore, budget_key};
 pub use page::{Page, next_link, with_own_params};
-pub use ratelimit::{Pacer, RateLimitStatus};
+pub use ratelimit::RateLimitStatus;
 pub use retry::{Attempt, RetryPolicy, StatusClass, classify_status};
 
+use crate::ports::TokenProvider;
 use crate::runlog::RunLog;
 use crate::{Result, SyncError};
 
@@ -36,10 +41,15 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Retry schedule for transient failures.
     pub retry: RetryPolicy,
-    /// Slow down when fewer than this share of the rate-limit window remains.
-    pub rate_low_water: f64,
-    /// Longest single wait for the rate-limit window.
-    pub max_rate_wait: Duration,
+    /// How the token's rate-limit budget is shared out (the reserve left to other tools).
+    pub budget: BudgetPolicy,
+    /// Longest a request waits in place for the rate-limit window; a longer wait ends it with
+    /// [`SyncError::Throttled`] so the run can checkpoint (Lambda: seconds; the CLI: the window).
+    pub max_inline_wait: Duration,
+    /// When every retry of a transient failure is spent: `Some(pause)` ends the request with
+    /// [`SyncError::Throttled`] to resume after `pause` (an outage waited out between
+    /// invocations); None fails it.
+    pub outage_pause: Option<Duration>,
     /// How many 429s in a row one request may wait out before giving up.
     pub max_rate_limit_waits: u32,
 }
@@ -49,11 +59,19 @@ impl Default for ClientOptions {
         ClientOptions {
             timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
-            rate_low_water: 0.05,
-            max_rate_wait: Duration::from_secs(3660),
+            budget: BudgetPolicy::default(),
+            max_inline_wait: Duration::from_secs(3660),
+            outage_pause: None,
             max_rate_limit_waits: 10,
         }
     }
+}
+
+/// The rate-limit budget a client draws from: a store shared with other processes, and the key.
+#[derive(Clone)]
+pub struct SharedBudget {
+    pub store: Arc<dyn RateBudgetStore>,
+    pub key: String,
 }
 
 /// Request counts of one table run.
@@ -85,12 +103,17 @@ impl RequestCounters {
 struct Inner {
     http: reqwest::Client,
     base: String,
-    token: SecretString,
-    pacer: Pacer,
+    /// The token in use; re-read from `tokens` before each request (providers cache it).
+    token: RwLock<SecretString>,
+    tokens: Option<Arc<dyn TokenProvider>>,
+    budget: SharedBudget,
+    /// The budget as last stored, to skip writes that would change nothing.
+    known: Mutex<Option<RateBudget>>,
+    last_status: Mutex<Option<RateLimitStatus>>,
     options: ClientOptions,
 }
 
-/// A Capsule API client. Cheap to clone; clones share the connection pool and rate-limit pacing.
+/// A Capsule API client. Cheap to clone; clones share the connection pool and rate-limit budget.
 /// [`CapsuleClient::for_run_logged`] gives a clone with its own request counters and log.
 #[derive(Clone)]
 pub struct CapsuleClient {
@@ -115,7 +138,31 @@ pub struct ListingPage {
 }
 
 impl CapsuleClient {
+    /// A client with a fixed token and a budget of its own (token checks, tests).
     pub fn new(base_url: &str, token: SecretString, options: ClientOptions) -> Result<CapsuleClient> {
+        let budget = SharedBudget { store: Arc::new(MemoryBudgets::default()), key: "local".into() };
+        CapsuleClient::build(base_url, token, None, budget, options)
+    }
+
+    /// A client for runs: the token read from `tokens` (and re-read when it expires or Capsule
+    /// refuses it), requests claimed from the shared `budget`.
+    pub async fn connect(
+        base_url: &str,
+        tokens: Arc<dyn TokenProvider>,
+        budget: SharedBudget,
+        options: ClientOptions,
+    ) -> Result<CapsuleClient> {
+        let token = tokens.token().await?;
+        CapsuleClient::build(base_url, token, Some(tokens), budget, options)
+    }
+
+    fn build(
+        base_url: &str,
+        token: SecretString,
+        tokens: Option<Arc<dyn TokenProvider>>,
+        budget: SharedBudget,
+        options: ClientOptions,
+    ) -> Result<CapsuleClient> {
         let base = Url::parse(base_url)
             .map_err(|e| SyncError::Config(format!("API base URL `{base_url}` is not a valid URL: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") {
@@ -132,8 +179,11 @@ impl CapsuleClient {
             inner: Arc::new(Inner {
                 http,
                 base: base.as_str().trim_end_matches('/').to_string(),
-                token,
-                pacer: Pacer::new(options.rate_low_water, options.max_rate_wait),
+                token: RwLock::new(token),
+                tokens,
+                budget,
+                known: Mutex::new(None),
+                last_status: Mutex::new(None),
                 options,
             }),
             counters: Arc::default(),
@@ -160,7 +210,7 @@ impl CapsuleClient {
 
     /// The rate-limit state the server last reported.
     pub fn rate_limit(&self) -> Option<RateLimitStatus> {
-        self.inner.pacer.last()
+        *self.inner.last_status.lock().unwrap()
     }
 
     /// `base + path` with query parameters.
@@ -208,6 +258,7 @@ impl CapsuleClient {
     pub async fn get_json(&self, url: &Url) -> Result<(Map<String, Value>, Option<Url>)> {
         let options = &self.inner.options;
         let mut rate_waits = 0;
+        let mut token_reread = false;
         loop {
             let outcome = (|| self.attempt(url))
                 .retry(retry::backoff(&options.retry))
@@ -225,13 +276,7 @@ impl CapsuleClient {
                 Err(Attempt::RateLimited(wait)) if rate_waits < options.max_rate_limit_waits => {
                     rate_waits += 1;
                     self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    let fields = serde_json::json!({"request": describe(url), "wait_ms": wait.as_millis() as u64});
-                    self.warn(
-                        "capsule_rate_limited",
-                        "429 from Capsule: waiting for the rate-limit window to reset".into(),
-                        fields,
-                    );
-                    tokio::time::sleep(wait).await;
+                    self.wait_for_window(url, wait, "429 from Capsule").await?;
                 }
                 Err(Attempt::RateLimited(_)) => {
                     return Err(SyncError::Unavailable {
@@ -240,32 +285,106 @@ impl CapsuleClient {
                         last: "still rate limited (429) after waiting for every reset".into(),
                     });
                 }
-                Err(Attempt::Transient(last)) => {
-                    return Err(SyncError::Unavailable {
-                        request: describe(url),
-                        attempts: options.retry.max_retries + 1,
-                        last: last.to_string(),
-                    });
+                Err(Attempt::Transient(last)) => return Err(self.outage(url, last)),
+                Err(Attempt::Fatal(SyncError::Auth { .. })) if !token_reread && self.inner.tokens.is_some() => {
+                    // The token expired or was rotated under us: read it again (OAuth: refresh) once.
+                    token_reread = true;
+                    self.reread_token().await?;
                 }
                 Err(Attempt::Fatal(error)) => return Err(error),
             }
         }
     }
 
+    /// Waits in place for a short rate-limit wait; a long one becomes [`SyncError::Throttled`].
+    async fn wait_for_window(&self, url: &Url, wait: Duration, why: &str) -> Result<()> {
+        let fields = serde_json::json!({"request": describe(url), "wait_ms": wait.as_millis() as u64});
+        if wait > self.inner.options.max_inline_wait {
+            let until = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
+            self.warn("capsule_throttled", format!("{why}: the next request must wait until {until}"), fields);
+            let reason = format!("{why}: the token's rate-limit budget is spent until the window resets");
+            return Err(SyncError::Throttled { until, reason });
+        }
+        self.warn("capsule_rate_limited", format!("{why}: waiting for the rate-limit window to reset"), fields);
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// Every retry is spent: fail, or (when configured) pause the run until Capsule recovers.
+    fn outage(&self, url: &Url, last: SyncError) -> SyncError {
+        let attempts = self.inner.options.retry.max_retries + 1;
+        match self.inner.options.outage_pause {
+            Some(pause) => SyncError::Throttled {
+                until: chrono::Utc::now() + chrono::Duration::from_std(pause).unwrap_or(chrono::Duration::minutes(5)),
+                reason: format!("Capsule kept failing for {} ({attempts} attempts: {last})", describe(url)),
+            },
+            None => SyncError::Unavailable { request: describe(url), attempts, last: last.to_string() },
+        }
+    }
+
+    async fn reread_token(&self) -> Result<()> {
+        let Some(tokens) = &self.inner.tokens else { return Ok(()) };
+        let token = tokens.refresh().await?;
+        *self.inner.token.write().unwrap() = token;
+        self.warn("capsule_token_reread", "Capsule refused the token: read it again".into(), Value::Null);
+        Ok(())
+    }
+
+    /// Claims one request from the token's budget, waiting in place for short waits.
+    async fn claim(&self, url: &Url) -> Result<()> {
+        let policy = self.inner.options.budget;
+        loop {
+            let now = epoch_seconds();
+            let verdict = Mutex::new(Claim::Granted);
+            let change = |current: Option<&RateBudget>| {
+                let (next, claim) = RateBudget::claim(current, &policy, now);
+                *verdict.lock().unwrap() = claim;
+                next
+            };
+            let stored = self.inner.budget.store.update_budget(&self.inner.budget.key, &change).await?;
+            *self.inner.known.lock().unwrap() = stored;
+            let claim = *verdict.lock().unwrap();
+            match claim {
+                Claim::Granted => return Ok(()),
+                Claim::WaitUntil(reset) => {
+                    let wait = until_epoch(reset);
+                    self.wait_for_window(url, wait, "the token's share of this rate-limit window is spent").await?;
+                }
+            }
+        }
+    }
+
+    /// Feeds a response's rate-limit headers to the shared budget (a write only when they say
+    /// more than the budget knows).
+    async fn observe(&self, status: RateLimitStatus) {
+        *self.inner.last_status.lock().unwrap() = Some(status);
+        let policy = self.inner.options.budget;
+        let known = self.inner.known.lock().unwrap().clone();
+        if RateBudget::observe(known.as_ref(), &status, &policy).is_none() {
+            return;
+        }
+        let change = |current: Option<&RateBudget>| RateBudget::observe(current, &status, &policy);
+        match self.inner.budget.store.update_budget(&self.inner.budget.key, &change).await {
+            Ok(stored) => *self.inner.known.lock().unwrap() = stored,
+            Err(e) => tracing::warn!(event = "rate_budget_not_updated", error = %e),
+        }
+    }
+
     async fn attempt(&self, url: &Url) -> std::result::Result<(Map<String, Value>, Option<Url>), Attempt> {
         let inner = &self.inner;
-        let wait = inner.pacer.delay_before_request(SystemTime::now());
-        if !wait.is_zero() {
-            tracing::info!(event = "capsule_pacing", wait_ms = wait.as_millis() as u64, "rate-limit budget low");
-            tokio::time::sleep(wait).await;
+        self.claim(url).await.map_err(Attempt::Fatal)?;
+        if let Some(tokens) = &inner.tokens {
+            // Providers cache the token and refresh it near its expiry (OAuth).
+            *inner.token.write().unwrap() = tokens.token().await.map_err(Attempt::Fatal)?;
         }
+        let token = inner.token.read().unwrap().clone();
         let request = describe(url);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let response = inner
             .http
             .get(url.clone())
-            .bearer_auth(inner.token.expose_secret())
+            .bearer_auth(token.expose_secret())
             .header(ACCEPT, "application/json")
             .header(USER_AGENT, concat!("capsule-sync/", env!("CARGO_PKG_VERSION")))
             .send()
@@ -274,7 +393,7 @@ impl CapsuleClient {
         let status = response.status();
         let headers = response.headers().clone();
         if let Some(s) = RateLimitStatus::from_headers(&headers) {
-            inner.pacer.observe(s);
+            self.observe(s).await;
         }
         let bytes = response.bytes().await.map_err(|e| retry::classify_transport(&e, &request))?;
         tracing::debug!(
@@ -287,7 +406,10 @@ impl CapsuleClient {
         match classify_status(status) {
             StatusClass::Success => {}
             StatusClass::RateLimited => {
-                return Err(Attempt::RateLimited(inner.pacer.delay_after_429(&headers, SystemTime::now())));
+                // Until the reported reset (the budget now knows the window is spent).
+                let wait = RateLimitStatus::from_headers(&headers)
+                    .map_or(Duration::from_secs(30), |s| s.until_reset(SystemTime::now()).max(Duration::from_secs(1)));
+                return Err(Attempt::RateLimited(wait));
             }
             StatusClass::Auth => {
                 let challenge = headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -326,6 +448,16 @@ impl CapsuleClient {
             .map(|next| with_own_params(next, url));
         Ok((body, next))
     }
+}
+
+fn epoch_seconds() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64
+}
+
+/// How long until the epoch second `at` begins (a little after, so the window has surely reset).
+fn until_epoch(at: i64) -> Duration {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Duration::from_secs(at.max(0) as u64).saturating_sub(now) + Duration::from_millis(50)
 }
 
 /// `GET /parties?page=2&perPage=100` — the request without scheme and host, for messages.

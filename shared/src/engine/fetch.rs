@@ -1,21 +1,26 @@
 //! Executes a table's fetch plan: page through its listings (or discover parents, then page
 //! through each parent's children) and hand every row to the part writer. One code path for
 //! all 22 tables; what differs is the catalog entry.
+//!
+//! A read can stop at any request: near the deadline (between pages), or when the request is
+//! throttled (the token's rate-limit budget is spent, Capsule is down). Either way it returns
+//! the cursor where the next invocation picks up, so no page is read twice within a run.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
-
 use serde_json::{Map, Value};
 use url::Url;
 
 use super::row::{RowBuilder, get_path, matches_all};
 use crate::capsule::{CapsuleClient, ListingPage};
 use crate::catalog::{Constant, Fetch, Listing, ParentDiscovery, TableSpec};
-use crate::integration::FanOutMode;
-use crate::output::PartWriter;
-use crate::ports::Cursor;
+use crate::integration::{FanOutMode, RunId};
+use crate::output::{self, PartWriter};
+use crate::ports::{Cursor, Discovery, ObjectSink};
 use crate::runlog::RunLog;
 use crate::{Result, SyncError};
 
@@ -78,15 +83,46 @@ impl<'a> Pager<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Extracted {
     Done,
-    /// Stopped near the deadline; resume at this cursor.
-    Paused(Cursor),
+    /// Stopped: near the deadline (`not_before` None), or because nothing may be sent to Capsule
+    /// before `not_before`. Resume at `cursor`.
+    Paused {
+        cursor: Cursor,
+        not_before: Option<DateTime<Utc>>,
+    },
 }
+
+/// Why reading stopped early: a pause (resumable at the cursor) or a failure.
+enum Halt {
+    Pause(Cursor, Option<DateTime<Utc>>),
+    Fail(SyncError),
+}
+
+impl From<SyncError> for Halt {
+    fn from(e: SyncError) -> Halt {
+        Halt::Fail(e)
+    }
+}
+
+/// A request's error, as a halt: a throttled request pauses the run at `cursor` (the request
+/// is made again on resume); anything else fails it.
+fn halt_at(error: SyncError, cursor: &Cursor) -> Halt {
+    match error {
+        SyncError::Throttled { until, .. } => Halt::Pause(cursor.clone(), Some(until)),
+        other => Halt::Fail(other),
+    }
+}
+
+/// A fanned-out parent: (child path template, entity, parent id).
+type Parent = (String, Option<String>, i64);
 
 /// Everything an extraction needs.
 pub struct Extraction<'a> {
     pub client: &'a CapsuleClient,
+    pub sink: &'a dyn ObjectSink,
+    pub integration: &'a str,
+    pub run_id: &'a RunId,
     pub table: &'static TableSpec,
-    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub since: Option<DateTime<Utc>>,
     pub fan_out: FanOutMode,
     pub rows: RowBuilder,
     pub progress: Option<&'a (dyn Fn(u64) + Send + Sync)>,
@@ -98,14 +134,39 @@ pub struct Extraction<'a> {
     pub pages_read: u64,
     pub log: RunLog,
     /// T0 of the run.
-    pub started: chrono::DateTime<chrono::Utc>,
+    pub started: DateTime<Utc>,
 }
 
 impl Extraction<'_> {
+    /// Reads the table from the resume cursor to the end, or until it pauses.
+    pub async fn run(&mut self, writer: &mut PartWriter<'_>) -> Result<Extracted> {
+        let resume = std::mem::take(&mut self.resume);
+        let read = match self.table.fetch {
+            Fetch::Listings(listings) => self.read_listings(listings, resume, writer).await,
+            Fetch::FanOut { discover, exhaustive, envelope, parent_id_column, max_per_page } => {
+                let routes = match self.fan_out {
+                    FanOutMode::Exhaustive if !exhaustive.is_empty() => exhaustive,
+                    _ => discover,
+                };
+                let children = Children { envelope, parent_id_column, max_per_page };
+                self.read_fan_out(routes, children, resume, writer).await
+            }
+        };
+        match read {
+            Ok(()) => Ok(Extracted::Done),
+            Err(Halt::Pause(cursor, not_before)) => Ok(Extracted::Paused { cursor, not_before }),
+            Err(Halt::Fail(e)) => Err(e),
+        }
+    }
+
+    fn should_pause(&self) -> bool {
+        self.pages_read > 0 && self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
     /// Ids the deleted feed lists (deleted or newly restricted) since a second before `since`
     /// (Capsule's timestamps have second precision); the first page of 100 is enough to tell
     /// whether anything new appeared during a pass.
-    async fn deleted_ids(&self, feed: &str, since: chrono::DateTime<chrono::Utc>) -> Result<BTreeSet<i64>> {
+    async fn deleted_ids(&self, feed: &str, since: DateTime<Utc>) -> Result<BTreeSet<i64>> {
         let since = since_param(since - chrono::Duration::seconds(1));
         let url = self.client.url(feed, &[("since", since.as_str()), ("perPage", "100")])?;
         let (body, _) = self.client.get_json(&url).await?;
@@ -117,183 +178,256 @@ impl Extraction<'_> {
             .collect())
     }
 
-    fn should_pause(&self) -> bool {
-        self.pages_read > 0 && self.deadline.is_some_and(|d| Instant::now() >= d)
-    }
-
-    pub async fn run(&mut self, writer: &mut PartWriter<'_>) -> Result<Extracted> {
-        let resume = std::mem::take(&mut self.resume);
-        match self.table.fetch {
-            Fetch::Listings(listings) => {
-                let mut i = resume.listing;
-                let mut start = parse_cursor_url(&resume.next_url)?;
-                let mut pass = resume.pass;
-                let mut pass_started = resume.pass_started.unwrap_or(self.started);
-                let mut baseline: BTreeSet<i64> = resume.baseline.into_iter().collect();
-                while let Some(listing) = listings.get(i) {
-                    if start.is_none() {
-                        if self.should_pause() {
-                            let cursor = Cursor { listing: i, pass, ..Cursor::default() };
-                            return Ok(Extracted::Paused(cursor));
-                        }
-                        // A new pass: what the deleted feed already shows can't shift its pages.
-                        if let Some(feed) = listing.deleted_feed {
-                            baseline = self.deleted_ids(feed, pass_started).await?;
-                        }
-                    }
-                    if let Some(next) = self.read_listing(listing, start.take(), writer).await? {
-                        return Ok(Extracted::Paused(Cursor {
-                            listing: i,
-                            parent: None,
-                            next_url: Some(next.to_string()),
-                            pass,
-                            pass_started: Some(pass_started),
-                            baseline: baseline.into_iter().collect(),
-                        }));
-                    }
-                    if let Some(feed) = listing.deleted_feed
-                        && pass < MAX_REREADS
-                        && !self.deleted_ids(feed, pass_started).await?.is_subset(&baseline)
-                    {
-                        pass += 1;
-                        pass_started = chrono::Utc::now();
-                        let message = format!(
-                            "records were deleted while {} was paged (offset paging may have skipped one): reading it again",
-                            listing.path
-                        );
-                        self.log.warn("paging_shift_reread", message, serde_json::json!({"pass": pass}));
-                        continue;
-                    }
-                    i += 1;
-                    pass = 0;
-                    pass_started = chrono::Utc::now();
+    /// Every listing of the plan in order; a listing whose pages shifted is read again.
+    async fn read_listings(
+        &mut self,
+        listings: &[Listing],
+        resume: Cursor,
+        writer: &mut PartWriter<'_>,
+    ) -> Result<(), Halt> {
+        let mut at = resume;
+        at.pass_started.get_or_insert(self.started);
+        while let Some(listing) = listings.get(at.listing) {
+            if !at.checking {
+                if at.next_url.is_none() {
+                    self.begin_pass(listing, &mut at).await?;
                 }
-                Ok(Extracted::Done)
+                self.read_listing(listing, &mut at, writer).await?;
+                at.checking = true;
             }
-            Fetch::FanOut { discover, exhaustive, envelope, parent_id_column, max_per_page } => {
-                let routes = match self.fan_out {
-                    FanOutMode::Exhaustive if !exhaustive.is_empty() => exhaustive,
-                    _ => discover,
+            if self.pages_shifted(listing, &at).await? {
+                at = Cursor {
+                    listing: at.listing,
+                    pass: at.pass + 1,
+                    pass_started: Some(Utc::now()),
+                    ..Cursor::default()
                 };
-                let parents = self.discover_parents(routes).await?;
-                let fields = serde_json::json!({"parents": parents.len()});
-                self.log.info("parents_discovered", format!("{} parents to read", parents.len()), fields);
-                // Children are fetched FAN_OUT_CONCURRENCY parents at a time (they are small: a
-                // page or two each) and written in parent order; a pause happens between parents.
-                let todo: Vec<&(&'static str, Option<&'static str>, i64)> = parents
-                    .iter()
-                    .filter(|(path, _, id)| resume.parent.as_ref().is_none_or(|at| (path.to_string(), *id) >= *at))
-                    .collect();
-                let client = self.client;
-                let log = self.log.clone();
-                // Collected first: a lazily borrowed iterator in the stream would make the run's
-                // future not `Send` (a higher-ranked lifetime limitation of the compiler).
-                let fetches: Vec<_> = todo
-                    .iter()
-                    .map(|(child_path, _, id)| {
-                        let (log, path) = (log.clone(), child_path.replace("{id}", &id.to_string()));
-                        async move { read_children(client, &path, envelope, max_per_page, log).await }
-                    })
-                    .collect();
-                let mut fetched = futures::stream::iter(fetches).buffered(FAN_OUT_CONCURRENCY);
-                let mut i = 0;
-                while let Some(children) = fetched.next().await {
-                    let (child_path, entity, id) = *todo[i];
-                    let (items, pages) = children?;
-                    let mut parent_columns: Vec<(&'static str, Value)> = vec![(parent_id_column, Value::from(id))];
-                    if let Some(entity) = entity {
-                        parent_columns.push(("entity", Value::String(entity.to_string())));
-                    }
-                    for item in items {
-                        let record = into_object(item, &Listing::plain(child_path, envelope, max_per_page))?;
-                        let row = self.rows.build(record, &[], &parent_columns, true);
-                        writer.write_row(&row).await?;
-                    }
-                    self.pages_read += pages;
-                    if let Some(progress) = self.progress {
-                        progress(writer.rows());
-                    }
-                    i += 1;
-                    if let Some((next_path, _, next_id)) = todo.get(i)
-                        && self.should_pause()
-                    {
-                        let parent = Some((next_path.to_string(), *next_id));
-                        return Ok(Extracted::Paused(Cursor { listing: 0, parent, ..Cursor::default() }));
-                    }
-                }
-                Ok(Extracted::Done)
+                let message = format!(
+                    "records were deleted while {} was paged (offset paging may have skipped one): reading it again",
+                    listing.path
+                );
+                self.log.warn("paging_shift_reread", message, serde_json::json!({"pass": at.pass}));
+                continue;
             }
+            at = Cursor { listing: at.listing + 1, pass_started: Some(Utc::now()), ..Cursor::default() };
         }
+        Ok(())
     }
 
-    /// Pages through one listing (from `start`, or its first page) and writes its rows.
-    /// Returns the next page's URL when it paused for the deadline.
+    /// Before a pass's first page: pause if the time is up, and note what the deleted feed
+    /// already shows (that can't shift the pass's pages).
+    async fn begin_pass(&mut self, listing: &Listing, at: &mut Cursor) -> Result<(), Halt> {
+        if self.should_pause() {
+            return Err(Halt::Pause(at.clone(), None));
+        }
+        if let Some(feed) = listing.deleted_feed {
+            let since = at.pass_started.unwrap_or(self.started);
+            at.baseline = self.deleted_ids(feed, since).await.map_err(|e| halt_at(e, at))?.into_iter().collect();
+        }
+        Ok(())
+    }
+
+    /// After a pass's last page: whether the deleted feed gained ids meanwhile (at most
+    /// [`MAX_REREADS`] re-reads).
+    async fn pages_shifted(&mut self, listing: &Listing, at: &Cursor) -> Result<bool, Halt> {
+        let Some(feed) = listing.deleted_feed.filter(|_| at.pass < MAX_REREADS) else { return Ok(false) };
+        let since = at.pass_started.unwrap_or(self.started);
+        let now = self.deleted_ids(feed, since).await.map_err(|e| halt_at(e, at))?;
+        let baseline: BTreeSet<i64> = at.baseline.iter().copied().collect();
+        Ok(!now.is_subset(&baseline))
+    }
+
+    /// Pages through one listing from `at.next_url` (or its first page) and writes its rows.
     async fn read_listing(
         &mut self,
         listing: &Listing,
-        start: Option<Url>,
+        at: &mut Cursor,
         writer: &mut PartWriter<'_>,
-    ) -> Result<Option<Url>> {
-        let url = match start {
+    ) -> Result<(), Halt> {
+        let url = match parse_cursor_url(&at.next_url)? {
             Some(url) => url,
             None => self.first_url(listing)?,
         };
         let extra_keys: Vec<&str> = listing.extra_envelopes.iter().map(|e| e.key).collect();
         let mut pager = Pager::new(self.client, url, listing.envelope, extra_keys);
         pager.log = Some(self.log.clone());
-        while let Some(page) = pager.next_page().await? {
+        loop {
+            at.next_url = pager.peek_next().map(Url::to_string);
+            let Some(page) = pager.next_page().await.map_err(|e| halt_at(e, at))? else { break };
             self.pages_read += 1;
-            for item in page.page.items {
-                let record = into_object(item, listing)?;
-                if matches_all(&record, listing.filters) {
-                    let row = self.rows.build(record, listing.constants, &[], true);
-                    writer.write_row(&row).await?;
-                }
-            }
-            for (extra, items) in listing.extra_envelopes.iter().zip(page.extras) {
-                for item in items {
-                    let record = into_object(item, listing)?;
-                    let constants: &[Constant] = extra.constants;
-                    let row = self.rows.build(record, constants, &[], false);
-                    writer.write_row(&row).await?;
-                }
-            }
-            if let Some(progress) = self.progress {
-                progress(writer.rows());
-            }
+            self.write_page(listing, page, writer).await?;
             if let Some(next) = pager.peek_next()
                 && self.should_pause()
             {
-                return Ok(Some(next.clone()));
+                at.next_url = Some(next.to_string());
+                return Err(Halt::Pause(at.clone(), None));
             }
         }
-        Ok(None)
+        at.next_url = None;
+        Ok(())
     }
 
-    /// Reads the discovery listings and returns (child path template, entity, parent id), deduplicated.
+    async fn write_page(&mut self, listing: &Listing, page: ListingPage, writer: &mut PartWriter<'_>) -> Result<()> {
+        for item in page.page.items {
+            let record = into_object(item, listing.path, listing.envelope)?;
+            if matches_all(&record, listing.filters) {
+                let row = self.rows.build(record, listing.constants, &[], true);
+                writer.write_row(&row).await?;
+            }
+        }
+        for (extra, items) in listing.extra_envelopes.iter().zip(page.extras) {
+            for item in items {
+                let record = into_object(item, listing.path, listing.envelope)?;
+                let constants: &[Constant] = extra.constants;
+                let row = self.rows.build(record, constants, &[], false);
+                writer.write_row(&row).await?;
+            }
+        }
+        if let Some(progress) = self.progress {
+            progress(writer.rows());
+        }
+        Ok(())
+    }
+
+    /// Discovers the parents (or loads those a checkpoint saved), then reads every parent's
+    /// children from the resume point on.
+    async fn read_fan_out(
+        &mut self,
+        routes: &[ParentDiscovery],
+        children: Children,
+        resume: Cursor,
+        writer: &mut PartWriter<'_>,
+    ) -> Result<(), Halt> {
+        let parents = self.parents(routes, &resume).await?;
+        let todo: Vec<Parent> = parents
+            .into_iter()
+            .filter(|(path, _, id)| resume.parent.as_ref().is_none_or(|at| (path.clone(), *id) >= *at))
+            .collect();
+        let parents_key = Some(output::parents_key(self.integration, self.table.name, self.run_id));
+        let at_parent = |i: usize| Cursor {
+            parent: todo.get(i).map(|(path, _, id)| (path.clone(), *id)),
+            parents_key: parents_key.clone(),
+            ..Cursor::default()
+        };
+        // Children are fetched FAN_OUT_CONCURRENCY parents at a time (they are small: a page or
+        // two each) and written in parent order; a pause happens between parents.
+        let (client, log) = (self.client, self.log.clone());
+        // Collected first: a lazily borrowed iterator in the stream would make the run's future
+        // not `Send` (a higher-ranked lifetime limitation of the compiler).
+        let fetches: Vec<_> = todo
+            .iter()
+            .map(|(child_path, _, id)| {
+                let (log, path) = (log.clone(), child_path.replace("{id}", &id.to_string()));
+                async move { read_children(client, &path, children.envelope, children.max_per_page, log).await }
+            })
+            .collect();
+        let mut fetched = futures::stream::iter(fetches).buffered(FAN_OUT_CONCURRENCY);
+        let mut i = 0;
+        while let Some(result) = fetched.next().await {
+            let (items, pages) = result.map_err(|e| halt_at(e, &at_parent(i)))?;
+            let (child_path, entity, id) = &todo[i];
+            let mut parent_columns: Vec<(&'static str, Value)> = vec![(children.parent_id_column, Value::from(*id))];
+            if let Some(entity) = entity {
+                parent_columns.push(("entity", Value::String(entity.clone())));
+            }
+            for item in items {
+                let record = into_object(item, child_path, children.envelope)?;
+                let row = self.rows.build(record, &[], &parent_columns, true);
+                writer.write_row(&row).await?;
+            }
+            self.pages_read += pages;
+            if let Some(progress) = self.progress {
+                progress(writer.rows());
+            }
+            i += 1;
+            if i < todo.len() && self.should_pause() {
+                return Err(Halt::Pause(at_parent(i), None));
+            }
+        }
+        Ok(())
+    }
+
+    /// The parents to read: from the checkpoint's saved list, or discovered now (resuming a
+    /// discovery that paused part way). The list is saved for the run's continuations.
+    async fn parents(&mut self, routes: &[ParentDiscovery], resume: &Cursor) -> Result<Vec<Parent>, Halt> {
+        let key = output::parents_key(self.integration, self.table.name, self.run_id);
+        let saved: BTreeSet<Parent> = match &resume.parents_key {
+            Some(key) => self.load_parents(key).await?,
+            None => BTreeSet::new(),
+        };
+        if resume.parents_key.is_some() && resume.discovery.is_none() {
+            return Ok(saved.into_iter().collect());
+        }
+        let mut found = saved;
+        let from = resume.discovery.clone().unwrap_or_default();
+        if let Err(halt) = self.discover_parents(routes, from, &mut found).await {
+            if let Halt::Pause(..) = &halt {
+                self.save_parents(&key, &found).await?;
+            }
+            return Err(halt);
+        }
+        self.save_parents(&key, &found).await?;
+        let fields = serde_json::json!({"parents": found.len()});
+        self.log.info("parents_discovered", format!("{} parents to read", found.len()), fields);
+        Ok(found.into_iter().collect())
+    }
+
+    async fn load_parents(&self, key: &str) -> Result<BTreeSet<Parent>> {
+        let bytes = self.sink.get(key).await?.ok_or_else(|| {
+            SyncError::State(format!("the checkpoint names the discovered parents at {key}, which is missing"))
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| SyncError::State(format!("{key} is not a list of parents: {e}")))
+    }
+
+    async fn save_parents(&self, key: &str, parents: &BTreeSet<Parent>) -> Result<()> {
+        let body = serde_json::to_vec(parents).map_err(|e| SyncError::Internal(format!("parents: {e}")))?;
+        self.sink.put(key, Bytes::from(body)).await
+    }
+
+    /// Reads the discovery listings from `from` on, adding (child path template, entity, parent
+    /// id) to `found`. A pause carries the discovery's position.
     async fn discover_parents(
         &mut self,
         routes: &[ParentDiscovery],
-    ) -> Result<BTreeSet<(&'static str, Option<&'static str>, i64)>> {
-        let mut parents = BTreeSet::new();
-        for route in routes {
-            let url = self.first_url(&route.listing)?;
+        from: Discovery,
+        found: &mut BTreeSet<Parent>,
+    ) -> Result<(), Halt> {
+        let parents_key = Some(output::parents_key(self.integration, self.table.name, self.run_id));
+        let mut at = from;
+        while let Some(route) = routes.get(at.route) {
+            let url = match parse_cursor_url(&at.next_url)? {
+                Some(url) => url,
+                None => self.first_url(&route.listing)?,
+            };
             let mut pager = Pager::new(self.client, url, route.listing.envelope, Vec::new());
-            while let Some(page) = pager.next_page().await? {
+            loop {
+                at.next_url = pager.peek_next().map(Url::to_string);
+                let cursor =
+                    Cursor { discovery: Some(at.clone()), parents_key: parents_key.clone(), ..Cursor::default() };
+                let Some(page) = pager.next_page().await.map_err(|e| halt_at(e, &cursor))? else { break };
+                self.pages_read += 1;
                 for item in page.page.items {
-                    let record = into_object(item, &route.listing)?;
+                    let record = into_object(item, route.listing.path, route.listing.envelope)?;
                     if !matches_all(&record, route.listing.filters) {
                         continue;
                     }
                     for target in route.targets {
                         if let Some(id) = get_path(&record, target.id_field).and_then(Value::as_i64) {
-                            parents.insert((target.child_path, target.entity, id));
+                            found.insert((target.child_path.to_string(), target.entity.map(str::to_string), id));
                         }
                     }
                 }
+                if let Some(next) = pager.peek_next()
+                    && self.should_pause()
+                {
+                    at.next_url = Some(next.to_string());
+                    let cursor = Cursor { discovery: Some(at), parents_key, ..Cursor::default() };
+                    return Err(Halt::Pause(cursor, None));
+                }
             }
+            at = Discovery { route: at.route + 1, next_url: None };
         }
-        Ok(parents)
+        Ok(())
     }
 
     fn first_url(&self, listing: &Listing) -> Result<Url> {
@@ -309,6 +443,14 @@ impl Extraction<'_> {
         }
         self.client.url(listing.path, &params)
     }
+}
+
+/// How a fan-out table reads each parent's children.
+#[derive(Clone, Copy)]
+struct Children {
+    envelope: &'static str,
+    parent_id_column: &'static str,
+    max_per_page: u32,
 }
 
 /// Re-reads of one listing after deletions shifted its pages, at most.
@@ -345,12 +487,12 @@ fn parse_cursor_url(url: &Option<String>) -> Result<Option<Url>> {
         .transpose()
 }
 
-fn into_object(item: Value, listing: &Listing) -> Result<Map<String, Value>> {
+fn into_object(item: Value, path: &str, envelope: &str) -> Result<Map<String, Value>> {
     match item {
         Value::Object(map) => Ok(map),
         other => Err(SyncError::BadResponse {
-            request: format!("GET {}", listing.path),
-            message: format!("an item of `{}` is not an object: {other}", listing.envelope),
+            request: format!("GET {path}"),
+            message: format!("an item of `{envelope}` is not an object: {other}"),
         }),
     }
 }

@@ -5,8 +5,11 @@
 //! of this attempt are deleted, and a retry of the same run id writes the same keys (stale keys
 //! of an earlier attempt are removed when the retry commits), so retries never duplicate files.
 //!
-//! Near a deadline (Lambda's time limit) a run finishes its current part, saves a checkpoint and
-//! ends as `continued`; the continuation (same run id, same lease owner) resumes at the cursor.
+//! Near a deadline (Lambda's time limit), or when the token's rate-limit window is spent for
+//! longer than the client waits in place, a run finishes its current part, saves a checkpoint
+//! and ends as `continued`; the continuation (same run id, same lease owner, the next
+//! invocation number) resumes at the cursor. Who may start, renew, resume and take over is
+//! [`crate::lifecycle`]'s business.
 
 mod fetch;
 mod row;
@@ -25,9 +28,10 @@ pub use row::{RowBuilder, coerce};
 use crate::capsule::{CapsuleClient, RequestStats};
 use crate::catalog::{self, TableSpec};
 use crate::integration::{Integration, IntegrationStatus, RunId};
+use crate::lifecycle::{self, Invocation};
 use crate::output::{self, PartFile, PartWriter, RunManifest, WriterOptions};
 use crate::ports::{
-    Bookmark, Checkpoint, Cursor, ErrorRecord, Lease, ObjectSink, RunState, StateStore, TableRunRecord,
+    Bookmark, Checkpoint, Cursor, ErrorRecord, Lease, ObjectSink, Parking, RunState, StateStore, TableRunRecord,
 };
 use crate::runlog::RunLog;
 use crate::{Result, SyncError};
@@ -39,6 +43,10 @@ pub struct Deps<'a> {
     pub sink: &'a dyn ObjectSink,
 }
 
+/// A lease lasts this long unless renewed; the heartbeat renews it every third of it. A run
+/// whose process died is taken over after this (locally at once, when its pid is gone).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(300);
+
 /// Knobs of a table run that aren't integration settings.
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
@@ -49,7 +57,7 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { writer: WriterOptions::default(), lease_ttl: Duration::from_secs(2 * 3600) }
+        RunOptions { writer: WriterOptions::default(), lease_ttl: DEFAULT_LEASE_TTL }
     }
 }
 
@@ -70,8 +78,8 @@ pub struct TableRun<'a> {
     pub progress: Option<&'a ProgressFn>,
     /// Checkpoint and stop once this instant passes (between pages); None runs to the end.
     pub deadline: Option<Instant>,
-    /// Resume from the run's checkpoint (a continuation invocation).
-    pub continuation: bool,
+    /// The run's first invocation, or a continuation from its checkpoint.
+    pub invocation: Invocation,
 }
 
 /// What a table run did. `error` is set when `record.state` is failed (or skipped).
@@ -82,19 +90,34 @@ pub struct TableRunOutcome {
     pub error: Option<SyncError>,
 }
 
-/// Where an invocation starts: fresh, or from a checkpoint.
+/// Where an invocation starts: its lease, the run's T0, and the checkpoint it resumes from.
 struct Start {
-    owner: String,
+    lease: Lease,
     started: DateTime<Utc>,
     checkpoint: Option<Checkpoint>,
 }
 
+impl Start {
+    fn seq(&self) -> u32 {
+        self.lease.invocation.max(1)
+    }
+
+    /// Requests of the run's earlier invocations.
+    fn earlier_requests(&self) -> RequestStats {
+        self.checkpoint.as_ref().map(|c| c.requests).unwrap_or_default()
+    }
+}
+
 impl TableRun<'_> {
     /// Runs the table. Never panics on bad input; every failure ends in a failed run record.
-    /// The run's process log is saved with it, whatever the outcome.
+    /// The run's process log is saved with it, whatever the outcome — except for a refused
+    /// duplicate, which writes nothing at all.
     pub async fn run(self) -> TableRunOutcome {
         let log = RunLog::new();
         let (outcome, invocation) = self.run_logged(&log).await;
+        if matches!(outcome.error, Some(SyncError::Superseded(_))) {
+            return outcome;
+        }
         let key = output::log_key(&self.integration.name, self.table.name, self.run_id, invocation);
         if let Err(e) = self.deps.sink.put(&key, Bytes::from(log.to_ndjson())).await {
             tracing::warn!(event = "run_log_not_saved", %key, error = %e);
@@ -106,166 +129,226 @@ impl TableRun<'_> {
         let client = self.client.for_run_logged(log.clone());
         let mut record =
             TableRunRecord::new(&self.integration.name, self.table.name, self.run_id, RunState::Running, Utc::now());
-        let start = match self.start().await {
+        let start = match self.start(log).await {
             Ok(start) => start,
             Err(error) => return (self.not_started(record, error, log).await, 1),
         };
-        let invocation = start.checkpoint.as_ref().map_or(1, |c| c.invocations + 1);
+        let seq = start.seq();
         record.started_at = start.started;
-        let lease = match self
-            .deps
-            .state
-            .acquire_lease(&self.integration.name, self.table.name, &start.owner, self.options.lease_ttl)
-            .await
-        {
-            Ok(lease) => lease,
-            Err(error) => return (self.not_started(record, error, log).await, invocation),
+        self.record_running(&record, seq, log).await;
+        let ttl = self.options.lease_ttl;
+        let work = self.extract_and_publish(&client, &start, &mut record, log);
+        let result = lifecycle::with_heartbeat(self.deps.state, &start.lease, ttl, work).await;
+        record.requests = add(start.earlier_requests(), client.stats());
+        record.finished_at = Some(Utc::now());
+        let outcome = match result {
+            Ok(Published::Done(manifest)) => self.commit(&start, record, *manifest, log).await,
+            Ok(Published::Paused(checkpoint)) => self.park(&start, record, *checkpoint, log).await,
+            Err(error) => self.fail(&start, record, error, log).await,
         };
+        (outcome, seq)
+    }
+
+    /// Takes the lease: a first invocation as a new owner (cleaning up after a run it took the
+    /// table over from), a continuation as the invocation its checkpoint waits for.
+    async fn start(&self, log: &RunLog) -> Result<Start> {
+        if let Some(reason) = lifecycle::refuse_paused(self.integration, self.invocation) {
+            return Err(SyncError::Config(reason));
+        }
+        let (state, name, table) = (self.deps.state, &self.integration.name, self.table.name);
+        let ttl = self.options.lease_ttl;
+        match self.invocation {
+            Invocation::First => {
+                let owner = format!("{}/{:08x}", self.run_id, rand::rng().random::<u32>());
+                let started = Utc::now(); // T0: before the first request
+                let grant = state.acquire_lease(&Lease::first(name, table, &owner, self.run_id, started, ttl)).await?;
+                if let Some(displaced) = &grant.displaced {
+                    let message = format!("took {table} over from run {} (its holder stopped)", displaced.owner);
+                    log.warn("lease_taken_over", message, serde_json::json!({"from": displaced.owner}));
+                    lifecycle::clean_up_after(state, self.deps.sink, displaced, self.run_id).await?;
+                }
+                Ok(Start { lease: grant.lease, started, checkpoint: None })
+            }
+            Invocation::Continue { seq } => {
+                let checkpoint = state.checkpoint(name, table, self.run_id).await?.ok_or_else(|| {
+                    SyncError::Superseded(format!(
+                        "run {} of {name}/{table} has no checkpoint to continue from (it finished, or was taken over)",
+                        self.run_id
+                    ))
+                })?;
+                let seq = seq.unwrap_or(checkpoint.next_invocation());
+                if seq != checkpoint.next_invocation() {
+                    return Err(SyncError::Superseded(format!(
+                        "invocation {seq} of run {} is out of date: the checkpoint waits for invocation {}",
+                        self.run_id,
+                        checkpoint.next_invocation()
+                    )));
+                }
+                let lease = state.resume_lease(name, table, &checkpoint.owner, seq, ttl).await?;
+                Ok(Start { lease, started: checkpoint.started_at, checkpoint: Some(checkpoint) })
+            }
+        }
+    }
+
+    async fn record_running(&self, record: &TableRunRecord, seq: u32, log: &RunLog) {
         let running = TableRunRecord { since: None, ..record.clone() };
         if let Err(e) = self.deps.state.record_run(&running).await {
             log.warn("run_record_failed", format!("could not record the run as running: {e}"), serde_json::Value::Null);
         }
         log.info(
             "table_run_started",
-            format!("{} of {}: run {} (invocation {invocation})", self.table.name, self.integration.name, self.run_id),
+            format!("{} of {}: run {} (invocation {seq})", self.table.name, self.integration.name, self.run_id),
             serde_json::json!({"integration": self.integration.name, "table": self.table.name,
-                               "run_id": self.run_id, "invocation": invocation}),
+                               "run_id": self.run_id, "invocation": seq}),
         );
-        let earlier = start.checkpoint.as_ref().map(|c| c.requests).unwrap_or_default();
-        let result = self.extract_and_publish(&client, &start, &lease, &mut record, log).await;
-        let now = client.stats();
-        record.requests = RequestStats {
-            requests: earlier.requests + now.requests,
-            retries: earlier.retries + now.retries,
-            rate_limited: earlier.rate_limited + now.rate_limited,
-        };
-        record.finished_at = Some(Utc::now());
-        match result {
-            Ok(Published::Done(manifest)) => {
-                record.state = RunState::Succeeded;
-                let bookmark = Bookmark {
-                    last_run_started: start.started,
-                    run_id: self.run_id.clone(),
-                    previous: record.bookmark_before,
-                };
-                match self.deps.state.commit(&lease, &bookmark, &record).await {
-                    Ok(()) => {
-                        log.info(
-                            "table_run_succeeded",
-                            format!(
-                                "{} rows in {} files; bookmark moved to {}",
-                                record.rows, record.files, start.started
-                            ),
-                            serde_json::json!({"rows": record.rows, "files": record.files, "bytes": record.bytes,
-                                               "requests": record.requests}),
-                        );
-                        (TableRunOutcome { record, manifest: Some(*manifest), error: None }, invocation)
-                    }
-                    Err(error) => (fail(self.deps, &lease, record, error, log).await, invocation),
-                }
-            }
-            Ok(Published::Paused(mut checkpoint)) => {
-                record.state = RunState::Continued;
-                checkpoint.requests = record.requests;
-                match self.deps.state.save_checkpoint(&lease, &checkpoint, &record).await {
-                    Ok(()) => {
-                        log.info(
-                            "table_run_continued",
-                            format!("time budget spent: checkpoint saved after {} rows; continuing", record.rows),
-                            serde_json::json!({"rows": record.rows, "cursor": checkpoint.cursor}),
-                        );
-                        (TableRunOutcome { record, manifest: None, error: None }, invocation)
-                    }
-                    Err(error) => (fail(self.deps, &lease, record, error, log).await, invocation),
-                }
-            }
-            Err(error) => (fail(self.deps, &lease, record, error, log).await, invocation),
-        }
     }
 
-    /// Fresh runs get a new lease owner and T0; continuations take both from the checkpoint.
-    async fn start(&self) -> Result<Start> {
-        if !self.continuation {
-            let owner = format!("{}/{:08x}", self.run_id, rand::rng().random::<u32>());
-            return Ok(Start { owner, started: Utc::now(), checkpoint: None }); // T0: before the first request
-        }
-        let checkpoint =
-            self.deps.state.checkpoint(&self.integration.name, self.table.name, self.run_id).await?.ok_or_else(
-                || {
-                    SyncError::State(format!(
-                        "no checkpoint for run {} of {}/{} to continue from (already finished or never paused)",
-                        self.run_id, self.integration.name, self.table.name
-                    ))
-                },
-            )?;
-        Ok(Start { owner: checkpoint.owner.clone(), started: checkpoint.started_at, checkpoint: Some(checkpoint) })
-    }
-
+    /// A run that never took its lease: skipped (held by another run, or paused), refused (a
+    /// duplicate invocation: nothing written), or failed.
     async fn not_started(&self, mut record: TableRunRecord, error: SyncError, log: &RunLog) -> TableRunOutcome {
-        record.state = if matches!(error, SyncError::LeaseHeld { .. }) { RunState::Skipped } else { RunState::Failed };
+        record.state = match error {
+            SyncError::LeaseHeld { .. } | SyncError::Superseded(_) => RunState::Skipped,
+            SyncError::Config(_) if self.integration.status == IntegrationStatus::Paused => RunState::Skipped,
+            _ => RunState::Failed,
+        };
         record.finished_at = Some(Utc::now());
         record.error = Some(ErrorRecord::from(&error));
         let fields = serde_json::json!({"error_type": error.error_type(), "state": record.state});
         log.warn("table_run_not_started", error.to_string(), fields);
-        if let Err(e) = self.deps.state.record_run(&record).await {
+        if !matches!(error, SyncError::Superseded(_))
+            && let Err(e) = self.deps.state.record_run(&record).await
+        {
             tracing::error!(event = "run_record_failed", error = %e);
         }
         TableRunOutcome { record, manifest: None, error: Some(error) }
+    }
+
+    /// Success: the bookmark moves to T0, the lease is released.
+    async fn commit(
+        &self,
+        start: &Start,
+        mut record: TableRunRecord,
+        manifest: RunManifest,
+        log: &RunLog,
+    ) -> TableRunOutcome {
+        record.state = RunState::Succeeded;
+        let bookmark =
+            Bookmark { last_run_started: start.started, run_id: self.run_id.clone(), previous: record.bookmark_before };
+        if let Err(error) = self.deps.state.commit(&start.lease, &bookmark, &record).await {
+            return self.fail(start, record, error, log).await;
+        }
+        if self.table.fetch.fans_out() {
+            let parents = output::parents_key(&self.integration.name, self.table.name, self.run_id);
+            if let Err(e) = self.deps.sink.delete(&parents).await {
+                log.warn("parents_not_removed", format!("{parents}: {e}"), serde_json::Value::Null);
+            }
+        }
+        log.info(
+            "table_run_succeeded",
+            format!("{} rows in {} files; bookmark moved to {}", record.rows, record.files, start.started),
+            serde_json::json!({"rows": record.rows, "files": record.files, "bytes": record.bytes,
+                               "requests": record.requests}),
+        );
+        TableRunOutcome { record, manifest: Some(manifest), error: None }
+    }
+
+    /// Paused: the checkpoint is saved and the lease parked for the next invocation.
+    async fn park(
+        &self,
+        start: &Start,
+        mut record: TableRunRecord,
+        mut checkpoint: Checkpoint,
+        log: &RunLog,
+    ) -> TableRunOutcome {
+        record.state = RunState::Continued;
+        record.resumes_at = checkpoint.not_before;
+        checkpoint.requests = record.requests;
+        let hold_until = lifecycle::hold_until(checkpoint.not_before, self.options.lease_ttl);
+        let parking = Parking { checkpoint, hold_until };
+        if let Err(error) = self.deps.state.save_checkpoint(&start.lease, &parking, &record).await {
+            return self.fail(start, record, error, log).await;
+        }
+        let why = match parking.checkpoint.not_before {
+            Some(at) => format!("nothing may be sent to Capsule before {at}"),
+            None => "time budget spent".to_string(),
+        };
+        log.info(
+            "table_run_continued",
+            format!("{why}: checkpoint saved after {} rows; continuing", record.rows),
+            serde_json::json!({"rows": record.rows, "cursor": parking.checkpoint.cursor,
+                               "not_before": parking.checkpoint.not_before}),
+        );
+        TableRunOutcome { record, manifest: None, error: None }
+    }
+
+    /// Failure: the bookmark stays. A retryable failure of a continued run keeps its checkpoint
+    /// for a retry; otherwise the run ends and its data files are removed.
+    async fn fail(&self, start: &Start, mut record: TableRunRecord, error: SyncError, log: &RunLog) -> TableRunOutcome {
+        record.state = RunState::Failed;
+        record.bookmark_after = record.bookmark_before;
+        record.resumes_at = None;
+        record.error = Some(ErrorRecord::from(&error));
+        let retry = lifecycle::retry_parking(start.checkpoint.as_ref(), &error, self.options.lease_ttl);
+        let fields = serde_json::json!({"error_type": error.error_type(), "fault": error.fault(),
+                                        "retryable": error.is_retryable(), "checkpoint_kept": retry.is_some()});
+        log.error("table_run_failed", format!("{error}; the bookmark did not move"), fields);
+        if retry.is_none() {
+            self.remove_run_files(log).await;
+        }
+        if let Err(e) = self.deps.state.record_failure(&start.lease, &record, retry.as_ref()).await {
+            tracing::error!(event = "run_record_failed", error = %e);
+        }
+        TableRunOutcome { record, manifest: None, error: Some(error) }
+    }
+
+    /// A run that ended in failure publishes nothing: its data files go.
+    async fn remove_run_files(&self, log: &RunLog) {
+        let prefix = output::run_data_prefix(&self.integration.name, self.table.name, self.run_id);
+        let removed = async {
+            for key in self.deps.sink.list(&prefix).await? {
+                self.deps.sink.delete(&key).await?;
+            }
+            Ok::<(), SyncError>(())
+        };
+        if let Err(e) = removed.await {
+            log.warn("part_cleanup_failed", format!("{prefix}: {e}"), serde_json::Value::Null);
+        }
+    }
+
+    /// The incremental window: a continuation's from its checkpoint, a first invocation's from
+    /// the bookmark (a redo of a committed run id reads the window that run read).
+    async fn window(&self, start: &Start, record: &mut TableRunRecord) -> Result<Option<DateTime<Utc>>> {
+        if let Some(c) = &start.checkpoint {
+            record.bookmark_before = c.bookmark_before;
+            return Ok(c.since);
+        }
+        let bookmark = self.deps.state.bookmark(&self.integration.name, self.table.name).await?;
+        record.bookmark_before = match &bookmark {
+            Some(b) if &b.run_id == self.run_id => b.previous,
+            Some(b) => Some(b.last_run_started),
+            None => None,
+        };
+        let lookback = chrono::Duration::minutes(i64::from(self.integration.lookback_minutes));
+        Ok(self.table.replication.uses_since().then(|| match record.bookmark_before {
+            Some(before) => (before - lookback).max(self.integration.history_start),
+            None => self.integration.history_start,
+        }))
     }
 
     async fn extract_and_publish(
         &self,
         client: &CapsuleClient,
         start: &Start,
-        lease: &Lease,
         record: &mut TableRunRecord,
         log: &RunLog,
     ) -> Result<Published> {
         let (integration, table, run_id, sink) = (self.integration, self.table, self.run_id, self.deps.sink);
         let columns = integration.column_selection(table)?;
-        let (since, cursor, parts) = match &start.checkpoint {
-            Some(c) => {
-                record.bookmark_before = c.bookmark_before;
-                (c.since, c.cursor.clone(), c.parts.clone())
-            }
-            None => {
-                let bookmark = self.deps.state.bookmark(&integration.name, table.name).await?;
-                // A redo of a run that already committed starts from where that run started.
-                record.bookmark_before = match &bookmark {
-                    Some(b) if &b.run_id == run_id => b.previous,
-                    Some(b) => Some(b.last_run_started),
-                    None => None,
-                };
-                let lookback = chrono::Duration::minutes(i64::from(integration.lookback_minutes));
-                let since = table.replication.uses_since().then(|| match record.bookmark_before {
-                    Some(before) => (before - lookback).max(integration.history_start),
-                    None => integration.history_start,
-                });
-                (since, Cursor::default(), Vec::new())
-            }
-        };
+        let since = self.window(start, record).await?;
         record.since = since;
-
-        let extracted_at = start.started.to_rfc3339_opts(SecondsFormat::Millis, true);
-        let mut rows = RowBuilder::new(table, columns.columns.clone(), run_id.as_str(), &extracted_at);
-        if let Some(c) = &start.checkpoint {
-            rows.unknown_fields.extend(c.unknown_fields.iter().cloned());
-        }
-        let mut extraction = fetch::Extraction {
-            client,
-            table,
-            since,
-            fan_out: integration.fan_out,
-            rows,
-            progress: self.progress,
-            deadline: self.deadline,
-            resume: cursor,
-            pages_read: 0,
-            log: log.clone(),
-            started: start.started,
-        };
+        let mut extraction = self.extraction(client, start, since, columns.columns.clone(), log);
         let mut writer = PartWriter::new(sink, &integration.name, table.name, run_id, self.options.writer);
-        writer.resume_after(parts);
+        writer.resume_after(start.checkpoint.as_ref().map(|c| c.parts.clone()).unwrap_or_default());
         let extracted = match extraction.run(&mut writer).await {
             Ok(extracted) => extracted,
             Err(e) => {
@@ -273,44 +356,24 @@ impl TableRun<'_> {
                 return Err(e);
             }
         };
-        if let Extracted::Paused(cursor) = extracted {
+        let unknown_fields: Vec<String> = extraction.rows.unknown_fields.iter().cloned().collect();
+        if let Extracted::Paused { cursor, not_before } = extracted {
             let parts = writer.checkpoint().await?;
-            record.rows = parts.iter().map(|f| f.rows).sum();
-            record.files = parts.len() as u64;
-            record.bytes = parts.iter().map(|f| f.bytes).sum();
-            let invocations = start.checkpoint.as_ref().map_or(1, |c| c.invocations + 1);
-            return Ok(Published::Paused(Box::new(Checkpoint {
-                integration: integration.name.clone(),
-                table: table.name.to_string(),
-                run_id: run_id.clone(),
-                owner: lease.owner.clone(),
-                started_at: start.started,
-                since,
-                bookmark_before: record.bookmark_before,
-                cursor,
-                parts,
-                unknown_fields: extraction.rows.unknown_fields.iter().cloned().collect(),
-                requests: RequestStats::default(),
-                invocations,
-            })));
+            count_files(record, &parts);
+            let resume = Resume { cursor, parts, unknown_fields, not_before };
+            return Ok(Published::Paused(Box::new(self.checkpoint(start, since, record, resume))));
         }
         let files = writer.finish().await?;
         remove_stale_parts(sink, &integration.name, table.name, run_id, &files, log).await?;
-        if !extraction.rows.unknown_fields.is_empty() {
-            let fields: Vec<&String> = extraction.rows.unknown_fields.iter().collect();
+        if !unknown_fields.is_empty() {
             log.warn(
                 "unknown_fields",
-                format!("Capsule returned fields the catalog doesn't know: {fields:?}"),
-                serde_json::json!({ "fields": fields }),
+                format!("Capsule returned fields the catalog doesn't know: {unknown_fields:?}"),
+                serde_json::json!({ "fields": unknown_fields }),
             );
         }
-
-        record.rows = files.iter().map(|f| f.rows).sum();
-        record.bytes = files.iter().map(|f| f.bytes).sum();
-        record.files = files.len() as u64;
+        count_files(record, &files);
         record.bookmark_after = Some(start.started);
-        let earlier = start.checkpoint.as_ref().map(|c| c.requests).unwrap_or_default();
-        let now = client.stats();
         let manifest = RunManifest {
             integration: integration.name.clone(),
             table: table.name.to_string(),
@@ -326,12 +389,8 @@ impl TableRun<'_> {
             rows: record.rows,
             bytes: record.bytes,
             files,
-            requests: RequestStats {
-                requests: earlier.requests + now.requests,
-                retries: earlier.retries + now.retries,
-                rate_limited: earlier.rate_limited + now.rate_limited,
-            },
-            unknown_fields: extraction.rows.unknown_fields.iter().cloned().collect(),
+            requests: add(start.earlier_requests(), client.stats()),
+            unknown_fields,
         };
         let key = output::manifest_key(&integration.name, table.name, run_id);
         let body = serde_json::to_vec_pretty(&manifest).map_err(|e| SyncError::Internal(format!("manifest: {e}")))?;
@@ -340,6 +399,70 @@ impl TableRun<'_> {
         write_schemas(sink, &integration.name, table, &columns.columns).await?;
         Ok(Published::Done(Box::new(manifest)))
     }
+
+    fn extraction<'e>(
+        &'e self,
+        client: &'e CapsuleClient,
+        start: &Start,
+        since: Option<DateTime<Utc>>,
+        columns: Vec<&'static catalog::Column>,
+        log: &RunLog,
+    ) -> fetch::Extraction<'e> {
+        let extracted_at = start.started.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let mut rows = RowBuilder::new(self.table, columns, self.run_id.as_str(), &extracted_at);
+        if let Some(c) = &start.checkpoint {
+            rows.unknown_fields.extend(c.unknown_fields.iter().cloned());
+        }
+        fetch::Extraction {
+            client,
+            sink: self.deps.sink,
+            integration: &self.integration.name,
+            run_id: self.run_id,
+            table: self.table,
+            since,
+            fan_out: self.integration.fan_out,
+            rows,
+            progress: self.progress,
+            deadline: self.deadline,
+            resume: start.checkpoint.as_ref().map(|c| c.cursor.clone()).unwrap_or_default(),
+            pages_read: 0,
+            log: log.clone(),
+            started: start.started,
+        }
+    }
+
+    fn checkpoint(
+        &self,
+        start: &Start,
+        since: Option<DateTime<Utc>>,
+        record: &TableRunRecord,
+        resume: Resume,
+    ) -> Checkpoint {
+        Checkpoint {
+            integration: self.integration.name.clone(),
+            table: self.table.name.to_string(),
+            run_id: self.run_id.clone(),
+            owner: start.lease.owner.clone(),
+            started_at: start.started,
+            since,
+            bookmark_before: record.bookmark_before,
+            cursor: resume.cursor,
+            parts: resume.parts,
+            unknown_fields: resume.unknown_fields,
+            requests: RequestStats::default(),
+            invocations: start.seq(),
+            not_before: resume.not_before,
+            failures: 0,
+        }
+    }
+}
+
+/// Where a paused invocation left off.
+struct Resume {
+    cursor: Cursor,
+    parts: Vec<PartFile>,
+    unknown_fields: Vec<String>,
+    not_before: Option<DateTime<Utc>>,
 }
 
 /// How the extract-and-publish step ended.
@@ -348,23 +471,18 @@ enum Published {
     Paused(Box<Checkpoint>),
 }
 
-async fn fail(
-    deps: Deps<'_>,
-    lease: &Lease,
-    mut record: TableRunRecord,
-    error: SyncError,
-    log: &RunLog,
-) -> TableRunOutcome {
-    record.state = RunState::Failed;
-    record.bookmark_after = record.bookmark_before;
-    record.error = Some(ErrorRecord::from(&error));
-    let fields = serde_json::json!({"error_type": error.error_type(), "fault": error.fault(),
-                                    "retryable": error.is_retryable()});
-    log.error("table_run_failed", format!("{error}; the bookmark did not move"), fields);
-    if let Err(e) = deps.state.record_failure(lease, &record).await {
-        tracing::error!(event = "run_record_failed", error = %e);
+fn add(a: RequestStats, b: RequestStats) -> RequestStats {
+    RequestStats {
+        requests: a.requests + b.requests,
+        retries: a.retries + b.retries,
+        rate_limited: a.rate_limited + b.rate_limited,
     }
-    TableRunOutcome { record, manifest: None, error: Some(error) }
+}
+
+fn count_files(record: &mut TableRunRecord, files: &[PartFile]) {
+    record.rows = files.iter().map(|f| f.rows).sum();
+    record.files = files.len() as u64;
+    record.bytes = files.iter().map(|f| f.bytes).sum();
 }
 
 /// Deletes data files under this run's prefix that this attempt did not write (left by an
@@ -413,8 +531,9 @@ pub struct LocalDispatch {
 }
 
 /// Runs the given tables of an integration with bounded concurrency in this process (the local
-/// dispatcher; in AWS each table is its own Lambda invocation). Marks the integration Active
-/// after its first successful table run.
+/// dispatcher; in AWS each table is its own Lambda invocation). A table that pauses (a rate-limit
+/// wait longer than the client waits in place) is continued here once its window resets. Marks
+/// the integration Active after its first successful table run.
 pub async fn run_tables(
     client: &CapsuleClient,
     deps: Deps<'_>,
@@ -431,7 +550,7 @@ pub async fn run_tables(
                 let name = table.name;
                 Box::new(move |rows: u64| p(name, rows)) as Box<ProgressFn>
             });
-            let run = TableRun {
+            let run = |invocation| TableRun {
                 client,
                 deps,
                 integration,
@@ -440,33 +559,22 @@ pub async fn run_tables(
                 options,
                 progress: per_table.as_deref(),
                 deadline: None,
-                continuation: false,
+                invocation,
             };
-            run.run().await
+            let mut outcome = run(Invocation::First).run().await;
+            while outcome.record.state == RunState::Continued {
+                if let Some(at) = outcome.record.resumes_at {
+                    tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await;
+                }
+                outcome = run(Invocation::Continue { seq: None }).run().await;
+            }
+            outcome
         }
     });
     let outcomes: Vec<TableRunOutcome> =
         futures::stream::iter(runs).buffered(dispatch.concurrency.max(1)).collect().await;
     if outcomes.iter().any(|o| o.record.state == RunState::Succeeded) {
-        mark_active(deps.state, &integration.name).await;
+        lifecycle::mark_active(deps.state, &integration.name).await;
     }
     outcomes
-}
-
-/// Pending → Active after the first successful table load (a no-op otherwise).
-pub async fn mark_active(state: &dyn StateStore, name: &str) {
-    let result = async {
-        if let Some(mut current) = state.get_integration(name).await?
-            && current.status == IntegrationStatus::Pending
-        {
-            current.status = IntegrationStatus::Active;
-            current.updated_at = Utc::now();
-            state.update_integration(&current).await?;
-        }
-        Ok::<(), SyncError>(())
-    }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(event = "status_update_failed", error = %e);
-    }
 }

@@ -2,6 +2,13 @@
 //! exclusive lock on `state.lock` (so several `capsule-sync` processes are safe), reads the
 //! document, applies the change and writes it back by atomic rename (so a crash never leaves
 //! a torn file). A corrupt file is reported, never overwritten.
+//!
+//! The tokens' rate-limit budgets live in `rate-budgets.json` beside it, under their own lock:
+//! they change on every request, and a lost update there costs at most one request's count, so
+//! they are written without fsync and never make `state.json` rewrite itself per request.
+//!
+//! Leases record the holding process (`host:pid`): a lease whose process is gone from this host
+//! (kill -9, OOM, a closed laptop) is taken over at once instead of after it expires.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -13,9 +20,12 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+use crate::capsule::{BudgetChange, RateBudget, RateBudgetStore};
 use crate::integration::Integration;
 use crate::integration::RunId;
-use crate::ports::{Bookmark, Checkpoint, DispatchRecord, Lease, RunState, StateStore, TableRunRecord};
+use crate::ports::{
+    Bookmark, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, RunState, StateStore, TableRunRecord, TableState,
+};
 use crate::{Result, SyncError};
 
 /// Run records kept in the file; older ones are dropped.
@@ -51,11 +61,12 @@ fn key(integration: &str, table: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct StateFile {
     path: PathBuf,
+    budgets: PathBuf,
 }
 
 impl StateFile {
     pub fn new(data_dir: &Path) -> StateFile {
-        StateFile { path: data_dir.join("state.json") }
+        StateFile { path: data_dir.join("state.json"), budgets: data_dir.join("rate-budgets.json") }
     }
 
     pub fn path(&self) -> &Path {
@@ -75,11 +86,32 @@ impl StateFile {
     }
 }
 
+/// This process, as leases record it: `host:pid`.
+fn this_process() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+/// Whether a lease's process is known to be gone: it ran on this host and its pid no longer
+/// exists (Linux `/proc`; elsewhere nothing is known and the lease runs to its expiry).
+fn process_gone(process: &str) -> bool {
+    let Some((host, pid)) = process.rsplit_once(':') else { return false };
+    let here = this_process();
+    let same_host = here.rsplit_once(':').is_some_and(|(h, _)| h == host);
+    same_host && Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether a lease can be taken from its holder: expired, or its process is gone.
+fn holder_stopped(lease: &Lease) -> bool {
+    lease.expired(Utc::now()) || lease.process.as_deref().is_some_and(process_gone)
+}
+
 fn state_err(what: &str, path: &Path, e: impl std::fmt::Display) -> SyncError {
     SyncError::State(format!("{what} {}: {e}", path.display()))
 }
 
-fn transact_blocking<R>(path: &Path, write: bool, f: impl FnOnce(&mut StateDoc) -> Result<R>) -> Result<R> {
+/// Takes the exclusive lock beside `path` (`<name>.lock`), creating the directory if needed.
+fn lock_beside(path: &Path) -> Result<File> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| state_err("creating", dir, e))?;
     let lock_path = path.with_extension("lock");
@@ -90,6 +122,12 @@ fn transact_blocking<R>(path: &Path, write: bool, f: impl FnOnce(&mut StateDoc) 
         .open(&lock_path)
         .map_err(|e| state_err("opening", &lock_path, e))?;
     lock.lock().map_err(|e| state_err("locking", &lock_path, e))?;
+    Ok(lock)
+}
+
+fn transact_blocking<R>(path: &Path, write: bool, f: impl FnOnce(&mut StateDoc) -> Result<R>) -> Result<R> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let lock = lock_beside(path)?;
 
     let mut doc = match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice::<StateDoc>(&bytes)
@@ -135,7 +173,56 @@ fn push_final(doc: &mut StateDoc, record: TableRunRecord) {
 }
 
 fn lease_is_held(doc: &StateDoc, lease: &Lease) -> bool {
-    doc.leases.get(&key(&lease.integration, &lease.table)).is_some_and(|l| l.owner == lease.owner)
+    doc.leases.get(&key(&lease.integration, &lease.table)).is_some_and(|l| l.same_holder(lease))
+}
+
+/// Stores the checkpoint and parks the lease for the invocation that resumes from it.
+fn park(doc: &mut StateDoc, lease: &Lease, parking: Parking) {
+    let k = key(&lease.integration, &lease.table);
+    let parked = Lease {
+        invocation: 0,
+        next: parking.checkpoint.next_invocation(),
+        expires_at: parking.hold_until,
+        process: None,
+        ..lease.clone()
+    };
+    doc.leases.insert(k.clone(), parked);
+    doc.checkpoints.insert(k, parking.checkpoint);
+}
+
+/// Rate-limit budgets by key: read, changed and written back under their own lock.
+fn update_budget_blocking(
+    path: &Path,
+    key: &str,
+    change: &(dyn Fn(Option<&RateBudget>) -> Option<RateBudget> + Send + Sync),
+) -> Result<Option<RateBudget>> {
+    let _lock = lock_beside(path)?;
+    let mut budgets: BTreeMap<String, RateBudget> = match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            // Only counts: start again rather than stop syncing.
+            tracing::warn!(event = "rate_budget_file_reset", path = %path.display(), error = %e);
+            BTreeMap::new()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(state_err("reading", path, e)),
+    };
+    if let Some(next) = change(budgets.get(key)) {
+        budgets.insert(key.to_string(), next);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| state_err("creating a temp file in", dir, e))?;
+        serde_json::to_writer(&mut tmp, &budgets).map_err(|e| state_err("encoding", path, e))?;
+        tmp.persist(path).map_err(|e| state_err("replacing", path, e.error))?;
+    }
+    Ok(budgets.get(key).cloned())
+}
+
+#[async_trait]
+impl RateBudgetStore for StateFile {
+    async fn update_budget(&self, key: &str, change: BudgetChange<'_>) -> Result<Option<RateBudget>> {
+        // Called per request on a tiny file with no fsync: a sub-millisecond blocking section,
+        // done in place (the change closure borrows, so it cannot move to a blocking task).
+        update_budget_blocking(&self.budgets, key, change)
+    }
 }
 
 fn lease_lost(lease: &Lease) -> SyncError {
@@ -205,28 +292,66 @@ impl StateStore for StateFile {
         .await
     }
 
-    async fn acquire_lease(&self, integration: &str, table: &str, owner: &str, ttl: Duration) -> Result<Lease> {
-        let lease = Lease {
-            integration: integration.to_string(),
-            table: table.to_string(),
-            owner: owner.to_string(),
-            expires_at: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1)),
-        };
+    async fn acquire_lease(&self, wanted: &Lease) -> Result<LeaseGrant> {
+        let lease = Lease { process: Some(this_process()), ..wanted.clone() };
         self.transact(true, move |doc| {
             let k = key(&lease.integration, &lease.table);
-            if let Some(held) = doc.leases.get(&k)
-                && held.owner != lease.owner
-                && held.expires_at > Utc::now()
-            {
-                return Err(SyncError::LeaseHeld {
-                    integration: lease.integration.clone(),
-                    table: lease.table.clone(),
-                    holder: held.owner.clone(),
-                    until: held.expires_at.to_rfc3339(),
-                });
-            }
+            let displaced = match doc.leases.get(&k) {
+                Some(held) if held.owner == lease.owner => None,
+                Some(held) if !holder_stopped(held) => {
+                    return Err(SyncError::LeaseHeld {
+                        integration: lease.integration.clone(),
+                        table: lease.table.clone(),
+                        holder: held.owner.clone(),
+                        until: held.expires_at.to_rfc3339(),
+                    });
+                }
+                other => other.cloned(),
+            };
             doc.leases.insert(k, lease.clone());
-            Ok(lease)
+            Ok(LeaseGrant { lease, displaced })
+        })
+        .await
+    }
+
+    async fn resume_lease(
+        &self,
+        integration: &str,
+        table: &str,
+        owner: &str,
+        seq: u32,
+        ttl: Duration,
+    ) -> Result<Lease> {
+        let (k, owner) = (key(integration, table), owner.to_string());
+        let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(5));
+        self.transact(true, move |doc| {
+            let lease = doc
+                .leases
+                .get_mut(&k)
+                .filter(|l| l.owner == owner && l.next == seq && (l.invocation == 0 || holder_stopped(l)));
+            let Some(lease) = lease else {
+                return Err(SyncError::Superseded(format!(
+                    "invocation {seq} of {owner} on {k} is a duplicate or out of date: the lease is not waiting for it"
+                )));
+            };
+            lease.invocation = seq;
+            lease.expires_at = expires_at;
+            lease.process = Some(this_process());
+            Ok(lease.clone())
+        })
+        .await
+    }
+
+    async fn renew_lease(&self, lease: &Lease) -> Result<()> {
+        let lease = lease.clone();
+        self.transact(true, move |doc| {
+            if !lease_is_held(doc, &lease) {
+                return Err(lease_lost(&lease));
+            }
+            if let Some(held) = doc.leases.get_mut(&key(&lease.integration, &lease.table)) {
+                held.expires_at = lease.expires_at;
+            }
+            Ok(())
         })
         .await
     }
@@ -247,13 +372,18 @@ impl StateStore for StateFile {
         .await
     }
 
-    async fn record_failure(&self, lease: &Lease, record: &TableRunRecord) -> Result<()> {
-        let (lease, record) = (lease.clone(), record.clone());
+    async fn record_failure(&self, lease: &Lease, record: &TableRunRecord, retry: Option<&Parking>) -> Result<()> {
+        let (lease, record, retry) = (lease.clone(), record.clone(), retry.cloned());
         self.transact(true, move |doc| {
             if lease_is_held(doc, &lease) {
-                let k = key(&lease.integration, &lease.table);
-                doc.leases.remove(&k);
-                doc.checkpoints.remove(&k);
+                match retry {
+                    Some(parking) => park(doc, &lease, parking),
+                    None => {
+                        let k = key(&lease.integration, &lease.table);
+                        doc.leases.remove(&k);
+                        doc.checkpoints.remove(&k);
+                    }
+                }
             }
             push_final(doc, record);
             Ok(())
@@ -264,7 +394,7 @@ impl StateStore for StateFile {
     async fn record_run(&self, record: &TableRunRecord) -> Result<()> {
         let record = record.clone();
         self.transact(true, move |doc| {
-            doc.runs.push(record);
+            push_final(doc, record);
             Ok(())
         })
         .await
@@ -285,13 +415,13 @@ impl StateStore for StateFile {
         .await
     }
 
-    async fn save_checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint, record: &TableRunRecord) -> Result<()> {
-        let (lease, checkpoint, record) = (lease.clone(), checkpoint.clone(), record.clone());
+    async fn save_checkpoint(&self, lease: &Lease, parking: &Parking, record: &TableRunRecord) -> Result<()> {
+        let (lease, parking, record) = (lease.clone(), parking.clone(), record.clone());
         self.transact(true, move |doc| {
             if !lease_is_held(doc, &lease) {
                 return Err(lease_lost(&lease));
             }
-            doc.checkpoints.insert(key(&lease.integration, &lease.table), checkpoint);
+            park(doc, &lease, parking);
             push_final(doc, record);
             Ok(())
         })
@@ -301,6 +431,32 @@ impl StateStore for StateFile {
     async fn checkpoint(&self, integration: &str, table: &str, run_id: &RunId) -> Result<Option<Checkpoint>> {
         let (k, run_id) = (key(integration, table), run_id.clone());
         self.transact(false, move |doc| Ok(doc.checkpoints.get(&k).filter(|c| c.run_id == run_id).cloned())).await
+    }
+
+    async fn discard_checkpoint(&self, integration: &str, table: &str) -> Result<()> {
+        let k = key(integration, table);
+        self.transact(true, move |doc| {
+            doc.checkpoints.remove(&k);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn table_states(&self, integration: &str) -> Result<Vec<TableState>> {
+        let prefix = format!("{integration}/");
+        self.transact(false, move |doc| {
+            let tables: std::collections::BTreeSet<&String> =
+                doc.leases.keys().chain(doc.checkpoints.keys()).filter(|k| k.starts_with(&prefix)).collect();
+            Ok(tables
+                .into_iter()
+                .map(|k| TableState {
+                    table: k[prefix.len()..].to_string(),
+                    lease: doc.leases.get(k).cloned(),
+                    checkpoint: doc.checkpoints.get(k).cloned(),
+                })
+                .collect())
+        })
+        .await
     }
 
     async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()> {

@@ -29,6 +29,11 @@ pub fn manifest_key(integration: &str, table: &str, run: &RunId) -> String {
     format!("_meta/{integration}/runs/{run}/{table}.json")
 }
 
+/// The parents a fan-out table run discovered (kept for its continuations).
+pub fn parents_key(integration: &str, table: &str, run: &RunId) -> String {
+    format!("_meta/{integration}/runs/{run}/{table}.parents.json")
+}
+
 /// The process log of one invocation of a table run (invocations count from 1).
 pub fn log_key(integration: &str, table: &str, run: &RunId, invocation: u32) -> String {
     format!("{}{table}-{invocation:03}.ndjson", log_prefix(integration, run))

@@ -120,6 +120,8 @@ pub struct PartWriter<'a> {
     options: WriterOptions,
     open: Option<OpenPart>,
     done: Vec<PartFile>,
+    /// How many of `done` an earlier invocation finished (a checkpoint lists them).
+    resumed: usize,
     line: Vec<u8>,
 }
 
@@ -133,12 +135,14 @@ impl<'a> PartWriter<'a> {
             options,
             open: None,
             done: Vec::new(),
+            resumed: 0,
             line: Vec::with_capacity(4096),
         }
     }
 
     /// Continues numbering after parts an earlier invocation of the same run finished.
     pub fn resume_after(&mut self, finished: Vec<PartFile>) {
+        self.resumed = finished.len();
         self.done = finished;
     }
 
@@ -185,12 +189,13 @@ impl<'a> PartWriter<'a> {
         Ok(self.done.clone())
     }
 
-    /// Drops the open part and deletes the finished ones: a failed run publishes nothing.
+    /// Drops the open part and deletes the parts this invocation finished. Parts of earlier
+    /// invocations stay: a checkpoint lists them and a retry resumes after them.
     pub async fn abort(mut self) {
         if let Some(part) = self.open.take() {
             part.upload.abort().await;
         }
-        for part in &self.done {
+        for part in &self.done[self.resumed..] {
             if let Err(e) = self.sink.delete(&part.key).await {
                 tracing::warn!(event = "part_cleanup_failed", key = %part.key, error = %e);
             }
