@@ -245,3 +245,66 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// `kill -9` in the middle of a sync: the next sync takes the table over at once (the dead
+/// process's lease is not waited out), removes the killed run's files and loads everything.
+/// A table skipped because a live process holds it makes `sync` exit non-zero.
+#[tokio::test]
+async fn a_sync_killed_with_sigkill_is_taken_over_at_once() {
+    use capsule_shared::integration::RunId;
+    use capsule_shared::local::StateFile;
+    use capsule_shared::ports::{Lease, StateStore};
+    use capsule_sync_e2e::capsule_sim::{Fault, FaultRule};
+
+    let sim = start_sim(1500, |c| c.token = "test-token".into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::local(dir.path());
+    let base = sim.base_url();
+    cli.ok(&["integrations", "create", "acme", "--token", "env:CAPSULE_TEST_TOKEN", "--api-base-url", base]).await;
+    cli.ok(&["integrations", "edit", "acme", "--tables", "parties"]).await;
+    sim.add_fault(FaultRule {
+        path: Some("/parties".into()),
+        fault: Fault::Slow { millis: 300 },
+        after: 0,
+        times: None,
+        probability: None,
+    });
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_capsule-sync"))
+        .args(&cli.args)
+        .args(["sync", "acme", "--part-size-mb", "1"])
+        .envs(cli.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while sim.stats().count("GET /parties") < 4 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the sync never got going");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().await.unwrap(); // SIGKILL: no cleanup at all
+    let state = StateFile::new(dir.path());
+    assert_eq!(state.table_states("acme").await.unwrap().len(), 1, "the dead process's lease is left behind");
+
+    sim.clear_faults();
+    let started = std::time::Instant::now();
+    let out = cli.run(&["sync", "acme"]).await;
+    assert!(out.ok, "no skip, no wait for the lease to expire: {}", out.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert!(out.stderr.contains("lease_taken_over"), "{}", out.stderr);
+    let runs = state.runs(Some("acme"), 10).await.unwrap();
+    let killed = runs.iter().find(|r| r.state == capsule_shared::ports::RunState::Failed).expect("killed run");
+    assert!(killed.error.as_ref().unwrap().message.contains("abandoned"), "{killed:?}");
+    let data = walk(&dir.path().join("output").join("acme").join("parties"));
+    assert!(data.iter().all(|p| !p.contains(&format!("run={}", killed.run_id))), "{data:?}");
+    assert_eq!(cli.last_rows("acme").await["parties"].1 as usize, expected_counts(&sim)["parties"]);
+
+    // A live holder (this test process): the table is skipped and sync says so with a failure.
+    let now = chrono::Utc::now();
+    let holder = Lease::first("acme", "parties", "holder", &RunId::new(now), now, std::time::Duration::from_secs(600));
+    state.acquire_lease(&holder).await.unwrap();
+    let out = cli.run(&["sync", "acme"]).await;
+    assert!(!out.ok, "a skipped table is not a success");
+    assert!(out.stderr.contains("skipped") && out.stderr.contains("holder"), "{}", out.stderr);
+}

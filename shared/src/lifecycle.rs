@@ -88,9 +88,7 @@ pub async fn clean_up_after(
     let (integration, table) = (&displaced.integration, &displaced.table);
     state.discard_checkpoint(integration, table).await?;
     let Some(run_id) = &displaced.run_id else { return Ok(()) };
-    for key in sink.list(&output::run_data_prefix(integration, table, run_id)).await? {
-        sink.delete(&key).await?;
-    }
+    sink.remove_prefix(&output::run_data_prefix(integration, table, run_id)).await?;
     let started = displaced.started_at.unwrap_or(displaced.expires_at);
     let mut record = TableRunRecord::new(integration, table, run_id, RunState::Failed, started);
     record.finished_at = Some(Utc::now());

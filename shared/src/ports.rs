@@ -39,6 +39,15 @@ pub trait ObjectSink: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
     /// Removes an object; removing a missing one is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Removes everything under a folder-like prefix (ending in `/`), unfinished objects included
+    /// where the sink can see them (a killed run's `.partial` files locally; S3 keeps incomplete
+    /// multipart uploads invisible and its lifecycle rule aborts them).
+    async fn remove_prefix(&self, prefix: &str) -> Result<()> {
+        for key in self.list(prefix).await? {
+            self.delete(&key).await?;
+        }
+        Ok(())
+    }
     /// Where `key` lives, for people (a path, an `s3://` URL).
     fn locate(&self, key: &str) -> String;
 }

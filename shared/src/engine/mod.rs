@@ -304,13 +304,7 @@ impl TableRun<'_> {
     /// A run that ended in failure publishes nothing: its data files go.
     async fn remove_run_files(&self, log: &RunLog) {
         let prefix = output::run_data_prefix(&self.integration.name, self.table.name, self.run_id);
-        let removed = async {
-            for key in self.deps.sink.list(&prefix).await? {
-                self.deps.sink.delete(&key).await?;
-            }
-            Ok::<(), SyncError>(())
-        };
-        if let Err(e) = removed.await {
+        if let Err(e) = self.deps.sink.remove_prefix(&prefix).await {
             log.warn("part_cleanup_failed", format!("{prefix}: {e}"), serde_json::Value::Null);
         }
     }

@@ -61,6 +61,15 @@ impl ObjectSink for LocalSink {
         }
     }
 
+    async fn remove_prefix(&self, prefix: &str) -> Result<()> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("removing", &dir, e)),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let dir = self.root.join(prefix);
         let dir =
