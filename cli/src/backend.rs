@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use capsule_shared::aws::{self, AwsClients, DynamoState, S3Sink};
-use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore, SharedBudget, budget_key};
+use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore};
 use capsule_shared::engine::Deps;
 use capsule_shared::integration::Integration;
 use capsule_shared::local::{LocalSink, StateFile, local_token_provider};
@@ -94,10 +94,6 @@ impl Backend {
     pub async fn client_for(&self, integration: &Integration) -> anyhow::Result<CapsuleClient> {
         let tokens: Arc<dyn TokenProvider> = Arc::from(self.token_provider(integration)?);
         let store: Arc<dyn RateBudgetStore> = self.state.clone();
-        let key = budget_key(&integration.api_base_url, &integration.token.to_string());
-        let mut options = ClientOptions::default();
-        options.budget.reserve = f64::from(integration.rate_reserve_percent) / 100.0;
-        let budget = SharedBudget { store, key };
-        Ok(CapsuleClient::connect(&integration.api_base_url, tokens, budget, options).await?)
+        Ok(CapsuleClient::for_integration(integration, tokens, store, ClientOptions::default()).await?)
     }
 }

@@ -23,3 +23,8 @@ pub mod runlog;
 pub mod tls;
 
 pub use error::{Fault, Result, SyncError};
+
+/// The instant `d` from now (leases, pauses). Durations too large for a timestamp count as a year.
+pub fn from_now(d: std::time::Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or_else(|_| chrono::Duration::days(365))
+}

@@ -18,7 +18,9 @@ use chrono::{DateTime, Utc};
 
 use crate::events::TableSyncEvent;
 use crate::integration::{Integration, IntegrationStatus, RunId};
-use crate::ports::{ErrorRecord, Lease, ObjectSink, Parking, RunState, StateStore, TableRunRecord, TableState};
+use crate::ports::{
+    ErrorRecord, Lease, ObjectSink, Parking, RunState, StateStore, TableRunRecord, TableState, is_lease_lost,
+};
 use crate::{Result, SyncError, output};
 
 /// Failed (or stranded) invocations in a row, resuming one checkpoint, before the run fails for good.
@@ -47,7 +49,8 @@ pub fn refuse_paused(integration: &Integration, invocation: Invocation) -> Optio
 
 /// How long a parked lease waits for its next invocation: until `not_before` (or now), plus a TTL.
 pub fn hold_until(not_before: Option<DateTime<Utc>>, ttl: Duration) -> DateTime<Utc> {
-    not_before.unwrap_or_else(Utc::now).max(Utc::now()) + chrono::Duration::from_std(ttl).unwrap_or_default()
+    let now = Utc::now();
+    not_before.map_or(now, |t| t.max(now)) + chrono::Duration::from_std(ttl).unwrap_or_default()
 }
 
 /// Runs `work` while renewing `lease` every third of `ttl`. If the lease is lost (it expired and
@@ -61,10 +64,9 @@ pub async fn with_heartbeat<T>(
     let beat = async {
         loop {
             tokio::time::sleep(ttl / 3).await;
-            let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
-            match state.renew_lease(&Lease { expires_at, ..lease.clone() }).await {
+            match state.renew_lease(&Lease { expires_at: crate::from_now(ttl), ..lease.clone() }).await {
                 Ok(()) => {}
-                Err(error) if error.to_string().contains("no longer held") => return error,
+                Err(error) if is_lease_lost(&error) => return error,
                 // A state store hiccup: the lease still has two thirds of its TTL; try again.
                 Err(error) => tracing::warn!(event = "lease_renewal_failed", %error),
             }

@@ -305,7 +305,7 @@ impl Lease {
             integration: integration.to_string(),
             table: table.to_string(),
             owner: owner.to_string(),
-            expires_at: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(5)),
+            expires_at: crate::from_now(ttl),
             run_id: Some(run_id.clone()),
             started_at: Some(started_at),
             invocation: 1,
@@ -322,6 +322,39 @@ impl Lease {
     pub fn expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at <= now
     }
+
+    /// The lease a parking leaves: no invocation, waiting for the checkpoint's next one.
+    pub fn parked(&self, parking: &Parking) -> Lease {
+        Lease {
+            invocation: 0,
+            next: parking.checkpoint.next_invocation(),
+            expires_at: parking.hold_until,
+            process: None,
+            ..self.clone()
+        }
+    }
+
+    /// The error of a write fenced on this lease after it was lost.
+    pub fn lost(&self) -> SyncError {
+        SyncError::State(format!(
+            "the lease on {}/{} {LEASE_LOST} by {} (it expired and another run took it); nothing was committed",
+            self.integration, self.table, self.owner
+        ))
+    }
+}
+
+const LEASE_LOST: &str = "is no longer held";
+
+/// Whether `error` is [`Lease::lost`]'s: the run may no longer write.
+pub fn is_lease_lost(error: &SyncError) -> bool {
+    matches!(error, SyncError::State(message) if message.contains(LEASE_LOST))
+}
+
+/// The refusal of a continuation the lease is not waiting for (a duplicate or stale invocation).
+pub fn not_waiting_for(integration: &str, table: &str, owner: &str, seq: u32) -> SyncError {
+    SyncError::Superseded(format!(
+        "invocation {seq} of {owner} on {integration}/{table} is a duplicate or out of date: the lease is not waiting for it"
+    ))
 }
 
 /// How a table run ended.

@@ -139,6 +139,20 @@ impl World {
         body
     }
 
+    /// Invokes a function asynchronously (`Event`), as the orchestrator does; returns the status.
+    async fn send_event(&self, function: &str, event: &Value) -> i32 {
+        let out = self
+            .client
+            .invoke()
+            .function_name(function)
+            .invocation_type(InvocationType::Event)
+            .payload(Blob::new(event.to_string()))
+            .send()
+            .await
+            .unwrap();
+        out.status_code()
+    }
+
     async fn rows(&self, table: &str, run_id: &str) -> Vec<serde_json::Map<String, Value>> {
         let mut rows = Vec::new();
         for key in self.stack.keys().await {
@@ -234,16 +248,7 @@ async fn a_run_continues_itself_across_a_small_time_budget() {
     });
     let run_id = RunId::new(Utc::now());
     let event = json!({"integration": "acme", "table": "entries", "run_id": run_id, "max_seconds": 1});
-    let out = w
-        .client
-        .invoke()
-        .function_name("table-sync")
-        .invocation_type(InvocationType::Event)
-        .payload(Blob::new(event.to_string()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(out.status_code(), 202);
+    assert_eq!(w.send_event("table-sync", &event).await, 202);
     w.lambda.wait_idle().await;
     assert!(w.lambda.errors().is_empty(), "{:?}", w.lambda.errors());
 
@@ -355,7 +360,8 @@ async fn a_first_load_spans_rate_limit_windows_without_sleeping_in_lambda() {
     let runs = w.stack.state.runs(Some("acme"), 2000).await.unwrap();
     let finals: Vec<_> =
         runs.iter().filter(|r| r.run_id.as_str() == run_id && r.state != RunState::Continued).collect();
-    assert_eq!(finals.len(), 22, "one final record per table");
+    let states: Vec<String> = finals.iter().map(|r| format!("{} {} {:?}", r.table, r.state, r.error)).collect();
+    assert_eq!(finals.len(), 22, "one final record per table: {states:#?}");
     assert!(finals.iter().all(|r| r.state == RunState::Succeeded), "{finals:#?}");
     let waits = runs.iter().filter(|r| r.state == RunState::Continued && r.resumes_at.is_some()).count();
     assert!(waits > 0, "runs stopped for the window instead of sleeping");
@@ -429,16 +435,7 @@ async fn a_continuation_delivered_twice_runs_once() {
     let (run_id, event) = a_parked_run(&w, "entries").await;
     // The same event twice at once (at-least-once delivery), then once more after the run ended.
     for _ in 0..2 {
-        let out = w
-            .client
-            .invoke()
-            .function_name("table-sync")
-            .invocation_type(InvocationType::Event)
-            .payload(Blob::new(event.to_string()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(out.status_code(), 202);
+        assert_eq!(w.send_event("table-sync", &event).await, 202);
     }
     w.lambda.wait_idle().await;
     let late = w.invoke("table-sync", event.clone()).await;

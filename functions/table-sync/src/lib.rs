@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capsule_shared::aws::{AwsClients, token_provider};
-use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore, SharedBudget, budget_key};
+use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore};
 use capsule_shared::catalog;
 use capsule_shared::engine::{Deps as EngineDeps, RunOptions, TableRun};
 use capsule_shared::events::TableSyncEvent;
@@ -126,8 +126,7 @@ pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps
 async fn connect(integration: &Integration, deps: &Deps) -> Result<CapsuleClient> {
     let tokens: Arc<dyn TokenProvider> = Arc::from(token_provider(&integration.token, &deps.clients));
     let store: Arc<dyn RateBudgetStore> = deps.state.clone();
-    let budget = SharedBudget { store, key: budget_key(&integration.api_base_url, &integration.token.to_string()) };
-    CapsuleClient::connect(&integration.api_base_url, tokens, budget, deps.client_options.clone()).await
+    CapsuleClient::for_integration(integration, tokens, store, deps.client_options.clone()).await
 }
 
 /// Invokes the run's next invocation now. If that fails the checkpoint still waits, parked: the

@@ -30,10 +30,11 @@ use chrono::Utc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::capsule::{BudgetChange, RateBudget, RateBudgetStore};
+use crate::capsule::{BudgetChange, BudgetPolicy, Claim, RateBudget, RateBudgetStore, claim_by_update};
 use crate::integration::{Integration, RunId};
 use crate::ports::{
     Bookmark, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, StateStore, TableRunRecord, TableState,
+    not_waiting_for,
 };
 use crate::{Result, SyncError};
 
@@ -95,11 +96,6 @@ fn lease_item(lease: &Lease) -> Result<Item> {
     item.insert("expires_at".into(), n(lease.expires_at.timestamp()));
     item.insert("ttl".into(), n(lease.expires_at.timestamp() + 86_400));
     Ok(item)
-}
-
-/// The lease a parking leaves: no invocation, waiting for the checkpoint's next one.
-fn parked(lease: &Lease, parking: &Parking) -> Lease {
-    Lease { invocation: 0, next: parking.checkpoint.next_invocation(), expires_at: parking.hold_until, ..lease.clone() }
 }
 
 fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
@@ -219,7 +215,7 @@ impl DynamoState {
     /// Stores the checkpoint, parks the lease and writes the run record, in one transaction.
     async fn park(&self, lease: &Lease, parking: &Parking, record: &TableRunRecord) -> Result<()> {
         let items = vec![
-            self.replace_ours(lease, &parked(lease, parking))?,
+            self.replace_ours(lease, &lease.parked(parking))?,
             self.put(doc_item(pk(&lease.integration), format!("CHECKPOINT#{}", lease.table), &parking.checkpoint)?),
             self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
             self.delete(&lease.integration, running_sk(record)),
@@ -249,10 +245,7 @@ impl DynamoState {
     async fn transact(&self, items: Vec<TransactWriteItem>, lease: &Lease) -> Result<()> {
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Err(SyncError::State(format!(
-                "the lease on {}/{} is no longer held by {} (it expired and another run took it); nothing was committed",
-                lease.integration, lease.table, lease.owner
-            ))),
+            Err(e) if is_condition_failure(&e) => Err(lease.lost()),
             Err(e) => Err(db_err("TransactWriteItems", e)),
         }
     }
@@ -369,14 +362,9 @@ impl StateStore for DynamoState {
         ttl: Duration,
     ) -> Result<Lease> {
         let now = Utc::now();
-        let superseded = || {
-            SyncError::Superseded(format!(
-                "invocation {seq} of {owner} on {integration}/{table} is a duplicate or out of date: the lease is not waiting for it"
-            ))
-        };
+        let superseded = || not_waiting_for(integration, table, owner, seq);
         let current = self.lease(integration, table).await?.ok_or_else(superseded)?;
-        let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(5));
-        let taken = Lease { invocation: seq, expires_at, ..current };
+        let taken = Lease { invocation: seq, expires_at: crate::from_now(ttl), ..current };
         let result = self
             .client
             .put_item()
@@ -412,10 +400,7 @@ impl StateStore for DynamoState {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => Err(SyncError::State(format!(
-                "the lease on {}/{} is no longer held by {} (it expired and another run took it)",
-                lease.integration, lease.table, lease.owner
-            ))),
+            Err(e) if is_conditional_failure(&e) => Err(lease.lost()),
             Err(e) => Err(db_err("PutItem", e)),
         }
     }
@@ -513,23 +498,18 @@ impl StateStore for DynamoState {
 
     async fn table_states(&self, integration: &str) -> Result<Vec<TableState>> {
         let mut states: std::collections::BTreeMap<String, TableState> = Default::default();
-        let entry = |states: &mut std::collections::BTreeMap<String, TableState>, table: &str| {
-            states
-                .entry(table.to_string())
-                .or_insert_with(|| TableState { table: table.to_string(), lease: None, checkpoint: None })
-                .clone()
-        };
+        fn state(states: &mut std::collections::BTreeMap<String, TableState>, table: String) -> &mut TableState {
+            states.entry(table.clone()).or_insert(TableState { table, lease: None, checkpoint: None })
+        }
         for item in self.query(integration, "LEASE#", None).await? {
             let lease: Lease = from_item(&item)?;
-            let mut state = entry(&mut states, &lease.table);
-            state.lease = Some(lease);
-            states.insert(state.table.clone(), state);
+            let table = lease.table.clone();
+            state(&mut states, table).lease = Some(lease);
         }
         for item in self.query(integration, "CHECKPOINT#", None).await? {
             let checkpoint: Checkpoint = from_item(&item)?;
-            let mut state = entry(&mut states, &checkpoint.table);
-            state.checkpoint = Some(checkpoint);
-            states.insert(state.table.clone(), state);
+            let table = checkpoint.table.clone();
+            state(&mut states, table).checkpoint = Some(checkpoint);
         }
         Ok(states.into_values().collect())
     }
@@ -551,37 +531,63 @@ impl StateStore for DynamoState {
     }
 }
 
-/// Conflicting updates of one budget retried this many times (each re-reads the item).
+/// Conflicting updates of one budget retried this many times (each re-reads the item). Only a
+/// new window and header corrections take this path; claims increment in place.
 const BUDGET_UPDATE_ATTEMPTS: u32 = 50;
+
+fn budget_key_item(key: &str) -> [(&'static str, AttributeValue); 2] {
+    [("pk", s(format!("BUDGET#{key}"))), ("sk", s("BUDGET"))]
+}
+
+/// A budget item: its numbers as top-level attributes, so a claim can increment `used` in place
+/// under a condition; `ver` counts every change (the optimistic updates' check).
+fn budget_item(key: &str, budget: &RateBudget, ver: i64) -> Item {
+    let mut item: Item = budget_key_item(key).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    item.insert("limit".into(), n(i64::from(budget.limit)));
+    item.insert("window_reset".into(), n(budget.window_reset));
+    item.insert("used".into(), n(i64::from(budget.used)));
+    item.insert("ver".into(), n(ver));
+    item.insert("ttl".into(), n(budget.window_reset + 86_400));
+    item
+}
+
+/// The budget and its version from a budget item.
+fn read_budget(item: &Item) -> Result<(RateBudget, i64)> {
+    let num = |name: &str| {
+        item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| {
+            SyncError::State(format!("rate-limit budget item {:?} has no number `{name}`", item.get("pk")))
+        })
+    };
+    let budget =
+        RateBudget { limit: num("limit")? as u32, window_reset: num("window_reset")?, used: num("used")? as u32 };
+    Ok((budget, num("ver")?))
+}
 
 #[async_trait]
 impl RateBudgetStore for DynamoState {
     /// Optimistic: read, change, write conditioned on the version read; on conflict, again.
     async fn update_budget(&self, key: &str, change: BudgetChange<'_>) -> Result<Option<RateBudget>> {
-        let pk_value = s(format!("BUDGET#{key}"));
         for _ in 0..BUDGET_UPDATE_ATTEMPTS {
             let out = self
                 .client
                 .get_item()
                 .table_name(&self.table)
-                .key("pk", pk_value.clone())
-                .key("sk", s("BUDGET"))
+                .set_key(Some(budget_key_item(key).into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
                 .consistent_read(true)
                 .send()
                 .await
                 .map_err(|e| db_err("GetItem", e))?;
-            let current: Option<RateBudget> = out.item.as_ref().map(from_item).transpose()?;
-            let version = out.item.as_ref().and_then(|i| i.get("ver")?.as_n().ok()?.parse::<i64>().ok()).unwrap_or(0);
+            let current = out.item.as_ref().map(read_budget).transpose()?;
+            let version = current.as_ref().map_or(0, |(_, v)| *v);
+            let current = current.map(|(b, _)| b);
             let Some(next) = change(current.as_ref()) else { return Ok(current) };
-            let mut item = doc_item(pk_value.clone(), "BUDGET".into(), &next)?;
-            item.insert("ver".into(), n(version + 1));
-            item.insert("ttl".into(), n(next.window_reset + 86_400));
             let result = self
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk) OR ver = :ver")
+                .set_item(Some(budget_item(key, &next, version + 1)))
+                .condition_expression("attribute_not_exists(pk) OR #ver = :ver")
+                .expression_attribute_names("#ver", "ver")
                 .expression_attribute_values(":ver", n(version))
                 .send()
                 .await;
@@ -595,5 +601,44 @@ impl RateBudgetStore for DynamoState {
             }
         }
         Err(SyncError::State(format!("rate-limit budget {key}: too many concurrent updates")))
+    }
+
+    /// One conditional increment while the window is the one the caller knows and below its
+    /// share; otherwise (a new window, a changed limit, the share spent) the general update.
+    async fn claim(
+        &self,
+        key: &str,
+        policy: &BudgetPolicy,
+        now: i64,
+        known: Option<&RateBudget>,
+    ) -> Result<(Claim, Option<RateBudget>)> {
+        if let Some(known) = known.filter(|k| now < k.window_reset) {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(budget_key_item(key).into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+                .update_expression("SET #used = #used + :one, #ver = #ver + :one")
+                .condition_expression("#limit = :limit AND window_reset = :reset AND #used < :cap")
+                .expression_attribute_names("#used", "used")
+                .expression_attribute_names("#ver", "ver")
+                .expression_attribute_names("#limit", "limit")
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":limit", n(i64::from(known.limit)))
+                .expression_attribute_values(":reset", n(known.window_reset))
+                .expression_attribute_values(":cap", n(i64::from(policy.cap(known.limit))))
+                .return_values(ReturnValue::AllNew)
+                .send()
+                .await;
+            match result {
+                Ok(out) => {
+                    let stored = out.attributes.as_ref().map(read_budget).transpose()?.map(|(b, _)| b);
+                    return Ok((Claim::Granted, stored));
+                }
+                Err(e) if is_conditional_failure(&e) => {}
+                Err(e) => return Err(db_err("UpdateItem", e)),
+            }
+        }
+        claim_by_update(self, key, policy, now).await
     }
 }

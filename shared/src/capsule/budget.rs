@@ -129,6 +129,40 @@ pub type BudgetChange<'a> = &'a (dyn Fn(Option<&RateBudget>) -> Option<RateBudge
 #[async_trait]
 pub trait RateBudgetStore: Send + Sync {
     async fn update_budget(&self, key: &str, change: BudgetChange<'_>) -> Result<Option<RateBudget>>;
+
+    /// Claims one request ([`RateBudget::claim`]) and returns the answer and the budget as
+    /// stored; `known` is the budget as the caller last saw it. Every request makes one claim,
+    /// so a store with an atomic conditional increment overrides this with it (DynamoDB: one
+    /// `UpdateItem` while the window is the one `known` describes; no read, no conflict).
+    async fn claim(
+        &self,
+        key: &str,
+        policy: &BudgetPolicy,
+        now: i64,
+        known: Option<&RateBudget>,
+    ) -> Result<(Claim, Option<RateBudget>)> {
+        let _ = known;
+        claim_by_update(self, key, policy, now).await
+    }
+}
+
+/// A claim as a general update of the stored budget (the default, and the fallback of stores
+/// whose fast path did not apply).
+pub async fn claim_by_update<S: RateBudgetStore + ?Sized>(
+    store: &S,
+    key: &str,
+    policy: &BudgetPolicy,
+    now: i64,
+) -> Result<(Claim, Option<RateBudget>)> {
+    let verdict = Mutex::new(Claim::Granted);
+    let change = |current: Option<&RateBudget>| {
+        let (next, claim) = RateBudget::claim(current, policy, now);
+        *verdict.lock().unwrap() = claim;
+        next
+    };
+    let stored = store.update_budget(key, &change).await?;
+    let claim = *verdict.lock().unwrap();
+    Ok((claim, stored))
 }
 
 /// A budget in this process only (a client with no state store: token checks, tests).

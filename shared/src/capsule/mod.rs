@@ -19,11 +19,14 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use url::Url;
 
-pub use budget::{BudgetChange, BudgetPolicy, Claim, MemoryBudgets, RateBudget, RateBudgetStore, budget_key};
+pub use budget::{
+    BudgetChange, BudgetPolicy, Claim, MemoryBudgets, RateBudget, RateBudgetStore, budget_key, claim_by_update,
+};
 pub use page::{Page, next_link, with_own_params};
 pub use ratelimit::RateLimitStatus;
 pub use retry::{Attempt, RetryPolicy, StatusClass, classify_status};
 
+use crate::integration::Integration;
 use crate::ports::TokenProvider;
 use crate::runlog::RunLog;
 use crate::{Result, SyncError};
@@ -144,16 +147,19 @@ impl CapsuleClient {
         CapsuleClient::build(base_url, token, None, budget, options)
     }
 
-    /// A client for runs: the token read from `tokens` (and re-read when it expires or Capsule
-    /// refuses it), requests claimed from the shared `budget`.
-    pub async fn connect(
-        base_url: &str,
+    /// The client an integration's runs use (the CLI's and table-sync's alike): the token read
+    /// from `tokens` (and re-read when it expires or Capsule refuses it), requests claimed from
+    /// the token's budget in `store` (keyed by the token source), the integration's reserve.
+    pub async fn for_integration(
+        integration: &Integration,
         tokens: Arc<dyn TokenProvider>,
-        budget: SharedBudget,
-        options: ClientOptions,
+        store: Arc<dyn RateBudgetStore>,
+        mut options: ClientOptions,
     ) -> Result<CapsuleClient> {
+        options.budget.reserve = f64::from(integration.rate_reserve_percent) / 100.0;
+        let key = budget_key(&integration.api_base_url, &integration.token.to_string());
         let token = tokens.token().await?;
-        CapsuleClient::build(base_url, token, Some(tokens), budget, options)
+        CapsuleClient::build(&integration.api_base_url, token, Some(tokens), SharedBudget { store, key }, options)
     }
 
     fn build(
@@ -300,7 +306,7 @@ impl CapsuleClient {
     async fn wait_for_window(&self, url: &Url, wait: Duration, why: &str) -> Result<()> {
         let fields = serde_json::json!({"request": describe(url), "wait_ms": wait.as_millis() as u64});
         if wait > self.inner.options.max_inline_wait {
-            let until = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
+            let until = crate::from_now(wait);
             self.warn("capsule_throttled", format!("{why}: the next request must wait until {until}"), fields);
             let reason = format!("{why}: the token's rate-limit budget is spent until the window resets");
             return Err(SyncError::Throttled { until, reason });
@@ -315,7 +321,7 @@ impl CapsuleClient {
         let attempts = self.inner.options.retry.max_retries + 1;
         match self.inner.options.outage_pause {
             Some(pause) => SyncError::Throttled {
-                until: chrono::Utc::now() + chrono::Duration::from_std(pause).unwrap_or(chrono::Duration::minutes(5)),
+                until: crate::from_now(pause),
                 reason: format!("Capsule kept failing for {} ({attempts} attempts: {last})", describe(url)),
             },
             None => SyncError::Unavailable { request: describe(url), attempts, last: last.to_string() },
@@ -332,18 +338,11 @@ impl CapsuleClient {
 
     /// Claims one request from the token's budget, waiting in place for short waits.
     async fn claim(&self, url: &Url) -> Result<()> {
-        let policy = self.inner.options.budget;
+        let (policy, budget) = (self.inner.options.budget, &self.inner.budget);
         loop {
-            let now = epoch_seconds();
-            let verdict = Mutex::new(Claim::Granted);
-            let change = |current: Option<&RateBudget>| {
-                let (next, claim) = RateBudget::claim(current, &policy, now);
-                *verdict.lock().unwrap() = claim;
-                next
-            };
-            let stored = self.inner.budget.store.update_budget(&self.inner.budget.key, &change).await?;
+            let known = self.inner.known.lock().unwrap().clone();
+            let (claim, stored) = budget.store.claim(&budget.key, &policy, epoch_seconds(), known.as_ref()).await?;
             *self.inner.known.lock().unwrap() = stored;
-            let claim = *verdict.lock().unwrap();
             match claim {
                 Claim::Granted => return Ok(()),
                 Claim::WaitUntil(reset) => {

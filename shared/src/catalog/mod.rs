@@ -177,13 +177,6 @@ pub enum Fetch {
     },
 }
 
-impl Fetch {
-    /// Whether the table is read parent by parent (its discovered parents are saved per run).
-    pub fn fans_out(&self) -> bool {
-        matches!(self, Fetch::FanOut { .. })
-    }
-}
-
 /// One table of the catalog.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct TableSpec {

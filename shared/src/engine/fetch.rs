@@ -298,11 +298,26 @@ impl Extraction<'_> {
         resume: Cursor,
         writer: &mut PartWriter<'_>,
     ) -> Result<(), Halt> {
-        let parents = self.parents(routes, &resume).await?;
+        let (parents, saved) = self.parents(routes, &resume).await?;
         let todo: Vec<Parent> = parents
             .into_iter()
             .filter(|(path, _, id)| resume.parent.as_ref().is_none_or(|at| (path.clone(), *id) >= *at))
             .collect();
+        let read = self.write_children(&todo, children, writer).await;
+        // Only a run that pauses needs its parents again: saved then, for its continuations.
+        if matches!(read, Err(Halt::Pause(..))) && !saved {
+            self.save_parents(&output::parents_key(self.integration, self.table.name, self.run_id), &todo).await?;
+        }
+        read
+    }
+
+    /// Reads every parent's children, in parent order, and writes them.
+    async fn write_children(
+        &mut self,
+        todo: &[Parent],
+        children: Children,
+        writer: &mut PartWriter<'_>,
+    ) -> Result<(), Halt> {
         let parents_key = Some(output::parents_key(self.integration, self.table.name, self.run_id));
         let at_parent = |i: usize| Cursor {
             parent: todo.get(i).map(|(path, _, id)| (path.clone(), *id)),
@@ -347,29 +362,29 @@ impl Extraction<'_> {
         Ok(())
     }
 
-    /// The parents to read: from the checkpoint's saved list, or discovered now (resuming a
-    /// discovery that paused part way). The list is saved for the run's continuations.
-    async fn parents(&mut self, routes: &[ParentDiscovery], resume: &Cursor) -> Result<Vec<Parent>, Halt> {
-        let key = output::parents_key(self.integration, self.table.name, self.run_id);
+    /// The parents to read, and whether a checkpoint already saved all of them: from that saved
+    /// list, or discovered now (resuming a discovery that paused part way, whose parents so far
+    /// are saved when it pauses).
+    async fn parents(&mut self, routes: &[ParentDiscovery], resume: &Cursor) -> Result<(Vec<Parent>, bool), Halt> {
         let saved: BTreeSet<Parent> = match &resume.parents_key {
             Some(key) => self.load_parents(key).await?,
             None => BTreeSet::new(),
         };
         if resume.parents_key.is_some() && resume.discovery.is_none() {
-            return Ok(saved.into_iter().collect());
+            return Ok((saved.into_iter().collect(), true));
         }
         let mut found = saved;
         let from = resume.discovery.clone().unwrap_or_default();
         if let Err(halt) = self.discover_parents(routes, from, &mut found).await {
             if let Halt::Pause(..) = &halt {
-                self.save_parents(&key, &found).await?;
+                let key = output::parents_key(self.integration, self.table.name, self.run_id);
+                self.save_parents(&key, &found.into_iter().collect::<Vec<_>>()).await?;
             }
             return Err(halt);
         }
-        self.save_parents(&key, &found).await?;
         let fields = serde_json::json!({"parents": found.len()});
         self.log.info("parents_discovered", format!("{} parents to read", found.len()), fields);
-        Ok(found.into_iter().collect())
+        Ok((found.into_iter().collect(), false))
     }
 
     async fn load_parents(&self, key: &str) -> Result<BTreeSet<Parent>> {
@@ -379,7 +394,7 @@ impl Extraction<'_> {
         serde_json::from_slice(&bytes).map_err(|e| SyncError::State(format!("{key} is not a list of parents: {e}")))
     }
 
-    async fn save_parents(&self, key: &str, parents: &BTreeSet<Parent>) -> Result<()> {
+    async fn save_parents(&self, key: &str, parents: &[Parent]) -> Result<()> {
         let body = serde_json::to_vec(parents).map_err(|e| SyncError::Internal(format!("parents: {e}")))?;
         self.sink.put(key, Bytes::from(body)).await
     }

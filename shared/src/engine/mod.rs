@@ -99,7 +99,7 @@ struct Start {
 
 impl Start {
     fn seq(&self) -> u32 {
-        self.lease.invocation.max(1)
+        self.lease.invocation
     }
 
     /// Requests of the run's earlier invocations.
@@ -237,11 +237,10 @@ impl TableRun<'_> {
         if let Err(error) = self.deps.state.commit(&start.lease, &bookmark, &record).await {
             return self.fail(start, record, error, log).await;
         }
-        if self.table.fetch.fans_out() {
-            let parents = output::parents_key(&self.integration.name, self.table.name, self.run_id);
-            if let Err(e) = self.deps.sink.delete(&parents).await {
-                log.warn("parents_not_removed", format!("{parents}: {e}"), serde_json::Value::Null);
-            }
+        if let Some(parents) = start.checkpoint.as_ref().and_then(|c| c.cursor.parents_key.as_ref())
+            && let Err(e) = self.deps.sink.delete(parents).await
+        {
+            log.warn("parents_not_removed", format!("{parents}: {e}"), serde_json::Value::Null);
         }
         log.info(
             "table_run_succeeded",

@@ -25,6 +25,7 @@ use crate::integration::Integration;
 use crate::integration::RunId;
 use crate::ports::{
     Bookmark, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, RunState, StateStore, TableRunRecord, TableState,
+    not_waiting_for,
 };
 use crate::{Result, SyncError};
 
@@ -179,23 +180,12 @@ fn lease_is_held(doc: &StateDoc, lease: &Lease) -> bool {
 /// Stores the checkpoint and parks the lease for the invocation that resumes from it.
 fn park(doc: &mut StateDoc, lease: &Lease, parking: Parking) {
     let k = key(&lease.integration, &lease.table);
-    let parked = Lease {
-        invocation: 0,
-        next: parking.checkpoint.next_invocation(),
-        expires_at: parking.hold_until,
-        process: None,
-        ..lease.clone()
-    };
-    doc.leases.insert(k.clone(), parked);
+    doc.leases.insert(k.clone(), lease.parked(&parking));
     doc.checkpoints.insert(k, parking.checkpoint);
 }
 
 /// Rate-limit budgets by key: read, changed and written back under their own lock.
-fn update_budget_blocking(
-    path: &Path,
-    key: &str,
-    change: &(dyn Fn(Option<&RateBudget>) -> Option<RateBudget> + Send + Sync),
-) -> Result<Option<RateBudget>> {
+fn update_budget_blocking(path: &Path, key: &str, change: BudgetChange<'_>) -> Result<Option<RateBudget>> {
     let _lock = lock_beside(path)?;
     let mut budgets: BTreeMap<String, RateBudget> = match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -223,13 +213,6 @@ impl RateBudgetStore for StateFile {
         // done in place (the change closure borrows, so it cannot move to a blocking task).
         update_budget_blocking(&self.budgets, key, change)
     }
-}
-
-fn lease_lost(lease: &Lease) -> SyncError {
-    SyncError::State(format!(
-        "the lease on {}/{} is no longer held by {} (it expired and another run took it); nothing was committed",
-        lease.integration, lease.table, lease.owner
-    ))
 }
 
 #[async_trait]
@@ -322,18 +305,14 @@ impl StateStore for StateFile {
         seq: u32,
         ttl: Duration,
     ) -> Result<Lease> {
-        let (k, owner) = (key(integration, table), owner.to_string());
-        let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(5));
+        let (integration, table, owner) = (integration.to_string(), table.to_string(), owner.to_string());
+        let expires_at = crate::from_now(ttl);
         self.transact(true, move |doc| {
             let lease = doc
                 .leases
-                .get_mut(&k)
+                .get_mut(&key(&integration, &table))
                 .filter(|l| l.owner == owner && l.next == seq && (l.invocation == 0 || holder_stopped(l)));
-            let Some(lease) = lease else {
-                return Err(SyncError::Superseded(format!(
-                    "invocation {seq} of {owner} on {k} is a duplicate or out of date: the lease is not waiting for it"
-                )));
-            };
+            let Some(lease) = lease else { return Err(not_waiting_for(&integration, &table, &owner, seq)) };
             lease.invocation = seq;
             lease.expires_at = expires_at;
             lease.process = Some(this_process());
@@ -346,7 +325,7 @@ impl StateStore for StateFile {
         let lease = lease.clone();
         self.transact(true, move |doc| {
             if !lease_is_held(doc, &lease) {
-                return Err(lease_lost(&lease));
+                return Err(lease.lost());
             }
             if let Some(held) = doc.leases.get_mut(&key(&lease.integration, &lease.table)) {
                 held.expires_at = lease.expires_at;
@@ -360,7 +339,7 @@ impl StateStore for StateFile {
         let (lease, bookmark, record) = (lease.clone(), bookmark.clone(), record.clone());
         self.transact(true, move |doc| {
             if !lease_is_held(doc, &lease) {
-                return Err(lease_lost(&lease));
+                return Err(lease.lost());
             }
             let k = key(&lease.integration, &lease.table);
             doc.bookmarks.insert(k.clone(), bookmark);
@@ -419,7 +398,7 @@ impl StateStore for StateFile {
         let (lease, parking, record) = (lease.clone(), parking.clone(), record.clone());
         self.transact(true, move |doc| {
             if !lease_is_held(doc, &lease) {
-                return Err(lease_lost(&lease));
+                return Err(lease.lost());
             }
             park(doc, &lease, parking);
             push_final(doc, record);
