@@ -308,3 +308,63 @@ async fn a_sync_killed_with_sigkill_is_taken_over_at_once() {
     assert!(!out.ok, "a skipped table is not a success");
     assert!(out.stderr.contains("skipped") && out.stderr.contains("holder"), "{}", out.stderr);
 }
+
+/// A table stopped by a spent rate-limit window shows in `status` as waiting, with when it
+/// resumes.
+#[tokio::test]
+async fn status_shows_a_table_waiting_for_its_rate_limit_window() {
+    use capsule_shared::capsule::{CapsuleClient, ClientOptions};
+    use capsule_shared::engine::{Deps, RunOptions, TableRun};
+    use capsule_shared::integration::RunId;
+    use capsule_shared::lifecycle::Invocation;
+    use capsule_shared::local::{LocalSink, StateFile};
+    use capsule_shared::ports::{RunState, StateStore};
+
+    // Two requests per minute: the third has to wait for the window.
+    let sim = start_sim(300, |c| {
+        c.token = "test-token".into();
+        c.rate_limit = 2;
+        c.rate_window = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::local(dir.path());
+    let base = sim.base_url();
+    cli.ok(&[
+        "integrations",
+        "create",
+        "acme",
+        "--token",
+        "env:CAPSULE_TEST_TOKEN",
+        "--api-base-url",
+        base,
+        "--no-check",
+    ])
+    .await;
+    let state = StateFile::new(dir.path());
+    let sink = LocalSink::new(dir.path().join("output"));
+    let integration = state.get_integration("acme").await.unwrap().unwrap();
+    // A client that never waits in place (as on Lambda, scaled down).
+    let options = ClientOptions { max_inline_wait: std::time::Duration::ZERO, ..ClientOptions::default() };
+    let client = CapsuleClient::new(base, "test-token".to_string().into(), options).unwrap();
+    let run_id = RunId::new(chrono::Utc::now());
+    let run = TableRun {
+        client: &client,
+        deps: Deps { state: &state, sink: &sink },
+        integration: &integration,
+        table: capsule_shared::catalog::table("entries").unwrap(),
+        run_id: &run_id,
+        options: RunOptions::default(),
+        progress: None,
+        deadline: None,
+        invocation: Invocation::First,
+    };
+    let outcome = run.run().await;
+    assert_eq!(outcome.record.state, RunState::Continued, "{:?}", outcome.error);
+    let resumes = outcome.record.resumes_at.expect("a waiting run says when it resumes");
+
+    let status = cli.ok(&["status", "acme"]).await;
+    let line = status.lines().find(|l| l.contains("entries")).unwrap_or_default().to_string();
+    let expected = format!("waiting until {}", resumes.format("%Y-%m-%d %H:%M:%S"));
+    assert!(line.contains(&expected), "{status}");
+}

@@ -354,3 +354,55 @@ async fn oauth_secrets_refresh_and_write_the_rotated_refresh_token_back() {
     assert!(err.contains("refused") && err.contains("re-authorise"), "{err}");
     assert_eq!(read_secret(&clients, &revoked).await["refresh_token"], "stale");
 }
+
+/// An OAuth access token that expires during a run (Capsule starts refusing it with 401) is
+/// refreshed through its secret and the run goes on: one refresh, nothing lost.
+#[tokio::test]
+async fn an_oauth_token_expiring_mid_run_is_refreshed_and_the_run_goes_on() {
+    use capsule_shared::capsule::{CapsuleClient, RateBudgetStore};
+    use capsule_shared::engine::RunOptions;
+    use capsule_sync_e2e::capsule_sim::{Fault, FaultRule};
+    use capsule_sync_e2e::{Local, expected_counts, fast_client_options, start_sim};
+    use std::sync::Arc;
+
+    let clients = moto_clients().await;
+    let sim = start_sim(600, |c| c.token = "access-old".into()).await;
+    sim.add_fault(FaultRule {
+        path: Some("/entries".into()),
+        fault: Fault::Slow { millis: 200 },
+        after: 0,
+        times: None,
+        probability: None,
+    });
+    let endpoint = TokenEndpoint::start("access-new", "refresh-0").await;
+    let secret = json!({"client_id": "cid", "client_secret": "csecret", "refresh_token": "refresh-0",
+                        "token_url": endpoint.url, "access_token": "access-old",
+                        "expires_at": (Utc::now() + chrono::Duration::hours(1)).to_rfc3339()});
+    let name = create_secret(&clients, secret).await;
+    let mut integration = Integration::new("acme", TokenSource::SecretsManager { secret_id: name.clone() }, Utc::now());
+    integration.api_base_url = sim.base_url().to_string();
+    let local = Local::new();
+    let tokens: Arc<dyn TokenProvider> = Arc::new(SecretsManagerToken::new(clients.secrets.clone(), name.clone()));
+    let store: Arc<dyn RateBudgetStore> = Arc::new(local.state.clone());
+    let client = CapsuleClient::for_integration(&integration, tokens, store, fast_client_options()).await.unwrap();
+
+    let expire_mid_run = async {
+        while sim.stats().count("GET /entries") < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sim.set_token("access-new"); // Capsule no longer accepts the old access token
+    };
+    let ((_, outcomes), ()) =
+        tokio::join!(local.sync(&client, &integration, &["entries"], RunOptions::default()), expire_mid_run);
+    let outcome = &outcomes[0];
+    assert_eq!(outcome.record.state, RunState::Succeeded, "{:?}", outcome.error);
+    assert_eq!(outcome.record.rows as usize, expected_counts(&sim)["entries"], "nothing lost");
+    assert!(outcome.record.requests.requests > 2, "the token expired part way through the run");
+    assert_eq!(sim.stats().by_status.get(&401).copied(), Some(1), "one refused request, then the new token");
+    assert_eq!(endpoint.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "refreshed once");
+    let stored = read_secret(&clients, &name).await;
+    assert_eq!(
+        (stored["access_token"].as_str(), stored["refresh_token"].as_str()),
+        (Some("access-new"), Some("refresh-1"))
+    );
+}

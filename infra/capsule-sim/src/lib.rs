@@ -48,6 +48,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
         faults: Mutex::new(faults::FaultPlan::new(config.seed)),
         stats: Mutex::new(Stats::default()),
         mutations: Mutex::new(0),
+        token: RwLock::new(config.token.clone()),
         config,
     });
     let app = server::router(shared.clone());
@@ -78,8 +79,13 @@ impl SimHandle {
         self.addr
     }
 
-    pub fn token(&self) -> &str {
-        &self.shared.config.token
+    pub fn token(&self) -> String {
+        self.shared.token.read().unwrap().clone()
+    }
+
+    /// Accepts only `token` from now on (the old one expired or was revoked).
+    pub fn set_token(&self, token: &str) {
+        *self.shared.token.write().unwrap() = token.to_string();
     }
 
     /// Changes the account (update / create / delete / restrict records) at the current time.

@@ -24,6 +24,8 @@ use crate::stats::Stats;
 /// State shared by every request and by the [`crate::SimHandle`].
 pub struct Shared {
     pub config: SimConfig,
+    /// The Bearer token accepted now (`config.token` at start; tests revoke it mid-run).
+    pub token: RwLock<String>,
     pub base_url: String,
     pub account: RwLock<Account>,
     pub limiter: Mutex<RateWindow>,
@@ -73,7 +75,7 @@ async fn guarded(
     method: &Method,
     headers: &HeaderMap,
 ) -> Response {
-    let expected = format!("Bearer {}", s.config.token);
+    let expected = format!("Bearer {}", s.token.read().unwrap());
     if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
         return unauthorized();
     }
