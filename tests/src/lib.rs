@@ -16,6 +16,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 pub mod aws;
+pub mod serverless;
 
 pub use capsule_sim;
 

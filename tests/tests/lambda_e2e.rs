@@ -3,175 +3,18 @@
 //! dispatched with `InvocationType::Event`, the Capsule simulator, and moto's S3, DynamoDB and
 //! Secrets Manager.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::InvocationType;
-use capsule_shared::aws::{DynamoState, LambdaDispatcher, S3Sink};
-use capsule_shared::capsule::ClientOptions;
 use capsule_shared::engine::RunOptions;
-use capsule_shared::integration::{Integration, IntegrationStatus, RunId, TokenSource};
+use capsule_shared::integration::{IntegrationStatus, RunId};
 use capsule_shared::ports::{RunState, StateStore};
-use capsule_sync_e2e::aws::*;
-use capsule_sync_e2e::capsule_sim::{Fault, FaultRule, MutationKind, MutationOp, SimHandle};
+use capsule_sync_e2e::capsule_sim::{Fault, FaultRule, MutationKind, MutationOp};
+use capsule_sync_e2e::serverless::*;
 use capsule_sync_e2e::*;
 use chrono::Utc;
 use serde_json::{Value, json};
-
-struct World {
-    sim: SimHandle,
-    stack: AwsStack,
-    lambda: LocalLambda,
-    client: aws_sdk_lambda::Client,
-}
-
-/// How a test's world differs from production's.
-struct Setup {
-    parties: usize,
-    /// Capsule's rate limit: requests per window.
-    rate: Option<(u32, Duration)>,
-    /// What the Lambda runtime tells table-sync is left of its time.
-    remaining: Duration,
-    client: ClientOptions,
-    run: RunOptions,
-    lambda: LambdaBehaviour,
-}
-
-impl Setup {
-    fn new(parties: usize) -> Setup {
-        Setup {
-            parties,
-            rate: None,
-            remaining: Duration::from_secs(900),
-            client: fast_client_options(),
-            run: RunOptions::default(),
-            lambda: LambdaBehaviour::default(),
-        }
-    }
-}
-
-async fn world(parties: usize) -> World {
-    world_with(Setup::new(parties)).await
-}
-
-/// Registers `orchestrator` and `table-sync` on a local Invoke endpoint, wired like template.yaml.
-async fn world_with(setup: Setup) -> World {
-    let sim = start_sim(setup.parties, |c| {
-        if let Some((limit, window)) = setup.rate {
-            c.rate_limit = limit;
-            c.rate_window = window;
-        }
-    })
-    .await;
-    let stack = AwsStack::new().await;
-    let secret = create_secret(&stack.clients, json!({"token": "test-token"})).await;
-    let mut integration = Integration::new("acme", TokenSource::SecretsManager { secret_id: secret }, Utc::now());
-    integration.api_base_url = sim.base_url().to_string();
-    stack.state.create_integration(&integration).await.unwrap();
-
-    // The endpoint must exist before the dispatcher's client is built; functions are added after.
-    let functions: Arc<std::sync::Mutex<HashMap<String, Function>>> = Arc::default();
-    let registry = functions.clone();
-    let proxy = |name: &'static str| -> Function {
-        let registry = registry.clone();
-        Arc::new(move |event: Value| {
-            let f = registry.lock().unwrap().get(name).cloned().expect("registered");
-            f(event)
-        })
-    };
-    let lambda = LocalLambda::start_with(
-        HashMap::from([
-            ("orchestrator".to_string(), proxy("orchestrator")),
-            ("table-sync".to_string(), proxy("table-sync")),
-        ]),
-        setup.lambda.clone(),
-    )
-    .await;
-    let client = lambda.client().await;
-    let state = Arc::new(DynamoState::new(stack.clients.dynamodb.clone(), &stack.table));
-    let dispatcher = Arc::new(LambdaDispatcher::new(client.clone(), "table-sync"));
-    let table_sync_deps = table_sync::Deps {
-        state: state.clone(),
-        sink: Arc::new(S3Sink::new(stack.clients.s3.clone(), &stack.bucket, "warehouse", None)),
-        dispatcher: dispatcher.clone(),
-        clients: stack.clients.clone(),
-        options: setup.run,
-        client_options: setup.client.clone(),
-    };
-    let orchestrator_deps = orchestrator::Deps { state, dispatcher, lease_ttl: setup.run.lease_ttl };
-    let remaining = setup.remaining;
-    let table_sync_fn: Function = Arc::new(move |event| {
-        let deps = table_sync_deps.clone();
-        Box::pin(async move {
-            // The runtime's deadline: what is left of the function's timeout.
-            let summary = table_sync::handler(event, Some(remaining), &deps).await;
-            summary.map(|s| serde_json::to_value(s).unwrap()).map_err(|e| format!("{}: {e}", e.error_type()))
-        })
-    });
-    let orchestrator_fn: Function = Arc::new(move |event| {
-        let deps = orchestrator_deps.clone();
-        Box::pin(async move {
-            let summary = orchestrator::handler(event, &deps).await;
-            summary.map(|s| serde_json::to_value(s).unwrap()).map_err(|e| format!("{}: {e}", e.error_type()))
-        })
-    });
-    functions.lock().unwrap().insert("table-sync".into(), table_sync_fn);
-    functions.lock().unwrap().insert("orchestrator".into(), orchestrator_fn);
-    World { sim, stack, lambda, client }
-}
-
-impl World {
-    /// Invokes a function synchronously through the Invoke API and returns its JSON answer.
-    async fn invoke(&self, function: &str, event: Value) -> Value {
-        let out = self
-            .client
-            .invoke()
-            .function_name(function)
-            .invocation_type(InvocationType::RequestResponse)
-            .payload(Blob::new(event.to_string()))
-            .send()
-            .await
-            .unwrap();
-        let body: Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
-        assert!(out.function_error().is_none(), "{function} failed: {body}");
-        body
-    }
-
-    /// Invokes a function asynchronously (`Event`), as the orchestrator does; returns the status.
-    async fn send_event(&self, function: &str, event: &Value) -> i32 {
-        let out = self
-            .client
-            .invoke()
-            .function_name(function)
-            .invocation_type(InvocationType::Event)
-            .payload(Blob::new(event.to_string()))
-            .send()
-            .await
-            .unwrap();
-        out.status_code()
-    }
-
-    async fn rows(&self, table: &str, run_id: &str) -> Vec<serde_json::Map<String, Value>> {
-        let mut rows = Vec::new();
-        for key in self.stack.keys().await {
-            if key.starts_with(&format!("warehouse/acme/{table}/")) && key.contains(&format!("/run={run_id}/")) {
-                let bytes = self.stack.object(&key).await;
-                let dir = tempfile::tempdir().unwrap();
-                let path = dir.path().join("part.ndjson.gz");
-                std::fs::write(&path, bytes).unwrap();
-                rows.extend(read_ndjson(&path));
-            }
-        }
-        rows
-    }
-
-    async fn manifest(&self, table: &str, run_id: &str) -> Value {
-        let key = format!("warehouse/_meta/acme/runs/{run_id}/{table}.json");
-        serde_json::from_slice(&self.stack.object(&key).await).unwrap()
-    }
-}
 
 #[tokio::test]
 async fn orchestrator_dispatches_every_table_and_a_second_run_is_incremental() {
@@ -296,42 +139,6 @@ async fn bad_events_and_unknown_names_fail_clearly() {
     let out = w.client.invoke().function_name("table-sync").payload(Blob::new(bad.to_string())).send().await.unwrap();
     assert!(String::from_utf8_lossy(out.payload().unwrap().as_ref()).contains("run_id"));
     assert!(deps_state.runs(Some("acme"), 5).await.unwrap().is_empty(), "no state changed");
-}
-
-/// Invokes the orchestrator as its schedule would (scaled down: every 300 ms) until every run
-/// record of `run_id` is final and nothing is in flight; returns the ticks used.
-async fn tick_until_done(w: &World, run_id: &str, tables: usize, limit: Duration) -> usize {
-    let scheduled = json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
-    let started = std::time::Instant::now();
-    let mut ticks = 0;
-    loop {
-        let runs = w.stack.state.runs(Some("acme"), 1000).await.unwrap();
-        let done = runs
-            .iter()
-            .filter(|r| r.run_id.as_str() == run_id && matches!(r.state, RunState::Succeeded | RunState::Failed))
-            .count();
-        if done >= tables && w.lambda.in_flight() == 0 {
-            return ticks;
-        }
-        assert!(started.elapsed() < limit, "not done after {limit:?}: {done}/{tables} tables final");
-        w.invoke("orchestrator", scheduled.clone()).await;
-        ticks += 1;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// The rows of one table run, read through its manifest's file list.
-async fn manifest_rows(w: &World, table: &str, run_id: &str) -> Vec<serde_json::Map<String, Value>> {
-    let manifest = w.manifest(table, run_id).await;
-    let mut rows = Vec::new();
-    for file in manifest["files"].as_array().unwrap() {
-        let key = format!("warehouse/{}", file["key"].as_str().unwrap());
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(key.rsplit('/').next().unwrap());
-        std::fs::write(&path, w.stack.object(&key).await).unwrap();
-        rows.extend(read_ndjson(&path));
-    }
-    rows
 }
 
 /// A first load that needs many rate-limit windows, through the serverless path with Capsule's

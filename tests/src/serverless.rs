@@ -1,0 +1,212 @@
+//! The serverless path as tests and benchmarks drive it: the orchestrator and table-sync
+//! handlers behind a local Lambda Invoke endpoint (real SDK over HTTP), the Capsule simulator,
+//! and moto's S3, DynamoDB and Secrets Manager.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+use capsule_shared::aws::{DynamoState, LambdaDispatcher, S3Sink};
+use capsule_shared::capsule::ClientOptions;
+use capsule_shared::engine::RunOptions;
+use capsule_shared::integration::{Integration, TokenSource};
+use capsule_shared::ports::{RunState, StateStore};
+use capsule_sim::SimHandle;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::aws::*;
+use crate::{fast_client_options, read_ndjson, start_sim};
+
+/// The serverless deployment on loopback: simulator, moto, and the local Invoke endpoint running
+/// the real orchestrator and table-sync handlers.
+pub struct World {
+    pub sim: SimHandle,
+    pub stack: AwsStack,
+    pub lambda: LocalLambda,
+    pub client: aws_sdk_lambda::Client,
+}
+
+/// How a test's world differs from production's.
+pub struct Setup {
+    pub parties: usize,
+    /// Capsule's rate limit: requests per window.
+    pub rate: Option<(u32, Duration)>,
+    /// What the Lambda runtime tells table-sync is left of its time.
+    pub remaining: Duration,
+    pub client: ClientOptions,
+    pub run: RunOptions,
+    pub lambda: LambdaBehaviour,
+}
+
+impl Setup {
+    pub fn new(parties: usize) -> Setup {
+        Setup {
+            parties,
+            rate: None,
+            remaining: Duration::from_secs(900),
+            client: fast_client_options(),
+            run: RunOptions::default(),
+            lambda: LambdaBehaviour::default(),
+        }
+    }
+}
+
+pub async fn world(parties: usize) -> World {
+    world_with(Setup::new(parties)).await
+}
+
+/// Registers `orchestrator` and `table-sync` on a local Invoke endpoint, wired like template.yaml.
+pub async fn world_with(setup: Setup) -> World {
+    let sim = start_sim(setup.parties, |c| {
+        if let Some((limit, window)) = setup.rate {
+            c.rate_limit = limit;
+            c.rate_window = window;
+        }
+    })
+    .await;
+    let stack = AwsStack::new().await;
+    let secret = create_secret(&stack.clients, json!({"token": "test-token"})).await;
+    let mut integration = Integration::new("acme", TokenSource::SecretsManager { secret_id: secret }, Utc::now());
+    integration.api_base_url = sim.base_url().to_string();
+    stack.state.create_integration(&integration).await.unwrap();
+
+    // The endpoint must exist before the dispatcher's client is built; functions are added after.
+    let functions: Arc<std::sync::Mutex<HashMap<String, Function>>> = Arc::default();
+    let registry = functions.clone();
+    let proxy = |name: &'static str| -> Function {
+        let registry = registry.clone();
+        Arc::new(move |event: Value| {
+            let f = registry.lock().unwrap().get(name).cloned().expect("registered");
+            f(event)
+        })
+    };
+    let lambda = LocalLambda::start_with(
+        HashMap::from([
+            ("orchestrator".to_string(), proxy("orchestrator")),
+            ("table-sync".to_string(), proxy("table-sync")),
+        ]),
+        setup.lambda.clone(),
+    )
+    .await;
+    let client = lambda.client().await;
+    let state = Arc::new(DynamoState::new(stack.clients.dynamodb.clone(), &stack.table));
+    let dispatcher = Arc::new(LambdaDispatcher::new(client.clone(), "table-sync"));
+    let table_sync_deps = table_sync::Deps {
+        state: state.clone(),
+        sink: Arc::new(S3Sink::new(stack.clients.s3.clone(), &stack.bucket, "warehouse", None)),
+        dispatcher: dispatcher.clone(),
+        clients: stack.clients.clone(),
+        options: setup.run,
+        client_options: setup.client.clone(),
+    };
+    let orchestrator_deps = orchestrator::Deps { state, dispatcher, lease_ttl: setup.run.lease_ttl };
+    let remaining = setup.remaining;
+    let table_sync_fn: Function = Arc::new(move |event| {
+        let deps = table_sync_deps.clone();
+        Box::pin(async move {
+            // The runtime's deadline: what is left of the function's timeout.
+            let summary = table_sync::handler(event, Some(remaining), &deps).await;
+            summary.map(|s| serde_json::to_value(s).unwrap()).map_err(|e| format!("{}: {e}", e.error_type()))
+        })
+    });
+    let orchestrator_fn: Function = Arc::new(move |event| {
+        let deps = orchestrator_deps.clone();
+        Box::pin(async move {
+            let summary = orchestrator::handler(event, &deps).await;
+            summary.map(|s| serde_json::to_value(s).unwrap()).map_err(|e| format!("{}: {e}", e.error_type()))
+        })
+    });
+    functions.lock().unwrap().insert("table-sync".into(), table_sync_fn);
+    functions.lock().unwrap().insert("orchestrator".into(), orchestrator_fn);
+    World { sim, stack, lambda, client }
+}
+
+impl World {
+    /// Invokes a function synchronously through the Invoke API and returns its JSON answer.
+    pub async fn invoke(&self, function: &str, event: Value) -> Value {
+        let out = self
+            .client
+            .invoke()
+            .function_name(function)
+            .invocation_type(InvocationType::RequestResponse)
+            .payload(Blob::new(event.to_string()))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
+        assert!(out.function_error().is_none(), "{function} failed: {body}");
+        body
+    }
+
+    /// Invokes a function asynchronously (`Event`), as the orchestrator does; returns the status.
+    pub async fn send_event(&self, function: &str, event: &Value) -> i32 {
+        let out = self
+            .client
+            .invoke()
+            .function_name(function)
+            .invocation_type(InvocationType::Event)
+            .payload(Blob::new(event.to_string()))
+            .send()
+            .await
+            .unwrap();
+        out.status_code()
+    }
+
+    pub async fn rows(&self, table: &str, run_id: &str) -> Vec<serde_json::Map<String, Value>> {
+        let mut rows = Vec::new();
+        for key in self.stack.keys().await {
+            if key.starts_with(&format!("warehouse/acme/{table}/")) && key.contains(&format!("/run={run_id}/")) {
+                let bytes = self.stack.object(&key).await;
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("part.ndjson.gz");
+                std::fs::write(&path, bytes).unwrap();
+                rows.extend(read_ndjson(&path));
+            }
+        }
+        rows
+    }
+
+    pub async fn manifest(&self, table: &str, run_id: &str) -> Value {
+        let key = format!("warehouse/_meta/acme/runs/{run_id}/{table}.json");
+        serde_json::from_slice(&self.stack.object(&key).await).unwrap()
+    }
+}
+
+/// Invokes the orchestrator as its schedule would (scaled down: every 300 ms) until every run
+/// record of `run_id` is final and nothing is in flight; returns the ticks used.
+pub async fn tick_until_done(w: &World, run_id: &str, tables: usize, limit: Duration) -> usize {
+    let scheduled = json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    let started = std::time::Instant::now();
+    let mut ticks = 0;
+    loop {
+        let runs = w.stack.state.runs(Some("acme"), 1000).await.unwrap();
+        let done = runs
+            .iter()
+            .filter(|r| r.run_id.as_str() == run_id && matches!(r.state, RunState::Succeeded | RunState::Failed))
+            .count();
+        if done >= tables && w.lambda.in_flight() == 0 {
+            return ticks;
+        }
+        assert!(started.elapsed() < limit, "not done after {limit:?}: {done}/{tables} tables final");
+        w.invoke("orchestrator", scheduled.clone()).await;
+        ticks += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The rows of one table run, read through its manifest's file list.
+pub async fn manifest_rows(w: &World, table: &str, run_id: &str) -> Vec<serde_json::Map<String, Value>> {
+    let manifest = w.manifest(table, run_id).await;
+    let mut rows = Vec::new();
+    for file in manifest["files"].as_array().unwrap() {
+        let key = format!("warehouse/{}", file["key"].as_str().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(key.rsplit('/').next().unwrap());
+        std::fs::write(&path, w.stack.object(&key).await).unwrap();
+        rows.extend(read_ndjson(&path));
+    }
+    rows
+}
