@@ -254,7 +254,7 @@ async fn a_sync_killed_with_sigkill_is_taken_over_at_once() {
     use capsule_shared::integration::RunId;
     use capsule_shared::local::StateFile;
     use capsule_shared::ports::{Lease, StateStore};
-    use capsule_sync_e2e::capsule_sim::{Fault, FaultRule};
+    use capsule_sync_e2e::slow_pages;
 
     let sim = start_sim(1500, |c| c.token = "test-token".into()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -262,13 +262,7 @@ async fn a_sync_killed_with_sigkill_is_taken_over_at_once() {
     let base = sim.base_url();
     cli.ok(&["integrations", "create", "acme", "--token", "env:CAPSULE_TEST_TOKEN", "--api-base-url", base]).await;
     cli.ok(&["integrations", "edit", "acme", "--tables", "parties"]).await;
-    sim.add_fault(FaultRule {
-        path: Some("/parties".into()),
-        fault: Fault::Slow { millis: 300 },
-        after: 0,
-        times: None,
-        probability: None,
-    });
+    sim.add_fault(slow_pages("/parties", 300));
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_capsule-sync"))
         .args(&cli.args)
         .args(["sync", "acme", "--part-size-mb", "1"])

@@ -27,6 +27,17 @@ pub async fn start_sim(parties: usize, tweak: impl FnOnce(&mut SimConfig)) -> Si
     capsule_sim::start(config).await.expect("simulator starts on loopback")
 }
 
+/// A fault that makes every request to `path` take `millis` (a run still paging when a test acts).
+pub fn slow_pages(path: &str, millis: u64) -> capsule_sim::FaultRule {
+    capsule_sim::FaultRule {
+        path: Some(path.to_string()),
+        fault: capsule_sim::Fault::Slow { millis },
+        after: 0,
+        times: None,
+        probability: None,
+    }
+}
+
 /// Client options with short waits, so retry tests take milliseconds, not minutes.
 pub fn fast_client_options() -> ClientOptions {
     ClientOptions {

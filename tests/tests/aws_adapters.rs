@@ -361,19 +361,12 @@ async fn oauth_secrets_refresh_and_write_the_rotated_refresh_token_back() {
 async fn an_oauth_token_expiring_mid_run_is_refreshed_and_the_run_goes_on() {
     use capsule_shared::capsule::{CapsuleClient, RateBudgetStore};
     use capsule_shared::engine::RunOptions;
-    use capsule_sync_e2e::capsule_sim::{Fault, FaultRule};
-    use capsule_sync_e2e::{Local, expected_counts, fast_client_options, start_sim};
+    use capsule_sync_e2e::{Local, expected_counts, fast_client_options, slow_pages, start_sim};
     use std::sync::Arc;
 
     let clients = moto_clients().await;
     let sim = start_sim(600, |c| c.token = "access-old".into()).await;
-    sim.add_fault(FaultRule {
-        path: Some("/entries".into()),
-        fault: Fault::Slow { millis: 200 },
-        after: 0,
-        times: None,
-        probability: None,
-    });
+    sim.add_fault(slow_pages("/entries", 200));
     let endpoint = TokenEndpoint::start("access-new", "refresh-0").await;
     let secret = json!({"client_id": "cid", "client_secret": "csecret", "refresh_token": "refresh-0",
                         "token_url": endpoint.url, "access_token": "access-old",

@@ -11,7 +11,6 @@ use capsule_shared::lifecycle::Invocation;
 use capsule_shared::output::{self, Compression, WriterOptions};
 use capsule_shared::ports::{ObjectSink, RunState, StateStore};
 use capsule_sync_e2e::aws::AwsStack;
-use capsule_sync_e2e::capsule_sim::{Fault, FaultRule};
 use capsule_sync_e2e::*;
 use chrono::Utc;
 
@@ -25,13 +24,7 @@ fn options() -> RunOptions {
 
 async fn killed_mid_page_then_taken_over(deps: Deps<'_>) {
     let sim = start_sim(800, |_| {}).await;
-    sim.add_fault(FaultRule {
-        path: Some("/parties".into()),
-        fault: Fault::Slow { millis: 150 },
-        after: 0,
-        times: None,
-        probability: None,
-    });
+    sim.add_fault(slow_pages("/parties", 150));
     let integration = integration_for(&sim, "acme", "UNUSED");
     let client = client_for(&sim, "test-token");
     let table = capsule_shared::catalog::table("parties").unwrap();

@@ -82,13 +82,7 @@ async fn a_run_continues_itself_across_a_small_time_budget() {
     let w = world(500).await;
     // Every page of /entries takes 600 ms, and each invocation may work for 1 second: a few
     // pages per invocation, then a checkpoint and a re-invocation of the same run.
-    w.sim.add_fault(FaultRule {
-        path: Some("/entries".into()),
-        fault: Fault::Slow { millis: 600 },
-        after: 0,
-        times: None,
-        probability: None,
-    });
+    w.sim.add_fault(slow_pages("/entries", 600));
     let run_id = RunId::new(Utc::now());
     let event = json!({"integration": "acme", "table": "entries", "run_id": run_id, "max_seconds": 1});
     assert_eq!(w.send_event("table-sync", &event).await, 202);
