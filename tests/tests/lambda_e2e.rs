@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
 use capsule_shared::engine::RunOptions;
-use capsule_shared::integration::{IntegrationStatus, RunId};
+use capsule_shared::integration::{Integration, IntegrationStatus, RunId, TokenSource};
 use capsule_shared::ports::{RunState, StateStore};
+use capsule_sync_e2e::aws::create_secret;
 use capsule_sync_e2e::capsule_sim::{Fault, FaultRule, MutationKind, MutationOp};
 use capsule_sync_e2e::serverless::*;
 use capsule_sync_e2e::*;
@@ -201,13 +202,7 @@ async fn a_first_load_spans_rate_limit_windows_without_sleeping_in_lambda() {
 /// Stops `table`'s run after its first invocation (a 1 s budget with slow pages), and returns
 /// the event of its continuation as the checkpoint waits for it.
 async fn a_parked_run(w: &World, table: &str) -> (RunId, Value) {
-    w.sim.add_fault(FaultRule {
-        path: Some(format!("/{table}")),
-        fault: Fault::Slow { millis: 600 },
-        after: 0,
-        times: None,
-        probability: None,
-    });
+    w.sim.add_fault(slow_pages(&format!("/{table}"), 600));
     let run_id = RunId::new(Utc::now());
     let state = &w.stack.state;
     let integration = state.get_integration("acme").await.unwrap().unwrap();
@@ -270,4 +265,103 @@ async fn a_continuation_whose_invoke_fails_is_resumed_by_the_next_tick() {
     let runs = w.stack.state.runs(Some("acme"), 100).await.unwrap();
     assert!(runs.iter().any(|r| r.run_id == run_id && r.state == RunState::Succeeded), "{runs:#?}");
     assert_eq!(manifest_rows(&w, "entries", run_id.as_str()).await.len(), 500);
+}
+
+fn scheduled_tick() -> Value {
+    json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
+}
+
+#[tokio::test]
+async fn a_stranded_invocation_is_continued_by_the_next_tick() {
+    let mut setup = Setup::new(500);
+    setup.run.lease_ttl = Duration::from_secs(1);
+    let w = world_with(setup).await;
+    let (run_id, _) = a_parked_run(&w, "entries").await;
+    // Invocation 2 takes the lease and dies without a trace (killed: no renewal, no record).
+    let state = &w.stack.state;
+    let owner = state.checkpoint("acme", "entries", &run_id).await.unwrap().unwrap().owner;
+    state.resume_lease("acme", "entries", &owner, 2, Duration::from_secs(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await; // past its TTL (DynamoDB: whole seconds)
+
+    let summary = w.invoke("orchestrator", scheduled_tick()).await;
+    let resumed = summary["resumed"].as_array().unwrap();
+    assert_eq!(resumed.len(), 1, "{summary}");
+    assert_eq!(resumed[0]["invocation"], 2, "the same invocation, again");
+    w.lambda.wait_idle().await;
+    let runs = state.runs(Some("acme"), 100).await.unwrap();
+    let stranded = runs.iter().find(|r| r.state == RunState::Failed).expect("the stranded invocation is recorded");
+    assert!(stranded.error.as_ref().unwrap().message.contains("stranded"), "{stranded:?}");
+    assert!(runs.iter().any(|r| r.run_id == run_id && r.state == RunState::Succeeded), "{runs:#?}");
+    let rows = manifest_rows(&w, "entries", run_id.as_str()).await;
+    let ids: BTreeSet<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!((rows.len(), ids.len()), (500, 500));
+}
+
+#[tokio::test]
+async fn lambda_retries_what_could_succeed_and_only_that() {
+    let w = world(50).await;
+    // A rejected token: recorded once, not retried (it cannot succeed without someone acting).
+    let secret = create_secret(&w.stack.clients, json!({"token": "wrong-token"})).await;
+    let mut other = Integration::new("other", TokenSource::SecretsManager { secret_id: secret }, Utc::now());
+    other.api_base_url = w.sim.base_url().to_string();
+    w.stack.state.create_integration(&other).await.unwrap();
+    let event = json!({"integration": "other", "table": "users", "run_id": RunId::new(Utc::now())});
+    assert_eq!(w.send_event("table-sync", &event).await, 202);
+    w.lambda.wait_idle().await;
+    assert_eq!(w.lambda.invocations(), 1, "no retry of a rejected token");
+    let runs = w.stack.state.runs(Some("other"), 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].error.as_ref().unwrap().error_type, "CapsuleAuthError");
+
+    // Capsule failing every retry: Lambda tries the event three times, then it fails for good.
+    w.sim.add_fault(FaultRule {
+        path: Some("/teams".into()),
+        fault: Fault::Status { status: 503 },
+        after: 0,
+        times: None,
+        probability: None,
+    });
+    let event = json!({"integration": "acme", "table": "teams", "run_id": RunId::new(Utc::now())});
+    assert_eq!(w.send_event("table-sync", &event).await, 202);
+    w.lambda.wait_idle().await;
+    assert_eq!(w.lambda.invocations(), 1 + 3, "the first attempt and Lambda's two retries");
+    assert_eq!(w.lambda.errors().len(), 3);
+    assert!(w.lambda.errors().iter().all(|e| e.starts_with("CapsuleUnavailable")), "{:?}", w.lambda.errors());
+}
+
+#[tokio::test]
+async fn a_failed_continuation_keeps_its_checkpoint_and_parts_for_the_retry() {
+    let w = world(500).await;
+    let (run_id, event) = a_parked_run(&w, "entries").await;
+    let state = &w.stack.state;
+    let saved = state.checkpoint("acme", "entries", &run_id).await.unwrap().unwrap();
+    assert!(!saved.parts.is_empty(), "the first invocation finished a part");
+
+    // Capsule fails the continuation and both of Lambda's retries.
+    w.sim.add_fault(FaultRule {
+        path: Some("/entries".into()),
+        fault: Fault::Status { status: 503 },
+        after: 0,
+        times: None,
+        probability: None,
+    });
+    assert_eq!(w.send_event("table-sync", &event).await, 202);
+    w.lambda.wait_idle().await;
+    assert_eq!(w.lambda.errors().len(), 3, "{:?}", w.lambda.errors());
+    let kept = state.checkpoint("acme", "entries", &run_id).await.unwrap().expect("the checkpoint is kept");
+    assert_eq!(kept.failures, 3);
+    assert_eq!(kept.parts, saved.parts, "the retries resumed from it, not from scratch");
+    let keys = w.stack.keys().await;
+    for part in &saved.parts {
+        assert!(keys.contains(&format!("warehouse/{}", part.key)), "{} was deleted by an abort", part.key);
+    }
+
+    // Capsule recovers: the next tick continues the run from the kept checkpoint.
+    w.sim.clear_faults();
+    let summary = w.invoke("orchestrator", scheduled_tick()).await;
+    assert_eq!(summary["resumed"][0]["invocation"], 2, "{summary}");
+    w.lambda.wait_idle().await;
+    let rows = manifest_rows(&w, "entries", run_id.as_str()).await;
+    let ids: BTreeSet<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!((rows.len(), ids.len()), (500, 500), "every row once");
 }
