@@ -430,6 +430,15 @@ async fn a_fanned_out_table_continues_across_many_invocations_without_duplicates
     assert!(local.state.checkpoint("acme", "tracks", &run_id).await.unwrap().is_none());
     let runs = local.state.runs(Some("acme"), 2000).await.unwrap();
     assert_eq!(runs.iter().filter(|r| r.state == RunState::Continued).count(), invocations - 1);
+
+    // Discovery (the /tasks listing) was read once across all those invocations: as often as a
+    // run that never pauses reads it.
+    let discovery_pages = sim.stats().count("GET /tasks");
+    assert!(discovery_pages > 0);
+    sim.reset_stats();
+    let (_, once) = local.sync(&client, &integration, &["tracks"], RunOptions::default()).await;
+    assert_eq!(once[0].record.state, RunState::Succeeded);
+    assert_eq!(discovery_pages, sim.stats().count("GET /tasks"), "discovery is kept in the checkpoint, not redone");
 }
 
 #[tokio::test]
