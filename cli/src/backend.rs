@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use capsule_shared::access::AccessPolicy;
 use capsule_shared::aws::{self, AwsClients, DynamoState, S3Sink};
 use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore};
 use capsule_shared::engine::Deps;
@@ -42,6 +43,8 @@ pub struct Backend {
     pub state: Arc<dyn StateStore>,
     pub sink: Arc<dyn ObjectSink>,
     aws: Option<AwsClients>,
+    /// Which API hosts and token sources this backend allows (see `capsule_shared::access`).
+    pub access: AccessPolicy,
     /// For messages: the data directory or `s3://bucket/prefix`.
     pub location: String,
 }
@@ -53,6 +56,7 @@ impl Backend {
                 state: Arc::new(StateFile::new(data_dir)),
                 sink: Arc::new(LocalSink::new(data_dir.join("output"))),
                 aws: None,
+                access: AccessPolicy::local_from_env()?,
                 location: data_dir.display().to_string(),
             }),
             BackendKind::Aws => {
@@ -66,6 +70,7 @@ impl Backend {
                     location: sink.locate(""),
                     sink: Arc::new(sink),
                     aws: Some(clients),
+                    access: AccessPolicy::aws_from_env()?,
                 })
             }
         }
@@ -83,7 +88,7 @@ impl Backend {
 
     fn token_provider(&self, integration: &Integration) -> anyhow::Result<Box<dyn TokenProvider>> {
         Ok(match &self.aws {
-            Some(clients) => aws::token_provider(&integration.token, clients),
+            Some(clients) => aws::token_provider(integration, clients, &self.access)?,
             None => local_token_provider(&integration.token)?,
         })
     }
@@ -94,6 +99,7 @@ impl Backend {
     pub async fn client_for(&self, integration: &Integration) -> anyhow::Result<CapsuleClient> {
         let tokens: Arc<dyn TokenProvider> = Arc::from(self.token_provider(integration)?);
         let store: Arc<dyn RateBudgetStore> = self.state.clone();
-        Ok(CapsuleClient::for_integration(integration, tokens, store, ClientOptions::default()).await?)
+        let options = ClientOptions { access: self.access.clone(), ..ClientOptions::default() };
+        Ok(CapsuleClient::for_integration(integration, tokens, store, options).await?)
     }
 }

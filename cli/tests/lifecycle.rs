@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use capsule_sync_e2e::aws::{AwsStack, create_secret};
+use capsule_sync_e2e::aws::{AwsStack, create_secret_named, unique};
 use capsule_sync_e2e::capsule_sim::{MutationKind, MutationOp, SimHandle};
 use capsule_sync_e2e::{expected_counts, start_sim};
 use serde_json::{Value, json};
@@ -29,7 +29,8 @@ impl Cli {
         }
     }
 
-    fn aws(stack: &AwsStack) -> Cli {
+    /// The AWS backend as deployed: its own secret prefix, the simulator as its allowed API host.
+    fn aws(stack: &AwsStack, secret_prefix: &str, api_url: &str) -> Cli {
         Cli {
             args: vec![
                 "--backend".into(),
@@ -41,7 +42,10 @@ impl Cli {
                 "--prefix".into(),
                 "wh".into(),
             ],
-            env: vec![],
+            env: vec![
+                ("CAPSULE_SECRET_PREFIX".into(), secret_prefix.into()),
+                ("CAPSULE_ALLOWED_API_URLS".into(), api_url.into()),
+            ],
         }
     }
 
@@ -224,8 +228,36 @@ async fn operator_workflow_on_the_local_backend() {
 async fn operator_workflow_on_the_aws_backend() {
     let sim = start_sim(200, |c| c.token = "test-token".into()).await;
     let stack = AwsStack::new().await;
-    let secret = create_secret(&stack.clients, json!({"token": "test-token"})).await;
-    let cli = Cli::aws(&stack);
+    let prefix = format!("{}/", unique("capsule-sync/cli"));
+    let secret = create_secret_named(&stack.clients, &format!("{prefix}acme"), json!({"token": "test-token"})).await;
+    let other = create_secret_named(&stack.clients, &format!("{prefix}other"), json!({"token": "test-token"})).await;
+    // The workflow points the integration at a wrong path once (a failing run): allowed too.
+    let cli = Cli::aws(&stack, &prefix, &format!("{0},{0}/wrong", sim.base_url()));
+    let base = sim.base_url();
+
+    // What an AWS deployment refuses, before anything is read or sent.
+    let before = sim.stats().total;
+    let create = |token: &str, url: &str| {
+        let args = ["integrations", "create", "acme", "--token", token, "--api-base-url", url];
+        args.map(str::to_string)
+    };
+    let refused = [
+        (create("env:AWS_SECRET_ACCESS_KEY", base), "not allowed on the AWS backend"),
+        (create("file:/proc/self/environ", base), "not allowed on the AWS backend"),
+        (create(&format!("secretsmanager:{other}"), base), "not integration `acme`'s own secret"),
+        (
+            create(&format!("secretsmanager:{secret}"), "https://collector.example/api/v2"),
+            "not allowed by this deployment",
+        ),
+        (create(&format!("secretsmanager:{secret}"), "http://10.1.2.3/api/v2"), "plain http"),
+    ];
+    for (args, why) in &refused {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli.fails(&args, why).await;
+    }
+    assert_eq!(sim.stats().total, before, "no request reached any API");
+    assert!(!cli.ok(&["integrations", "list"]).await.contains("acme"), "nothing stored");
+
     operator_workflow(&cli, &sim, &format!("secretsmanager:{secret}")).await;
     let keys = stack.keys().await;
     assert!(keys.iter().all(|k| !k.contains("acme")), "purged from S3: {keys:?}");
@@ -339,7 +371,11 @@ async fn status_shows_a_table_waiting_for_its_rate_limit_window() {
     let sink = LocalSink::new(dir.path().join("output"));
     let integration = state.get_integration("acme").await.unwrap().unwrap();
     // A client that never waits in place (as on Lambda, scaled down).
-    let options = ClientOptions { max_inline_wait: std::time::Duration::ZERO, ..ClientOptions::default() };
+    let options = ClientOptions {
+        max_inline_wait: std::time::Duration::ZERO,
+        access: capsule_shared::access::AccessPolicy::local_allowing(&[]).unwrap(),
+        ..ClientOptions::default()
+    };
     let client = CapsuleClient::new(base, "test-token".to_string().into(), options).unwrap();
     let run_id = RunId::new(chrono::Utc::now());
     let run = TableRun {

@@ -65,6 +65,10 @@ pub struct TableSyncEvent {
     /// for exactly this invocation, so a duplicate or late event is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u32>,
+    /// The invocation that stopped renewing its lease (killed, timed out): recorded failed
+    /// before this continuation resumes the run (`seq`) or, with no `seq`, ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stranded: Option<u32>,
 }
 
 impl TableSyncEvent {

@@ -1,5 +1,6 @@
 //! capsule-sync's engine, shared by the CLI and the Lambda functions.
 //!
+//! - [`access`]: which API hosts and token sources a deployment allows.
 //! - [`catalog`]: the 22 tables as data.
 //! - [`capsule`]: the Capsule API v2 client.
 //! - [`engine`]: runs one table of one integration, the same way for every table.
@@ -7,6 +8,7 @@
 //! - [`ports`]: the traits the engine needs (state, object sink, credentials) and
 //!   [`local`]: their local adapters (state file, files, env var / file tokens).
 
+pub mod access;
 pub mod aws;
 pub mod capsule;
 pub mod catalog;

@@ -121,19 +121,16 @@ pub fn retry_parking(
     Some(Parking { checkpoint, hold_until: hold_until(None, ttl) })
 }
 
-/// What the scheduler's tick does for one waiting or stranded table.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Resumption {
-    /// Invoke this continuation (its window has reset, or its invocation stopped).
-    Continue(TableSyncEvent),
-    /// The run's invocation stopped with nothing to resume from: recorded failed, lease released.
-    Failed { table: String, run_id: RunId },
-}
-
-/// The tick's decisions for an integration: parked runs whose `not_before` has passed are
-/// continued; a run whose invocation stopped renewing its lease is recorded failed and
-/// continued from its checkpoint (or, with none, ended so the next scheduled run redoes it).
-pub async fn resume_due(state: &dyn StateStore, integration: &Integration, ttl: Duration) -> Result<Vec<Resumption>> {
+/// The tick's decisions for an integration, read-only (the orchestrator writes nothing but its
+/// dispatch records): parked runs whose `not_before` has passed are continued; a run whose
+/// invocation stopped renewing its lease gets a continuation that first records that invocation
+/// failed ([`recover_stranded`], in table-sync) and then goes on from the checkpoint, or ends
+/// the run when there is nothing to resume.
+pub async fn resume_due(
+    state: &dyn StateStore,
+    integration: &Integration,
+    ttl: Duration,
+) -> Result<Vec<TableSyncEvent>> {
     if integration.status == IntegrationStatus::Paused {
         return Ok(Vec::new());
     }
@@ -142,46 +139,88 @@ pub async fn resume_due(state: &dyn StateStore, integration: &Integration, ttl: 
     for TableState { table, lease, checkpoint } in state.table_states(&integration.name).await? {
         let Some(lease) = lease else { continue };
         let checkpoint = checkpoint.filter(|c| c.owner == lease.owner);
-        let event = |seq: u32, run_id: &RunId| TableSyncEvent {
+        let event = |seq: Option<u32>, run_id: &RunId, stranded: Option<u32>| TableSyncEvent {
             integration: integration.name.clone(),
             table: table.clone(),
             run_id: run_id.clone(),
             continuation: true,
             max_seconds: None,
-            seq: Some(seq),
+            seq,
+            stranded,
         };
         match (&checkpoint, lease.invocation) {
             (Some(c), 0) if c.not_before.is_none_or(|t| t <= now) => {
-                out.push(Resumption::Continue(event(lease.next, &c.run_id)));
+                out.push(event(Some(lease.next), &c.run_id, None));
             }
             (_, invocation) if invocation > 0 && lease.expired(now) => {
                 let run_id = lease.run_id.clone().or_else(|| checkpoint.as_ref().map(|c| c.run_id.clone()));
                 let Some(run_id) = run_id else { continue };
-                let error = SyncError::State(format!(
-                    "stranded: invocation {invocation} stopped renewing its lease (killed or timed out)"
-                ));
-                let mut record = TableRunRecord::new(
-                    &integration.name,
-                    &table,
-                    &run_id,
-                    RunState::Failed,
-                    lease.started_at.unwrap_or(lease.expires_at),
-                );
-                record.finished_at = Some(now);
-                record.error = Some(ErrorRecord::from(&error));
-                let parking = retry_parking(checkpoint.as_ref(), &error, ttl);
-                state.record_failure(&lease, &record, parking.as_ref()).await?;
-                tracing::warn!(event = "stranded_run", integration = %integration.name, %table, run_id = %run_id,
-                               resumed = parking.is_some());
-                out.push(match parking {
-                    Some(p) => Resumption::Continue(event(p.checkpoint.next_invocation(), &run_id)),
-                    None => Resumption::Failed { table: table.clone(), run_id },
-                });
+                let next = retry_parking(checkpoint.as_ref(), &stranded_error(invocation), ttl)
+                    .map(|p| p.checkpoint.next_invocation());
+                out.push(event(next, &run_id, Some(invocation)));
             }
             _ => {}
         }
     }
     Ok(out)
+}
+
+fn stranded_error(invocation: u32) -> SyncError {
+    SyncError::State(format!("stranded: invocation {invocation} stopped renewing its lease (killed or timed out)"))
+}
+
+/// What a stranded invocation's recovery left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Recorded failed; the run continues with this invocation.
+    ContinueAs(u32),
+    /// Recorded failed with nothing to resume from (or too many failures): the run is over.
+    Ended,
+}
+
+/// Records the stranded invocation `invocation` of a table's run failed and parks its lease for
+/// the next invocation (or ends the run), exactly as [`resume_due`] predicted. Refused
+/// ([`SyncError::Superseded`], nothing written) unless that invocation still holds the expired
+/// lease: a duplicate recovery event finds it already handled.
+pub async fn recover_stranded(
+    state: &dyn StateStore,
+    integration: &str,
+    table: &str,
+    invocation: u32,
+    ttl: Duration,
+) -> Result<Recovery> {
+    let now = Utc::now();
+    let found = state.table_states(integration).await?.into_iter().find(|t| t.table == table);
+    let Some(TableState { lease: Some(lease), checkpoint, .. }) = found else {
+        return Err(SyncError::Superseded(format!("{integration}/{table}: no lease to recover")));
+    };
+    if lease.invocation != invocation || !lease.expired(now) {
+        return Err(SyncError::Superseded(format!(
+            "{integration}/{table}: invocation {invocation} is no longer stranded (already recovered, or alive)"
+        )));
+    }
+    let checkpoint = checkpoint.filter(|c| c.owner == lease.owner);
+    let run_id = lease.run_id.clone().or_else(|| checkpoint.as_ref().map(|c| c.run_id.clone()));
+    let Some(run_id) = run_id else {
+        return Err(SyncError::Superseded(format!("{integration}/{table}: the stranded lease names no run")));
+    };
+    let error = stranded_error(invocation);
+    let mut record = TableRunRecord::new(
+        integration,
+        table,
+        &run_id,
+        RunState::Failed,
+        lease.started_at.unwrap_or(lease.expires_at),
+    );
+    record.finished_at = Some(now);
+    record.error = Some(ErrorRecord::from(&error));
+    let parking = retry_parking(checkpoint.as_ref(), &error, ttl);
+    state.record_failure(&lease, &record, parking.as_ref()).await?;
+    tracing::warn!(event = "stranded_run", %integration, %table, run_id = %run_id, resumed = parking.is_some());
+    Ok(match parking {
+        Some(p) => Recovery::ContinueAs(p.checkpoint.next_invocation()),
+        None => Recovery::Ended,
+    })
 }
 
 /// Pending → Active after the first successful table load (a no-op otherwise).

@@ -64,9 +64,12 @@ pub async fn create_state_table(clients: &AwsClients) -> String {
 }
 
 pub async fn create_secret(clients: &AwsClients, document: serde_json::Value) -> String {
-    let name = unique("capsule-sync/test");
-    clients.secrets.create_secret().name(&name).secret_string(document.to_string()).send().await.expect("secret");
-    name
+    create_secret_named(clients, &unique("capsule-sync/test"), document).await
+}
+
+pub async fn create_secret_named(clients: &AwsClients, name: &str, document: serde_json::Value) -> String {
+    clients.secrets.create_secret().name(name).secret_string(document.to_string()).send().await.expect("secret");
+    name.to_string()
 }
 
 pub async fn read_secret(clients: &AwsClients, name: &str) -> serde_json::Value {
@@ -343,4 +346,14 @@ impl TokenEndpoint {
         });
         TokenEndpoint { url, calls, _server: server }
     }
+
+    /// The endpoint's URL, as a deployment's `CAPSULE_OAUTH_TOKEN_URL` would give it.
+    pub fn url(&self) -> url::Url {
+        url::Url::parse(&self.url).expect("a valid URL")
+    }
+}
+
+/// Capsule's own OAuth token endpoint (for providers whose secrets never refresh).
+pub fn capsule_oauth() -> url::Url {
+    capsule_shared::access::AccessPolicy::default().oauth_token_url
 }

@@ -47,6 +47,8 @@ pub fn fast_client_options() -> ClientOptions {
             min_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(50),
         },
+        // The local backend's rules: the simulator is on loopback.
+        access: capsule_shared::access::AccessPolicy::local_allowing(&[]).unwrap(),
         ..ClientOptions::default()
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
+use capsule_shared::access::{AccessPolicy, TokenRule};
 use capsule_shared::aws::{DynamoState, LambdaDispatcher, S3Sink};
 use capsule_shared::capsule::ClientOptions;
 use capsule_shared::engine::RunOptions;
@@ -27,6 +28,8 @@ pub struct World {
     pub stack: AwsStack,
     pub lambda: LocalLambda,
     pub client: aws_sdk_lambda::Client,
+    /// This world's `CAPSULE_SECRET_PREFIX`: integration `x` reads its token from `<prefix>x`.
+    pub secret_prefix: String,
 }
 
 /// How a test's world differs from production's.
@@ -68,7 +71,16 @@ pub async fn world_with(setup: Setup) -> World {
     })
     .await;
     let stack = AwsStack::new().await;
-    let secret = create_secret(&stack.clients, json!({"token": "test-token"})).await;
+    // A deployment of its own: its secret prefix, the simulator as its allowed API host.
+    let secret_prefix = format!("{}/", unique("capsule-sync/world"));
+    let access = AccessPolicy {
+        tokens: TokenRule::OwnSecret { prefix: secret_prefix.clone(), allowed: Default::default() },
+        ..AccessPolicy::default()
+    }
+    .allowing(&[sim.base_url()])
+    .unwrap();
+    let secret =
+        create_secret_named(&stack.clients, &format!("{secret_prefix}acme"), json!({"token": "test-token"})).await;
     let mut integration = Integration::new("acme", TokenSource::SecretsManager { secret_id: secret }, Utc::now());
     integration.api_base_url = sim.base_url().to_string();
     stack.state.create_integration(&integration).await.unwrap();
@@ -100,7 +112,7 @@ pub async fn world_with(setup: Setup) -> World {
         dispatcher: dispatcher.clone(),
         clients: stack.clients.clone(),
         options: setup.run,
-        client_options: setup.client.clone(),
+        client_options: ClientOptions { access, ..setup.client.clone() },
     };
     let orchestrator_deps = orchestrator::Deps { state, dispatcher, lease_ttl: setup.run.lease_ttl };
     let remaining = setup.remaining;
@@ -121,7 +133,7 @@ pub async fn world_with(setup: Setup) -> World {
     });
     functions.lock().unwrap().insert("table-sync".into(), table_sync_fn);
     functions.lock().unwrap().insert("orchestrator".into(), orchestrator_fn);
-    World { sim, stack, lambda, client }
+    World { sim, stack, lambda, client, secret_prefix }
 }
 
 impl World {

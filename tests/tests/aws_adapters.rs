@@ -297,7 +297,7 @@ async fn dynamodb_dispatch_records() {
 async fn secrets_hold_a_personal_access_token() {
     let clients = moto_clients().await;
     let name = create_secret(&clients, json!({"token": " pat-123 "})).await;
-    let provider = SecretsManagerToken::new(clients.secrets.clone(), name);
+    let provider = SecretsManagerToken::new(clients.secrets.clone(), name, capsule_oauth());
     assert_eq!(provider.token().await.unwrap().expose_secret(), "pat-123");
 }
 
@@ -305,16 +305,22 @@ async fn secrets_hold_a_personal_access_token() {
 async fn secrets_with_only_email_and_password_are_refused_with_what_to_do() {
     let clients = moto_clients().await;
     let name = create_secret(&clients, json!({"email": "me@example.com", "password": "hunter2"})).await;
-    let err = SecretsManagerToken::new(clients.secrets.clone(), name.clone()).token().await.unwrap_err();
+    let err =
+        SecretsManagerToken::new(clients.secrets.clone(), name.clone(), capsule_oauth()).token().await.unwrap_err();
     let message = err.to_string();
     assert!(message.contains("Bearer tokens") && message.contains("API Authentication Tokens"), "{message}");
     assert!(!message.contains("hunter2"), "the password never appears");
     assert_eq!(err.fault(), capsule_shared::Fault::User);
 
     let other = create_secret(&clients, json!({"api_key": "abc"})).await;
-    let err = SecretsManagerToken::new(clients.secrets.clone(), other).token().await.unwrap_err().to_string();
+    let err = SecretsManagerToken::new(clients.secrets.clone(), other, capsule_oauth())
+        .token()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("api_key") && !err.contains("abc"), "{err}");
-    let missing = SecretsManagerToken::new(clients.secrets.clone(), "capsule-sync/missing".into()).token().await;
+    let missing = SecretsManagerToken::new(clients.secrets.clone(), "capsule-sync/missing".into(), capsule_oauth());
+    let missing = missing.token().await;
     assert!(missing.unwrap_err().to_string().contains("capsule-sync/missing"));
 }
 
@@ -322,12 +328,10 @@ async fn secrets_with_only_email_and_password_are_refused_with_what_to_do() {
 async fn oauth_secrets_refresh_and_write_the_rotated_refresh_token_back() {
     let clients = moto_clients().await;
     let endpoint = TokenEndpoint::start("access-new", "refresh-0").await;
-    let name = create_secret(
-        &clients,
-        json!({"client_id": "cid", "client_secret": "csecret", "refresh_token": "refresh-0", "token_url": endpoint.url}),
-    )
-    .await;
-    let provider = SecretsManagerToken::new(clients.secrets.clone(), name.clone());
+    let name =
+        create_secret(&clients, json!({"client_id": "cid", "client_secret": "csecret", "refresh_token": "refresh-0"}))
+            .await;
+    let provider = SecretsManagerToken::new(clients.secrets.clone(), name.clone(), endpoint.url());
     assert_eq!(provider.token().await.unwrap().expose_secret(), "access-new");
     assert_eq!(provider.token().await.unwrap().expose_secret(), "access-new");
     assert_eq!(endpoint.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the fresh token is cached");
@@ -340,19 +344,37 @@ async fn oauth_secrets_refresh_and_write_the_rotated_refresh_token_back() {
     assert!(expires > Utc::now() + chrono::Duration::days(6));
 
     // Another process (a cold start) uses the stored access token without refreshing.
-    let cold = SecretsManagerToken::new(clients.secrets.clone(), name.clone());
+    let cold = SecretsManagerToken::new(clients.secrets.clone(), name.clone(), endpoint.url());
     assert_eq!(cold.token().await.unwrap().expose_secret(), "access-new");
     assert_eq!(endpoint.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // A revoked refresh token: a clear error, nothing overwritten.
-    let revoked = create_secret(
-        &clients,
-        json!({"client_id": "cid", "client_secret": "csecret", "refresh_token": "stale", "token_url": endpoint.url}),
-    )
-    .await;
-    let err = SecretsManagerToken::new(clients.secrets.clone(), revoked.clone()).token().await.unwrap_err().to_string();
+    let revoked =
+        create_secret(&clients, json!({"client_id": "cid", "client_secret": "csecret", "refresh_token": "stale"}))
+            .await;
+    let err = SecretsManagerToken::new(clients.secrets.clone(), revoked.clone(), endpoint.url())
+        .token()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("refused") && err.contains("re-authorise"), "{err}");
     assert_eq!(read_secret(&clients, &revoked).await["refresh_token"], "stale");
+
+    // A token URL in the secret is not where the client secret goes: refused, nothing sent.
+    let calls = endpoint.calls.load(std::sync::atomic::Ordering::SeqCst);
+    let redirected = create_secret(
+        &clients,
+        json!({"client_id": "cid", "client_secret": "csecret", "refresh_token": "refresh-0",
+               "token_url": "https://collector.example/oauth/token"}),
+    )
+    .await;
+    let err = SecretsManagerToken::new(clients.secrets.clone(), redirected, endpoint.url())
+        .token()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("collector.example") && err.contains("CAPSULE_OAUTH_TOKEN_URL"), "{err}");
+    assert_eq!(endpoint.calls.load(std::sync::atomic::Ordering::SeqCst), calls, "no refresh was attempted");
 }
 
 /// An OAuth access token that expires during a run (Capsule starts refusing it with 401) is
@@ -369,13 +391,14 @@ async fn an_oauth_token_expiring_mid_run_is_refreshed_and_the_run_goes_on() {
     sim.add_fault(slow_pages("/entries", 200));
     let endpoint = TokenEndpoint::start("access-new", "refresh-0").await;
     let secret = json!({"client_id": "cid", "client_secret": "csecret", "refresh_token": "refresh-0",
-                        "token_url": endpoint.url, "access_token": "access-old",
+                        "access_token": "access-old",
                         "expires_at": (Utc::now() + chrono::Duration::hours(1)).to_rfc3339()});
     let name = create_secret(&clients, secret).await;
     let mut integration = Integration::new("acme", TokenSource::SecretsManager { secret_id: name.clone() }, Utc::now());
     integration.api_base_url = sim.base_url().to_string();
     let local = Local::new();
-    let tokens: Arc<dyn TokenProvider> = Arc::new(SecretsManagerToken::new(clients.secrets.clone(), name.clone()));
+    let tokens: Arc<dyn TokenProvider> =
+        Arc::new(SecretsManagerToken::new(clients.secrets.clone(), name.clone(), endpoint.url()));
     let store: Arc<dyn RateBudgetStore> = Arc::new(local.state.clone());
     let client = CapsuleClient::for_integration(&integration, tokens, store, fast_client_options()).await.unwrap();
 

@@ -10,7 +10,7 @@ use aws_sdk_lambda::primitives::Blob;
 use capsule_shared::engine::RunOptions;
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId, TokenSource};
 use capsule_shared::ports::{RunState, StateStore};
-use capsule_sync_e2e::aws::create_secret;
+use capsule_sync_e2e::aws::create_secret_named;
 use capsule_sync_e2e::capsule_sim::{Fault, FaultRule, MutationKind, MutationOp};
 use capsule_sync_e2e::serverless::*;
 use capsule_sync_e2e::*;
@@ -301,7 +301,8 @@ async fn a_stranded_invocation_is_continued_by_the_next_tick() {
 async fn lambda_retries_what_could_succeed_and_only_that() {
     let w = world(50).await;
     // A rejected token: recorded once, not retried (it cannot succeed without someone acting).
-    let secret = create_secret(&w.stack.clients, json!({"token": "wrong-token"})).await;
+    let own = format!("{}other", w.secret_prefix);
+    let secret = create_secret_named(&w.stack.clients, &own, json!({"token": "wrong-token"})).await;
     let mut other = Integration::new("other", TokenSource::SecretsManager { secret_id: secret }, Utc::now());
     other.api_base_url = w.sim.base_url().to_string();
     w.stack.state.create_integration(&other).await.unwrap();

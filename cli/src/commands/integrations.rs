@@ -191,6 +191,7 @@ async fn create(backend: &Backend, args: CreateArgs) -> anyhow::Result<()> {
     integration.frequency_minutes = parse_frequency(&args.frequency)?;
     integration.fan_out = args.fan_out.into();
     integration.validate()?;
+    backend.access.check(&integration)?;
     if !args.no_check {
         check_token(backend, &integration).await?;
     }
@@ -259,6 +260,7 @@ async fn edit(backend: &Backend, args: EditArgs) -> anyhow::Result<()> {
         after.token = token;
     }
     after.validate()?;
+    backend.access.check(&after)?;
 
     let new_tables: BTreeSet<&str> = after.selected_tables()?.iter().map(|t| t.name).collect();
     let added: Vec<&str> = new_tables.difference(&old_tables).copied().collect();

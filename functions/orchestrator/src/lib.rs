@@ -10,7 +10,7 @@ use std::time::Duration;
 use capsule_shared::catalog;
 use capsule_shared::events::{ManualRun, OrchestratorEvent, TableSyncEvent};
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
-use capsule_shared::lifecycle::{self, Resumption};
+use capsule_shared::lifecycle;
 use capsule_shared::ports::{DispatchRecord, Dispatcher, StateStore};
 use capsule_shared::{Result, SyncError};
 use chrono::{DateTime, Utc};
@@ -42,8 +42,11 @@ pub struct Resumed {
     pub integration: String,
     pub table: String,
     pub run_id: RunId,
-    /// The continuation invoked; None when the run was ended (stranded with nothing to resume).
+    /// The invocation continued; None when a stranded run has nothing to resume (it is ended).
     pub invocation: Option<u32>,
+    /// The stranded invocation the continuation records failed first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stranded: Option<u32>,
     /// Why the continuation could not be invoked (the next tick tries again).
     pub error: Option<String>,
 }
@@ -98,26 +101,21 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
     Ok(summary)
 }
 
-/// Continues the integration's runs whose window has reset, and heals stranded ones.
+/// Continues the integration's runs whose window has reset, and heals stranded ones (table-sync
+/// records the stranded invocation: the orchestrator only reads run state).
 async fn resume(integration: &Integration, deps: &Deps) -> Result<Vec<Resumed>> {
     let mut resumed = Vec::new();
-    for resumption in lifecycle::resume_due(deps.state.as_ref(), integration, deps.lease_ttl).await? {
-        resumed.push(match resumption {
-            Resumption::Continue(event) => {
-                let error = deps.dispatcher.dispatch(&event).await.err().map(|e| e.to_string());
-                tracing::info!(event = "run_resumed", integration = %event.integration, table = %event.table,
-                               run_id = %event.run_id, invocation = ?event.seq, ?error);
-                Resumed {
-                    integration: event.integration,
-                    table: event.table,
-                    run_id: event.run_id,
-                    invocation: event.seq,
-                    error,
-                }
-            }
-            Resumption::Failed { table, run_id } => {
-                Resumed { integration: integration.name.clone(), table, run_id, invocation: None, error: None }
-            }
+    for event in lifecycle::resume_due(deps.state.as_ref(), integration, deps.lease_ttl).await? {
+        let error = deps.dispatcher.dispatch(&event).await.err().map(|e| e.to_string());
+        tracing::info!(event = "run_resumed", integration = %event.integration, table = %event.table,
+                       run_id = %event.run_id, invocation = ?event.seq, stranded = ?event.stranded, ?error);
+        resumed.push(Resumed {
+            integration: event.integration,
+            table: event.table,
+            run_id: event.run_id,
+            invocation: event.seq,
+            stranded: event.stranded,
+            error,
         });
     }
     Ok(resumed)
@@ -158,6 +156,7 @@ async fn dispatch(
             continuation: false,
             max_seconds: None,
             seq: None,
+            stranded: None,
         };
         if let Err(e) = deps.dispatcher.dispatch(&event).await {
             tracing::error!(event = "dispatch_failed", table = table.name, error = %e);

@@ -12,7 +12,7 @@ use capsule_shared::catalog;
 use capsule_shared::engine::{Deps as EngineDeps, RunOptions, TableRun};
 use capsule_shared::events::TableSyncEvent;
 use capsule_shared::integration::Integration;
-use capsule_shared::lifecycle::{self, Invocation};
+use capsule_shared::lifecycle::{self, Invocation, Recovery};
 use capsule_shared::ports::{Dispatcher, ErrorRecord, ObjectSink, RunState, StateStore, TableRunRecord, TokenProvider};
 use capsule_shared::{Result, SyncError};
 use chrono::{DateTime, Utc};
@@ -64,7 +64,7 @@ pub fn time_budget(remaining: Option<Duration>, max_seconds: Option<u64>) -> Dur
 }
 
 pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps: &Deps) -> Result<Summary> {
-    let event = TableSyncEvent::parse(event)?;
+    let mut event = TableSyncEvent::parse(event)?;
     let integration = deps
         .state
         .get_integration(&event.integration)
@@ -77,6 +77,16 @@ pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps
             catalog::table_names().join(", ")
         ))
     })?;
+    if let Some(stranded) = event.stranded {
+        match recover(deps, &event, stranded).await {
+            Ok(Some(next)) => event = next,
+            Ok(None) => return Ok(Summary::without_run(&event, RunState::Failed, None)),
+            Err(error @ SyncError::Superseded(_)) => {
+                return Ok(Summary::without_run(&event, RunState::Skipped, Some(error)));
+            }
+            Err(error) => return Err(error),
+        }
+    }
     let client = match connect(&integration, deps).await {
         Ok(client) => client,
         Err(error) => {
@@ -121,10 +131,37 @@ pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps
     })
 }
 
+impl Summary {
+    /// The answer of an invocation that did not run the table.
+    fn without_run(event: &TableSyncEvent, state: RunState, error: Option<SyncError>) -> Summary {
+        Summary {
+            integration: event.integration.clone(),
+            table: event.table.clone(),
+            run_id: event.run_id.to_string(),
+            state,
+            rows: 0,
+            files: 0,
+            requests: 0,
+            resumes_at: None,
+            error: error.map(|e| e.to_string()),
+        }
+    }
+}
+
+/// Records a stranded invocation failed; the event to continue as, or None when the run ended.
+async fn recover(deps: &Deps, event: &TableSyncEvent, stranded: u32) -> Result<Option<TableSyncEvent>> {
+    let ttl = deps.options.lease_ttl;
+    match lifecycle::recover_stranded(deps.state.as_ref(), &event.integration, &event.table, stranded, ttl).await? {
+        Recovery::ContinueAs(seq) => Ok(Some(TableSyncEvent { seq: Some(seq), stranded: None, ..event.clone() })),
+        Recovery::Ended => Ok(None),
+    }
+}
+
 /// A Capsule client for the integration: its token from its source, requests drawn from the
 /// token's budget in the state table.
 async fn connect(integration: &Integration, deps: &Deps) -> Result<CapsuleClient> {
-    let tokens: Arc<dyn TokenProvider> = Arc::from(token_provider(&integration.token, &deps.clients));
+    let tokens: Arc<dyn TokenProvider> =
+        Arc::from(token_provider(integration, &deps.clients, &deps.client_options.access)?);
     let store: Arc<dyn RateBudgetStore> = deps.state.clone();
     CapsuleClient::for_integration(integration, tokens, store, deps.client_options.clone()).await
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use capsule_shared::SyncError;
+use capsule_shared::access::AccessPolicy;
 use capsule_shared::aws::{AwsClients, AwsSettings, DynamoState, LambdaDispatcher, S3Sink};
 use capsule_shared::capsule::ClientOptions;
 use capsule_shared::engine::RunOptions;
@@ -22,10 +23,11 @@ impl From<FunctionError> for Diagnostic {
 
 /// On Lambda a long wait is not slept: past 20 s the run checkpoints and the orchestrator's tick
 /// resumes it when the window resets; a Capsule outage is waited out the same way, 5 min at a time.
-fn lambda_client_options() -> ClientOptions {
+fn lambda_client_options(access: AccessPolicy) -> ClientOptions {
     ClientOptions {
         max_inline_wait: Duration::from_secs(20),
         outage_pause: Some(Duration::from_secs(300)),
+        access,
         ..ClientOptions::default()
     }
 }
@@ -50,7 +52,7 @@ async fn main() -> Result<(), Error> {
         dispatcher: Arc::new(LambdaDispatcher::new(clients.lambda.clone(), &function)),
         clients,
         options: RunOptions::default(),
-        client_options: lambda_client_options(),
+        client_options: lambda_client_options(settings.access.clone()),
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();

@@ -43,6 +43,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     let account = Account::generate(config.seed, config.parties);
     let shared = Arc::new(Shared {
         base_url: format!("http://{addr}/api/v2"),
+        link_base: RwLock::new(None),
         account: RwLock::new(account),
         limiter: Mutex::new(ratelimit::RateWindow::new(config.rate_limit, config.rate_window)),
         faults: Mutex::new(faults::FaultPlan::new(config.seed)),
@@ -86,6 +87,11 @@ impl SimHandle {
     /// Accepts only `token` from now on (the old one expired or was revoked).
     pub fn set_token(&self, token: &str) {
         *self.shared.token.write().unwrap() = token.to_string();
+    }
+
+    /// Writes next-page links under another base URL (`None`: this server's own again).
+    pub fn set_link_base(&self, base: Option<&str>) {
+        *self.shared.link_base.write().unwrap() = base.map(str::to_string);
     }
 
     /// Changes the account (update / create / delete / restrict records) at the current time.

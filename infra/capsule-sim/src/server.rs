@@ -27,6 +27,8 @@ pub struct Shared {
     /// The Bearer token accepted now (`config.token` at start; tests revoke it mid-run).
     pub token: RwLock<String>,
     pub base_url: String,
+    /// Where next-page links point, when not at this server (a hostile or misconfigured API).
+    pub link_base: RwLock<Option<String>>,
     pub account: RwLock<Account>,
     pub limiter: Mutex<RateWindow>,
     pub faults: Mutex<FaultPlan>,
@@ -104,7 +106,9 @@ fn answer(s: &Shared, path: &str, query: Vec<(String, String)>, method: &Method)
     if method != Method::GET {
         return api::error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
     }
-    let ctx = ListContext { base_url: &s.base_url, path, link_style: s.config.link_style };
+    let link_base = s.link_base.read().unwrap().clone();
+    let base_url = link_base.as_deref().unwrap_or(&s.base_url);
+    let ctx = ListContext { base_url, path, link_style: s.config.link_style };
     let account = s.account.read().unwrap();
     api::dispatch(&account, &ctx, query)
 }

@@ -7,7 +7,7 @@
 //! | `INT#<name>` | `LEASE#<table>` | `owner`, `invocation`, `next`, `expires_at`, `ttl` (DynamoDB TTL removes stale leases) |
 //! | `INT#<name>` | `CHECKPOINT#<table>` | a paused run's checkpoint |
 //! | `INT#<name>` | `RUN#<finished_at>#<run_id>#<table>` | a table run record (newest = highest) |
-//! | `INT#<name>` | `DISPATCH#<run_id>` | a scheduler dispatch |
+//! | `DISPATCH#<name>` | `DISPATCH#<run_id>` | a scheduler dispatch (its own partition: the orchestrator's IAM role may write only `DISPATCH#` partitions) |
 //! | `BUDGET#<key>` | `BUDGET` | a token's rate-limit window (`ver` for optimistic updates) |
 //!
 //! Documents are stored as JSON in a `doc` attribute; the attributes conditions look at (lease
@@ -57,6 +57,11 @@ fn n(v: i64) -> AttributeValue {
 
 fn pk(integration: &str) -> AttributeValue {
     s(format!("INT#{integration}"))
+}
+
+/// Dispatch records' own partition, so IAM can let the orchestrator write only these.
+fn dispatch_pk(integration: &str) -> AttributeValue {
+    s(format!("DISPATCH#{integration}"))
 }
 
 fn db_err<E: std::error::Error>(op: &str, e: E) -> SyncError {
@@ -134,6 +139,11 @@ impl DynamoState {
 
     /// Items of one integration whose sort key starts with `prefix`, newest (highest) first.
     async fn query(&self, integration: &str, prefix: &str, limit: Option<i32>) -> Result<Vec<Item>> {
+        self.query_partition(pk(integration), prefix, limit).await
+    }
+
+    /// Items of one partition whose sort key starts with `prefix`, newest (highest) first.
+    async fn query_partition(&self, partition: AttributeValue, prefix: &str, limit: Option<i32>) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -142,7 +152,7 @@ impl DynamoState {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", pk(integration))
+                .expression_attribute_values(":pk", partition.clone())
                 .expression_attribute_values(":prefix", s(prefix))
                 .scan_index_forward(false)
                 .set_limit(limit)
@@ -515,7 +525,7 @@ impl StateStore for DynamoState {
     }
 
     async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()> {
-        let item = doc_item(pk(&dispatch.integration), format!("DISPATCH#{}", dispatch.run_id), dispatch)?;
+        let item = doc_item(dispatch_pk(&dispatch.integration), format!("DISPATCH#{}", dispatch.run_id), dispatch)?;
         self.client
             .put_item()
             .table_name(&self.table)
@@ -527,7 +537,12 @@ impl StateStore for DynamoState {
     }
 
     async fn last_dispatch(&self, integration: &str) -> Result<Option<DispatchRecord>> {
-        self.query(integration, "DISPATCH#", Some(1)).await?.first().map(from_item).transpose()
+        let mut newest = self.query_partition(dispatch_pk(integration), "DISPATCH#", Some(1)).await?;
+        if newest.is_empty() {
+            // Written before dispatch records had their own partition.
+            newest = self.query(integration, "DISPATCH#", Some(1)).await?;
+        }
+        newest.first().map(from_item).transpose()
     }
 }
 

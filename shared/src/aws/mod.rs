@@ -16,10 +16,11 @@ use aws_smithy_http_client::{Builder, tls};
 pub use dynamo::DynamoState;
 pub use lambda::LambdaDispatcher;
 pub use s3::S3Sink;
-pub use secrets::{DEFAULT_OAUTH_TOKEN_URL, SecretsManagerToken};
+pub use secrets::SecretsManagerToken;
 
-use crate::integration::TokenSource;
-use crate::local::{EnvToken, FileToken};
+use crate::access::{AccessPolicy, TokenRule};
+use crate::integration::{Integration, TokenSource};
+use crate::local::local_token_provider;
 use crate::ports::TokenProvider;
 
 /// The shared SDK configuration (region, credentials, endpoints from the environment).
@@ -56,14 +57,22 @@ impl AwsClients {
     }
 }
 
-/// The token provider for a token source, with AWS available.
-pub fn token_provider(source: &TokenSource, clients: &AwsClients) -> Box<dyn TokenProvider> {
-    match source {
-        TokenSource::Env { var } => Box::new(EnvToken { var: var.clone() }),
-        TokenSource::File { path } => Box::new(FileToken { path: path.clone() }),
-        TokenSource::SecretsManager { secret_id } => {
-            Box::new(SecretsManagerToken::new(clients.secrets.clone(), secret_id.clone()))
-        }
+/// The token provider for an integration, with AWS available: its own secret only, unless the
+/// policy is the local one (the CLI's local backend reading a Secrets Manager token).
+pub fn token_provider(
+    integration: &Integration,
+    clients: &AwsClients,
+    access: &AccessPolicy,
+) -> crate::Result<Box<dyn TokenProvider>> {
+    access.check_token_source(integration)?;
+    match &integration.token {
+        TokenSource::SecretsManager { secret_id } => Ok(Box::new(SecretsManagerToken::new(
+            clients.secrets.clone(),
+            secret_id.clone(),
+            access.oauth_token_url.clone(),
+        ))),
+        other if access.tokens == TokenRule::Local => local_token_provider(other),
+        other => Err(crate::SyncError::Config(format!("token source {other} needs the local backend"))),
     }
 }
 
@@ -80,6 +89,9 @@ pub struct AwsSettings {
     pub kms_key_id: Option<String>,
     /// `CAPSULE_TABLE_SYNC_FUNCTION` (else `AWS_LAMBDA_FUNCTION_NAME`): the table-sync function.
     pub table_sync_function: Option<String>,
+    /// Allowed API hosts, token secrets and OAuth endpoint (`CAPSULE_ALLOWED_API_URLS`,
+    /// `CAPSULE_SECRET_PREFIX`, `CAPSULE_SECRET_ALLOW_LIST`, `CAPSULE_OAUTH_TOKEN_URL`).
+    pub access: AccessPolicy,
 }
 
 impl AwsSettings {
@@ -94,6 +106,7 @@ impl AwsSettings {
             prefix: var("CAPSULE_PREFIX").unwrap_or_default(),
             kms_key_id: var("CAPSULE_KMS_KEY_ID"),
             table_sync_function: var("CAPSULE_TABLE_SYNC_FUNCTION").or_else(|| var("AWS_LAMBDA_FUNCTION_NAME")),
+            access: AccessPolicy::aws_from_env()?,
         })
     }
 }

@@ -3,9 +3,9 @@
 //! - a personal access token: `{"token": "…"}` (or `{"access_token": "…"}`);
 //! - an OAuth2 app: `{"client_id": "…", "client_secret": "…", "refresh_token": "…"}`, plus the
 //!   `access_token` and `expires_at` this adapter caches there. An expired (or missing) access
-//!   token is refreshed at `https://api.capsulecrm.com/oauth/token` (override: `token_url` in
-//!   the secret or `CAPSULE_OAUTH_TOKEN_URL`), and the new access token and the rotated refresh
-//!   token are written back to the secret ("refresh tokens may be rotated; always store the most
+//!   token is refreshed at `https://api.capsulecrm.com/oauth/token` (or the deployment's
+//!   `CAPSULE_OAUTH_TOKEN_URL`: never a URL in the secret, which would receive the client secret),
+//!   and the new access token and the rotated refresh token are written back to this secret only ("refresh tokens may be rotated; always store the most
 //!   recent version").
 //!
 //! A secret with only an email/username and password — the original spec's parameters — is
@@ -18,11 +18,10 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
+use url::Url;
 
 use crate::ports::TokenProvider;
 use crate::{Result, SyncError};
-
-pub const DEFAULT_OAUTH_TOKEN_URL: &str = "https://api.capsulecrm.com/oauth/token";
 
 /// Refresh this long before the access token expires.
 const EXPIRY_MARGIN_SECS: i64 = 300;
@@ -32,14 +31,18 @@ pub struct SecretsManagerToken {
     client: Client,
     secret_id: String,
     http: reqwest::Client,
+    /// Where refresh tokens are exchanged (the deployment's choice).
+    token_url: Url,
     /// The last token handed out and when it expires (None: a PAT, no expiry known).
     cached: Mutex<Option<(SecretString, Option<DateTime<Utc>>)>>,
 }
 
 impl SecretsManagerToken {
-    pub fn new(client: Client, secret_id: String) -> SecretsManagerToken {
+    pub fn new(client: Client, secret_id: String, token_url: Url) -> SecretsManagerToken {
         crate::tls::install_crypto_provider();
-        SecretsManagerToken { client, secret_id, http: reqwest::Client::new(), cached: Mutex::new(None) }
+        // No redirects: the form carries the client secret and the refresh token.
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default();
+        SecretsManagerToken { client, secret_id, http, token_url, cached: Mutex::new(None) }
     }
 
     fn err(&self, message: impl std::fmt::Display) -> SyncError {
@@ -70,9 +73,15 @@ impl SecretsManagerToken {
         else {
             return Err(self.err("an OAuth secret needs client_id, client_secret and refresh_token"));
         };
-        let token_url = field("token_url")
-            .or_else(|| std::env::var("CAPSULE_OAUTH_TOKEN_URL").ok())
-            .unwrap_or_else(|| DEFAULT_OAUTH_TOKEN_URL.to_string());
+        let token_url = self.token_url.as_str();
+        if let Some(asked) = field("token_url")
+            && Url::parse(&asked).ok().as_ref() != Some(&self.token_url)
+        {
+            return Err(self.err(format_args!(
+                "its token_url `{asked}` is not used: the OAuth client secret goes only to {token_url} \
+                 (a deployment sets another with CAPSULE_OAUTH_TOKEN_URL); remove token_url from the secret"
+            )));
+        }
         let form = [
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.as_str()),
@@ -81,7 +90,7 @@ impl SecretsManagerToken {
         ];
         let response = self
             .http
-            .post(&token_url)
+            .post(token_url)
             .form(&form)
             .send()
             .await

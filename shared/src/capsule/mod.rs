@@ -26,6 +26,7 @@ pub use page::{Page, next_link, with_own_params};
 pub use ratelimit::RateLimitStatus;
 pub use retry::{Attempt, RetryPolicy, StatusClass, classify_status};
 
+use crate::access::{self, AccessPolicy};
 use crate::integration::Integration;
 use crate::ports::TokenProvider;
 use crate::runlog::RunLog;
@@ -55,6 +56,8 @@ pub struct ClientOptions {
     pub outage_pause: Option<Duration>,
     /// How many 429s in a row one request may wait out before giving up.
     pub max_rate_limit_waits: u32,
+    /// Which base URLs the deployment lets a client send its token to.
+    pub access: AccessPolicy,
 }
 
 impl Default for ClientOptions {
@@ -66,6 +69,7 @@ impl Default for ClientOptions {
             max_inline_wait: Duration::from_secs(3660),
             outage_pause: None,
             max_rate_limit_waits: 10,
+            access: AccessPolicy::default(),
         }
     }
 }
@@ -156,6 +160,7 @@ impl CapsuleClient {
         store: Arc<dyn RateBudgetStore>,
         mut options: ClientOptions,
     ) -> Result<CapsuleClient> {
+        options.access.check(integration)?;
         options.budget.reserve = f64::from(integration.rate_reserve_percent) / 100.0;
         let key = budget_key(&integration.api_base_url, &integration.token.to_string());
         let token = tokens.token().await?;
@@ -169,13 +174,11 @@ impl CapsuleClient {
         budget: SharedBudget,
         options: ClientOptions,
     ) -> Result<CapsuleClient> {
-        let base = Url::parse(base_url)
-            .map_err(|e| SyncError::Config(format!("API base URL `{base_url}` is not a valid URL: {e}")))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(SyncError::Config(format!("API base URL `{base_url}` must be http or https")));
-        }
+        let base = options.access.check_api_url(base_url)?;
         crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
+            // A redirect could carry the token elsewhere; Capsule's API does not redirect.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(options.timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(50))
@@ -445,6 +448,9 @@ impl CapsuleClient {
             .filter_map(|v| v.to_str().ok())
             .find_map(next_link)
             .map(|next| with_own_params(next, url));
+        if let Some(next) = &next {
+            access::check_link(next, url).map_err(Attempt::Fatal)?;
+        }
         Ok((body, next))
     }
 }
