@@ -10,7 +10,7 @@ use capsule_shared::aws::{self, AwsClients, DynamoState, S3Sink};
 use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore};
 use capsule_shared::engine::Deps;
 use capsule_shared::integration::Integration;
-use capsule_shared::local::{LocalSink, StateFile, local_token_provider};
+use capsule_shared::local::{FileModes, LocalSink, StateFile, local_token_provider};
 use capsule_shared::ports::{ObjectSink, StateStore, TokenProvider};
 use clap::{Args, ValueEnum};
 
@@ -37,6 +37,12 @@ pub struct BackendArgs {
     /// Key prefix in the bucket (aws backend).
     #[arg(long, global = true, env = "CAPSULE_PREFIX", default_value = "")]
     pub prefix: String,
+    /// Permissions of output files and logs (local backend, octal). The state file is always 600.
+    #[arg(long, global = true, env = "CAPSULE_FILE_MODE", default_value = "600")]
+    pub file_mode: String,
+    /// Permissions of directories the local backend creates (octal).
+    #[arg(long, global = true, env = "CAPSULE_DIR_MODE", default_value = "700")]
+    pub dir_mode: String,
 }
 
 pub struct Backend {
@@ -49,12 +55,20 @@ pub struct Backend {
     pub location: String,
 }
 
+/// The local backend's modes; the data directory is created with them (so a wider directory
+/// mode lets a loader's group reach `output/`).
+fn local_modes(data_dir: &Path, args: &BackendArgs) -> anyhow::Result<FileModes> {
+    let modes = FileModes::parse(&args.file_mode, &args.dir_mode)?;
+    modes.create_dir_all(data_dir).with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    Ok(modes)
+}
+
 impl Backend {
     pub async fn open(data_dir: &Path, args: &BackendArgs) -> anyhow::Result<Backend> {
         match args.backend {
             BackendKind::Local => Ok(Backend {
                 state: Arc::new(StateFile::new(data_dir)),
-                sink: Arc::new(LocalSink::new(data_dir.join("output"))),
+                sink: Arc::new(LocalSink::new(data_dir.join("output")).with_modes(local_modes(data_dir, args)?)),
                 aws: None,
                 access: AccessPolicy::local_from_env()?,
                 location: data_dir.display().to_string(),

@@ -83,7 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.backend.backend == backend::BackendKind::Local,
             "the demo runs on the local backend only (it starts its own simulated Capsule account)"
         );
-        return commands::demo::run(&cli.data_dir, args).await;
+        return commands::demo::run(&cli.data_dir, &cli.backend, args).await;
     }
     let backend = backend::Backend::open(&cli.data_dir, &cli.backend).await?;
     match cli.command {

@@ -42,6 +42,12 @@ pub struct Setup {
     pub client: ClientOptions,
     pub run: RunOptions,
     pub lambda: LambdaBehaviour,
+    /// The token Capsule accepts.
+    pub capsule_token: String,
+    /// The integration's secret (`<prefix>acme`).
+    pub secret: Value,
+    /// The deployment's `CAPSULE_OAUTH_TOKEN_URL`.
+    pub oauth_token_url: Option<url::Url>,
 }
 
 impl Setup {
@@ -53,6 +59,9 @@ impl Setup {
             client: fast_client_options(),
             run: RunOptions::default(),
             lambda: LambdaBehaviour::default(),
+            capsule_token: "test-token".into(),
+            secret: json!({"token": "test-token"}),
+            oauth_token_url: None,
         }
     }
 }
@@ -64,6 +73,7 @@ pub async fn world(parties: usize) -> World {
 /// Registers `orchestrator` and `table-sync` on a local Invoke endpoint, wired like template.yaml.
 pub async fn world_with(setup: Setup) -> World {
     let sim = start_sim(setup.parties, |c| {
+        c.token = setup.capsule_token.clone();
         if let Some((limit, window)) = setup.rate {
             c.rate_limit = limit;
             c.rate_window = window;
@@ -73,14 +83,16 @@ pub async fn world_with(setup: Setup) -> World {
     let stack = AwsStack::new().await;
     // A deployment of its own: its secret prefix, the simulator as its allowed API host.
     let secret_prefix = format!("{}/", unique("capsule-sync/world"));
-    let access = AccessPolicy {
+    let mut access = AccessPolicy {
         tokens: TokenRule::OwnSecret { prefix: secret_prefix.clone(), allowed: Default::default() },
         ..AccessPolicy::default()
     }
     .allowing(&[sim.base_url()])
     .unwrap();
-    let secret =
-        create_secret_named(&stack.clients, &format!("{secret_prefix}acme"), json!({"token": "test-token"})).await;
+    if let Some(url) = &setup.oauth_token_url {
+        access.oauth_token_url = url.clone();
+    }
+    let secret = create_secret_named(&stack.clients, &format!("{secret_prefix}acme"), setup.secret.clone()).await;
     let mut integration = Integration::new("acme", TokenSource::SecretsManager { secret_id: secret }, Utc::now());
     integration.api_base_url = sim.base_url().to_string();
     stack.state.create_integration(&integration).await.unwrap();

@@ -12,7 +12,7 @@ use chrono::Utc;
 use clap::Args;
 
 use super::sync::{RunArgs, print_outcomes, sync_now};
-use crate::backend::{Backend, BackendArgs, BackendKind};
+use crate::backend::{Backend, BackendArgs};
 use crate::report;
 
 const DEMO: &str = "demo";
@@ -29,7 +29,7 @@ pub struct DemoArgs {
     pub run: RunArgs,
 }
 
-pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
+pub async fn run(data_dir: &Path, backend_args: &BackendArgs, args: DemoArgs) -> anyhow::Result<()> {
     let token = "demo-token";
     let sim = capsule_sim::start(SimConfig {
         parties: args.parties,
@@ -40,11 +40,9 @@ pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     println!("Capsule API simulator: {} ({} parties, seed {})", sim.base_url(), args.parties, args.seed);
 
-    let local = BackendArgs { backend: BackendKind::Local, state_table: None, bucket: None, prefix: String::new() };
-    let backend = Backend::open(data_dir, &local).await?;
-    std::fs::create_dir_all(data_dir)?;
+    let backend = Backend::open(data_dir, backend_args).await?;
     let token_file = data_dir.join("demo.token");
-    std::fs::write(&token_file, token)?;
+    write_private(&token_file, token)?;
     if backend.state.delete_integration(DEMO).await? {
         println!("Replaced the previous `demo` integration (its bookmarks start over).");
     }
@@ -105,4 +103,14 @@ pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
     println!("            capsule-sync --data-dir {} status demo", data_dir.display());
     sim.stop().await;
     Ok(())
+}
+
+/// Writes a file only its owner can read (the demo's token).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::File::options();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }

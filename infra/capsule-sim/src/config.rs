@@ -18,7 +18,8 @@ pub enum LinkStyle {
 }
 
 /// Settings of one simulator instance. `SimConfig::default()` is a small demo account.
-#[derive(Debug, Clone)]
+/// `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct SimConfig {
     /// Address to bind; port 0 picks a free one. Always loopback in tests.
     pub listen: SocketAddr,
@@ -34,6 +35,20 @@ pub struct SimConfig {
     pub rate_window: Duration,
     /// How next-page links are written.
     pub link_style: LinkStyle,
+}
+
+impl std::fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("listen", &self.listen)
+            .field("token", &"[redacted]")
+            .field("seed", &self.seed)
+            .field("parties", &self.parties)
+            .field("rate_limit", &self.rate_limit)
+            .field("rate_window", &self.rate_window)
+            .field("link_style", &self.link_style)
+            .finish()
+    }
 }
 
 impl Default for SimConfig {

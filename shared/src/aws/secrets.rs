@@ -67,12 +67,8 @@ impl SecretsManagerToken {
 
     async fn refresh(&self, mut doc: Map<String, Value>) -> Result<(SecretString, DateTime<Utc>)> {
         let field = |name: &str| doc.get(name).and_then(Value::as_str).map(str::to_string);
-        let (client_id, client_secret, refresh_token) =
-            (field("client_id"), field("client_secret"), field("refresh_token"));
-        let (Some(client_id), Some(client_secret), Some(refresh_token)) = (client_id, client_secret, refresh_token)
-        else {
-            return Err(self.err("an OAuth secret needs client_id, client_secret and refresh_token"));
-        };
+        let app = OAuthApp::from_doc(&doc)
+            .ok_or_else(|| self.err("an OAuth secret needs client_id, client_secret and refresh_token"))?;
         let token_url = self.token_url.as_str();
         if let Some(asked) = field("token_url")
             && Url::parse(&asked).ok().as_ref() != Some(&self.token_url)
@@ -84,9 +80,9 @@ impl SecretsManagerToken {
         }
         let form = [
             ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.as_str()),
-            ("client_id", client_id.as_str()),
-            ("client_secret", client_secret.as_str()),
+            ("refresh_token", app.refresh_token.expose_secret()),
+            ("client_id", app.client_id.as_str()),
+            ("client_secret", app.client_secret.expose_secret()),
         ];
         let response = self
             .http
@@ -99,9 +95,9 @@ impl SecretsManagerToken {
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             let reason = body.get("error_description").or_else(|| body.get("error")).and_then(Value::as_str);
+            let reason = app.redact(reason.unwrap_or("no reason given"));
             return Err(self.err(format_args!(
-                "the OAuth token refresh was refused (HTTP {status}: {}); re-authorise the Capsule app and store a new refresh token",
-                reason.unwrap_or("no reason given")
+                "the OAuth token refresh was refused (HTTP {status}: {reason}); re-authorise the Capsule app and store a new refresh token"
             )));
         }
         let access = body
@@ -125,6 +121,32 @@ impl SecretsManagerToken {
             .map_err(|e| self.err(format_args!("cannot write the refreshed token back: {}", DisplayErrorContext(e))))?;
         tracing::info!(event = "oauth_token_refreshed", secret = %self.secret_id, %expires_at);
         Ok((SecretString::from(access), expires_at))
+    }
+}
+
+/// The OAuth app's credentials in a secret; `Debug` shows neither secret.
+#[derive(Debug)]
+struct OAuthApp {
+    client_id: String,
+    client_secret: SecretString,
+    refresh_token: SecretString,
+}
+
+impl OAuthApp {
+    fn from_doc(doc: &Map<String, Value>) -> Option<OAuthApp> {
+        let field = |name: &str| doc.get(name).and_then(Value::as_str).filter(|v| !v.trim().is_empty());
+        Some(OAuthApp {
+            client_id: field("client_id")?.to_string(),
+            client_secret: SecretString::from(field("client_secret")?.to_string()),
+            refresh_token: SecretString::from(field("refresh_token")?.to_string()),
+        })
+    }
+
+    /// A message from the token endpoint, with anything secret of ours it echoes removed.
+    fn redact(&self, text: &str) -> String {
+        [self.client_secret.expose_secret(), self.refresh_token.expose_secret()]
+            .iter()
+            .fold(text.to_string(), |text, secret| text.replace(secret, "[redacted]"))
     }
 }
 
@@ -186,5 +208,21 @@ impl SecretsManagerToken {
         };
         *cached = Some((token.clone(), expires_at));
         Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oauth_credentials_never_show_in_debug_or_echoed_errors() {
+        let doc = serde_json::json!({"client_id": "app", "client_secret": "cs-42", "refresh_token": "rt-42"});
+        let app = OAuthApp::from_doc(doc.as_object().unwrap()).unwrap();
+        let debug = format!("{app:?}");
+        assert!(debug.contains("app") && !debug.contains("cs-42") && !debug.contains("rt-42"), "{debug}");
+        assert_eq!(app.redact("invalid refresh token rt-42"), "invalid refresh token [redacted]");
+        let partial = serde_json::json!({"client_id": "app", "client_secret": "", "refresh_token": "rt"});
+        assert!(OAuthApp::from_doc(partial.as_object().unwrap()).is_none(), "an empty client secret is missing");
     }
 }

@@ -1,5 +1,6 @@
 //! Output to a local directory with the same key layout as S3. A part is written to
 //! `<key>.partial`, fsynced and renamed into place on finish: a key is either complete or absent.
+//! Files and directories get the sink's [`FileModes`] (private by default).
 
 use std::path::{Path, PathBuf};
 
@@ -7,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
+use super::FileModes;
 use crate::ports::{ObjectSink, ObjectUpload};
 use crate::{Result, SyncError};
 
@@ -14,11 +16,17 @@ use crate::{Result, SyncError};
 #[derive(Debug, Clone)]
 pub struct LocalSink {
     root: PathBuf,
+    modes: FileModes,
 }
 
 impl LocalSink {
+    /// A sink writing private files (0600 in 0700 directories).
     pub fn new(root: impl Into<PathBuf>) -> LocalSink {
-        LocalSink { root: root.into() }
+        LocalSink { root: root.into(), modes: FileModes::default() }
+    }
+
+    pub fn with_modes(self, modes: FileModes) -> LocalSink {
+        LocalSink { modes, ..self }
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -38,11 +46,11 @@ impl ObjectSink for LocalSink {
     async fn begin(&self, key: &str) -> Result<Box<dyn ObjectUpload>> {
         let target = self.path(key)?;
         if let Some(dir) = target.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| io_err("creating", dir, e))?;
+            self.modes.create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
         }
         let partial = target
             .with_file_name(format!("{}.partial", target.file_name().and_then(|n| n.to_str()).unwrap_or("object")));
-        let file = tokio::fs::File::create(&partial).await.map_err(|e| io_err("creating", &partial, e))?;
+        let file = self.modes.create_file(&partial).await.map_err(|e| io_err("creating", &partial, e))?;
         Ok(Box::new(LocalUpload { file, partial, target }))
     }
 

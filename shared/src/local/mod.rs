@@ -3,8 +3,10 @@
 
 mod credentials;
 mod files;
+mod modes;
 mod state_file;
 
 pub use credentials::{EnvToken, FileToken, local_token_provider};
 pub use files::LocalSink;
+pub use modes::FileModes;
 pub use state_file::StateFile;

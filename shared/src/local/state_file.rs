@@ -9,6 +9,8 @@
 //!
 //! Leases record the holding process (`host:pid`): a lease whose process is gone from this host
 //! (kill -9, OOM, a closed laptop) is taken over at once instead of after it expires.
+//!
+//! Every file here is 0600 (temp files are created so, then renamed into place).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,6 +22,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+use super::FileModes;
 use crate::capsule::{BudgetChange, RateBudget, RateBudgetStore};
 use crate::integration::Integration;
 use crate::integration::RunId;
@@ -114,14 +117,13 @@ fn state_err(what: &str, path: &Path, e: impl std::fmt::Display) -> SyncError {
 /// Takes the exclusive lock beside `path` (`<name>.lock`), creating the directory if needed.
 fn lock_beside(path: &Path) -> Result<File> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| state_err("creating", dir, e))?;
+    FileModes::default().create_dir_all(dir).map_err(|e| state_err("creating", dir, e))?;
     let lock_path = path.with_extension("lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| state_err("opening", &lock_path, e))?;
+    let mut options = File::options();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let lock = options.open(&lock_path).map_err(|e| state_err("opening", &lock_path, e))?;
     lock.lock().map_err(|e| state_err("locking", &lock_path, e))?;
     Ok(lock)
 }
