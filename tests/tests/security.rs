@@ -126,3 +126,57 @@ async fn a_serverless_sync_at_trace_level_leaves_no_oauth_secret_anywhere() {
         }
     }
 }
+
+/// Whoever can write an integration item cannot make table-sync read the function's environment,
+/// a file, or another integration's secret, nor send a token to a host the deployment did not
+/// allow: each is refused before any request, and the refusal is recorded for the operator.
+#[tokio::test]
+async fn table_sync_refuses_token_sources_and_hosts_the_deployment_does_not_allow() {
+    use capsule_shared::integration::{Integration, RunId, TokenSource};
+    use capsule_sync_e2e::aws::create_secret_named;
+
+    let w = capsule_sync_e2e::serverless::world(50).await;
+    let other_secret = format!("{}other", w.secret_prefix);
+    create_secret_named(&w.stack.clients, &other_secret, json!({"token": "test-token"})).await;
+    let own_secret = format!("{}evil", w.secret_prefix);
+    create_secret_named(&w.stack.clients, &own_secret, json!({"token": "test-token"})).await;
+    let cases = [
+        (
+            TokenSource::Env { var: "AWS_SECRET_ACCESS_KEY".into() },
+            w.sim.base_url().to_string(),
+            "not allowed on the AWS backend",
+        ),
+        (
+            TokenSource::File { path: "/proc/self/environ".into() },
+            w.sim.base_url().to_string(),
+            "not allowed on the AWS backend",
+        ),
+        (
+            TokenSource::SecretsManager { secret_id: other_secret },
+            w.sim.base_url().to_string(),
+            "not integration `evil`'s own secret",
+        ),
+        (
+            TokenSource::SecretsManager { secret_id: own_secret },
+            "https://collector.example/api/v2".into(),
+            "not allowed by this deployment",
+        ),
+    ];
+    let before = w.sim.stats().total;
+    for (token, url, why) in cases {
+        let _ = w.stack.state.delete_integration("evil").await;
+        let mut evil = Integration::new("evil", token.clone(), chrono::Utc::now());
+        evil.api_base_url = url;
+        w.stack.state.create_integration(&evil).await.unwrap();
+        let event = json!({"integration": "evil", "table": "users", "run_id": RunId::new(chrono::Utc::now())});
+        assert_eq!(w.send_event("table-sync", &event).await, 202);
+        w.lambda.wait_idle().await;
+        let runs = w.stack.state.runs(Some("evil"), 1).await.unwrap();
+        assert_eq!(runs.len(), 1, "{token}: one record, no retry");
+        let error = runs[0].error.as_ref().expect("the refusal is recorded");
+        assert!(error.message.contains(why), "{token}: {}", error.message);
+        assert_eq!(error.fault, capsule_shared::Fault::User, "the operator must act");
+    }
+    assert_eq!(w.sim.stats().total, before, "no request was sent anywhere");
+    assert!(w.lambda.errors().is_empty(), "a refusal is not retried: {:?}", w.lambda.errors());
+}

@@ -91,7 +91,13 @@ pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps
         Ok(client) => client,
         Err(error) => {
             record_unstarted(deps, &event, &error).await;
-            return Err(error);
+            // Lambda retries only what could succeed later (an unreadable secret, say); a token
+            // source or host the deployment refuses is recorded once.
+            return if error.is_retryable() {
+                Err(error)
+            } else {
+                Ok(Summary::without_run(&event, RunState::Failed, Some(error)))
+            };
         }
     };
     let budget = time_budget(remaining, event.max_seconds);

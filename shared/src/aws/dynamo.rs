@@ -448,8 +448,10 @@ impl StateStore for DynamoState {
 
     async fn record_run(&self, record: &TableRunRecord) -> Result<()> {
         let mut items = vec![self.put(doc_item(pk(&record.integration), run_sk(record), record)?)];
-        if record.finished_at.is_some() {
-            // A final record replaces the run's `running` one (a run ended for it: taken over).
+        // A final record replaces the run's `running` one (a run ended for it: taken over). A run
+        // that ended the instant it started has the same key: one transaction may not touch an
+        // item twice.
+        if record.finished_at.is_some() && running_sk(record) != run_sk(record) {
             items.push(self.delete(&record.integration, running_sk(record)));
         }
         self.client
