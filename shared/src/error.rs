@@ -79,6 +79,11 @@ pub enum SyncError {
     #[error("{0}")]
     Superseded(String),
 
+    /// The table's bookmark changed under a running run (dropped for a backfill): its commit
+    /// was refused; the next run starts from the new bookmark.
+    #[error("{0}")]
+    BookmarkMoved(String),
+
     /// A broken invariant.
     #[error("internal error: {0}")]
     Internal(String),
@@ -99,7 +104,8 @@ impl SyncError {
             | SyncError::State(_)
             | SyncError::Output(_)
             | SyncError::Throttled { .. }
-            | SyncError::Superseded(_) => Fault::External,
+            | SyncError::Superseded(_)
+            | SyncError::BookmarkMoved(_) => Fault::External,
             SyncError::Internal(_) => Fault::Internal,
         }
     }
@@ -132,6 +138,7 @@ impl SyncError {
             SyncError::Output(_) => "OutputError",
             SyncError::Throttled { .. } => "CapsuleThrottled",
             SyncError::Superseded(_) => "StaleInvocation",
+            SyncError::BookmarkMoved(_) => "BookmarkMoved",
             SyncError::Internal(_) => "InternalError",
         }
     }

@@ -102,8 +102,17 @@ pub trait StateStore: RateBudgetStore + Send + Sync {
     async fn renew_lease(&self, lease: &Lease) -> Result<()>;
 
     /// Success: stores the bookmark and the run record and releases the lease — all only if
-    /// `lease` is still held; otherwise nothing changes and the call fails.
-    async fn commit(&self, lease: &Lease, bookmark: &Bookmark, record: &TableRunRecord) -> Result<()>;
+    /// `lease` is still held ([`Lease::lost`] otherwise) and the stored bookmark is still `base`,
+    /// the one the run started from ([`SyncError::BookmarkMoved`] otherwise: an edit dropped it
+    /// for a backfill). Nothing changes when either fails. Idempotent: committing again what
+    /// was committed (a transaction retried after it succeeded) succeeds.
+    async fn commit(
+        &self,
+        lease: &Lease,
+        bookmark: &Bookmark,
+        base: BookmarkBase,
+        record: &TableRunRecord,
+    ) -> Result<()>;
 
     /// Failure: stores the run record. With `retry`, the checkpoint is kept (as given) and the lease
     /// parked for a retry of the same invocation; without, the lease is released and the
@@ -210,6 +219,9 @@ pub struct Checkpoint {
     /// Invocations in a row that failed (or were stranded) resuming from this checkpoint.
     #[serde(default)]
     pub failures: u32,
+    /// The bookmark the run started from (its commit checks it is still there).
+    #[serde(default)]
+    pub bookmark_base: BookmarkBase,
 }
 
 impl Checkpoint {
@@ -265,6 +277,55 @@ pub struct Bookmark {
     /// The bookmark this run started from, so a redo of the same run id reads the same window.
     #[serde(default)]
     pub previous: Option<DateTime<Utc>>,
+    /// Counts the commits of this table since its bookmark was last dropped (0: written before
+    /// generations existed).
+    #[serde(default)]
+    pub generation: u64,
+}
+
+/// The bookmark a run started from, which its commit must still find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BookmarkBase {
+    /// Not known (a checkpoint saved before bases were recorded): the commit does not check.
+    #[default]
+    Unchecked,
+    /// The table had no bookmark.
+    Absent,
+    /// The bookmark of this generation.
+    Generation(u64),
+}
+
+impl BookmarkBase {
+    pub fn of(bookmark: Option<&Bookmark>) -> BookmarkBase {
+        bookmark.map_or(BookmarkBase::Absent, |b| BookmarkBase::Generation(b.generation))
+    }
+
+    /// The generation the commit writes.
+    pub fn next_generation(self) -> u64 {
+        match self {
+            BookmarkBase::Generation(g) => g + 1,
+            BookmarkBase::Absent | BookmarkBase::Unchecked => 1,
+        }
+    }
+
+    /// Whether `stored` is still this base.
+    pub fn matches(self, stored: Option<&Bookmark>) -> bool {
+        match (self, stored) {
+            (BookmarkBase::Unchecked, _) => true,
+            (BookmarkBase::Absent, None) => true,
+            (BookmarkBase::Generation(g), Some(b)) => b.generation == g,
+            _ => false,
+        }
+    }
+
+    /// The refusal when it is not.
+    pub fn moved(self, integration: &str, table: &str) -> SyncError {
+        SyncError::BookmarkMoved(format!(
+            "the bookmark of {integration}/{table} changed while this run was running (an edit dropped it for a \
+             backfill, or it was moved by hand); nothing was committed, and the next run reads from the new bookmark"
+        ))
+    }
 }
 
 /// A lease on (integration, table): held by one run, and by one invocation of it at a time.

@@ -33,8 +33,8 @@ use serde::de::DeserializeOwned;
 use crate::capsule::{BudgetChange, BudgetPolicy, Claim, RateBudget, RateBudgetStore, claim_by_update};
 use crate::integration::{Integration, RunId};
 use crate::ports::{
-    Bookmark, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, StateStore, TableRunRecord, TableState,
-    not_waiting_for,
+    Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, StateStore, TableRunRecord,
+    TableState, not_waiting_for,
 };
 use crate::{Result, SyncError};
 
@@ -109,12 +109,27 @@ fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
     e.as_service_error().and_then(|se| se.code()) == Some("ConditionalCheckFailedException")
 }
 
-fn is_condition_failure(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>) -> bool {
+/// Why a transaction did not happen.
+enum Cancelled {
+    /// These items' conditions failed (indexes into the transaction).
+    Conditions(Vec<usize>),
+    Other(SyncError),
+}
+
+/// The indexes of the items whose condition failed, if that is why the transaction was cancelled.
+fn failed_conditions(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>) -> Option<Vec<usize>> {
     match e.as_service_error() {
         Some(TransactWriteItemsError::TransactionCanceledException(t)) => {
-            t.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+            let failed: Vec<usize> = t
+                .cancellation_reasons()
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                .map(|(i, _)| i)
+                .collect();
+            (!failed.is_empty()).then_some(failed)
         }
-        _ => false,
+        _ => None,
     }
 }
 
@@ -253,11 +268,51 @@ impl DynamoState {
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>, lease: &Lease) -> Result<()> {
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Err(lease.lost()),
-            Err(e) => Err(db_err("TransactWriteItems", e)),
+        match self.send_transaction(items).await {
+            Ok(()) => Ok(()),
+            Err(Cancelled::Conditions(_)) => Err(lease.lost()),
+            Err(Cancelled::Other(e)) => Err(e),
         }
+    }
+
+    /// One transaction, idempotent: the SDK retries a timed-out attempt with the same client
+    /// request token, which DynamoDB answers with the first attempt's outcome instead of running
+    /// it again (and failing its conditions against its own writes).
+    async fn send_transaction(&self, items: Vec<TransactWriteItem>) -> std::result::Result<(), Cancelled> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .client_request_token(token)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match failed_conditions(&e) {
+                Some(failed) => Err(Cancelled::Conditions(failed)),
+                None => Err(Cancelled::Other(db_err("TransactWriteItems", e))),
+            },
+        }
+    }
+
+    /// Writes the bookmark only if the stored one is still `base`.
+    fn put_bookmark(&self, lease: &Lease, bookmark: &Bookmark, base: BookmarkBase) -> Result<TransactWriteItem> {
+        let mut item = doc_item(pk(&lease.integration), format!("BOOKMARK#{}", lease.table), bookmark)?;
+        item.insert("generation".into(), n(bookmark.generation as i64));
+        let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
+        put = match base {
+            BookmarkBase::Unchecked => put,
+            BookmarkBase::Absent => put.condition_expression("attribute_not_exists(pk)"),
+            // Written before generations existed: the item has no `generation` attribute.
+            BookmarkBase::Generation(0) => {
+                put.condition_expression("attribute_exists(pk) AND attribute_not_exists(generation)")
+            }
+            BookmarkBase::Generation(g) => {
+                put.condition_expression("generation = :gen").expression_attribute_values(":gen", n(g as i64))
+            }
+        };
+        Ok(TransactWriteItem::builder().put(put.build().expect("table and item are set")).build())
     }
 }
 
@@ -415,15 +470,35 @@ impl StateStore for DynamoState {
         }
     }
 
-    async fn commit(&self, lease: &Lease, bookmark: &Bookmark, record: &TableRunRecord) -> Result<()> {
-        let items = vec![
+    async fn commit(
+        &self,
+        lease: &Lease,
+        bookmark: &Bookmark,
+        base: BookmarkBase,
+        record: &TableRunRecord,
+    ) -> Result<()> {
+        let mut items = vec![
             self.release_ours(lease),
-            self.put(doc_item(pk(&lease.integration), format!("BOOKMARK#{}", lease.table), bookmark)?),
+            self.put_bookmark(lease, bookmark, base)?,
             self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
             self.delete(&lease.integration, format!("CHECKPOINT#{}", lease.table)),
-            self.delete(&lease.integration, running_sk(record)),
         ];
-        self.transact(items, lease).await
+        if running_sk(record) != run_sk(record) {
+            items.push(self.delete(&lease.integration, running_sk(record)));
+        }
+        match self.send_transaction(items).await {
+            Ok(()) => Ok(()),
+            Err(Cancelled::Conditions(failed)) if !failed.contains(&0) => {
+                Err(base.moved(&lease.integration, &lease.table))
+            }
+            Err(Cancelled::Conditions(_)) => {
+                // The lease is gone: lost to another run, or released by this very commit when an
+                // earlier attempt of it succeeded and only the answer was lost.
+                let stored = self.bookmark(&lease.integration, &lease.table).await?;
+                if stored.as_ref() == Some(bookmark) { Ok(()) } else { Err(lease.lost()) }
+            }
+            Err(Cancelled::Other(e)) => Err(e),
+        }
     }
 
     async fn record_failure(&self, lease: &Lease, record: &TableRunRecord, retry: Option<&Parking>) -> Result<()> {

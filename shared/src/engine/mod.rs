@@ -31,7 +31,8 @@ use crate::integration::{Integration, IntegrationStatus, RunId};
 use crate::lifecycle::{self, Invocation};
 use crate::output::{self, PartFile, PartWriter, RunManifest, WriterOptions};
 use crate::ports::{
-    Bookmark, Checkpoint, Cursor, ErrorRecord, Lease, ObjectSink, Parking, RunState, StateStore, TableRunRecord,
+    Bookmark, BookmarkBase, Checkpoint, Cursor, ErrorRecord, Lease, ObjectSink, Parking, RunState, StateStore,
+    TableRunRecord,
 };
 use crate::runlog::RunLog;
 use crate::{Result, SyncError};
@@ -142,7 +143,7 @@ impl TableRun<'_> {
         record.requests = add(start.earlier_requests(), client.stats());
         record.finished_at = Some(Utc::now());
         let outcome = match result {
-            Ok(Published::Done(manifest)) => self.commit(&start, record, *manifest, log).await,
+            Ok(Published::Done(manifest, base)) => self.commit(&start, record, *manifest, base, log).await,
             Ok(Published::Paused(checkpoint)) => self.park(&start, record, *checkpoint, log).await,
             Err(error) => self.fail(&start, record, error, log).await,
         };
@@ -229,12 +230,17 @@ impl TableRun<'_> {
         start: &Start,
         mut record: TableRunRecord,
         manifest: RunManifest,
+        base: BookmarkBase,
         log: &RunLog,
     ) -> TableRunOutcome {
         record.state = RunState::Succeeded;
-        let bookmark =
-            Bookmark { last_run_started: start.started, run_id: self.run_id.clone(), previous: record.bookmark_before };
-        if let Err(error) = self.deps.state.commit(&start.lease, &bookmark, &record).await {
+        let bookmark = Bookmark {
+            last_run_started: start.started,
+            run_id: self.run_id.clone(),
+            previous: record.bookmark_before,
+            generation: base.next_generation(),
+        };
+        if let Err(error) = self.deps.state.commit(&start.lease, &bookmark, base, &record).await {
             return self.fail(start, record, error, log).await;
         }
         if let Some(parents) = start.checkpoint.as_ref().and_then(|c| c.cursor.parents_key.as_ref())
@@ -309,23 +315,30 @@ impl TableRun<'_> {
     }
 
     /// The incremental window: a continuation's from its checkpoint, a first invocation's from
-    /// the bookmark (a redo of a committed run id reads the window that run read).
-    async fn window(&self, start: &Start, record: &mut TableRunRecord) -> Result<Option<DateTime<Utc>>> {
+    /// the bookmark (a redo of a committed run id reads the window that run read); and the
+    /// bookmark it starts from, which the commit must still find.
+    async fn window(
+        &self,
+        start: &Start,
+        record: &mut TableRunRecord,
+    ) -> Result<(Option<DateTime<Utc>>, BookmarkBase)> {
         if let Some(c) = &start.checkpoint {
             record.bookmark_before = c.bookmark_before;
-            return Ok(c.since);
+            return Ok((c.since, c.bookmark_base));
         }
         let bookmark = self.deps.state.bookmark(&self.integration.name, self.table.name).await?;
+        let base = BookmarkBase::of(bookmark.as_ref());
         record.bookmark_before = match &bookmark {
             Some(b) if &b.run_id == self.run_id => b.previous,
             Some(b) => Some(b.last_run_started),
             None => None,
         };
         let lookback = chrono::Duration::minutes(i64::from(self.integration.lookback_minutes));
-        Ok(self.table.replication.uses_since().then(|| match record.bookmark_before {
+        let since = self.table.replication.uses_since().then(|| match record.bookmark_before {
             Some(before) => (before - lookback).max(self.integration.history_start),
             None => self.integration.history_start,
-        }))
+        });
+        Ok((since, base))
     }
 
     async fn extract_and_publish(
@@ -337,7 +350,7 @@ impl TableRun<'_> {
     ) -> Result<Published> {
         let (integration, table, run_id, sink) = (self.integration, self.table, self.run_id, self.deps.sink);
         let columns = integration.column_selection(table)?;
-        let since = self.window(start, record).await?;
+        let (since, base) = self.window(start, record).await?;
         record.since = since;
         let mut extraction = self.extraction(client, start, since, columns.columns.clone(), log);
         let mut writer = PartWriter::new(sink, &integration.name, table.name, run_id, self.options.writer);
@@ -353,7 +366,7 @@ impl TableRun<'_> {
         if let Extracted::Paused { cursor, not_before } = extracted {
             let parts = writer.checkpoint().await?;
             count_files(record, &parts);
-            let resume = Resume { cursor, parts, unknown_fields, not_before };
+            let resume = Resume { cursor, parts, unknown_fields, not_before, base };
             return Ok(Published::Paused(Box::new(self.checkpoint(start, since, record, resume))));
         }
         let files = writer.finish().await?;
@@ -390,7 +403,7 @@ impl TableRun<'_> {
         sink.put(&key, Bytes::from(body)).await?;
         record.manifest_key = Some(key);
         write_schemas(sink, &integration.name, table, &columns.columns).await?;
-        Ok(Published::Done(Box::new(manifest)))
+        Ok(Published::Done(Box::new(manifest), base))
     }
 
     fn extraction<'e>(
@@ -446,6 +459,7 @@ impl TableRun<'_> {
             invocations: start.seq(),
             not_before: resume.not_before,
             failures: 0,
+            bookmark_base: resume.base,
         }
     }
 }
@@ -456,11 +470,12 @@ struct Resume {
     parts: Vec<PartFile>,
     unknown_fields: Vec<String>,
     not_before: Option<DateTime<Utc>>,
+    base: BookmarkBase,
 }
 
-/// How the extract-and-publish step ended.
+/// How the extract-and-publish step ended: the manifest and the bookmark the commit expects.
 enum Published {
-    Done(Box<RunManifest>),
+    Done(Box<RunManifest>, BookmarkBase),
     Paused(Box<Checkpoint>),
 }
 

@@ -27,8 +27,8 @@ use crate::capsule::{BudgetChange, RateBudget, RateBudgetStore};
 use crate::integration::Integration;
 use crate::integration::RunId;
 use crate::ports::{
-    Bookmark, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, RunState, StateStore, TableRunRecord, TableState,
-    not_waiting_for,
+    Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, RunState, StateStore,
+    TableRunRecord, TableState, not_waiting_for,
 };
 use crate::{Result, SyncError};
 
@@ -337,13 +337,23 @@ impl StateStore for StateFile {
         .await
     }
 
-    async fn commit(&self, lease: &Lease, bookmark: &Bookmark, record: &TableRunRecord) -> Result<()> {
+    async fn commit(
+        &self,
+        lease: &Lease,
+        bookmark: &Bookmark,
+        base: BookmarkBase,
+        record: &TableRunRecord,
+    ) -> Result<()> {
         let (lease, bookmark, record) = (lease.clone(), bookmark.clone(), record.clone());
         self.transact(true, move |doc| {
-            if !lease_is_held(doc, &lease) {
-                return Err(lease.lost());
-            }
             let k = key(&lease.integration, &lease.table);
+            if !lease_is_held(doc, &lease) {
+                // Committed already (this same commit, done twice): nothing more to do.
+                return if doc.bookmarks.get(&k) == Some(&bookmark) { Ok(()) } else { Err(lease.lost()) };
+            }
+            if !base.matches(doc.bookmarks.get(&k)) {
+                return Err(base.moved(&lease.integration, &lease.table));
+            }
             doc.bookmarks.insert(k.clone(), bookmark);
             doc.leases.remove(&k);
             doc.checkpoints.remove(&k);
