@@ -90,7 +90,7 @@ pub async fn clean_up_after(
     let (integration, table) = (&displaced.integration, &displaced.table);
     state.discard_checkpoint(integration, table).await?;
     let Some(run_id) = &displaced.run_id else { return Ok(()) };
-    sink.remove_prefix(&output::run_data_prefix(integration, table, run_id)).await?;
+    output::remove_run_outputs(sink, integration, table, run_id).await?;
     let started = displaced.started_at.unwrap_or(displaced.expires_at);
     let mut record = TableRunRecord::new(integration, table, run_id, RunState::Failed, started);
     record.finished_at = Some(Utc::now());
@@ -179,11 +179,13 @@ pub enum Recovery {
 }
 
 /// Records the stranded invocation `invocation` of a table's run failed and parks its lease for
-/// the next invocation (or ends the run), exactly as [`resume_due`] predicted. Refused
+/// the next invocation (or ends the run and removes its files), exactly as [`resume_due`]
+/// predicted. Refused
 /// ([`SyncError::Superseded`], nothing written) unless that invocation still holds the expired
 /// lease: a duplicate recovery event finds it already handled.
 pub async fn recover_stranded(
     state: &dyn StateStore,
+    sink: &dyn ObjectSink,
     integration: &str,
     table: &str,
     invocation: u32,
@@ -217,10 +219,14 @@ pub async fn recover_stranded(
     let parking = retry_parking(checkpoint.as_ref(), &error, ttl);
     state.record_failure(&lease, &record, parking.as_ref()).await?;
     tracing::warn!(event = "stranded_run", %integration, %table, run_id = %run_id, resumed = parking.is_some());
-    Ok(match parking {
-        Some(p) => Recovery::ContinueAs(p.checkpoint.next_invocation()),
-        None => Recovery::Ended,
-    })
+    match parking {
+        Some(p) => Ok(Recovery::ContinueAs(p.checkpoint.next_invocation())),
+        None => {
+            // The run is over: nothing it wrote may be loaded.
+            output::remove_run_outputs(sink, integration, table, &run_id).await?;
+            Ok(Recovery::Ended)
+        }
+    }
 }
 
 /// Pending → Active after the first successful table load (a no-op otherwise).

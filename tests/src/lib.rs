@@ -16,6 +16,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 pub mod aws;
+pub mod faults;
 pub mod serverless;
 
 pub use capsule_sim;
@@ -149,6 +150,16 @@ impl Default for Local {
 }
 
 /// Reads an NDJSON file (gzip when it ends in .gz), asserting every line is one JSON object.
+/// The rows of an NDJSON object's bytes (gzip undone when `gzipped`).
+pub fn ndjson_rows(bytes: &[u8], gzipped: bool) -> Vec<serde_json::Map<String, Value>> {
+    let reader: Box<dyn BufRead + '_> = if gzipped {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(bytes)))
+    } else {
+        Box::new(BufReader::new(bytes))
+    };
+    reader.lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect()
+}
+
 pub fn read_ndjson(path: &Path) -> Vec<serde_json::Map<String, Value>> {
     let file = std::fs::File::open(path).unwrap();
     let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {

@@ -157,7 +157,8 @@ impl Summary {
 /// Records a stranded invocation failed; the event to continue as, or None when the run ended.
 async fn recover(deps: &Deps, event: &TableSyncEvent, stranded: u32) -> Result<Option<TableSyncEvent>> {
     let ttl = deps.options.lease_ttl;
-    match lifecycle::recover_stranded(deps.state.as_ref(), &event.integration, &event.table, stranded, ttl).await? {
+    let (state, sink) = (deps.state.as_ref(), deps.sink.as_ref());
+    match lifecycle::recover_stranded(state, sink, &event.integration, &event.table, stranded, ttl).await? {
         Recovery::ContinueAs(seq) => Ok(Some(TableSyncEvent { seq: Some(seq), stranded: None, ..event.clone() })),
         Recovery::Ended => Ok(None),
     }

@@ -240,7 +240,9 @@ impl TableRun<'_> {
             previous: record.bookmark_before,
             generation: base.next_generation(),
         };
-        if let Err(error) = self.deps.state.commit(&start.lease, &bookmark, base, &record).await {
+        if let Err(error) = self.deps.state.commit(&start.lease, &bookmark, base, &record).await
+            && !self.committed_anyway(&bookmark, &error, log).await
+        {
             return self.fail(start, record, error, log).await;
         }
         if let Some(parents) = start.checkpoint.as_ref().and_then(|c| c.cursor.parents_key.as_ref())
@@ -255,6 +257,21 @@ impl TableRun<'_> {
                                "requests": record.requests}),
         );
         TableRunOutcome { record, manifest: Some(manifest), error: None }
+    }
+
+    /// Whether a commit that reported `error` landed all the same (its answer was lost): then
+    /// the run succeeded, and treating it as failed would delete the files its bookmark covers.
+    async fn committed_anyway(&self, bookmark: &Bookmark, error: &SyncError, log: &RunLog) -> bool {
+        let stored = self.deps.state.bookmark(&self.integration.name, self.table.name).await;
+        let landed = matches!(&stored, Ok(Some(b)) if b == bookmark);
+        if landed {
+            log.warn(
+                "commit_confirmed",
+                format!("the commit reported `{error}` but had landed"),
+                serde_json::Value::Null,
+            );
+        }
+        landed
     }
 
     /// Paused: the checkpoint is saved and the lease parked for the next invocation.
@@ -297,8 +314,8 @@ impl TableRun<'_> {
         let fields = serde_json::json!({"error_type": error.error_type(), "fault": error.fault(),
                                         "retryable": error.is_retryable(), "checkpoint_kept": retry.is_some()});
         log.error("table_run_failed", format!("{error}; the bookmark did not move"), fields);
-        if retry.is_none() {
-            self.remove_run_files(log).await;
+        if retry.is_none() && !self.lost_to_same_run(&error).await {
+            self.remove_run_outputs(log).await;
         }
         if let Err(e) = self.deps.state.record_failure(&start.lease, &record, retry.as_ref()).await {
             tracing::error!(event = "run_record_failed", error = %e);
@@ -306,12 +323,25 @@ impl TableRun<'_> {
         TableRunOutcome { record, manifest: None, error: Some(error) }
     }
 
-    /// A run that ended in failure publishes nothing: its data files go.
-    async fn remove_run_files(&self, log: &RunLog) {
-        let prefix = output::run_data_prefix(&self.integration.name, self.table.name, self.run_id);
-        if let Err(e) = self.deps.sink.remove_prefix(&prefix).await {
-            log.warn("part_cleanup_failed", format!("{prefix}: {e}"), serde_json::Value::Null);
+    /// A run that ended in failure publishes nothing: its manifest and data files go.
+    async fn remove_run_outputs(&self, log: &RunLog) {
+        let (sink, name, table) = (self.deps.sink, &self.integration.name, self.table.name);
+        if let Err(e) = output::remove_run_outputs(sink, name, table, self.run_id).await {
+            let fields = serde_json::json!({"run_id": self.run_id});
+            log.warn("run_cleanup_failed", format!("removing the failed run's files: {e}"), fields);
         }
+    }
+
+    /// A lease lost to another attempt of this same run id (an event delivered again while this
+    /// one was presumed dead): the keys are that attempt's now, and it replaces or removes them.
+    async fn lost_to_same_run(&self, error: &SyncError) -> bool {
+        if !crate::ports::is_lease_lost(error) {
+            return false;
+        }
+        let states = self.deps.state.table_states(&self.integration.name).await.unwrap_or_default();
+        states.iter().any(|t| {
+            t.table == self.table.name && t.lease.as_ref().is_some_and(|l| l.run_id.as_ref() == Some(self.run_id))
+        })
     }
 
     /// The incremental window: a continuation's from its checkpoint, a first invocation's from

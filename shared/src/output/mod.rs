@@ -13,7 +13,17 @@ mod part_writer;
 pub use manifest::{PartFile, RunManifest};
 pub use part_writer::{Compression, PartWriter, WriterOptions};
 
+use crate::Result;
 use crate::integration::RunId;
+use crate::ports::ObjectSink;
+
+/// Removes everything a table run that will not commit wrote for loaders: its manifest first
+/// (so no manifest ever lists a missing file), then its parents list and its data files.
+pub async fn remove_run_outputs(sink: &dyn ObjectSink, integration: &str, table: &str, run: &RunId) -> Result<()> {
+    sink.delete(&manifest_key(integration, table, run)).await?;
+    sink.delete(&parents_key(integration, table, run)).await?;
+    sink.remove_prefix(&run_data_prefix(integration, table, run)).await
+}
 
 /// The folder of one table run's data files.
 pub fn run_data_prefix(integration: &str, table: &str, run: &RunId) -> String {

@@ -1,0 +1,295 @@
+//! Fault injection around any adapter: a state store and an object sink that behave like the
+//! one they wrap until a chosen step of a table run, where they fail (the call returns an error,
+//! after its effect when the step is "after") or crash (the call never returns: the test drops
+//! the run's future there, as a killed process stops, with no cleanup).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use capsule_shared::capsule::{BudgetChange, BudgetPolicy, Claim, RateBudget, RateBudgetStore};
+use capsule_shared::integration::{Integration, RunId};
+use capsule_shared::ports::{
+    Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, ObjectSink, ObjectUpload, Parking, RunState,
+    StateStore, TableRunRecord, TableState,
+};
+use capsule_shared::{Result, SyncError};
+use tokio::sync::Notify;
+
+/// A step of a table run where a fault can be injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The first part file has been written (visible).
+    PartWritten,
+    /// Every part is written: the run lists its folder for parts of earlier attempts.
+    LastPartWritten,
+    /// The run manifest has been written.
+    ManifestWritten,
+    /// The table's schema files have been written.
+    SchemaWritten,
+    /// The commit (bookmark, run record, lease release in one write) is about to happen.
+    BeforeCommit,
+    /// The commit has happened.
+    AfterCommit,
+    /// The `running` run record is about to be written.
+    RunningRecord,
+    /// The run's process log has been written (after the commit).
+    LogWritten,
+}
+
+impl Step {
+    pub const ALL: [Step; 8] = [
+        Step::PartWritten,
+        Step::LastPartWritten,
+        Step::ManifestWritten,
+        Step::SchemaWritten,
+        Step::BeforeCommit,
+        Step::AfterCommit,
+        Step::RunningRecord,
+        Step::LogWritten,
+    ];
+
+    /// For people (the reliability table).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Step::PartWritten => "after the first part file is written",
+            Step::LastPartWritten => "after the last part file is written",
+            Step::ManifestWritten => "after the manifest is written",
+            Step::SchemaWritten => "after the schema files are written",
+            Step::BeforeCommit => "before the bookmark and run record are written",
+            Step::AfterCommit => "after the bookmark and run record are written",
+            Step::RunningRecord => "when the `running` record is written",
+            Step::LogWritten => "after the process log is written",
+        }
+    }
+}
+
+/// What happens at the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The call returns an error (for "after" steps: after its effect, as when an answer is lost).
+    Fail,
+    /// The call never returns; the run is dropped there (a killed process).
+    Crash,
+}
+
+/// One fault at one step, fired at most once.
+#[derive(Clone)]
+pub struct Injection {
+    pub step: Step,
+    pub fault: Fault,
+    fired: Arc<AtomicBool>,
+    crashed: Arc<Notify>,
+}
+
+impl Injection {
+    pub fn new(step: Step, fault: Fault) -> Injection {
+        Injection { step, fault, fired: Arc::default(), crashed: Arc::default() }
+    }
+
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when the crash happened (the run is then stuck: drop it).
+    pub async fn crashed(&self) {
+        self.crashed.notified().await
+    }
+
+    /// Called by the wrappers at `step`: nothing, an error, or no return at all.
+    async fn at(&self, step: Step) -> Result<()> {
+        if step != self.step || self.fired.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        match self.fault {
+            Fault::Fail => Err(SyncError::Output(format!("injected failure {}", step.describe()))),
+            Fault::Crash => {
+                self.crashed.notify_one();
+                std::future::pending::<()>().await;
+                unreachable!("a crashed call never returns")
+            }
+        }
+    }
+}
+
+/// A state store that injects at the commit and the `running` record.
+pub struct FaultyState {
+    pub inner: Arc<dyn StateStore>,
+    pub injection: Injection,
+}
+
+#[async_trait]
+impl RateBudgetStore for FaultyState {
+    async fn update_budget(&self, key: &str, change: BudgetChange<'_>) -> Result<Option<RateBudget>> {
+        self.inner.update_budget(key, change).await
+    }
+
+    async fn claim(
+        &self,
+        key: &str,
+        policy: &BudgetPolicy,
+        now: i64,
+        known: Option<&RateBudget>,
+    ) -> Result<(Claim, Option<RateBudget>)> {
+        self.inner.claim(key, policy, now, known).await
+    }
+}
+
+#[async_trait]
+impl StateStore for FaultyState {
+    async fn get_integration(&self, name: &str) -> Result<Option<Integration>> {
+        self.inner.get_integration(name).await
+    }
+    async fn create_integration(&self, integration: &Integration) -> Result<()> {
+        self.inner.create_integration(integration).await
+    }
+    async fn update_integration(&self, integration: &Integration) -> Result<()> {
+        self.inner.update_integration(integration).await
+    }
+    async fn list_integrations(&self) -> Result<Vec<Integration>> {
+        self.inner.list_integrations().await
+    }
+    async fn delete_integration(&self, name: &str) -> Result<bool> {
+        self.inner.delete_integration(name).await
+    }
+    async fn bookmark(&self, integration: &str, table: &str) -> Result<Option<Bookmark>> {
+        self.inner.bookmark(integration, table).await
+    }
+    async fn delete_bookmark(&self, integration: &str, table: &str) -> Result<()> {
+        self.inner.delete_bookmark(integration, table).await
+    }
+    async fn acquire_lease(&self, wanted: &Lease) -> Result<LeaseGrant> {
+        self.inner.acquire_lease(wanted).await
+    }
+    async fn resume_lease(
+        &self,
+        integration: &str,
+        table: &str,
+        owner: &str,
+        seq: u32,
+        ttl: Duration,
+    ) -> Result<Lease> {
+        self.inner.resume_lease(integration, table, owner, seq, ttl).await
+    }
+    async fn renew_lease(&self, lease: &Lease) -> Result<()> {
+        self.inner.renew_lease(lease).await
+    }
+    async fn commit(
+        &self,
+        lease: &Lease,
+        bookmark: &Bookmark,
+        base: BookmarkBase,
+        record: &TableRunRecord,
+    ) -> Result<()> {
+        self.injection.at(Step::BeforeCommit).await?;
+        self.inner.commit(lease, bookmark, base, record).await?;
+        self.injection.at(Step::AfterCommit).await
+    }
+    async fn record_failure(&self, lease: &Lease, record: &TableRunRecord, retry: Option<&Parking>) -> Result<()> {
+        self.inner.record_failure(lease, record, retry).await
+    }
+    async fn record_run(&self, record: &TableRunRecord) -> Result<()> {
+        if record.state == RunState::Running {
+            self.injection.at(Step::RunningRecord).await?;
+        }
+        self.inner.record_run(record).await
+    }
+    async fn runs(&self, integration: Option<&str>, limit: usize) -> Result<Vec<TableRunRecord>> {
+        self.inner.runs(integration, limit).await
+    }
+    async fn save_checkpoint(&self, lease: &Lease, parking: &Parking, record: &TableRunRecord) -> Result<()> {
+        self.inner.save_checkpoint(lease, parking, record).await
+    }
+    async fn checkpoint(&self, integration: &str, table: &str, run_id: &RunId) -> Result<Option<Checkpoint>> {
+        self.inner.checkpoint(integration, table, run_id).await
+    }
+    async fn discard_checkpoint(&self, integration: &str, table: &str) -> Result<()> {
+        self.inner.discard_checkpoint(integration, table).await
+    }
+    async fn table_states(&self, integration: &str) -> Result<Vec<TableState>> {
+        self.inner.table_states(integration).await
+    }
+    async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()> {
+        self.inner.record_dispatch(dispatch).await
+    }
+    async fn last_dispatch(&self, integration: &str) -> Result<Option<DispatchRecord>> {
+        self.inner.last_dispatch(integration).await
+    }
+}
+
+/// An object sink that injects after parts, the manifest, the schemas and the log are written,
+/// and at the listing for stale parts.
+pub struct FaultySink {
+    pub inner: Arc<dyn ObjectSink>,
+    pub injection: Injection,
+}
+
+fn step_after_put(key: &str) -> Option<Step> {
+    if key.contains("/schemas/") {
+        Some(Step::SchemaWritten)
+    } else if key.contains("/logs/") {
+        Some(Step::LogWritten)
+    } else if key.contains("/runs/") && !key.ends_with(".parents.json") {
+        Some(Step::ManifestWritten)
+    } else {
+        None
+    }
+}
+
+#[async_trait]
+impl ObjectSink for FaultySink {
+    async fn begin(&self, key: &str) -> Result<Box<dyn ObjectUpload>> {
+        let upload = self.inner.begin(key).await?;
+        let injection = key.contains("/part-").then(|| self.injection.clone());
+        Ok(Box::new(FaultyUpload { inner: upload, injection }))
+    }
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        self.inner.put(key, body).await?;
+        match step_after_put(key) {
+            Some(step) => self.injection.at(step).await,
+            None => Ok(()),
+        }
+    }
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        if prefix.contains("/run=") {
+            self.injection.at(Step::LastPartWritten).await?;
+        }
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn remove_prefix(&self, prefix: &str) -> Result<()> {
+        self.inner.remove_prefix(prefix).await
+    }
+    fn locate(&self, key: &str) -> String {
+        self.inner.locate(key)
+    }
+}
+
+struct FaultyUpload {
+    inner: Box<dyn ObjectUpload>,
+    injection: Option<Injection>,
+}
+
+#[async_trait]
+impl ObjectUpload for FaultyUpload {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.inner.write(chunk).await
+    }
+    async fn finish(self: Box<Self>) -> Result<()> {
+        self.inner.finish().await?;
+        match &self.injection {
+            Some(injection) => injection.at(Step::PartWritten).await,
+            None => Ok(()),
+        }
+    }
+    async fn abort(self: Box<Self>) {
+        self.inner.abort().await
+    }
+}

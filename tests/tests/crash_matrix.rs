@@ -1,0 +1,252 @@
+//! The crash matrix: a table run fails, or is killed, at every step of its commit protocol, on
+//! the local backend (state file + directory) and the AWS backend (DynamoDB + S3 on
+//! moto_server); then the next run of the table goes. Each case checks what a loader and an
+//! operator see afterwards:
+//!
+//! - every data file is listed by exactly one manifest, and every manifest belongs to a run
+//!   recorded `succeeded`: nothing a loader reads is duplicated or left by a failed attempt;
+//! - the current state built from the manifests' files is the simulator's account;
+//! - the run history tells what happened: the faulted run ends `failed` or `succeeded` as the
+//!   table below says, no run is left `running`, the rerun succeeds.
+//!
+//! `docs/reliability.md` is generated from the same table and checked here (set
+//! `UPDATE_RELIABILITY_DOC=1` to rewrite it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use capsule_shared::engine::{self, Deps, LocalDispatch, RunOptions};
+use capsule_shared::integration::RunId;
+use capsule_shared::output::{RunManifest, WriterOptions};
+use capsule_shared::ports::{ObjectSink, RunState, StateStore};
+use capsule_sync_e2e::faults::{Fault, FaultySink, FaultyState, Injection, Step};
+use capsule_sync_e2e::*;
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Local,
+    Aws,
+}
+
+/// How the faulted run must end.
+fn expected(step: Step, fault: Fault) -> RunState {
+    match (step, fault) {
+        // Committed before the fault: the bookmark moved, the files are the run's.
+        (Step::AfterCommit | Step::LogWritten, _) => RunState::Succeeded,
+        // The `running` record is informational: failing to write it changes nothing.
+        (Step::RunningRecord, Fault::Fail) => RunState::Succeeded,
+        _ => RunState::Failed,
+    }
+}
+
+fn how(step: Step, fault: Fault) -> &'static str {
+    match (step, fault) {
+        (Step::AfterCommit, Fault::Fail) => {
+            "the commit landed but reported an error (a lost answer): the run confirms it and succeeds"
+        }
+        (_, Fault::Crash) if expected(step, fault) == RunState::Failed => {
+            "the next run takes the lease over after its TTL, records the killed run `failed` (abandoned) and removes its manifest and files"
+        }
+        (_, Fault::Crash) => "nothing to repair: the next run starts from the moved bookmark",
+        (Step::RunningRecord | Step::LogWritten, Fault::Fail) => "logged as a warning; the run goes on",
+        (_, Fault::Fail) => "the run fails; its manifest and files are removed; the bookmark stays",
+    }
+}
+
+const PARTIES: usize = 250;
+
+async fn adapters(backend: Backend) -> (Arc<dyn StateStore>, Arc<dyn ObjectSink>, Box<dyn std::any::Any>) {
+    match backend {
+        Backend::Local => {
+            let local = Local::new();
+            let state: Arc<dyn StateStore> = Arc::new(local.state.clone());
+            let sink: Arc<dyn ObjectSink> = Arc::new(local.sink.clone());
+            (state, sink, Box::new(local))
+        }
+        Backend::Aws => {
+            let stack = capsule_sync_e2e::aws::AwsStack::new().await;
+            let state: Arc<dyn StateStore> = Arc::new(stack.state.clone());
+            let sink: Arc<dyn ObjectSink> = Arc::new(stack.sink.clone());
+            (state, sink, Box::new(stack))
+        }
+    }
+}
+
+async fn sync_parties(
+    client: &capsule_shared::capsule::CapsuleClient,
+    integration: &capsule_shared::integration::Integration,
+    tables: &[&'static capsule_shared::catalog::TableSpec],
+    deps: Deps<'_>,
+    run_id: RunId,
+    options: RunOptions,
+) -> Vec<engine::TableRunOutcome> {
+    let dispatch = LocalDispatch { concurrency: 1, progress: None };
+    engine::run_tables(client, deps, integration, tables, &run_id, options, dispatch).await
+}
+
+async fn case(step: Step, fault: Fault, backend: Backend) {
+    let sim = start_sim(PARTIES, |_| {}).await;
+    let integration = integration_for(&sim, "acme", "UNUSED");
+    let client = client_for(&sim, "test-token");
+    let (state, sink, _keep) = adapters(backend).await;
+    let options = RunOptions {
+        writer: WriterOptions { part_max_bytes: 16 * 1024, chunk_bytes: 4 * 1024, ..WriterOptions::default() },
+        lease_ttl: Duration::from_secs(1),
+    };
+    let tables = capsule_shared::catalog::resolve_tables(&["parties".to_string()]).unwrap();
+    let sync =
+        |state, sink, run_id| sync_parties(&client, &integration, &tables, Deps { state, sink }, run_id, options);
+
+    // The faulted run.
+    let injection = Injection::new(step, fault);
+    let faulty_state = FaultyState { inner: state.clone(), injection: injection.clone() };
+    let faulty_sink = FaultySink { inner: sink.clone(), injection: injection.clone() };
+    let faulted = RunId::new(chrono::Utc::now());
+    let crashed = tokio::select! {
+        _ = sync(&faulty_state, &faulty_sink, faulted.clone()) => false,
+        () = injection.crashed() => true,
+    };
+    assert!(injection.fired(), "{step:?} was reached");
+    assert_eq!(crashed, fault == Fault::Crash);
+    if crashed {
+        // A killed run's lease is taken over once it expires (DynamoDB: whole seconds).
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+    }
+
+    // The next run, with nothing injected.
+    let rerun = RunId::new(chrono::Utc::now());
+    let outcomes = sync(state.as_ref(), sink.as_ref(), rerun.clone()).await;
+    assert_eq!(outcomes[0].record.state, RunState::Succeeded, "the rerun: {:?}", outcomes[0].error);
+
+    // The history tells what happened.
+    let records = state.runs(Some("acme"), 100).await.unwrap();
+    let mut last: BTreeMap<RunId, RunState> = BTreeMap::new();
+    for r in &records {
+        last.entry(r.run_id.clone()).or_insert(r.state); // newest first
+    }
+    assert_eq!(last.get(&faulted), Some(&expected(step, fault)), "the faulted run's record: {records:#?}");
+    assert_eq!(last.get(&rerun), Some(&RunState::Succeeded));
+    assert!(last.values().all(|s| *s != RunState::Running), "no run left `running`: {records:#?}");
+
+    // What a loader reads: manifests of succeeded runs, each file in one manifest.
+    let mut listed: BTreeMap<String, RunId> = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for key in sink.list("_meta/acme/runs/").await.unwrap() {
+        if !key.ends_with("/parties.json") {
+            continue;
+        }
+        let manifest: RunManifest = serde_json::from_slice(&sink.get(&key).await.unwrap().unwrap()).unwrap();
+        assert_eq!(last.get(&manifest.run_id), Some(&RunState::Succeeded), "{key} belongs to a run that failed");
+        for file in &manifest.files {
+            let previous = listed.insert(file.key.clone(), manifest.run_id.clone());
+            assert!(previous.is_none(), "{} is listed twice", file.key);
+            let bytes = sink.get(&file.key).await.unwrap().unwrap_or_else(|| panic!("{} is missing", file.key));
+            let rows = ndjson_rows(&bytes, file.key.ends_with(".gz"));
+            assert_eq!(rows.len() as u64, file.rows, "{}", file.key);
+            ids.extend(rows.iter().map(|r| r["id"].as_i64().unwrap()));
+        }
+    }
+    let on_disk: BTreeSet<String> = sink.list("acme/parties/").await.unwrap().into_iter().collect();
+    let in_manifests: BTreeSet<String> = listed.keys().cloned().collect();
+    assert_eq!(on_disk, in_manifests, "data files no manifest lists (left by a failed attempt)");
+    assert_eq!(ids.len(), expected_counts(&sim)["parties"], "the current state is the account");
+}
+
+macro_rules! matrix {
+    ($($name:ident: $step:ident, $fault:ident;)*) => {
+        mod local {
+            use super::*;
+            $(#[tokio::test] async fn $name() { case(Step::$step, Fault::$fault, Backend::Local).await })*
+        }
+        mod aws {
+            use super::*;
+            $(#[tokio::test] async fn $name() { case(Step::$step, Fault::$fault, Backend::Aws).await })*
+        }
+        /// Every case, in the order the tests and the document list them.
+        const CASES: &[(Step, Fault)] = &[$((Step::$step, Fault::$fault)),*];
+    };
+}
+
+matrix! {
+    crash_after_a_part: PartWritten, Crash;
+    fail_after_a_part: PartWritten, Fail;
+    crash_after_the_last_part: LastPartWritten, Crash;
+    fail_after_the_last_part: LastPartWritten, Fail;
+    crash_after_the_manifest: ManifestWritten, Crash;
+    fail_after_the_manifest: ManifestWritten, Fail;
+    crash_after_the_schemas: SchemaWritten, Crash;
+    fail_after_the_schemas: SchemaWritten, Fail;
+    crash_before_the_commit: BeforeCommit, Crash;
+    fail_before_the_commit: BeforeCommit, Fail;
+    crash_after_the_commit: AfterCommit, Crash;
+    fail_after_the_commit: AfterCommit, Fail;
+    crash_at_the_running_record: RunningRecord, Crash;
+    fail_at_the_running_record: RunningRecord, Fail;
+    crash_after_the_log: LogWritten, Crash;
+    fail_after_the_log: LogWritten, Fail;
+}
+
+fn reliability_doc() -> String {
+    let mut doc = String::from(
+        "# Reliability: every fault tried\n\n\
+         Generated from `tests/tests/crash_matrix.rs` (the test fails when this file and the cases differ;\n\
+         `UPDATE_RELIABILITY_DOC=1` rewrites it). Each case runs on both backends — the state file with a\n\
+         directory, and DynamoDB with S3 on moto_server — as its own test: a `parties` run of a 250-party\n\
+         account (16 KiB parts, so several) is faulted at the step, then the table's next run goes.\n\
+         Injection: `tests/src/faults.rs` wraps the real adapters; *fail* makes the call return an error\n\
+         (after its effect, for \"after\" steps), *crash* makes it never return and drops the run there,\n\
+         as a killed process stops. Every case asserts, on both backends: the rerun succeeds; every data\n\
+         file is listed by exactly one manifest and every manifest belongs to a `succeeded` run; the\n\
+         current state built from the manifests equals the simulator's account; no run is left\n\
+         `running`; the faulted run's record is as below.\n\n\
+         | # | step | fault | faulted run ends | what happens | tests |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for (i, (step, fault)) in CASES.iter().enumerate() {
+        let name = test_name(*step, *fault);
+        doc.push_str(&format!(
+            "| {} | {} | {} | `{}` | {} | `local::{name}`, `aws::{name}` |\n",
+            i + 1,
+            step.describe(),
+            match fault {
+                Fault::Fail => "fail",
+                Fault::Crash => "crash",
+            },
+            expected(*step, *fault).as_str(),
+            how(*step, *fault),
+        ));
+    }
+    doc.push_str(&format!("\n{} cases, {} tests.\n", CASES.len(), CASES.len() * 2));
+    doc
+}
+
+fn test_name(step: Step, fault: Fault) -> String {
+    let fault = match fault {
+        Fault::Fail => "fail",
+        Fault::Crash => "crash",
+    };
+    let step = match step {
+        Step::PartWritten => "after_a_part",
+        Step::LastPartWritten => "after_the_last_part",
+        Step::ManifestWritten => "after_the_manifest",
+        Step::SchemaWritten => "after_the_schemas",
+        Step::BeforeCommit => "before_the_commit",
+        Step::AfterCommit => "after_the_commit",
+        Step::RunningRecord => "at_the_running_record",
+        Step::LogWritten => "after_the_log",
+    };
+    format!("{fault}_{step}")
+}
+
+#[test]
+fn the_reliability_document_lists_every_case() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/reliability.md");
+    let wanted = reliability_doc();
+    if std::env::var_os("UPDATE_RELIABILITY_DOC").is_some() {
+        std::fs::write(path, &wanted).unwrap();
+    }
+    let found = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(found == wanted, "docs/reliability.md is out of date: run with UPDATE_RELIABILITY_DOC=1");
+    assert!(Step::ALL.iter().all(|s| CASES.iter().any(|(c, _)| c == s)), "every step has a case");
+}
