@@ -139,7 +139,7 @@ pub trait StateStore: RateBudgetStore + Send + Sync {
     /// Tables of an integration with a lease or a checkpoint: runs in progress or waiting.
     async fn table_states(&self, integration: &str) -> Result<Vec<TableState>>;
 
-    /// Records that the scheduler dispatched a run.
+    /// Records a scheduled run's dispatch; a record of the same run replaces the earlier one.
     async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()>;
 
     /// The latest dispatch of an integration.
@@ -171,9 +171,12 @@ pub struct Cursor {
     /// end of the pass mean its pages shifted.
     #[serde(default)]
     pub baseline: Vec<i64>,
-    /// Every page of the pass is read; only the check of the deleted feed remains.
+    /// Every page of the pass is read; only the check for shifted pages remains.
     #[serde(default)]
     pub checking: bool,
+    /// The current pass's record counts (listings with no deleted feed).
+    #[serde(default)]
+    pub count: PassCount,
     /// Fan-out tables: the object holding the parents found so far (beside the run's manifest:
     /// 100k parents would not fit a DynamoDB item). Complete unless `discovery` is set; never
     /// rediscovered by a continuation.
@@ -191,6 +194,45 @@ pub struct Discovery {
     pub route: usize,
     /// Its next page; None = the start of the route.
     pub next_url: Option<String>,
+    /// Re-reads of the route so far (deletions shifted its pages).
+    #[serde(default)]
+    pub pass: u32,
+    /// The current pass's record counts.
+    #[serde(default)]
+    pub count: PassCount,
+}
+
+/// How a pass over a listing with no deleted feed notices deletions while it pages: it counts
+/// the records the listing holds after its first page (when there are more pages), and compares
+/// with what its pages showed by the end. Fewer means records were deleted from pages already
+/// read, and offset paging may have skipped one. (A creation in the same pass can hide a
+/// deletion from this count: the documented limit.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassCount {
+    /// Records the listing held as the pass began; None when it fitted one page.
+    pub at_start: Option<usize>,
+    /// Records per full page (as the first page showed).
+    pub per_page: usize,
+    /// Pages read in this pass.
+    pub pages: u32,
+    /// Records on the latest page read.
+    pub last_items: usize,
+}
+
+impl PassCount {
+    pub fn read_page(&mut self, items: usize) {
+        if self.pages == 0 {
+            self.per_page = items;
+        }
+        self.pages += 1;
+        self.last_items = items;
+    }
+
+    /// Whether the listing held fewer records by the end of the pass than at its start.
+    pub fn shrank(&self) -> bool {
+        let at_end = (self.pages.saturating_sub(1) as usize) * self.per_page + self.last_items;
+        self.at_start.is_some_and(|start| at_end < start)
+    }
 }
 
 /// What a continued run needs to carry on as the same run.
@@ -262,7 +304,8 @@ pub struct DispatchRecord {
     pub run_id: RunId,
     pub tables: Vec<String>,
     pub dispatched_at: DateTime<Utc>,
-    /// Tables whose dispatch failed, with the error.
+    /// Tables not dispatched yet, with why (every table, until their invocations are sent):
+    /// the next tick dispatches them under the same run id.
     #[serde(default)]
     pub failed: Vec<(String, String)>,
 }

@@ -157,6 +157,9 @@ struct Invoker {
     errors: std::sync::Mutex<Vec<String>>,
     /// Wall time of every invocation (what Lambda bills).
     durations: std::sync::Mutex<Vec<std::time::Duration>>,
+    /// Events for these tables are refused by the Invoke API itself (as when it is throttled
+    /// or denied), before anything runs.
+    refused_tables: std::sync::Mutex<Vec<String>>,
 }
 
 /// The Lambda Invoke API (`POST /2015-03-31/functions/{name}/invocations`) on loopback, running
@@ -182,6 +185,7 @@ impl LocalLambda {
             invocations: AtomicUsize::new(0),
             errors: Default::default(),
             durations: Default::default(),
+            refused_tables: Default::default(),
         });
         let app =
             Router::new().route("/2015-03-31/functions/{name}/invocations", post(invoke)).with_state(invoker.clone());
@@ -224,6 +228,11 @@ impl LocalLambda {
     /// Errors that background invocations returned.
     pub fn errors(&self) -> Vec<String> {
         self.invoker.errors.lock().unwrap().clone()
+    }
+
+    /// Makes the Invoke API refuse events for these tables (none: accept everything again).
+    pub fn refuse_tables(&self, tables: &[&str]) {
+        *self.invoker.refused_tables.lock().unwrap() = tables.iter().map(|t| t.to_string()).collect();
     }
 
     /// How long each invocation ran.
@@ -269,6 +278,14 @@ async fn invoke(
         Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid payload: {e}")).into_response(),
     };
     let asynchronous = headers.get("x-amz-invocation-type").and_then(|v| v.to_str().ok()) == Some("Event");
+    let table = event.get("table").and_then(|t| t.as_str()).unwrap_or_default();
+    if invoker.refused_tables.lock().unwrap().iter().any(|t| t == table) {
+        let body =
+            serde_json::json!({"Type": "User", "message": "The role defined for the function cannot be assumed"});
+        let mut r = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        r.headers_mut().insert("x-amzn-errortype", "InvalidParameterValueException".parse().unwrap());
+        return r;
+    }
     invoker.in_flight.fetch_add(1, Ordering::SeqCst);
     let run = {
         let invoker = invoker.clone();

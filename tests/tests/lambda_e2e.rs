@@ -109,7 +109,11 @@ async fn a_run_continues_itself_across_a_small_time_budget() {
     assert_eq!(unique.len(), 500, "nothing read twice, nothing skipped across continuations");
     let manifest = w.manifest("entries", run_id.as_str()).await;
     assert_eq!(manifest["files"].as_array().unwrap().len(), continued + 1, "a part per invocation");
-    assert_eq!(manifest["requests"].as_u64().unwrap(), 5, "requests counted across invocations");
+    // Every request of every invocation: the five pages and the count of the listing (the
+    // paging-shift check), as the simulator saw them.
+    let requests = w.sim.stats().count("GET /entries");
+    assert!(requests > 5, "{requests}");
+    assert_eq!(manifest["requests"].as_u64().unwrap(), requests, "requests counted across invocations");
     let bookmark = state.bookmark("acme", "entries").await.unwrap().unwrap();
     assert_eq!(bookmark.run_id, run_id);
     assert!(state.checkpoint("acme", "entries", &run_id).await.unwrap().is_none());
@@ -365,4 +369,60 @@ async fn a_failed_continuation_keeps_its_checkpoint_and_parts_for_the_retry() {
     let rows = manifest_rows(&w, "entries", run_id.as_str()).await;
     let ids: BTreeSet<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!((rows.len(), ids.len()), (500, 500), "every row once");
+}
+
+/// A scheduled run records what it really dispatched: tables whose invoke failed stay pending
+/// and the next tick sends them under the same run id (no new run of the whole integration);
+/// a run interrupted after recording its intent is finished the same way; forced and partial
+/// manual runs do not move the schedule.
+#[tokio::test]
+async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() {
+    let w = world(50).await;
+    let state = &w.stack.state;
+    w.lambda.refuse_tables(&["users", "teams"]);
+    let summary = w.invoke("orchestrator", scheduled_tick()).await;
+    let run_id = summary["dispatched"][0]["run_id"].as_str().unwrap().to_string();
+    let failed: Vec<&str> =
+        summary["dispatched"][0]["failed"].as_array().unwrap().iter().map(|f| f[0].as_str().unwrap()).collect();
+    assert_eq!(failed, ["teams", "users"], "{summary}");
+    w.lambda.wait_idle().await;
+    let record = state.last_dispatch("acme").await.unwrap().unwrap();
+    assert_eq!(record.run_id.as_str(), run_id);
+    assert_eq!(record.failed.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["teams", "users"]);
+
+    // The next tick: only the two pending tables, same run id; the integration is not due again.
+    w.lambda.refuse_tables(&[]);
+    let summary = w.invoke("orchestrator", scheduled_tick()).await;
+    let dispatched = summary["dispatched"].as_array().unwrap();
+    assert_eq!(dispatched.len(), 1, "{summary}");
+    assert_eq!(dispatched[0]["run_id"], run_id.as_str());
+    assert_eq!(dispatched[0]["tables"], json!(["teams", "users"]));
+    w.lambda.wait_idle().await;
+    assert!(state.last_dispatch("acme").await.unwrap().unwrap().failed.is_empty());
+    let runs = state.runs(Some("acme"), 100).await.unwrap();
+    let succeeded = runs.iter().filter(|r| r.run_id.as_str() == run_id && r.state == RunState::Succeeded).count();
+    assert_eq!(succeeded, 22, "every table of the one run");
+
+    // Forced and partial manual runs leave the schedule alone.
+    w.invoke("orchestrator", json!({"integration": "acme", "tables": ["users"], "force": true})).await;
+    w.lambda.wait_idle().await;
+    assert_eq!(state.last_dispatch("acme").await.unwrap().unwrap().run_id.as_str(), run_id);
+
+    // An orchestrator that died after recording its intent: the next tick sends it all, same run id.
+    let intent: RunId = RunId::new(Utc::now());
+    let tables = vec!["users".to_string(), "teams".to_string()];
+    let pending = tables.iter().map(|t| (t.clone(), "not dispatched yet".to_string())).collect();
+    let record = capsule_shared::ports::DispatchRecord {
+        integration: "acme".into(),
+        run_id: intent.clone(),
+        tables,
+        dispatched_at: Utc::now(),
+        failed: pending,
+    };
+    state.record_dispatch(&record).await.unwrap();
+    let summary = w.invoke("orchestrator", scheduled_tick()).await;
+    assert_eq!(summary["dispatched"][0]["run_id"], intent.as_str(), "{summary}");
+    w.lambda.wait_idle().await;
+    let runs = state.runs(Some("acme"), 200).await.unwrap();
+    assert_eq!(runs.iter().filter(|r| r.run_id == intent && r.state == RunState::Succeeded).count(), 2);
 }

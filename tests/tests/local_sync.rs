@@ -478,3 +478,78 @@ async fn a_deletion_on_an_earlier_page_while_paging_does_not_lose_a_later_record
         std::fs::read_to_string(local.output().join(format!("_meta/acme/logs/{run}/parties-001.ndjson"))).unwrap();
     assert!(log.contains("paging_shift_reread"), "{log}");
 }
+
+/// Entries have no deleted feed: the guard reads the pass's last page again and finds it
+/// shorter when records were deleted from earlier pages meanwhile, then reads the listing again.
+#[tokio::test]
+async fn a_deletion_while_paging_a_listing_without_a_deleted_feed_loses_nothing() {
+    let sim = start_sim(500, |_| {}).await;
+    let local = Local::new();
+    let integration = integration_for(&sim, "acme", "UNUSED");
+    let client = client_for(&sim, "test-token");
+    // A quiet run first: its requests are the pages plus the count after page 1.
+    let (_, quiet) = local.sync(&client, &integration, &["entries"], RunOptions::default()).await;
+    let pages = expected_counts(&sim)["entries"].div_ceil(100) as u64;
+    let counting = quiet[0].record.requests.requests - pages;
+    assert!(counting > 0 && counting <= 2 * pages.ilog2() as u64 + 2, "{counting} requests to count {pages} pages");
+    sim.reset_stats();
+
+    // The first entry `GET /entries` lists (newest first) is on page 1: delete it once page 2
+    // has been asked for (after page 1 and the count).
+    let first = sim.with_account(|a| a.entry_order[0]);
+    sim.add_fault(slow_pages("/entries", 300));
+    let sync = local.sync(&client, &integration, &["entries"], RunOptions::default());
+    let delete = async {
+        while sim.stats().count("GET /entries") < 2 + counting {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sim.mutate(Mutation { kind: MutationKind::Entries, op: MutationOp::Delete, count: 1, ids: vec![first] })
+            .unwrap();
+    };
+    let ((run, outcomes), ()) = tokio::join!(sync, delete);
+    assert_eq!(outcomes[0].record.state, RunState::Succeeded, "{:?}", outcomes[0].error);
+    let written: BTreeSet<i64> =
+        local.rows("acme", "entries", &run).iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    let alive: BTreeSet<i64> = sim.with_account(|a| a.entries.keys().copied().collect());
+    let missing: Vec<&i64> = alive.difference(&written).collect();
+    assert!(missing.is_empty(), "records lost to the page shift: {missing:?}");
+    let log =
+        std::fs::read_to_string(local.output().join(format!("_meta/acme/logs/{run}/entries-001.ndjson"))).unwrap();
+    assert!(log.contains("paging_shift_reread"), "{log}");
+}
+
+/// Deletions that go on through every re-read: the run fails (retryable), logged, and its
+/// bookmark stays, so the next run reads the window again; nothing is published.
+#[tokio::test]
+async fn pages_that_keep_shifting_fail_the_run_without_moving_the_bookmark() {
+    let sim = start_sim(500, |_| {}).await;
+    let local = Local::new();
+    let integration = integration_for(&sim, "acme", "UNUSED");
+    let client = client_for(&sim, "test-token");
+    sim.add_fault(slow_pages("/entries", 100));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let sync = async {
+        let result = local.sync(&client, &integration, &["entries"], RunOptions::default()).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        result
+    };
+    let keep_deleting = async {
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let newest = sim.with_account(|a| a.entry_order[0]);
+            sim.mutate(Mutation { kind: MutationKind::Entries, op: MutationOp::Delete, count: 1, ids: vec![newest] })
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    };
+    let ((run, outcomes), ()) = tokio::join!(sync, keep_deleting);
+    let outcome = &outcomes[0];
+    assert_eq!(outcome.record.state, RunState::Failed);
+    let error = outcome.error.as_ref().unwrap();
+    assert!(error.is_retryable() && error.to_string().contains("kept being deleted"), "{error}");
+    assert!(local.state.bookmark("acme", "entries").await.unwrap().is_none(), "the bookmark did not move");
+    assert!(local.run_files("acme", "entries", &run).is_empty(), "nothing published");
+    let log =
+        std::fs::read_to_string(local.output().join(format!("_meta/acme/logs/{run}/entries-001.ndjson"))).unwrap();
+    assert_eq!(log.matches("paging_shift_reread").count(), 2, "two re-reads first: {log}");
+    assert!(log.contains("paging_shift_persisted"), "{log}");
+}

@@ -86,6 +86,7 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
     for integration in integrations {
         if scheduled {
             summary.resumed.extend(resume(&integration, deps).await?);
+            summary.dispatched.extend(dispatch_pending(&integration, deps).await?);
         }
         if let Some(reason) = why_not_due(&integration, deps, now, request.force && !scheduled).await? {
             tracing::info!(event = "integration_skipped", integration = %integration.name, %reason);
@@ -96,7 +97,9 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
             Some(tables) => tables.clone(),
             None => integration.selected_tables()?,
         };
-        summary.dispatched.push(dispatch(&integration, &tables, deps, now).await?);
+        // A forced or partial manual run leaves the schedule as it was.
+        let on_schedule = scheduled || (!request.force && tables_asked.is_none());
+        summary.dispatched.push(dispatch(&integration, &tables, deps, now, on_schedule).await?);
     }
     Ok(summary)
 }
@@ -140,18 +143,46 @@ async fn why_not_due(
     Ok((now < due_at).then(|| format!("not due until {}", due_at.to_rfc3339())))
 }
 
+/// Dispatches one table-sync invocation per table under a new run id. A run on the schedule (a
+/// tick, or a manual full run that was due) records its intent first (every table pending),
+/// then what is still pending after the invokes: a crash or a retry of this invocation re-sends
+/// nothing that was sent, and a table whose invoke failed is sent by the next tick under the
+/// same run id. Forced and partial manual runs record nothing: they never postpone the schedule.
 async fn dispatch(
     integration: &Integration,
     tables: &[&'static catalog::TableSpec],
     deps: &Deps,
     now: DateTime<Utc>,
+    on_schedule: bool,
 ) -> Result<Dispatched> {
     let run_id = RunId::new(now);
+    let names: Vec<String> = tables.iter().map(|t| t.name.to_string()).collect();
+    let mut record = DispatchRecord {
+        integration: integration.name.clone(),
+        run_id: run_id.clone(),
+        tables: names.clone(),
+        dispatched_at: now,
+        failed: names.iter().map(|t| (t.clone(), "not dispatched yet".to_string())).collect(),
+    };
+    if on_schedule {
+        deps.state.record_dispatch(&record).await?;
+    }
+    record.failed = send(integration, &names, &run_id, deps).await;
+    if on_schedule {
+        deps.state.record_dispatch(&record).await?;
+    }
+    tracing::info!(event = "integration_dispatched", integration = %integration.name, run_id = %run_id,
+                   tables = names.len(), failed = record.failed.len());
+    Ok(Dispatched { integration: integration.name.clone(), run_id, tables: names, failed: record.failed })
+}
+
+/// Invokes table-sync for each table of a run; the tables whose invoke failed, with why.
+async fn send(integration: &Integration, tables: &[String], run_id: &RunId, deps: &Deps) -> Vec<(String, String)> {
     let mut failed = Vec::new();
     for table in tables {
         let event = TableSyncEvent {
             integration: integration.name.clone(),
-            table: table.name.to_string(),
+            table: table.clone(),
             run_id: run_id.clone(),
             continuation: false,
             max_seconds: None,
@@ -159,19 +190,28 @@ async fn dispatch(
             stranded: None,
         };
         if let Err(e) = deps.dispatcher.dispatch(&event).await {
-            tracing::error!(event = "dispatch_failed", table = table.name, error = %e);
-            failed.push((table.name.to_string(), e.to_string()));
+            tracing::error!(event = "dispatch_failed", %table, error = %e);
+            failed.push((table.clone(), e.to_string()));
         }
     }
-    let names: Vec<String> = tables.iter().map(|t| t.name.to_string()).collect();
-    let record = DispatchRecord {
-        integration: integration.name.clone(),
-        run_id: run_id.clone(),
-        tables: names.clone(),
-        dispatched_at: now,
-        failed: failed.clone(),
-    };
+    failed
+}
+
+/// The tables the last scheduled run could not dispatch, sent now under its run id.
+async fn dispatch_pending(integration: &Integration, deps: &Deps) -> Result<Option<Dispatched>> {
+    let Some(mut record) = deps.state.last_dispatch(&integration.name).await? else { return Ok(None) };
+    if record.failed.is_empty() || integration.status == IntegrationStatus::Paused {
+        return Ok(None);
+    }
+    let pending: Vec<String> = record.failed.iter().map(|(t, _)| t.clone()).collect();
+    record.failed = send(integration, &pending, &record.run_id, deps).await;
     deps.state.record_dispatch(&record).await?;
-    tracing::info!(event = "integration_dispatched", integration = %integration.name, run_id = %run_id, tables = names.len());
-    Ok(Dispatched { integration: integration.name.clone(), run_id, tables: names, failed })
+    tracing::info!(event = "pending_tables_dispatched", integration = %integration.name, run_id = %record.run_id,
+                   tables = pending.len(), failed = record.failed.len());
+    Ok(Some(Dispatched {
+        integration: integration.name.clone(),
+        run_id: record.run_id,
+        tables: pending,
+        failed: record.failed,
+    }))
 }

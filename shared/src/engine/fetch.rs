@@ -20,7 +20,7 @@ use crate::capsule::{CapsuleClient, ListingPage};
 use crate::catalog::{Constant, Fetch, Listing, ParentDiscovery, TableSpec};
 use crate::integration::{FanOutMode, RunId};
 use crate::output::{self, PartWriter};
-use crate::ports::{Cursor, Discovery, ObjectSink};
+use crate::ports::{Cursor, Discovery, ObjectSink, PassCount};
 use crate::runlog::RunLog;
 use crate::{Result, SyncError};
 
@@ -86,14 +86,14 @@ pub enum Extracted {
     /// Stopped: near the deadline (`not_before` None), or because nothing may be sent to Capsule
     /// before `not_before`. Resume at `cursor`.
     Paused {
-        cursor: Cursor,
+        cursor: Box<Cursor>,
         not_before: Option<DateTime<Utc>>,
     },
 }
 
 /// Why reading stopped early: a pause (resumable at the cursor) or a failure.
 enum Halt {
-    Pause(Cursor, Option<DateTime<Utc>>),
+    Pause(Box<Cursor>, Option<DateTime<Utc>>),
     Fail(SyncError),
 }
 
@@ -107,7 +107,7 @@ impl From<SyncError> for Halt {
 /// is made again on resume); anything else fails it.
 fn halt_at(error: SyncError, cursor: &Cursor) -> Halt {
     match error {
-        SyncError::Throttled { until, .. } => Halt::Pause(cursor.clone(), Some(until)),
+        SyncError::Throttled { until, .. } => Halt::Pause(Box::new(cursor.clone()), Some(until)),
         other => Halt::Fail(other),
     }
 }
@@ -202,11 +202,7 @@ impl Extraction<'_> {
                     pass_started: Some(Utc::now()),
                     ..Cursor::default()
                 };
-                let message = format!(
-                    "records were deleted while {} was paged (offset paging may have skipped one): reading it again",
-                    listing.path
-                );
-                self.log.warn("paging_shift_reread", message, serde_json::json!({"pass": at.pass}));
+                self.log_reread(listing, at.pass);
                 continue;
             }
             at = Cursor { listing: at.listing + 1, pass_started: Some(Utc::now()), ..Cursor::default() };
@@ -218,7 +214,7 @@ impl Extraction<'_> {
     /// already shows (that can't shift the pass's pages).
     async fn begin_pass(&mut self, listing: &Listing, at: &mut Cursor) -> Result<(), Halt> {
         if self.should_pause() {
-            return Err(Halt::Pause(at.clone(), None));
+            return Err(Halt::Pause(Box::new(at.clone()), None));
         }
         if let Some(feed) = listing.deleted_feed {
             let since = at.pass_started.unwrap_or(self.started);
@@ -227,14 +223,97 @@ impl Extraction<'_> {
         Ok(())
     }
 
-    /// After a pass's last page: whether the deleted feed gained ids meanwhile (at most
-    /// [`MAX_REREADS`] re-reads).
+    /// After a pass's last page: whether records were deleted from pages already read while it
+    /// ran (offset paging then skips one per deletion). Shifts after [`MAX_REREADS`] re-reads
+    /// fail the run, so its bookmark stays and the next run reads the window again.
     async fn pages_shifted(&mut self, listing: &Listing, at: &Cursor) -> Result<bool, Halt> {
-        let Some(feed) = listing.deleted_feed.filter(|_| at.pass < MAX_REREADS) else { return Ok(false) };
+        let shifted = match listing.deleted_feed {
+            Some(feed) => self.deleted_feed_grew(feed, at).await?,
+            None => at.count.shrank(),
+        };
+        self.give_up_after_rereads(listing, shifted, at.pass)
+    }
+
+    /// A shift seen after [`MAX_REREADS`] re-reads fails the run (logged); before, the caller
+    /// reads the listing again.
+    fn give_up_after_rereads(&self, listing: &Listing, shifted: bool, pass: u32) -> Result<bool, Halt> {
+        if !shifted || pass < MAX_REREADS {
+            return Ok(shifted);
+        }
+        let message = format!(
+            "records kept being deleted while {} was paged ({} passes): a record may have been skipped",
+            listing.path,
+            pass + 1
+        );
+        self.log.warn("paging_shift_persisted", message.clone(), serde_json::json!({"pass": pass}));
+        let request = format!("GET {} (every page)", listing.path);
+        Err(Halt::Fail(SyncError::Transient { request, message }))
+    }
+
+    fn log_reread(&self, listing: &Listing, pass: u32) {
+        let message = format!(
+            "records were deleted while {} was paged (offset paging may have skipped one): reading it again",
+            listing.path
+        );
+        self.log.warn("paging_shift_reread", message, serde_json::json!({"pass": pass}));
+    }
+
+    /// Whether the deleted feed lists ids it did not before the pass.
+    async fn deleted_feed_grew(&mut self, feed: &str, at: &Cursor) -> Result<bool, Halt> {
         let since = at.pass_started.unwrap_or(self.started);
         let now = self.deleted_ids(feed, since).await.map_err(|e| halt_at(e, at))?;
         let baseline: BTreeSet<i64> = at.baseline.iter().copied().collect();
         Ok(!now.is_subset(&baseline))
+    }
+
+    /// Early in a pass (after its first page, when more follow; or the first page after a
+    /// resume that interrupted the count): how many records the listing holds now. `page_url`
+    /// is a page of the listing (any page: the count asks for others by number).
+    async fn count_at_start(
+        &mut self,
+        envelope: &str,
+        count: &PassCount,
+        page_url: Option<&str>,
+        at: &Cursor,
+    ) -> Result<Option<usize>, Halt> {
+        let Some(url) = page_url.filter(|_| count.at_start.is_none()) else { return Ok(None) };
+        let url = Url::parse(url).map_err(|e| SyncError::Internal(format!("page URL `{url}`: {e}")))?;
+        Ok(Some(self.count_records(&url, count.per_page, envelope, at).await?))
+    }
+
+    /// How many records a listing holds now, from its first page's URL and size: pages probed
+    /// by doubling, then by halving between the last full and the first empty one (about
+    /// 2·log2(pages) requests: 28 for 10,000 pages).
+    async fn count_records(
+        &mut self,
+        first: &Url,
+        per_page: usize,
+        envelope: &str,
+        at: &Cursor,
+    ) -> Result<usize, Halt> {
+        let items_on = async |n: usize, this: &mut Self| -> Result<usize, Halt> {
+            let url = with_page(first, n);
+            let page = this.client.get_listing_page(&url, envelope, &[]).await.map_err(|e| halt_at(e, at))?;
+            this.pages_read += 1;
+            Ok(page.page.items.len())
+        };
+        let (mut full, mut empty) = (1usize, 2usize);
+        loop {
+            match items_on(empty, self).await? {
+                0 => break,
+                n if n < per_page => return Ok((empty - 1) * per_page + n),
+                _ => (full, empty) = (empty, empty * 2),
+            }
+        }
+        while empty - full > 1 {
+            let mid = (full + empty) / 2;
+            match items_on(mid, self).await? {
+                0 => empty = mid,
+                n if n < per_page => return Ok((mid - 1) * per_page + n),
+                _ => full = mid,
+            }
+        }
+        Ok(full * per_page)
     }
 
     /// Pages through one listing from `at.next_url` (or its first page) and writes its rows.
@@ -255,12 +334,21 @@ impl Extraction<'_> {
             at.next_url = pager.peek_next().map(Url::to_string);
             let Some(page) = pager.next_page().await.map_err(|e| halt_at(e, at))? else { break };
             self.pages_read += 1;
+            let this_page = at.next_url.take();
+            at.count.read_page(page.page.items.len());
             self.write_page(listing, page, writer).await?;
+            at.next_url = pager.peek_next().map(Url::to_string);
+            if listing.deleted_feed.is_none() && at.next_url.is_some() {
+                // A pause while counting resumes after this page (the cursor), count still to do.
+                if let Some(total) = self.count_at_start(listing.envelope, &at.count, this_page.as_deref(), at).await? {
+                    at.count.at_start = Some(total);
+                }
+            }
             if let Some(next) = pager.peek_next()
                 && self.should_pause()
             {
                 at.next_url = Some(next.to_string());
-                return Err(Halt::Pause(at.clone(), None));
+                return Err(Halt::Pause(Box::new(at.clone()), None));
             }
         }
         at.next_url = None;
@@ -356,7 +444,7 @@ impl Extraction<'_> {
             }
             i += 1;
             if i < todo.len() && self.should_pause() {
-                return Err(Halt::Pause(at_parent(i), None));
+                return Err(Halt::Pause(Box::new(at_parent(i)), None));
             }
         }
         Ok(())
@@ -421,6 +509,18 @@ impl Extraction<'_> {
                     Cursor { discovery: Some(at.clone()), parents_key: parents_key.clone(), ..Cursor::default() };
                 let Some(page) = pager.next_page().await.map_err(|e| halt_at(e, &cursor))? else { break };
                 self.pages_read += 1;
+                let this_page = at.next_url.clone();
+                at.count.read_page(page.page.items.len());
+                if pager.peek_next().is_some() {
+                    at.next_url = pager.peek_next().map(Url::to_string);
+                    let cursor =
+                        Cursor { discovery: Some(at.clone()), parents_key: parents_key.clone(), ..Cursor::default() };
+                    let envelope = route.listing.envelope;
+                    if let Some(total) = self.count_at_start(envelope, &at.count, this_page.as_deref(), &cursor).await?
+                    {
+                        at.count.at_start = Some(total);
+                    }
+                }
                 for item in page.page.items {
                     let record = into_object(item, route.listing.path, route.listing.envelope)?;
                     if !matches_all(&record, route.listing.filters) {
@@ -437,10 +537,15 @@ impl Extraction<'_> {
                 {
                     at.next_url = Some(next.to_string());
                     let cursor = Cursor { discovery: Some(at), parents_key, ..Cursor::default() };
-                    return Err(Halt::Pause(cursor, None));
+                    return Err(Halt::Pause(Box::new(cursor), None));
                 }
             }
-            at = Discovery { route: at.route + 1, next_url: None };
+            if self.give_up_after_rereads(&route.listing, at.count.shrank(), at.pass)? {
+                at = Discovery { route: at.route, pass: at.pass + 1, ..Discovery::default() };
+                self.log_reread(&route.listing, at.pass);
+                continue;
+            }
+            at = Discovery { route: at.route + 1, ..Discovery::default() };
         }
         Ok(())
     }
@@ -510,4 +615,13 @@ fn into_object(item: Value, path: &str, envelope: &str) -> Result<Map<String, Va
             message: format!("an item of `{envelope}` is not an object: {other}"),
         }),
     }
+}
+
+/// `url` asking for page `n`.
+fn with_page(url: &Url, n: usize) -> Url {
+    let pairs: Vec<(String, String)> =
+        url.query_pairs().filter(|(k, _)| k != "page").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let mut out = url.clone();
+    out.query_pairs_mut().clear().extend_pairs(pairs).append_pair("page", &n.to_string());
+    out
 }

@@ -396,7 +396,7 @@ impl TableRun<'_> {
         if let Extracted::Paused { cursor, not_before } = extracted {
             let parts = writer.checkpoint().await?;
             count_files(record, &parts);
-            let resume = Resume { cursor, parts, unknown_fields, not_before, base };
+            let resume = Resume { cursor: *cursor, parts, unknown_fields, not_before, base };
             return Ok(Published::Paused(Box::new(self.checkpoint(start, since, record, resume))));
         }
         let files = writer.finish().await?;

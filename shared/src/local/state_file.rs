@@ -453,6 +453,8 @@ impl StateStore for StateFile {
     async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()> {
         let dispatch = dispatch.clone();
         self.transact(true, move |doc| {
+            // The same run's record again (its pending tables dispatched since) replaces it.
+            doc.dispatches.retain(|d| !(d.integration == dispatch.integration && d.run_id == dispatch.run_id));
             doc.dispatches.push(dispatch);
             Ok(())
         })
