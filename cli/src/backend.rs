@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use capsule_shared::access::AccessPolicy;
-use capsule_shared::aws::{self, AwsClients, DynamoState, S3Sink};
+use capsule_shared::aws::{self, AwsClients, DynamoState, S3Sink, history_from_env};
 use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore};
 use capsule_shared::engine::Deps;
 use capsule_shared::integration::Integration;
@@ -67,7 +67,7 @@ impl Backend {
     pub async fn open(data_dir: &Path, args: &BackendArgs) -> anyhow::Result<Backend> {
         match args.backend {
             BackendKind::Local => Ok(Backend {
-                state: Arc::new(StateFile::new(data_dir)),
+                state: Arc::new(StateFile::new(data_dir).with_history(history_from_env()?)),
                 sink: Arc::new(LocalSink::new(data_dir.join("output")).with_modes(local_modes(data_dir, args)?)),
                 aws: None,
                 access: AccessPolicy::local_from_env()?,
@@ -80,7 +80,9 @@ impl Backend {
                 let clients = AwsClients::from_env().await;
                 let sink = S3Sink::new(clients.s3.clone(), &bucket, &args.prefix, None);
                 Ok(Backend {
-                    state: Arc::new(DynamoState::new(clients.dynamodb.clone(), &table)),
+                    state: Arc::new(
+                        DynamoState::new(clients.dynamodb.clone(), &table).with_history(history_from_env()?),
+                    ),
                     location: sink.locate(""),
                     sink: Arc::new(sink),
                     aws: Some(clients),

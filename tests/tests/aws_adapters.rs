@@ -200,3 +200,75 @@ async fn an_oauth_token_expiring_mid_run_is_refreshed_and_the_run_goes_on() {
         (Some("access-new"), Some("refresh-1"))
     );
 }
+
+/// History does not grow forever: run and dispatch items carry a DynamoDB TTL (their end plus
+/// the retention; dispatches at least a month past the longest frequency). Integrations are
+/// listed from a registry partition (a query), and ones written before it existed are found
+/// once by a scan and registered.
+#[tokio::test]
+async fn dynamodb_history_expires_and_integrations_are_listed_without_a_scan() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use capsule_shared::aws::DynamoState;
+    use capsule_shared::ports::{DispatchRecord, StateStore, TableRunRecord};
+
+    let stack = AwsStack::new().await;
+    let day = Duration::from_secs(24 * 3600);
+    let state = DynamoState::new(stack.clients.dynamodb.clone(), &stack.table).with_history(day * 7);
+    let run: capsule_shared::integration::RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
+    let mut record = TableRunRecord::new("acme", "parties", &run, RunState::Succeeded, Utc::now());
+    record.finished_at = Some(Utc::now());
+    state.record_run(&record).await.unwrap();
+    let dispatched_at = Utc::now();
+    let dispatch = DispatchRecord {
+        integration: "acme".into(),
+        run_id: run.clone(),
+        tables: vec![],
+        dispatched_at,
+        failed: vec![],
+    };
+    state.record_dispatch(&dispatch).await.unwrap();
+    let items = stack.clients.dynamodb.scan().table_name(&stack.table).send().await.unwrap();
+    let ttl_of = |prefix: &str| -> i64 {
+        let item = items.items().iter().find(|i| i["sk"].as_s().unwrap().starts_with(prefix)).unwrap();
+        item["ttl"].as_n().unwrap().parse().unwrap()
+    };
+    let finished = record.finished_at.unwrap().timestamp();
+    assert_eq!(ttl_of("RUN#"), finished + 7 * 86_400, "runs: the retention");
+    assert_eq!(ttl_of("DISPATCH#"), dispatched_at.timestamp() + 32 * 86_400, "dispatches: at least 32 days");
+
+    // A legacy integration item (no registry entry) is listed, then registered.
+    let legacy = Integration::new("legacy", TokenSource::Env { var: "X".into() }, Utc::now());
+    let doc = serde_json::to_string(&legacy).unwrap();
+    stack
+        .clients
+        .dynamodb
+        .put_item()
+        .table_name(&stack.table)
+        .item("pk", AttributeValue::S("INT#legacy".into()))
+        .item("sk", AttributeValue::S("INTEGRATION".into()))
+        .item("doc", AttributeValue::S(doc))
+        .send()
+        .await
+        .unwrap();
+    let names = |list: Vec<Integration>| list.into_iter().map(|i| i.name).collect::<Vec<_>>();
+    assert_eq!(names(state.list_integrations().await.unwrap()), ["legacy"]);
+    let registry = stack
+        .clients
+        .dynamodb
+        .query()
+        .table_name(&stack.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S("INTEGRATIONS".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registry.items().len(), 1, "registered by the listing");
+
+    state
+        .create_integration(&Integration::new("acme", TokenSource::Env { var: "X".into() }, Utc::now()))
+        .await
+        .unwrap();
+    assert_eq!(names(state.list_integrations().await.unwrap()), ["acme", "legacy"]);
+    assert!(state.delete_integration("acme").await.unwrap());
+    assert_eq!(names(state.list_integrations().await.unwrap()), ["legacy"], "delete unregisters");
+}

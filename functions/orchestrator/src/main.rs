@@ -27,7 +27,9 @@ async fn main() -> Result<(), Error> {
         .ok_or_else(|| SyncError::Config("CAPSULE_TABLE_SYNC_FUNCTION is not set".into()))?;
     let clients = AwsClients::from_env().await;
     let deps = Deps {
-        state: Arc::new(DynamoState::new(clients.dynamodb.clone(), &settings.state_table)),
+        state: Arc::new(
+            DynamoState::new(clients.dynamodb.clone(), &settings.state_table).with_history(settings.history),
+        ),
         dispatcher: Arc::new(LambdaDispatcher::new(clients.lambda.clone(), &function)),
         lease_ttl: capsule_shared::engine::DEFAULT_LEASE_TTL,
     };

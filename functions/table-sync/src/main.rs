@@ -42,7 +42,9 @@ async fn main() -> Result<(), Error> {
         .ok_or_else(|| SyncError::Config("AWS_LAMBDA_FUNCTION_NAME is not set".into()))?;
     let clients = AwsClients::from_env().await;
     let deps = Deps {
-        state: Arc::new(DynamoState::new(clients.dynamodb.clone(), &settings.state_table)),
+        state: Arc::new(
+            DynamoState::new(clients.dynamodb.clone(), &settings.state_table).with_history(settings.history),
+        ),
         sink: Arc::new(S3Sink::new(
             clients.s3.clone(),
             &settings.bucket,

@@ -9,6 +9,10 @@
 //! | `INT#<name>` | `RUN#<finished_at>#<run_id>#<table>` | a table run record (newest = highest) |
 //! | `DISPATCH#<name>` | `DISPATCH#<run_id>` | a scheduler dispatch (its own partition: the orchestrator's IAM role may write only `DISPATCH#` partitions) |
 //! | `BUDGET#<key>` | `BUDGET` | a token's rate-limit window (`ver` for optimistic updates) |
+//! | `INTEGRATIONS` | `<name>` | the registry: listing integrations is one query, not a scan |
+//!
+//! Run and dispatch records carry `ttl` (their end plus the history retention, default 90 days):
+//! DynamoDB's TTL removes them, so the table does not grow with every run.
 //!
 //! Documents are stored as JSON in a `doc` attribute; the attributes conditions look at (lease
 //! owner and expiry) are top-level. Every change that could race is conditional: a lease is taken
@@ -45,6 +49,18 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoState {
     client: Client,
     table: String,
+    /// Run records and dispatch records expire (DynamoDB TTL) this long after they end.
+    history: Duration,
+}
+
+/// How long run and dispatch history is kept unless configured (`CAPSULE_HISTORY_DAYS`).
+pub const DEFAULT_HISTORY: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// The partition listing every integration's name (so listing them is a query, not a scan).
+const REGISTRY: &str = "INTEGRATIONS";
+
+fn registry_item(name: &str) -> Item {
+    HashMap::from([("pk".into(), s(REGISTRY)), ("sk".into(), s(name))])
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -135,7 +151,65 @@ fn failed_conditions(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsErr
 
 impl DynamoState {
     pub fn new(client: Client, table: &str) -> DynamoState {
-        DynamoState { client, table: table.to_string() }
+        DynamoState { client, table: table.to_string(), history: DEFAULT_HISTORY }
+    }
+
+    /// Keeps run and dispatch records this long (then DynamoDB's TTL removes them).
+    pub fn with_history(self, history: Duration) -> DynamoState {
+        DynamoState { history, ..self }
+    }
+
+    /// The `ttl` attribute of a history item that ended at `at`.
+    fn expiry(&self, at: chrono::DateTime<Utc>) -> AttributeValue {
+        n(at.timestamp() + self.history.as_secs() as i64)
+    }
+
+    /// A run record's item, expiring after the history's retention.
+    fn run_item(&self, record: &TableRunRecord) -> Result<Item> {
+        let mut item = doc_item(pk(&record.integration), run_sk(record), record)?;
+        item.insert("ttl".into(), self.expiry(record.finished_at.unwrap_or(record.started_at)));
+        Ok(item)
+    }
+
+    async fn delete_key(&self, pk: AttributeValue, sk: AttributeValue) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .send()
+            .await
+            .map_err(|e| db_err("DeleteItem", e))?;
+        Ok(())
+    }
+
+    /// Integrations written before the registry partition existed: found by one scan, and
+    /// registered so later listings are queries (a role that may not write the registry — the
+    /// orchestrator's — leaves that to the next `capsule-sync integrations list`).
+    async fn list_and_index_legacy_integrations(&self) -> Result<Vec<Integration>> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("sk = :sk")
+            .expression_attribute_values(":sk", s("INTEGRATION"))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for item in page.map_err(|e| db_err("Scan", e))?.items() {
+                out.push(from_item::<Integration>(item)?);
+            }
+        }
+        for integration in &out {
+            let put = self.client.put_item().table_name(&self.table).set_item(Some(registry_item(&integration.name)));
+            if let Err(e) = put.send().await {
+                tracing::warn!(event = "integration_not_registered", integration = %integration.name,
+                               error = %DisplayErrorContext(e), "listing integrations scans the table until it is");
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     async fn get(&self, integration: &str, sk: &str) -> Result<Option<Item>> {
@@ -162,13 +236,18 @@ impl DynamoState {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let out = self
-                .client
-                .query()
+            // An empty prefix is the whole partition (`begins_with` refuses an empty value).
+            let query = match prefix {
+                "" => self.client.query().key_condition_expression("pk = :pk"),
+                prefix => self
+                    .client
+                    .query()
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(prefix)),
+            };
+            let out = query
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
                 .expression_attribute_values(":pk", partition.clone())
-                .expression_attribute_values(":prefix", s(prefix))
                 .scan_index_forward(false)
                 .set_limit(limit)
                 .set_exclusive_start_key(start)
@@ -242,7 +321,7 @@ impl DynamoState {
         let items = vec![
             self.replace_ours(lease, &lease.parked(parking))?,
             self.put(doc_item(pk(&lease.integration), format!("CHECKPOINT#{}", lease.table), &parking.checkpoint)?),
-            self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
+            self.put(self.run_item(record)?),
             self.delete(&lease.integration, running_sk(record)),
         ];
         self.transact(items, lease).await
@@ -323,8 +402,20 @@ impl StateStore for DynamoState {
     }
 
     async fn create_integration(&self, integration: &Integration) -> Result<()> {
-        let exists = format!("an integration named `{}` already exists", integration.name);
-        self.put_integration(integration, "attribute_not_exists(pk)", exists).await
+        let doc = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(doc_item(pk(&integration.name), "INTEGRATION".into(), integration)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .expect("table, item and condition are set");
+        let items = vec![TransactWriteItem::builder().put(doc).build(), self.put(registry_item(&integration.name))];
+        match self.send_transaction(items).await {
+            Ok(()) => Ok(()),
+            Err(Cancelled::Conditions(_)) => {
+                Err(SyncError::Config(format!("an integration named `{}` already exists", integration.name)))
+            }
+            Err(Cancelled::Other(e)) => Err(e),
+        }
     }
 
     async fn update_integration(&self, integration: &Integration) -> Result<()> {
@@ -333,22 +424,18 @@ impl StateStore for DynamoState {
     }
 
     async fn list_integrations(&self) -> Result<Vec<Integration>> {
-        // A registry holds tens of integrations: a filtered scan is cheaper than a GSI.
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .filter_expression("sk = :sk")
-            .expression_attribute_values(":sk", s("INTEGRATION"))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            for item in page.map_err(|e| db_err("Scan", e))?.items() {
-                out.push(from_item(item)?);
-            }
+        let names: Vec<String> = self
+            .query_partition(s(REGISTRY), "", None)
+            .await?
+            .iter()
+            .filter_map(|item| item.get("sk").and_then(|v| v.as_s().ok()).cloned())
+            .collect();
+        if names.is_empty() {
+            return self.list_and_index_legacy_integrations().await;
         }
-        out.sort_by(|a: &Integration, b| a.name.cmp(&b.name));
+        let docs = futures::future::try_join_all(names.iter().map(|name| self.get_integration(name))).await?;
+        let mut out: Vec<Integration> = docs.into_iter().flatten().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
@@ -356,16 +443,10 @@ impl StateStore for DynamoState {
         let existed = self.get(name, "INTEGRATION").await?.is_some();
         for prefix in ["BOOKMARK#", "LEASE#", "CHECKPOINT#", "INTEGRATION"] {
             for item in self.query(name, prefix, None).await? {
-                self.client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .key("pk", item["pk"].clone())
-                    .key("sk", item["sk"].clone())
-                    .send()
-                    .await
-                    .map_err(|e| db_err("DeleteItem", e))?;
+                self.delete_key(item["pk"].clone(), item["sk"].clone()).await?;
             }
         }
+        self.delete_key(s(REGISTRY), s(name)).await?;
         Ok(existed)
     }
 
@@ -480,7 +561,7 @@ impl StateStore for DynamoState {
         let mut items = vec![
             self.release_ours(lease),
             self.put_bookmark(lease, bookmark, base)?,
-            self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
+            self.put(self.run_item(record)?),
             self.delete(&lease.integration, format!("CHECKPOINT#{}", lease.table)),
         ];
         if running_sk(record) != run_sk(record) {
@@ -507,7 +588,7 @@ impl StateStore for DynamoState {
             None => {
                 let items = vec![
                     self.release_ours(lease),
-                    self.put(doc_item(pk(&lease.integration), run_sk(record), record)?),
+                    self.put(self.run_item(record)?),
                     self.delete(&lease.integration, format!("CHECKPOINT#{}", lease.table)),
                     self.delete(&lease.integration, running_sk(record)),
                 ];
@@ -522,7 +603,7 @@ impl StateStore for DynamoState {
     }
 
     async fn record_run(&self, record: &TableRunRecord) -> Result<()> {
-        let mut items = vec![self.put(doc_item(pk(&record.integration), run_sk(record), record)?)];
+        let mut items = vec![self.put(self.run_item(record)?)];
         // A final record replaces the run's `running` one (a run ended for it: taken over). A run
         // that ended the instant it started has the same key: one transaction may not touch an
         // item twice.
@@ -602,7 +683,10 @@ impl StateStore for DynamoState {
     }
 
     async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()> {
-        let item = doc_item(dispatch_pk(&dispatch.integration), format!("DISPATCH#{}", dispatch.run_id), dispatch)?;
+        let mut item = doc_item(dispatch_pk(&dispatch.integration), format!("DISPATCH#{}", dispatch.run_id), dispatch)?;
+        // Kept at least a month past the longest frequency: the schedule counts from the latest.
+        let keep = self.history.max(Duration::from_secs(32 * 24 * 3600));
+        item.insert("ttl".into(), n(dispatch.dispatched_at.timestamp() + keep.as_secs() as i64));
         self.client
             .put_item()
             .table_name(&self.table)

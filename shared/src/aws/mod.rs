@@ -13,7 +13,7 @@ mod secrets;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::{Builder, tls};
 
-pub use dynamo::DynamoState;
+pub use dynamo::{DEFAULT_HISTORY, DynamoState};
 pub use lambda::LambdaDispatcher;
 pub use s3::S3Sink;
 pub use secrets::SecretsManagerToken;
@@ -92,6 +92,22 @@ pub struct AwsSettings {
     /// Allowed API hosts, token secrets and OAuth endpoint (`CAPSULE_ALLOWED_API_URLS`,
     /// `CAPSULE_SECRET_PREFIX`, `CAPSULE_SECRET_ALLOW_LIST`, `CAPSULE_OAUTH_TOKEN_URL`).
     pub access: AccessPolicy,
+    /// `CAPSULE_HISTORY_DAYS`: how long run and dispatch records are kept.
+    pub history: std::time::Duration,
+}
+
+/// `CAPSULE_HISTORY_DAYS` (1 to 3650; default 90): how long run and dispatch history is kept,
+/// by both backends.
+pub fn history_from_env() -> crate::Result<std::time::Duration> {
+    let Some(text) = std::env::var("CAPSULE_HISTORY_DAYS").ok().filter(|v| !v.trim().is_empty()) else {
+        return Ok(DEFAULT_HISTORY);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(days) if (1..=3650).contains(&days) => Ok(std::time::Duration::from_secs(days * 24 * 3600)),
+        _ => Err(crate::SyncError::Config(format!(
+            "CAPSULE_HISTORY_DAYS `{text}` must be a number of days between 1 and 3650"
+        ))),
+    }
 }
 
 impl AwsSettings {
@@ -107,6 +123,7 @@ impl AwsSettings {
             kms_key_id: var("CAPSULE_KMS_KEY_ID"),
             table_sync_function: var("CAPSULE_TABLE_SYNC_FUNCTION").or_else(|| var("AWS_LAMBDA_FUNCTION_NAME")),
             access: AccessPolicy::aws_from_env()?,
+            history: history_from_env()?,
         })
     }
 }

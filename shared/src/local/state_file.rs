@@ -66,11 +66,22 @@ fn key(integration: &str, table: &str) -> String {
 pub struct StateFile {
     path: PathBuf,
     budgets: PathBuf,
+    /// Run and dispatch records older than this are dropped when the file is written.
+    history: Duration,
 }
 
 impl StateFile {
     pub fn new(data_dir: &Path) -> StateFile {
-        StateFile { path: data_dir.join("state.json"), budgets: data_dir.join("rate-budgets.json") }
+        StateFile {
+            path: data_dir.join("state.json"),
+            budgets: data_dir.join("rate-budgets.json"),
+            history: crate::aws::DEFAULT_HISTORY,
+        }
+    }
+
+    /// Keeps run and dispatch records this long.
+    pub fn with_history(self, history: Duration) -> StateFile {
+        StateFile { history, ..self }
     }
 
     pub fn path(&self) -> &Path {
@@ -83,8 +94,8 @@ impl StateFile {
         write: bool,
         f: impl FnOnce(&mut StateDoc) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || transact_blocking(&path, write, f))
+        let (path, history) = (self.path.clone(), self.history);
+        tokio::task::spawn_blocking(move || transact_blocking(&path, write, history, f))
             .await
             .map_err(|e| SyncError::Internal(format!("state file task failed: {e}")))?
     }
@@ -128,9 +139,17 @@ fn lock_beside(path: &Path) -> Result<File> {
     Ok(lock)
 }
 
-fn transact_blocking<R>(path: &Path, write: bool, f: impl FnOnce(&mut StateDoc) -> Result<R>) -> Result<R> {
+/// Reads (and for `write`, changes and replaces) the document. Only writers take the lock:
+/// the file is replaced by an atomic rename, so a reader sees the old or the new one whole and
+/// never waits for a writer.
+fn transact_blocking<R>(
+    path: &Path,
+    write: bool,
+    history: Duration,
+    f: impl FnOnce(&mut StateDoc) -> Result<R>,
+) -> Result<R> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let lock = lock_beside(path)?;
+    let lock = if write { Some(lock_beside(path)?) } else { None };
 
     let mut doc = match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice::<StateDoc>(&bytes)
@@ -146,6 +165,7 @@ fn transact_blocking<R>(path: &Path, write: bool, f: impl FnOnce(&mut StateDoc) 
     let out = f(&mut doc)?;
     if write {
         doc.version = FORMAT_VERSION;
+        drop_old_history(&mut doc, history);
         if doc.runs.len() > MAX_RUN_RECORDS {
             let excess = doc.runs.len() - MAX_RUN_RECORDS;
             doc.runs.drain(..excess);
@@ -162,6 +182,19 @@ fn transact_blocking<R>(path: &Path, write: bool, f: impl FnOnce(&mut StateDoc) 
     }
     drop(lock);
     Ok(out)
+}
+
+/// Run records that ended longer than `history` ago, and dispatches as old but each
+/// integration's latest (its schedule counts from it), go.
+fn drop_old_history(doc: &mut StateDoc, history: Duration) {
+    let cutoff = Utc::now() - chrono::Duration::from_std(history).unwrap_or(chrono::Duration::MAX);
+    doc.runs.retain(|r| r.state == RunState::Running || r.finished_at.unwrap_or(r.started_at) >= cutoff);
+    let mut latest: BTreeMap<String, chrono::DateTime<Utc>> = BTreeMap::new();
+    for d in &doc.dispatches {
+        let at = latest.entry(d.integration.clone()).or_insert(d.dispatched_at);
+        *at = (*at).max(d.dispatched_at);
+    }
+    doc.dispatches.retain(|d| d.dispatched_at >= cutoff || latest.get(&d.integration) == Some(&d.dispatched_at));
 }
 
 /// A run's final record replaces its `running` one.

@@ -1,0 +1,65 @@
+//! What only the state file does: readers never wait for a writer (the file is replaced by an
+//! atomic rename, so a read needs no lock), and history older than the retention is dropped
+//! when the file is written, except each integration's latest dispatch (its schedule counts
+//! from it).
+
+use std::time::Duration;
+
+use capsule_shared::integration::RunId;
+use capsule_shared::local::StateFile;
+use capsule_shared::ports::{DispatchRecord, RunState, StateStore, TableRunRecord};
+use chrono::Utc;
+
+#[tokio::test]
+async fn readers_do_not_wait_for_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path());
+    let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
+    let mut record = TableRunRecord::new("acme", "parties", &run, RunState::Succeeded, Utc::now());
+    record.finished_at = Some(Utc::now());
+    state.record_run(&record).await.unwrap();
+
+    // Another process holds the lock (a writer part way through): reads go on.
+    let lock = std::fs::File::options().write(true).open(dir.path().join("state.lock")).unwrap();
+    lock.lock().unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(2), state.runs(Some("acme"), 10)).await;
+    assert_eq!(read.expect("a read waited for the writer's lock").unwrap().len(), 1);
+    let write = tokio::time::timeout(Duration::from_millis(300), state.record_run(&record)).await;
+    assert!(write.is_err(), "writers still take turns");
+    drop(lock);
+}
+
+#[tokio::test]
+async fn history_older_than_the_retention_is_dropped_but_the_latest_dispatch_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path()).with_history(Duration::from_secs(7 * 24 * 3600));
+    let old = Utc::now() - chrono::Duration::days(30);
+    let runs: Vec<RunId> = ["20261028T080000Z-aaaaaa", "20261029T080000Z-bbbbbb", "20261129T080000Z-cccccc"]
+        .iter()
+        .map(|r| r.parse().unwrap())
+        .collect();
+    for (run, at) in [(&runs[0], old), (&runs[1], old + chrono::Duration::days(1)), (&runs[2], Utc::now())] {
+        let mut record = TableRunRecord::new("acme", "parties", run, RunState::Succeeded, at);
+        record.finished_at = Some(at);
+        state.record_run(&record).await.unwrap();
+    }
+    for (integration, run, at) in
+        [("acme", &runs[0], old), ("acme", &runs[1], old + chrono::Duration::days(1)), ("quiet", &runs[1], old)]
+    {
+        let d = DispatchRecord {
+            integration: integration.into(),
+            run_id: run.clone(),
+            tables: vec![],
+            dispatched_at: at,
+            failed: vec![],
+        };
+        state.record_dispatch(&d).await.unwrap();
+    }
+    let kept: Vec<RunId> = state.runs(Some("acme"), 10).await.unwrap().into_iter().map(|r| r.run_id).collect();
+    assert_eq!(kept, vec![runs[2].clone()], "runs older than a week are gone");
+    let latest = state.last_dispatch("acme").await.unwrap().expect("the latest dispatch stays, however old");
+    assert_eq!(latest.run_id, runs[1]);
+    assert_eq!(state.last_dispatch("quiet").await.unwrap().unwrap().run_id, runs[1]);
+    let text = std::fs::read_to_string(state.path()).unwrap();
+    assert_eq!(text.matches("\"dispatched_at\"").count(), 2, "one per integration: {text}");
+}
