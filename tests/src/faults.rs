@@ -25,8 +25,10 @@ pub enum Step {
     PartWritten,
     /// Every part is written: the run lists its folder for parts of earlier attempts.
     LastPartWritten,
-    /// The run manifest has been written.
+    /// The run manifest has been written where it waits for the commit.
     ManifestWritten,
+    /// The committed run's manifest has been published for loaders.
+    ManifestPublished,
     /// The table's schema files have been written.
     SchemaWritten,
     /// The commit (bookmark, run record, lease release in one write) is about to happen.
@@ -40,10 +42,11 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
         Step::PartWritten,
         Step::LastPartWritten,
         Step::ManifestWritten,
+        Step::ManifestPublished,
         Step::SchemaWritten,
         Step::BeforeCommit,
         Step::AfterCommit,
@@ -56,7 +59,8 @@ impl Step {
         match self {
             Step::PartWritten => "after the first part file is written",
             Step::LastPartWritten => "after the last part file is written",
-            Step::ManifestWritten => "after the manifest is written",
+            Step::ManifestWritten => "after the (pending) manifest is written",
+            Step::ManifestPublished => "after the manifest is published (post-commit)",
             Step::SchemaWritten => "after the schema files are written",
             Step::BeforeCommit => "before the bookmark and run record are written",
             Step::AfterCommit => "after the bookmark and run record are written",
@@ -231,8 +235,10 @@ fn step_after_put(key: &str) -> Option<Step> {
         Some(Step::SchemaWritten)
     } else if key.contains("/logs/") {
         Some(Step::LogWritten)
-    } else if key.contains("/runs/") && !key.ends_with(".parents.json") {
+    } else if key.ends_with(".pending.json") {
         Some(Step::ManifestWritten)
+    } else if key.contains("/runs/") && !key.ends_with(".parents.json") {
+        Some(Step::ManifestPublished)
     } else {
         None
     }

@@ -12,15 +12,15 @@
 //! `docs/reliability.md` is generated from the same table and checked here (set
 //! `UPDATE_RELIABILITY_DOC=1` to rewrite it).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use capsule_shared::engine::{self, Deps, LocalDispatch, RunOptions};
 use capsule_shared::integration::RunId;
-use capsule_shared::output::{RunManifest, WriterOptions};
+use capsule_shared::output::WriterOptions;
 use capsule_shared::ports::{ObjectSink, RunState, StateStore};
 use capsule_sync_e2e::faults::{Fault, FaultySink, FaultyState, Injection, Step};
+use capsule_sync_e2e::loader::{Settled, final_states, load};
 use capsule_sync_e2e::*;
 
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +33,7 @@ enum Backend {
 fn expected(step: Step, fault: Fault) -> RunState {
     match (step, fault) {
         // Committed before the fault: the bookmark moved, the files are the run's.
-        (Step::AfterCommit | Step::LogWritten, _) => RunState::Succeeded,
+        (Step::AfterCommit | Step::ManifestPublished | Step::LogWritten, _) => RunState::Succeeded,
         // The `running` record is informational: failing to write it changes nothing.
         (Step::RunningRecord, Fault::Fail) => RunState::Succeeded,
         _ => RunState::Failed,
@@ -44,6 +44,12 @@ fn how(step: Step, fault: Fault) -> &'static str {
     match (step, fault) {
         (Step::AfterCommit, Fault::Fail) => {
             "the commit landed but reported an error (a lost answer): the run confirms it and succeeds"
+        }
+        (Step::AfterCommit, Fault::Crash) => {
+            "committed, manifest not yet published (loaders see nothing of it): the next run publishes it"
+        }
+        (Step::ManifestPublished, Fault::Fail) => {
+            "logged; the waiting manifest is cleaned up (and republished) by the next run"
         }
         (_, Fault::Crash) if expected(step, fault) == RunState::Failed => {
             "the next run takes the lease over after its TTL, records the killed run `failed` (abandoned) and removes its manifest and files"
@@ -120,37 +126,17 @@ async fn case(step: Step, fault: Fault, backend: Backend) {
     assert_eq!(outcomes[0].record.state, RunState::Succeeded, "the rerun: {:?}", outcomes[0].error);
 
     // The history tells what happened.
-    let records = state.runs(Some("acme"), 100).await.unwrap();
-    let mut last: BTreeMap<RunId, RunState> = BTreeMap::new();
-    for r in &records {
-        last.entry(r.run_id.clone()).or_insert(r.state); // newest first
-    }
-    assert_eq!(last.get(&faulted), Some(&expected(step, fault)), "the faulted run's record: {records:#?}");
-    assert_eq!(last.get(&rerun), Some(&RunState::Succeeded));
-    assert!(last.values().all(|s| *s != RunState::Running), "no run left `running`: {records:#?}");
+    let last = final_states(state.as_ref(), "acme").await;
+    let table_state = |run: &RunId| last.get(&(run.clone(), "parties".to_string())).copied();
+    assert_eq!(table_state(&faulted), Some(expected(step, fault)), "the faulted run's record: {last:#?}");
+    assert_eq!(table_state(&rerun), Some(RunState::Succeeded));
+    assert!(last.values().all(|s| *s != RunState::Running), "no run left `running`: {last:#?}");
 
-    // What a loader reads: manifests of succeeded runs, each file in one manifest.
-    let mut listed: BTreeMap<String, RunId> = BTreeMap::new();
-    let mut ids = BTreeSet::new();
-    for key in sink.list("_meta/acme/runs/").await.unwrap() {
-        if !key.ends_with("/parties.json") {
-            continue;
-        }
-        let manifest: RunManifest = serde_json::from_slice(&sink.get(&key).await.unwrap().unwrap()).unwrap();
-        assert_eq!(last.get(&manifest.run_id), Some(&RunState::Succeeded), "{key} belongs to a run that failed");
-        for file in &manifest.files {
-            let previous = listed.insert(file.key.clone(), manifest.run_id.clone());
-            assert!(previous.is_none(), "{} is listed twice", file.key);
-            let bytes = sink.get(&file.key).await.unwrap().unwrap_or_else(|| panic!("{} is missing", file.key));
-            let rows = ndjson_rows(&bytes, file.key.ends_with(".gz"));
-            assert_eq!(rows.len() as u64, file.rows, "{}", file.key);
-            ids.extend(rows.iter().map(|r| r["id"].as_i64().unwrap()));
-        }
-    }
-    let on_disk: BTreeSet<String> = sink.list("acme/parties/").await.unwrap().into_iter().collect();
-    let in_manifests: BTreeSet<String> = listed.keys().cloned().collect();
-    assert_eq!(on_disk, in_manifests, "data files no manifest lists (left by a failed attempt)");
-    assert_eq!(ids.len(), expected_counts(&sim)["parties"], "the current state is the account");
+    // What a loader reads: manifests of succeeded runs, each file in one manifest, the account.
+    let loaded = load(sink.as_ref(), state.as_ref(), "acme", "parties", Settled::Yes).await;
+    let waiting = sink.list("_meta/acme/runs/").await.unwrap();
+    assert!(waiting.iter().all(|k| !k.ends_with(".pending.json")), "no manifest left waiting: {waiting:?}");
+    assert_eq!(loaded.ids().len(), expected_counts(&sim)["parties"], "the current state is the account");
 }
 
 macro_rules! matrix {
@@ -175,6 +161,8 @@ matrix! {
     fail_after_the_last_part: LastPartWritten, Fail;
     crash_after_the_manifest: ManifestWritten, Crash;
     fail_after_the_manifest: ManifestWritten, Fail;
+    crash_after_publishing_the_manifest: ManifestPublished, Crash;
+    fail_after_publishing_the_manifest: ManifestPublished, Fail;
     crash_after_the_schemas: SchemaWritten, Crash;
     fail_after_the_schemas: SchemaWritten, Fail;
     crash_before_the_commit: BeforeCommit, Crash;
@@ -230,6 +218,7 @@ fn test_name(step: Step, fault: Fault) -> String {
         Step::PartWritten => "after_a_part",
         Step::LastPartWritten => "after_the_last_part",
         Step::ManifestWritten => "after_the_manifest",
+        Step::ManifestPublished => "after_publishing_the_manifest",
         Step::SchemaWritten => "after_the_schemas",
         Step::BeforeCommit => "before_the_commit",
         Step::AfterCommit => "after_the_commit",

@@ -553,3 +553,42 @@ async fn pages_that_keep_shifting_fail_the_run_without_moving_the_bookmark() {
     assert_eq!(log.matches("paging_shift_reread").count(), 2, "two re-reads first: {log}");
     assert!(log.contains("paging_shift_persisted"), "{log}");
 }
+
+/// `integrations edit` drops a table's bookmark to backfill it; a run already in progress must
+/// not commit its bookmark over that (the backfill would silently never happen). The run's
+/// commit is refused, its files go, and the next run reads from the history start.
+#[tokio::test]
+async fn a_backfill_ordered_while_a_run_is_in_progress_is_not_skipped() {
+    let sim = start_sim(300, |_| {}).await;
+    let local = Local::new();
+    let integration = integration_for(&sim, "acme", "UNUSED");
+    let client = client_for(&sim, "test-token");
+    let (_, first) = local.sync(&client, &integration, &["parties"], RunOptions::default()).await;
+    assert_eq!(first[0].record.state, RunState::Succeeded);
+    // Enough changes for the next incremental run to read several pages.
+    sim.mutate_n(MutationKind::Parties, MutationOp::Update, 250).unwrap();
+    sim.reset_stats();
+
+    sim.add_fault(slow_pages("/parties", 200));
+    let sync = local.sync(&client, &integration, &["parties"], RunOptions::default());
+    let edit = async {
+        let t = std::time::Instant::now();
+        while sim.stats().count("GET /parties") < 2 {
+            assert!(t.elapsed() < Duration::from_secs(10), "page 2 was never requested");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        local.state.delete_bookmark("acme", "parties").await.unwrap(); // what `edit` does for a backfill
+    };
+    let ((during, outcomes), ()) = tokio::join!(sync, edit);
+    let outcome = &outcomes[0];
+    assert_eq!(outcome.record.state, RunState::Failed);
+    assert!(matches!(outcome.error, Some(capsule_shared::SyncError::BookmarkMoved(_))), "{:?}", outcome.error);
+    assert!(local.state.bookmark("acme", "parties").await.unwrap().is_none(), "the backfill is still ordered");
+    assert!(local.run_files("acme", "parties", &during).is_empty(), "the refused run published nothing");
+
+    sim.clear_faults();
+    let (backfill, outcomes) = local.sync(&client, &integration, &["parties"], RunOptions::default()).await;
+    assert_eq!(outcomes[0].record.state, RunState::Succeeded);
+    assert_eq!(outcomes[0].record.since, Some(integration.history_start), "read from the history start");
+    assert_eq!(local.rows("acme", "parties", &backfill).len(), expected_counts(&sim)["parties"]);
+}

@@ -245,6 +245,7 @@ impl TableRun<'_> {
         {
             return self.fail(start, record, error, log).await;
         }
+        self.publish_manifest(self.run_id, log).await;
         if let Some(parents) = start.checkpoint.as_ref().and_then(|c| c.cursor.parents_key.as_ref())
             && let Err(e) = self.deps.sink.delete(parents).await
         {
@@ -257,6 +258,23 @@ impl TableRun<'_> {
                                "requests": record.requests}),
         );
         TableRunOutcome { record, manifest: Some(manifest), error: None }
+    }
+
+    /// Publishes a committed run's manifest for loaders. If that fails the run is still
+    /// committed: its manifest waits, and the table's next run publishes it.
+    async fn publish_manifest(&self, run: &RunId, log: &RunLog) {
+        let (sink, name, table) = (self.deps.sink, &self.integration.name, self.table.name);
+        match output::publish_pending_manifest(sink, name, table, run).await {
+            Ok(true) if run != self.run_id => {
+                let message = format!("published the manifest of run {run}, which committed but stopped before");
+                log.warn("manifest_published_late", message, serde_json::json!({"run_id": run}));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let fields = serde_json::json!({"run_id": run});
+                log.warn("manifest_not_published", format!("{e}; the table's next run publishes it"), fields);
+            }
+        }
     }
 
     /// Whether a commit that reported `error` landed all the same (its answer was lost): then
@@ -351,6 +369,7 @@ impl TableRun<'_> {
         &self,
         start: &Start,
         record: &mut TableRunRecord,
+        log: &RunLog,
     ) -> Result<(Option<DateTime<Utc>>, BookmarkBase)> {
         if let Some(c) = &start.checkpoint {
             record.bookmark_before = c.bookmark_before;
@@ -358,6 +377,9 @@ impl TableRun<'_> {
         }
         let bookmark = self.deps.state.bookmark(&self.integration.name, self.table.name).await?;
         let base = BookmarkBase::of(bookmark.as_ref());
+        if let Some(committed) = &bookmark {
+            self.publish_manifest(&committed.run_id, log).await;
+        }
         record.bookmark_before = match &bookmark {
             Some(b) if &b.run_id == self.run_id => b.previous,
             Some(b) => Some(b.last_run_started),
@@ -380,7 +402,7 @@ impl TableRun<'_> {
     ) -> Result<Published> {
         let (integration, table, run_id, sink) = (self.integration, self.table, self.run_id, self.deps.sink);
         let columns = integration.column_selection(table)?;
-        let (since, base) = self.window(start, record).await?;
+        let (since, base) = self.window(start, record, log).await?;
         record.since = since;
         let mut extraction = self.extraction(client, start, since, columns.columns.clone(), log);
         let mut writer = PartWriter::new(sink, &integration.name, table.name, run_id, self.options.writer);
@@ -428,10 +450,9 @@ impl TableRun<'_> {
             requests: add(start.earlier_requests(), client.stats()),
             unknown_fields,
         };
-        let key = output::manifest_key(&integration.name, table.name, run_id);
         let body = serde_json::to_vec_pretty(&manifest).map_err(|e| SyncError::Internal(format!("manifest: {e}")))?;
-        sink.put(&key, Bytes::from(body)).await?;
-        record.manifest_key = Some(key);
+        sink.put(&output::pending_manifest_key(&integration.name, table.name, run_id), Bytes::from(body)).await?;
+        record.manifest_key = Some(output::manifest_key(&integration.name, table.name, run_id));
         write_schemas(sink, &integration.name, table, &columns.columns).await?;
         Ok(Published::Done(Box::new(manifest), base))
     }

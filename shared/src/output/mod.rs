@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <integration>/<table>/dt=YYYY-MM-DD/run=<run_id>/part-00000.ndjson.gz
-//! _meta/<integration>/runs/<run_id>/<table>.json
+//! _meta/<integration>/runs/<run_id>/<table>.json          (published once the run committed)
+//! _meta/<integration>/runs/<run_id>/<table>.pending.json  (until then)
 //! _meta/<integration>/schemas/<table>.{bigquery.json,sql}
 //! ```
 //! Keys are relative to the sink's root (a directory, or `s3://bucket/prefix`).
@@ -17,10 +18,11 @@ use crate::Result;
 use crate::integration::RunId;
 use crate::ports::ObjectSink;
 
-/// Removes everything a table run that will not commit wrote for loaders: its manifest first
-/// (so no manifest ever lists a missing file), then its parents list and its data files.
+/// Removes everything a table run that will not commit wrote: its manifests first (so no
+/// manifest ever lists a missing file), then its parents list and its data files.
 pub async fn remove_run_outputs(sink: &dyn ObjectSink, integration: &str, table: &str, run: &RunId) -> Result<()> {
     sink.delete(&manifest_key(integration, table, run)).await?;
+    sink.delete(&pending_manifest_key(integration, table, run)).await?;
     sink.delete(&parents_key(integration, table, run)).await?;
     sink.remove_prefix(&run_data_prefix(integration, table, run)).await
 }
@@ -37,6 +39,27 @@ pub fn part_key(integration: &str, table: &str, run: &RunId, n: u32, compression
 
 pub fn manifest_key(integration: &str, table: &str, run: &RunId) -> String {
     format!("_meta/{integration}/runs/{run}/{table}.json")
+}
+
+/// Where a run's manifest waits until the run commits: loaders read only [`manifest_key`]s, so
+/// they never see a run that has not committed (or never will).
+pub fn pending_manifest_key(integration: &str, table: &str, run: &RunId) -> String {
+    format!("_meta/{integration}/runs/{run}/{table}.pending.json")
+}
+
+/// Publishes a committed run's manifest from where it waited; true if there was one to publish
+/// (a run that committed, then stopped before publishing: its next run calls this).
+pub async fn publish_pending_manifest(
+    sink: &dyn ObjectSink,
+    integration: &str,
+    table: &str,
+    run: &RunId,
+) -> Result<bool> {
+    let pending = pending_manifest_key(integration, table, run);
+    let Some(body) = sink.get(&pending).await? else { return Ok(false) };
+    sink.put(&manifest_key(integration, table, run), body).await?;
+    sink.delete(&pending).await?;
+    Ok(true)
 }
 
 /// The parents a fan-out table run discovered (kept for its continuations).
