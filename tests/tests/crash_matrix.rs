@@ -206,8 +206,110 @@ fn reliability_doc() -> String {
         ));
     }
     doc.push_str(&format!("\n{} cases, {} tests.\n", CASES.len(), CASES.len() * 2));
+    doc.push_str(
+        "\n## Other faults\n\n\
+         Tried by other tests (this test checks that each still exists under that name).\n\n\
+         | fault | how it is injected | expected (asserted) | test |\n|---|---|---|---|\n",
+    );
+    for (file, test, how, expected) in OTHER_FAULTS {
+        doc.push_str(&format!("| {} | {how} | {expected} | `{file}::{test}` |\n", test.replace('_', " ")));
+    }
     doc
 }
+
+/// Faults other tests inject: (test file, test, how, what they assert).
+const OTHER_FAULTS: &[(&str, &str, &str, &str)] = &[
+    (
+        "tests/tests/local_sync.rs",
+        "rate_limits_and_bursts_of_server_errors_are_survived",
+        "simulator: 429s and random 500/502, dropped connections, cut and garbled bodies",
+        "every table succeeds with exact row counts; every 429 waited out",
+    ),
+    (
+        "tests/tests/local_sync.rs",
+        "a_failed_run_moves_nothing_and_its_rerun_leaves_no_duplicate_files",
+        "simulator: 503 on page 3 for good",
+        "no file published, bookmark unmoved; the rerun leaves one set of files",
+    ),
+    (
+        "tests/tests/local_sync.rs",
+        "a_deletion_on_an_earlier_page_while_paging_does_not_lose_a_later_record",
+        "a party deleted from page 1 while page 2 is in flight",
+        "re-read; no record lost",
+    ),
+    (
+        "tests/tests/local_sync.rs",
+        "a_deletion_while_paging_a_listing_without_a_deleted_feed_loses_nothing",
+        "an entry deleted from page 1 while page 2 is in flight (no deleted feed)",
+        "counted, re-read; no record lost",
+    ),
+    (
+        "tests/tests/local_sync.rs",
+        "pages_that_keep_shifting_fail_the_run_without_moving_the_bookmark",
+        "entries deleted continuously while paging",
+        "two re-reads, then the run fails; bookmark unmoved, nothing published",
+    ),
+    (
+        "tests/tests/local_sync.rs",
+        "a_backfill_ordered_while_a_run_is_in_progress_is_not_skipped",
+        "the bookmark dropped (an edit's backfill) while a run pages",
+        "the commit is refused; the next run reads from the history start",
+    ),
+    (
+        "tests/tests/aws_adapters.rs",
+        "an_oauth_token_expiring_mid_run_is_refreshed_and_the_run_goes_on",
+        "simulator: the access token stops being accepted mid-run",
+        "one 401, one refresh, nothing lost",
+    ),
+    (
+        "tests/tests/crash_recovery.rs",
+        "a_run_killed_mid_page_is_taken_over_on_the_aws_backend",
+        "a run's task aborted mid-page (DynamoDB + S3)",
+        "taken over after the TTL; nothing lost; the killed run `failed`",
+    ),
+    (
+        "cli/tests/lifecycle.rs",
+        "a_sync_killed_with_sigkill_is_taken_over_at_once",
+        "`kill -9` of the `capsule-sync sync` process",
+        "the next sync takes over at once; every table loads",
+    ),
+    (
+        "tests/tests/lambda_e2e.rs",
+        "a_continuation_delivered_twice_runs_once",
+        "the same continuation event delivered twice",
+        "one succeeds, the duplicate writes nothing",
+    ),
+    (
+        "tests/tests/lambda_e2e.rs",
+        "a_stranded_invocation_is_continued_by_the_next_tick",
+        "an invocation that took the lease and died without a trace",
+        "recorded `failed`; continued from the checkpoint",
+    ),
+    (
+        "tests/tests/lambda_e2e.rs",
+        "a_failed_continuation_keeps_its_checkpoint_and_parts_for_the_retry",
+        "Capsule failing a continuation and both Lambda retries",
+        "checkpoint and parts kept; the next tick finishes the run",
+    ),
+    (
+        "tests/tests/lambda_e2e.rs",
+        "dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest",
+        "the Invoke API refusing two tables; an orchestrator dead after recording its intent",
+        "the next tick sends exactly what is pending, same run id",
+    ),
+    (
+        "tests/tests/lambda_e2e.rs",
+        "a_first_load_spans_rate_limit_windows_without_sleeping_in_lambda",
+        "40 requests per 4 s window; invocations killed at a 3 s timeout",
+        "minimum windows, no 429 burst, every row once",
+    ),
+    (
+        "tests/tests/property.rs",
+        "the_loaded_state_equals_the_account_whatever_happens",
+        "random account changes, Capsule faults, injected failures and kills",
+        "the loaded state equals the account",
+    ),
+];
 
 fn test_name(step: Step, fault: Fault) -> String {
     let fault = match fault {
@@ -238,4 +340,9 @@ fn the_reliability_document_lists_every_case() {
     let found = std::fs::read_to_string(path).unwrap_or_default();
     assert!(found == wanted, "docs/reliability.md is out of date: run with UPDATE_RELIABILITY_DOC=1");
     assert!(Step::ALL.iter().all(|s| CASES.iter().any(|(c, _)| c == s)), "every step has a case");
+    for (file, test, _, _) in OTHER_FAULTS {
+        let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(text.contains(&format!("fn {test}(")), "{file} has no test `{test}` any more");
+    }
 }
