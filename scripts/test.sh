@@ -11,7 +11,4 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-# The API samples the simulator's shape tests compare against (../shared beside the repo).
-export CAPSULE_API_SAMPLES="${CAPSULE_API_SAMPLES:-$(cd .. && pwd)/shared/capsule-api-samples}"
-
 bash scripts/with-moto.sh cargo nextest run --workspace --no-fail-fast "$@"

@@ -53,6 +53,8 @@ enum Command {
     Check(commands::ops::CheckArgs),
     /// Table runs, newest first.
     Runs(commands::ops::RunsArgs),
+    /// Jobs of an integration (one run id across its tables), newest first.
+    Jobs(commands::ops::JobsArgs),
     /// The process log of a run.
     Logs(commands::ops::LogsArgs),
 }
@@ -92,6 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => commands::ops::status(&backend, args).await,
         Command::Check(args) => commands::ops::check(&backend, args).await,
         Command::Runs(args) => commands::ops::runs(&backend, args).await,
+        Command::Jobs(args) => commands::ops::jobs(&backend, args).await,
         Command::Logs(args) => commands::ops::logs(&backend, args).await,
         Command::Catalog(_) | Command::Demo(_) => unreachable!("handled above"),
     }

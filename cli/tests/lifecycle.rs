@@ -164,7 +164,7 @@ async fn operator_workflow(cli: &Cli, sim: &SimHandle, token: &str) {
 
     // A failed run: status, runs and logs say what happened.
     sim.mutate_n(MutationKind::Parties, MutationOp::Update, 1).unwrap();
-    let broken = ["integrations", "edit", "acme", "--api-base-url"];
+    let broken = ["integrations", "edit", "acme", "--no-check", "--api-base-url"];
     let wrong_base = format!("{}/wrong", base);
     cli.ok(&broken.iter().copied().chain([wrong_base.as_str()]).collect::<Vec<_>>()).await;
     let failed = cli.run(&["sync", "acme", "--tables", "parties"]).await;
@@ -187,6 +187,22 @@ async fn operator_workflow(cli: &Cli, sim: &SimHandle, token: &str) {
     let succeeded = ok_run.as_array().unwrap().iter().find(|r| r["state"] == "succeeded").unwrap();
     let logs = cli.ok(&["logs", succeeded["run_id"].as_str().unwrap()]).await;
     assert!(logs.contains("table_run_succeeded"), "{logs}");
+
+    // jobs: one line per run id across its tables; logs and runs without looking up a run id.
+    let jobs = cli.json(&["jobs", "acme", "--json"]).await;
+    let jobs = jobs.as_array().unwrap();
+    assert!(jobs.len() >= 3, "{jobs:?}");
+    assert_eq!(jobs[0]["started_by"], "manual");
+    let started: Vec<&str> = jobs.iter().map(|j| j["started_at"].as_str().unwrap()).collect();
+    assert!(started.windows(2).all(|w| w[0] >= w[1]), "newest first: {started:?}");
+    assert!(jobs.iter().any(|j| j["tables"]["parties"] == "failed"), "the failed run is a job too");
+    let table = cli.ok(&["jobs", "acme"]).await;
+    assert!(table.contains("succeeded") && table.contains("manual"), "{table}");
+    let parties_runs = cli.json(&["runs", "acme", "--table", "parties", "--json"]).await;
+    assert!(parties_runs.as_array().unwrap().iter().all(|r| r["table"] == "parties"));
+    let newest = cli.ok(&["logs", "--integration", "acme", "--table", "parties"]).await;
+    let newest_run = parties_runs[0]["run_id"].as_str().unwrap();
+    assert!(newest.starts_with(&format!("run {newest_run} of acme")) && newest.contains("parties-001"), "{newest}");
 
     // check: token, rate limit, readable tables.
     let check = cli.ok(&["check", "acme"]).await;
@@ -397,4 +413,52 @@ async fn status_shows_a_table_waiting_for_its_rate_limit_window() {
     let line = status.lines().find(|l| l.contains("entries")).unwrap_or_default().to_string();
     let expected = format!("waiting until {}", resumes.format("%Y-%m-%d %H:%M:%S"));
     assert!(line.contains(&expected), "{status}");
+}
+
+/// Small things an operator would trip on, each fixed: a changed token is checked before it is
+/// stored; `sync --tables` refuses a table the integration does not select; an email/password
+/// token gets its own explanation; a token that cannot be read still leaves failed run records;
+/// resuming after a backfill keeps an integration that loaded data `active`; the demo's hints
+/// name the binary as it was started.
+#[tokio::test]
+async fn operator_paper_cuts_are_fixed() {
+    let sim = start_sim(100, |c| c.token = "test-token".into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::local(dir.path());
+    let base = sim.base_url();
+    cli.ok(&["integrations", "create", "acme", "--token", "env:CAPSULE_TEST_TOKEN", "--api-base-url", base]).await;
+    cli.ok(&["integrations", "edit", "acme", "--tables", "users,teams"]).await;
+
+    let bad = cli.run_with(&["integrations", "edit", "acme", "--token", "env:WRONG"], &[("WRONG", "nope")]).await;
+    assert!(!bad.ok && bad.stderr.contains("401"), "{}", bad.stderr);
+    assert_eq!(cli.show("acme").await["token"]["var"], "CAPSULE_TEST_TOKEN", "the unchecked token was not stored");
+
+    cli.fails(&["sync", "acme", "--tables", "cases"], "does not sync cases").await;
+    cli.fails(
+        &["integrations", "create", "x", "--token", "me@example.com:hunter2", "--api-base-url", base],
+        "looks like an email",
+    )
+    .await;
+    let out = cli.run(&["integrations", "create", "x", "--token", "me@example.com:hunter2"]).await;
+    assert!(!out.stderr.contains("hunter2"), "the password is never echoed: {}", out.stderr);
+
+    // The token cannot be read: the sync fails, and the run history says why.
+    let unreadable = cli.run_with(&["sync", "acme"], &[("CAPSULE_TEST_TOKEN", "")]).await;
+    assert!(!unreadable.ok && unreadable.stderr.contains("CAPSULE_TEST_TOKEN"), "{}", unreadable.stderr);
+    let runs = cli.json(&["runs", "acme", "--json"]).await;
+    let failed: Vec<&Value> = runs.as_array().unwrap().iter().filter(|r| r["state"] == "failed").collect();
+    assert_eq!(failed.len(), 2, "one failed record per table: {runs}");
+    assert!(failed.iter().all(|r| r["error"]["error_type"] == "CredentialsError"), "{runs}");
+    assert!(cli.ok(&["status", "acme"]).await.contains("CredentialsError"));
+
+    // Loaded once, then a backfill drops every bookmark: resume says active, not pending.
+    cli.ok(&["sync", "acme"]).await;
+    cli.ok(&["integrations", "edit", "acme", "--history-start", "2001-01-01"]).await;
+    cli.ok(&["integrations", "pause", "acme"]).await;
+    assert!(cli.ok(&["integrations", "resume", "acme"]).await.contains("now active"));
+
+    let demo = cli.run(&["demo", "--parties", "30"]).await;
+    assert!(demo.ok, "{}", demo.stderr);
+    let hint = format!("{} --data-dir", env!("CARGO_BIN_EXE_capsule-sync"));
+    assert!(demo.stdout.contains(&hint), "the hint runs on this machine: {}", demo.stdout);
 }

@@ -43,6 +43,14 @@ impl std::str::FromStr for TokenSource {
         let bad = || {
             SyncError::Config(format!("token source `{s}` is not one of env:VAR, file:PATH, secretsmanager:SECRET_ID"))
         };
+        if s.contains('@') {
+            return Err(SyncError::Config(format!(
+                "token source `{}` looks like an email or username and password; Capsule API v2 accepts only \
+                 Bearer tokens. Create a personal access token in Capsule (My Preferences > API Authentication \
+                 Tokens), put it in an environment variable or a file, and use --token env:VAR or --token file:PATH",
+                s.split('@').next().unwrap_or_default()
+            )));
+        }
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
         if rest.trim().is_empty() {
             return Err(bad());

@@ -17,6 +17,7 @@ mod error;
 pub mod events;
 pub mod health;
 pub mod integration;
+pub mod jobs;
 pub mod lifecycle;
 pub mod local;
 pub mod output;

@@ -144,6 +144,9 @@ pub trait StateStore: RateBudgetStore + Send + Sync {
 
     /// The latest dispatch of an integration.
     async fn last_dispatch(&self, integration: &str) -> Result<Option<DispatchRecord>>;
+
+    /// An integration's dispatches, newest first (what the schedule started).
+    async fn dispatches(&self, integration: &str, limit: usize) -> Result<Vec<DispatchRecord>>;
 }
 
 /// Starts table runs somewhere else (another Lambda invocation; in-process tasks locally).

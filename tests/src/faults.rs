@@ -221,6 +221,9 @@ impl StateStore for FaultyState {
     async fn last_dispatch(&self, integration: &str) -> Result<Option<DispatchRecord>> {
         self.inner.last_dispatch(integration).await
     }
+    async fn dispatches(&self, integration: &str, limit: usize) -> Result<Vec<DispatchRecord>> {
+        self.inner.dispatches(integration, limit).await
+    }
 }
 
 /// An object sink that injects after parts, the manifest, the schemas and the log are written,

@@ -93,7 +93,17 @@ async fn integrations_are_created_once_and_updated_only_if_they_exist(state: &dy
     state.create_integration(&ghost).await.unwrap();
     let names: Vec<String> = state.list_integrations().await.unwrap().into_iter().map(|i| i.name).collect();
     assert_eq!(names, vec!["acme", "ghost"]);
+    // Deleting takes the integration's bookmarks, leases and checkpoints with it.
+    let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
+    let wanted = Lease::first("ghost", "parties", "o", &run, Utc::now(), Duration::from_secs(600));
+    let held = state.acquire_lease(&wanted).await.unwrap().lease;
+    let saved = Checkpoint { integration: "ghost".into(), ..checkpoint(&run, "o", 1) };
+    let parking = Parking { checkpoint: saved, hold_until: Utc::now() + chrono::Duration::minutes(10) };
+    state.save_checkpoint(&held, &parking, &record("ghost", "parties", &run, RunState::Continued)).await.unwrap();
+    assert_eq!(state.table_states("ghost").await.unwrap().len(), 1);
     assert!(state.delete_integration("ghost").await.unwrap());
+    assert!(state.table_states("ghost").await.unwrap().is_empty(), "leases and checkpoints are gone");
+    assert!(state.checkpoint("ghost", "parties", &run).await.unwrap().is_none());
     assert!(!state.delete_integration("ghost").await.unwrap());
     assert!(state.get_integration("ghost").await.unwrap().is_none());
 }
@@ -426,4 +436,7 @@ async fn dispatch_records_find_the_latest(state: &dyn StateStore) {
     }
     assert_eq!(state.last_dispatch("acme").await.unwrap().unwrap().run_id.as_str(), "20261128T090000Z-bbbbbb");
     assert!(state.last_dispatch("nobody").await.unwrap().is_none());
+    let all: Vec<String> = state.dispatches("acme", 10).await.unwrap().iter().map(|d| d.run_id.to_string()).collect();
+    assert_eq!(all, ["20261128T090000Z-bbbbbb", "20261128T080000Z-aaaaaa"], "newest first");
+    assert_eq!(state.dispatches("acme", 1).await.unwrap().len(), 1);
 }

@@ -12,6 +12,7 @@ use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
 
 use capsule_shared::health::verify_token;
+use capsule_shared::ports::RunState;
 
 use crate::backend::Backend;
 
@@ -39,7 +40,8 @@ pub struct CreateArgs {
     pub name: String,
     /// Where the Capsule token is read: env:VAR, file:PATH, or secretsmanager:SECRET_ID (aws backend).
     #[arg(long)]
-    pub token: TokenSource,
+    /// (Parsed by the command, so a mistyped secret is never echoed back in clap's error.)
+    pub token: String,
     /// Capsule API base URL.
     #[arg(long, default_value = capsule_shared::capsule::DEFAULT_BASE_URL)]
     pub api_base_url: String,
@@ -102,7 +104,10 @@ pub struct EditArgs {
     #[arg(long)]
     pub api_base_url: Option<String>,
     #[arg(long)]
-    pub token: Option<TokenSource>,
+    pub token: Option<String>,
+    /// Don't call the API to check a changed token or base URL.
+    #[arg(long)]
+    pub no_check: bool,
 }
 
 #[derive(Args, Debug)]
@@ -176,7 +181,8 @@ pub async fn run(backend: &Backend, cmd: IntegrationsCommand) -> anyhow::Result<
 
 async fn create(backend: &Backend, args: CreateArgs) -> anyhow::Result<()> {
     validate_name(&args.name)?;
-    let mut integration = Integration::new(&args.name, args.token, Utc::now());
+    let token: TokenSource = args.token.parse()?;
+    let mut integration = Integration::new(&args.name, token, Utc::now());
     integration.api_base_url = args.api_base_url;
     integration.tables = catalog::resolve_tables(&args.tables)?.iter().map(|t| t.name.to_string()).collect();
     if args.tables.is_empty() {
@@ -256,11 +262,16 @@ async fn edit(backend: &Backend, args: EditArgs) -> anyhow::Result<()> {
     if let Some(url) = args.api_base_url {
         after.api_base_url = url;
     }
-    if let Some(token) = args.token {
+    if let Some(token) = &args.token {
+        let token: TokenSource = token.parse()?;
         after.token = token;
     }
     after.validate()?;
     backend.access.check(&after)?;
+    // A new token or base URL is proven before it is stored, as `create` does.
+    if (after.token != before.token || after.api_base_url != before.api_base_url) && !args.no_check {
+        check_token(backend, &after).await?;
+    }
 
     let new_tables: BTreeSet<&str> = after.selected_tables()?.iter().map(|t| t.name).collect();
     let added: Vec<&str> = new_tables.difference(&old_tables).copied().collect();
@@ -327,8 +338,9 @@ async fn set_paused(backend: &Backend, name: &str, pause: bool) -> anyhow::Resul
     integration.status = if pause {
         IntegrationStatus::Paused
     } else {
-        // Active again if it ever loaded data; the bookmarks say where to pick up.
-        let mut loaded = false;
+        // Active again if it ever loaded data: a bookmark, or a succeeded run (a backfill
+        // ordered since may have dropped every bookmark).
+        let mut loaded = backend.state.runs(Some(name), 10_000).await?.iter().any(|r| r.state == RunState::Succeeded);
         for t in integration.selected_tables()? {
             loaded |= backend.state.bookmark(name, t.name).await?.is_some();
         }

@@ -1,4 +1,4 @@
-//! Operations: `status`, `check`, `runs`, `logs`.
+//! Operations: `status`, `check`, `runs`, `jobs`, `logs`.
 
 use capsule_shared::health::{probe_table, table_health, verify_token};
 use capsule_shared::integration::RunId;
@@ -32,6 +32,9 @@ pub struct CheckArgs {
 pub struct RunsArgs {
     /// Only this integration.
     pub name: Option<String>,
+    /// Only this table.
+    #[arg(long)]
+    pub table: Option<String>,
     /// How many table runs.
     #[arg(long, default_value_t = 30)]
     pub last: usize,
@@ -41,10 +44,24 @@ pub struct RunsArgs {
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
-    pub run_id: RunId,
+    /// The run; the newest one (of `--integration`, of `--table`) when absent.
+    pub run_id: Option<RunId>,
+    /// The newest run of this integration.
+    #[arg(long)]
+    pub integration: Option<String>,
     /// Only this table.
     #[arg(long)]
     pub table: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct JobsArgs {
+    pub name: String,
+    /// How many jobs.
+    #[arg(long, default_value_t = 20)]
+    pub last: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn when(t: Option<DateTime<Utc>>) -> String {
@@ -166,7 +183,12 @@ pub async fn runs(backend: &Backend, args: RunsArgs) -> anyhow::Result<()> {
     if let Some(name) = &args.name {
         backend.integration(name).await?;
     }
-    let runs = backend.state.runs(args.name.as_deref(), args.last).await?;
+    let mut runs = backend.state.runs(args.name.as_deref(), HISTORY).await?;
+    if let Some(table) = &args.table {
+        let table = capsule_shared::catalog::table(table).ok_or_else(|| anyhow::anyhow!("unknown table `{table}`"))?;
+        runs.retain(|r| r.table == table.name);
+    }
+    runs.truncate(args.last);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(());
@@ -210,25 +232,34 @@ pub async fn runs(backend: &Backend, args: RunsArgs) -> anyhow::Result<()> {
 }
 
 pub async fn logs(backend: &Backend, args: LogsArgs) -> anyhow::Result<()> {
-    let runs: Vec<TableRunRecord> = backend.state.runs(None, usize::MAX / 2).await?;
-    let integration = runs
-        .iter()
-        .find(|r| r.run_id == args.run_id)
-        .map(|r| r.integration.clone())
-        .ok_or_else(|| anyhow::anyhow!("no run {} in {}", args.run_id, backend.location))?;
-    let prefix = output::log_prefix(&integration, &args.run_id);
+    let table = match &args.table {
+        Some(t) => Some(capsule_shared::catalog::table(t).ok_or_else(|| anyhow::anyhow!("unknown table `{t}`"))?.name),
+        None => None,
+    };
+    let runs: Vec<TableRunRecord> = backend.state.runs(args.integration.as_deref(), usize::MAX / 2).await?;
+    // Newest first: with no run id, the newest run (of the table, when given).
+    let found = runs.iter().find(|r| {
+        args.run_id.as_ref().is_none_or(|id| &r.run_id == id)
+            && (args.run_id.is_some() || table.is_none_or(|t| r.table == t))
+    });
+    let Some(found) = found else {
+        match &args.run_id {
+            Some(id) => anyhow::bail!("no run {id} in {}", backend.location),
+            None => anyhow::bail!("no runs yet in {}", backend.location),
+        }
+    };
+    let (integration, run_id) = (found.integration.clone(), found.run_id.clone());
+    let prefix = output::log_prefix(&integration, &run_id);
     let mut keys = backend.sink.list(&prefix).await?;
-    if let Some(table) = &args.table {
-        let table =
-            capsule_shared::catalog::table(table).ok_or_else(|| anyhow::anyhow!("unknown table `{table}`"))?.name;
+    if let Some(table) = table {
         keys.retain(|k| k.strip_prefix(&prefix).is_some_and(|f| f.starts_with(&format!("{table}-"))));
     }
     anyhow::ensure!(
         !keys.is_empty(),
-        "no logs stored for run {}{}",
-        args.run_id,
-        args.table.as_ref().map_or(String::new(), |t| format!(" table {t}"))
+        "no logs stored for run {run_id}{}",
+        table.map_or(String::new(), |t| format!(" table {t}"))
     );
+    println!("run {run_id} of {integration}");
     for key in keys {
         let name = key.strip_prefix(&prefix).unwrap_or(&key).trim_end_matches(".ndjson").to_string();
         let Some(bytes) = backend.sink.get(&key).await? else { continue };
@@ -249,5 +280,32 @@ pub async fn logs(backend: &Backend, args: LogsArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+pub async fn jobs(backend: &Backend, args: JobsArgs) -> anyhow::Result<()> {
+    backend.integration(&args.name).await?;
+    let jobs = capsule_shared::jobs::jobs(backend.state.as_ref(), &args.name, args.last).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["run", "started by", "started", "succeeded", "failed", "continued", "skipped", "rows", "seconds"]);
+    for job in &jobs {
+        t.add_row(vec![
+            job.run_id.to_string(),
+            job.started_by.as_str().to_string(),
+            when(Some(job.started_at)),
+            job.count(RunState::Succeeded).to_string(),
+            job.count(RunState::Failed).to_string(),
+            (job.count(RunState::Continued) + job.count(RunState::Running)).to_string(),
+            job.count(RunState::Skipped).to_string(),
+            job.rows.to_string(),
+            job.seconds().map_or("-".into(), |s| format!("{s:.1}")),
+        ]);
+    }
+    println!("{t}");
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! `capsule-sync sync NAME`: run an integration's tables now, in this process.
 
+use capsule_shared::SyncError;
 use capsule_shared::catalog::{self, TableSpec};
 use capsule_shared::engine::{self, RunOptions, TableRunOutcome};
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
 use capsule_shared::output::{Compression, WriterOptions};
+use capsule_shared::ports::{ErrorRecord, RunState, TableRunRecord};
 use chrono::Utc;
 use clap::Args;
 
@@ -62,14 +64,33 @@ pub async fn run(backend: &Backend, args: SyncArgs) -> anyhow::Result<()> {
         integration.name,
         integration.name
     );
-    let tables =
-        if args.tables.is_empty() { integration.selected_tables()? } else { catalog::resolve_tables(&args.tables)? };
+    let tables = tables_to_sync(&integration, &args.tables)?;
     let outcomes = sync_now(backend, &integration, &tables, &args.run).await?;
     print_outcomes(backend, &outcomes, args.run.json)?;
     match report::failures(&outcomes) {
         Some(failures) => anyhow::bail!(failures),
         None => Ok(()),
     }
+}
+
+/// The integration's tables, or those of them asked for; a table it does not select is refused.
+fn tables_to_sync(integration: &Integration, asked: &[String]) -> anyhow::Result<Vec<&'static TableSpec>> {
+    let selected = integration.selected_tables()?;
+    if asked.is_empty() {
+        return Ok(selected);
+    }
+    let tables = catalog::resolve_tables(asked)?;
+    let unselected: Vec<&str> =
+        tables.iter().filter(|t| !selected.iter().any(|s| s.name == t.name)).map(|t| t.name).collect();
+    anyhow::ensure!(
+        unselected.is_empty(),
+        "integration `{}` does not sync {}; add with `integrations edit {} --add-tables {}`",
+        integration.name,
+        unselected.join(", "),
+        integration.name,
+        unselected.join(",")
+    );
+    Ok(tables)
 }
 
 /// Syncs `tables` of `integration` now and returns every table's outcome.
@@ -80,8 +101,14 @@ pub async fn sync_now(
     args: &RunArgs,
 ) -> anyhow::Result<Vec<TableRunOutcome>> {
     integration.validate()?;
-    let client = backend.client_for(integration).await?;
     let run_id = args.run_id.clone().unwrap_or_else(|| RunId::new(Utc::now()));
+    let client = match backend.client_for(integration).await {
+        Ok(client) => client,
+        Err(error) => {
+            record_unstarted(backend, integration, tables, &run_id, &error).await;
+            return Err(error);
+        }
+    };
     tracing::info!(event = "sync_started", integration = %integration.name, run_id = %run_id, tables = tables.len());
     let progress = Progress::new(tables);
     let callback = progress.as_ref().map(|p| p.callback());
@@ -120,4 +147,28 @@ pub fn print_outcomes(backend: &Backend, outcomes: &[TableRunOutcome], json: boo
         println!("files: {data}   manifests: {meta}   logs: capsule-sync logs {}", r.run_id);
     }
     Ok(())
+}
+
+/// A sync that could not start (the token could not be read, the host is not allowed) still
+/// leaves a failed record per table, so `status` and `runs` show why nothing ran.
+async fn record_unstarted(
+    backend: &Backend,
+    integration: &Integration,
+    tables: &[&'static TableSpec],
+    run_id: &RunId,
+    error: &anyhow::Error,
+) {
+    let error = match error.downcast_ref::<SyncError>() {
+        Some(e) => ErrorRecord::from(e),
+        None => ErrorRecord::from(&SyncError::Config(format!("{error:#}"))),
+    };
+    for table in tables {
+        let now = Utc::now();
+        let mut record = TableRunRecord::new(&integration.name, table.name, run_id, RunState::Failed, now);
+        record.finished_at = Some(now);
+        record.error = Some(error.clone());
+        if let Err(e) = backend.state.record_run(&record).await {
+            tracing::warn!(event = "run_record_failed", error = %e);
+        }
+    }
 }

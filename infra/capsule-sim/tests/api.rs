@@ -359,11 +359,12 @@ async fn the_same_seed_gives_the_same_account() {
     assert_ne!(pa, pc, "another seed gives another account");
 }
 
-// ---- Shapes: every response kind matches its sample in ../shared/capsule-api-samples/ ----
+// ---- Shapes: every response kind matches its sample in tests/fixtures/capsule-api-samples/ ----
+// (a copy of the project's API samples, so a bare clone runs this; CAPSULE_API_SAMPLES overrides)
 
 fn samples_dir() -> std::path::PathBuf {
     let dir = std::env::var("CAPSULE_API_SAMPLES").map(std::path::PathBuf::from).unwrap_or_else(|_| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/capsule-api-samples")
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/capsule-api-samples")
     });
     assert!(dir.is_dir(), "API samples not found at {} (set CAPSULE_API_SAMPLES)", dir.display());
     dir

@@ -697,6 +697,12 @@ impl StateStore for DynamoState {
         Ok(())
     }
 
+    async fn dispatches(&self, integration: &str, limit: usize) -> Result<Vec<DispatchRecord>> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let items = self.query_partition(dispatch_pk(integration), "DISPATCH#", Some(limit)).await?;
+        items.iter().map(from_item).collect()
+    }
+
     async fn last_dispatch(&self, integration: &str) -> Result<Option<DispatchRecord>> {
         let mut newest = self.query_partition(dispatch_pk(integration), "DISPATCH#", Some(1)).await?;
         if newest.is_empty() {

@@ -291,6 +291,7 @@ impl StateStore for StateFile {
             let prefix = format!("{name}/");
             doc.bookmarks.retain(|k, _| !k.starts_with(&prefix));
             doc.leases.retain(|k, _| !k.starts_with(&prefix));
+            doc.checkpoints.retain(|k, _| !k.starts_with(&prefix));
             Ok(doc.integrations.remove(&name).is_some())
         })
         .await
@@ -490,6 +491,14 @@ impl StateStore for StateFile {
             doc.dispatches.retain(|d| !(d.integration == dispatch.integration && d.run_id == dispatch.run_id));
             doc.dispatches.push(dispatch);
             Ok(())
+        })
+        .await
+    }
+
+    async fn dispatches(&self, integration: &str, limit: usize) -> Result<Vec<DispatchRecord>> {
+        let integration = integration.to_string();
+        self.transact(false, move |doc| {
+            Ok(doc.dispatches.iter().rev().filter(|d| d.integration == integration).take(limit).cloned().collect())
         })
         .await
     }

@@ -1,0 +1,88 @@
+//! Jobs: one run id across its tables, as an operator thinks of a sync ("last night's run"),
+//! built from the run records and dispatch records of either backend.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::Result;
+use crate::integration::RunId;
+use crate::ports::{RunState, StateStore, TableRunRecord};
+
+/// What started a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartedBy {
+    /// The scheduler (the orchestrator's tick, `run-due`, or a due manual full run).
+    Schedule,
+    /// By hand: `sync`, or a forced or partial manual run.
+    Manual,
+}
+
+impl StartedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartedBy::Schedule => "schedule",
+            StartedBy::Manual => "manual",
+        }
+    }
+}
+
+/// One run id of one integration across its tables.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub integration: String,
+    pub run_id: RunId,
+    pub started_by: StartedBy,
+    pub started_at: DateTime<Utc>,
+    /// When its last table ended; None while a table is still running or waiting.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Tables by their latest state.
+    pub tables: BTreeMap<String, RunState>,
+    pub rows: u64,
+}
+
+impl Job {
+    /// How many tables are in `state`.
+    pub fn count(&self, state: RunState) -> usize {
+        self.tables.values().filter(|s| **s == state).count()
+    }
+
+    pub fn seconds(&self) -> Option<f64> {
+        self.finished_at.map(|end| (end - self.started_at).num_milliseconds() as f64 / 1000.0)
+    }
+}
+
+/// The newest `limit` jobs of an integration, newest first.
+pub async fn jobs(state: &dyn StateStore, integration: &str, limit: usize) -> Result<Vec<Job>> {
+    let records = state.runs(Some(integration), 100_000).await?;
+    let scheduled: BTreeSet<RunId> =
+        state.dispatches(integration, 100_000).await?.into_iter().map(|d| d.run_id).collect();
+    let mut by_run: BTreeMap<RunId, Vec<TableRunRecord>> = BTreeMap::new();
+    for r in records {
+        by_run.entry(r.run_id.clone()).or_default().push(r); // each newest first
+    }
+    let mut jobs: Vec<Job> =
+        by_run.into_iter().map(|(run_id, records)| job(integration, run_id, records, &scheduled)).collect();
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.started_at));
+    jobs.truncate(limit);
+    Ok(jobs)
+}
+
+fn job(integration: &str, run_id: RunId, records: Vec<TableRunRecord>, scheduled: &BTreeSet<RunId>) -> Job {
+    let mut latest: BTreeMap<String, &TableRunRecord> = BTreeMap::new();
+    for r in &records {
+        latest.entry(r.table.clone()).or_insert(r);
+    }
+    let open = latest.values().any(|r| matches!(r.state, RunState::Running | RunState::Continued));
+    Job {
+        integration: integration.to_string(),
+        started_by: if scheduled.contains(&run_id) { StartedBy::Schedule } else { StartedBy::Manual },
+        run_id,
+        started_at: records.iter().map(|r| r.started_at).min().unwrap_or_default(),
+        finished_at: if open { None } else { latest.values().filter_map(|r| r.finished_at).max() },
+        rows: latest.values().filter(|r| r.state == RunState::Succeeded).map(|r| r.rows).sum(),
+        tables: latest.into_iter().map(|(t, r)| (t, r.state)).collect(),
+    }
+}
