@@ -42,6 +42,10 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Sync an integration's tables now.
     Sync(commands::sync::SyncArgs),
+    /// One pass: sync every integration whose frequency has elapsed (for cron or a systemd timer).
+    RunDue(commands::schedule::RunDueArgs),
+    /// Stay up and sync each integration as it comes due; Ctrl-C stops cleanly.
+    Schedule(commands::schedule::ScheduleArgs),
     /// List the 22 tables: replication, key, columns.
     Catalog(commands::catalog::CatalogArgs),
     /// Manage integrations: create, list, show, edit, pause, resume, delete.
@@ -90,6 +94,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let backend = backend::Backend::open(&cli.data_dir, &cli.backend).await?;
     match cli.command {
         Command::Sync(args) => commands::sync::run(&backend, args).await,
+        Command::RunDue(args) => commands::schedule::run_due(&backend, args).await,
+        Command::Schedule(args) => commands::schedule::schedule(&backend, args).await,
         Command::Integrations(cmd) => commands::integrations::run(&backend, cmd).await,
         Command::Status(args) => commands::ops::status(&backend, args).await,
         Command::Check(args) => commands::ops::check(&backend, args).await,

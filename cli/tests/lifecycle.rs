@@ -462,3 +462,70 @@ async fn operator_paper_cuts_are_fixed() {
     let hint = format!("{} --data-dir", env!("CARGO_BIN_EXE_capsule-sync"));
     assert!(demo.stdout.contains(&hint), "the hint runs on this machine: {}", demo.stdout);
 }
+
+/// `run-due` syncs the integrations whose frequency has elapsed, and only those: a second pass
+/// right after finds nothing due, a paused integration never runs.
+#[tokio::test]
+async fn run_due_syncs_only_due_integrations() {
+    let sim = start_sim(50, |c| c.token = "test-token".into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::local(dir.path());
+    let base = sim.base_url();
+    for (name, table) in [("acme", "users"), ("beta", "teams"), ("gamma", "users")] {
+        let create = ["integrations", "create", name, "--token", "env:CAPSULE_TEST_TOKEN", "--api-base-url", base];
+        cli.ok(&create).await;
+        cli.ok(&["integrations", "edit", name, "--tables", table, "--frequency", "1h"]).await;
+    }
+    cli.ok(&["integrations", "pause", "gamma"]).await;
+    let first = cli.ok(&["run-due"]).await;
+    assert!(first.contains("acme: synced") && first.contains("beta: synced"), "{first}");
+    assert!(first.contains("gamma: paused"), "{first}");
+    let second = cli.ok(&["run-due"]).await;
+    assert!(second.contains("acme: not due until") && second.contains("beta: not due until"), "{second}");
+    let jobs = cli.json(&["jobs", "acme", "--json"]).await;
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "one sync of acme: {jobs}");
+    assert_eq!(jobs[0]["started_by"], "schedule");
+    assert!(cli.json(&["runs", "gamma", "--json"]).await.as_array().unwrap().is_empty());
+}
+
+/// `schedule` stays up and syncs what is due; Ctrl-C while a sync is running lets it finish
+/// (no lease left behind, nothing half-written) and exits cleanly.
+#[tokio::test]
+async fn schedule_stops_cleanly_on_ctrl_c() {
+    use capsule_shared::local::StateFile;
+    use capsule_shared::ports::StateStore;
+
+    let sim = start_sim(50, |c| c.token = "test-token".into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::local(dir.path());
+    let create =
+        ["integrations", "create", "acme", "--token", "env:CAPSULE_TEST_TOKEN", "--api-base-url", sim.base_url()];
+    cli.ok(&create).await;
+    cli.ok(&["integrations", "edit", "acme", "--tables", "users"]).await;
+    sim.add_fault(capsule_sync_e2e::slow_pages("/users", 1500));
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_capsule-sync"))
+        .args(&cli.args)
+        .args(["schedule", "--tick", "1"])
+        .envs(cli.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = StateFile::new(dir.path());
+    let started = std::time::Instant::now();
+    while state.table_states("acme").await.unwrap().is_empty() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the sync never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("acme: synced") && stdout.trim_end().ends_with("stopped"), "{stdout}");
+    assert!(state.table_states("acme").await.unwrap().is_empty(), "no lease left behind");
+    let runs = state.runs(Some("acme"), 10).await.unwrap();
+    assert_eq!(runs[0].state, capsule_shared::ports::RunState::Succeeded, "the sync in progress finished: {runs:?}");
+}

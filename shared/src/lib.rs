@@ -23,6 +23,7 @@ pub mod local;
 pub mod output;
 pub mod ports;
 pub mod runlog;
+pub mod schedule;
 pub mod tls;
 
 pub use error::{Fault, Result, SyncError};

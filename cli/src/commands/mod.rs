@@ -4,4 +4,5 @@ pub mod catalog;
 pub mod demo;
 pub mod integrations;
 pub mod ops;
+pub mod schedule;
 pub mod sync;

@@ -12,12 +12,10 @@ use capsule_shared::events::{ManualRun, OrchestratorEvent, TableSyncEvent};
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
 use capsule_shared::lifecycle;
 use capsule_shared::ports::{DispatchRecord, Dispatcher, StateStore};
+use capsule_shared::schedule;
 use capsule_shared::{Result, SyncError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-
-/// Scheduler ticks are not exact: an integration counts as due this much before its time.
-const SCHEDULE_SLACK_MINUTES: i64 = 2;
 
 /// What the orchestrator needs, built once at cold start.
 #[derive(Clone)]
@@ -88,7 +86,8 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
             summary.resumed.extend(resume(&integration, deps).await?);
             summary.dispatched.extend(dispatch_pending(&integration, deps).await?);
         }
-        if let Some(reason) = why_not_due(&integration, deps, now, request.force && !scheduled).await? {
+        let force = request.force && !scheduled;
+        if let Some(reason) = schedule::why_not_due(deps.state.as_ref(), &integration, now, force).await? {
             tracing::info!(event = "integration_skipped", integration = %integration.name, %reason);
             summary.skipped.push(Skipped { integration: integration.name.clone(), reason });
             continue;
@@ -122,25 +121,6 @@ async fn resume(integration: &Integration, deps: &Deps) -> Result<Vec<Resumed>> 
         });
     }
     Ok(resumed)
-}
-
-/// Paused integrations never run; others run when their frequency has elapsed (or forced).
-async fn why_not_due(
-    integration: &Integration,
-    deps: &Deps,
-    now: DateTime<Utc>,
-    force: bool,
-) -> Result<Option<String>> {
-    if integration.status == IntegrationStatus::Paused {
-        return Ok(Some("paused".into()));
-    }
-    if force {
-        return Ok(None);
-    }
-    let Some(last) = deps.state.last_dispatch(&integration.name).await? else { return Ok(None) };
-    let due_at = last.dispatched_at + chrono::Duration::minutes(i64::from(integration.frequency_minutes))
-        - chrono::Duration::minutes(SCHEDULE_SLACK_MINUTES);
-    Ok((now < due_at).then(|| format!("not due until {}", due_at.to_rfc3339())))
 }
 
 /// Dispatches one table-sync invocation per table under a new run id. A run on the schedule (a

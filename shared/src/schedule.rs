@@ -1,0 +1,147 @@
+//! When an integration is due, in one place for the orchestrator's tick and the CLI's
+//! `run-due` / `schedule`; and the local scheduler's loop, on an injectable clock.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::Result;
+use crate::integration::{Integration, IntegrationStatus, RunId};
+use crate::ports::{DispatchRecord, StateStore};
+
+/// Scheduler ticks are not exact: an integration counts as due this much before its time.
+pub const SLACK: chrono::Duration = chrono::Duration::minutes(2);
+
+/// When an integration is next due after its last scheduled dispatch (None: due now).
+pub fn due_at(integration: &Integration, last: Option<&DispatchRecord>) -> Option<DateTime<Utc>> {
+    last.map(|d| d.dispatched_at + chrono::Duration::minutes(i64::from(integration.frequency_minutes)) - SLACK)
+}
+
+/// Why the integration is not to run now (None: run it). Paused never runs; `force` runs now.
+pub async fn why_not_due(
+    state: &dyn StateStore,
+    integration: &Integration,
+    now: DateTime<Utc>,
+    force: bool,
+) -> Result<Option<String>> {
+    if integration.status == IntegrationStatus::Paused {
+        return Ok(Some("paused".into()));
+    }
+    if force {
+        return Ok(None);
+    }
+    let last = state.last_dispatch(&integration.name).await?;
+    Ok(due_at(integration, last.as_ref()).filter(|at| now < *at).map(|at| format!("not due until {}", at.to_rfc3339())))
+}
+
+/// Time for the local scheduler (tests inject one that does not sleep).
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+    fn sleep_until(&self, at: DateTime<Utc>) -> impl Future<Output = ()> + Send;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    async fn sleep_until(&self, at: DateTime<Utc>) {
+        tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await
+    }
+}
+
+/// What one pass of the local scheduler did with an integration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassOutcome {
+    Synced { integration: String, run_id: RunId, ok: bool },
+    Skipped { integration: String, reason: String },
+}
+
+/// One pass: every integration due at `now` is synced (`sync` runs all its tables under the run
+/// id and says whether every table succeeded). The dispatch is recorded before the sync, so the
+/// integration is next due a frequency later whatever the sync does.
+pub async fn run_due(
+    state: &dyn StateStore,
+    now: DateTime<Utc>,
+    sync: &mut impl AsyncFnMut(&Integration, &RunId) -> bool,
+) -> Result<Vec<PassOutcome>> {
+    let mut out = Vec::new();
+    for integration in state.list_integrations().await? {
+        if let Some(reason) = why_not_due(state, &integration, now, false).await? {
+            out.push(PassOutcome::Skipped { integration: integration.name.clone(), reason });
+            continue;
+        }
+        let run_id = RunId::new(now);
+        let tables = integration.selected_tables()?.iter().map(|t| t.name.to_string()).collect();
+        let record = DispatchRecord {
+            integration: integration.name.clone(),
+            run_id: run_id.clone(),
+            tables,
+            dispatched_at: now,
+            failed: vec![],
+        };
+        state.record_dispatch(&record).await?;
+        let ok = sync(&integration, &run_id).await;
+        out.push(PassOutcome::Synced { integration: integration.name.clone(), run_id, ok });
+    }
+    Ok(out)
+}
+
+/// The next instant any integration is due (None: one is due now, or none is registered).
+pub async fn next_due(state: &dyn StateStore) -> Result<Option<DateTime<Utc>>> {
+    let mut next: Option<DateTime<Utc>> = None;
+    for integration in state.list_integrations().await? {
+        if integration.status == IntegrationStatus::Paused {
+            continue;
+        }
+        let Some(at) = due_at(&integration, state.last_dispatch(&integration.name).await?.as_ref()) else {
+            return Ok(None);
+        };
+        next = Some(next.map_or(at, |n| n.min(at)));
+    }
+    Ok(next)
+}
+
+/// The local scheduler: passes of [`run_due`] as integrations come due (looking at least every
+/// `tick`, so new and edited integrations are noticed), until `stop` resolves. A stop during a
+/// pass lets the pass finish (its syncs end normally and release their leases); between passes
+/// it ends the loop at once. `on_pass` sees each pass.
+pub async fn run_schedule(
+    state: &dyn StateStore,
+    clock: &impl Clock,
+    tick: Duration,
+    stop: impl Future<Output = ()>,
+    sync: &mut impl AsyncFnMut(&Integration, &RunId) -> bool,
+    on_pass: &mut impl FnMut(&[PassOutcome]),
+) -> Result<()> {
+    let mut stop = std::pin::pin!(stop);
+    let mut stopping = false;
+    loop {
+        let outcomes = {
+            let mut pass = std::pin::pin!(run_due(state, clock.now(), sync));
+            loop {
+                tokio::select! {
+                    outcomes = &mut pass => break outcomes?,
+                    () = &mut stop, if !stopping => {
+                        stopping = true;
+                        tracing::warn!(event = "schedule_stopping", "finishing the syncs in progress, then stopping");
+                    }
+                }
+            }
+        };
+        on_pass(&outcomes);
+        if stopping {
+            return Ok(());
+        }
+        let tick = chrono::Duration::from_std(tick).unwrap_or(chrono::Duration::minutes(1));
+        let wake = next_due(state).await?.map_or(clock.now() + tick, |at| at.min(clock.now() + tick));
+        tokio::select! {
+            () = clock.sleep_until(wake) => {}
+            () = &mut stop => return Ok(()),
+        }
+    }
+}
