@@ -529,3 +529,25 @@ async fn schedule_stops_cleanly_on_ctrl_c() {
     let runs = state.runs(Some("acme"), 10).await.unwrap();
     assert_eq!(runs[0].state, capsule_shared::ports::RunState::Succeeded, "the sync in progress finished: {runs:?}");
 }
+
+/// The original spec's column names: misspellings select their column, names Capsule does not
+/// provide are refused with the reason, and `catalog --spec` prints the mapping.
+#[tokio::test]
+async fn the_spec_mapping_is_printed_and_spec_columns_get_their_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::local(dir.path());
+    let mapping = cli.json(&["catalog", "--spec", "--json"]).await;
+    let find = |table: &str, column: &str| {
+        mapping.as_array().unwrap().iter().find(|m| m["table"] == table && m["spec_column"] == column).cloned()
+    };
+    assert_eq!(find("users", "taskRemainder").unwrap()["column"], "taskReminder");
+    assert_eq!(find("parties", "lastContactAt").unwrap()["column"], "lastContactedAt");
+    let memberships = find("teams", "memberships").unwrap();
+    assert!(memberships["column"].is_null() && memberships["not_provided"].as_str().unwrap().contains("unconfirmed"));
+    let create = ["integrations", "create", "acme", "--token", "env:CAPSULE_TEST_TOKEN", "--no-check"];
+    let with = |columns: &'static str| create.iter().copied().chain(["--columns", columns]).collect::<Vec<_>>();
+    cli.fails(&with("entries=id,firstname"), "not provided by Capsule API v2").await;
+    cli.ok(&with("users=id,taskRemainder,clickToCallPrefrence")).await;
+    let show = cli.show("acme").await;
+    assert_eq!(show["columns"]["users"], serde_json::json!(["id", "taskRemainder", "clickToCallPrefrence"]));
+}

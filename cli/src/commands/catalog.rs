@@ -1,5 +1,6 @@
 //! `capsule-sync catalog`: the 22 tables, for people (a table) or machines (`--json`).
 
+use capsule_shared::catalog::spec::NOT_PROVIDED;
 use capsule_shared::catalog::{Fetch, TABLES};
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
@@ -9,9 +10,76 @@ pub struct CatalogArgs {
     /// The full catalog as JSON (columns, types, aliases, endpoints).
     #[arg(long)]
     pub json: bool,
+    /// How the original integration spec's column names map: aliases, and the columns Capsule API
+    /// v2 does not provide, with why.
+    #[arg(long)]
+    pub spec: bool,
+}
+
+/// One spec name and what it is here.
+#[derive(serde::Serialize)]
+struct SpecMapping {
+    table: &'static str,
+    spec_column: &'static str,
+    /// The column it selects, when there is one.
+    column: Option<&'static str>,
+    /// Why there is none.
+    not_provided: Option<&'static str>,
+}
+
+fn spec_mappings() -> Vec<SpecMapping> {
+    let mut out = Vec::new();
+    for table in TABLES {
+        for column in table.columns {
+            for alias in column.aliases {
+                out.push(SpecMapping {
+                    table: table.name,
+                    spec_column: alias,
+                    column: Some(column.name),
+                    not_provided: None,
+                });
+            }
+        }
+        for missing in NOT_PROVIDED.iter().filter(|m| m.table == table.name) {
+            for name in missing.columns {
+                out.push(SpecMapping {
+                    table: table.name,
+                    spec_column: name,
+                    column: None,
+                    not_provided: Some(missing.reason),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn print_spec(json: bool) -> anyhow::Result<()> {
+    let mappings = spec_mappings();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&mappings)?);
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["table", "spec column", "is"]);
+    for m in &mappings {
+        let is = match (m.column, m.not_provided) {
+            (Some(column), _) => format!("alias of `{column}`"),
+            (None, Some(reason)) => format!("not provided: {reason}"),
+            (None, None) => String::new(),
+        };
+        t.add_row(vec![m.table.to_string(), m.spec_column.to_string(), is]);
+    }
+    println!("{t}");
+    println!("Every other spec column has the same name here (`capsule-sync catalog --json` lists them all).");
+    Ok(())
 }
 
 pub fn run(args: CatalogArgs) -> anyhow::Result<()> {
+    if args.spec {
+        return print_spec(args.json);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(TABLES)?);
         return Ok(());

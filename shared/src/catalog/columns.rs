@@ -26,6 +26,12 @@ pub fn resolve_columns(table: &TableSpec, requested: &[String]) -> Result<Column
     let mut wanted: Vec<&'static str> = Vec::new();
     for name in requested {
         let column = find(table, name).ok_or_else(|| {
+            if let Some(missing) = super::spec::not_provided(table.name, name) {
+                return SyncError::Config(format!(
+                    "column `{name}` of table `{}` is not provided by Capsule API v2: {}",
+                    table.name, missing.reason
+                ));
+            }
             let valid: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
             SyncError::Config(format!(
                 "unknown column `{name}` for table `{}`; valid columns: {}",

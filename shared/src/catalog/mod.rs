@@ -1,9 +1,11 @@
 //! The catalog: the 22 Capsule tables as declarative data. Everything that differs per table —
 //! which endpoints, which envelope key, replication, key, columns, added columns — lives in
-//! [`tables`]; the engine reads it and has no per-table branches.
+//! [`tables`]; the engine reads it and has no per-table branches. How the original integration
+//! spec's columns map onto it (aliases, columns Capsule does not provide) is [`spec`].
 
 mod columns;
 mod schema;
+pub mod spec;
 mod tables;
 
 use serde::Serialize;
@@ -231,5 +233,52 @@ impl TableSpec {
     /// All column names a row of this table can have, in schema order.
     pub fn all_columns(&self) -> impl Iterator<Item = &'static Column> + '_ {
         self.columns.iter().chain(self.added.iter()).chain(METADATA_COLUMNS.iter())
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    fn select(table: &str, column: &str) -> Result<Vec<&'static str>, String> {
+        let spec = super::table(table).unwrap();
+        resolve_columns(spec, &[column.to_string()]).map(|s| s.names()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_specs_misspellings_are_accepted() {
+        for (table, spec_name, column) in [
+            ("parties", "lastContactAt", "lastContactedAt"),
+            ("cases", "lastContactAt", "lastContactedAt"),
+            ("opportunities", "lastContactAt", "lastContactedAt"),
+            ("employees", "lastContactAt", "lastContactedAt"),
+            ("opportunities", "expectedClosedOn", "expectedCloseOn"),
+            ("users", "clickToCallPrefrence", "clickToCallPreference"),
+            ("users", "taskRemainder", "taskReminder"),
+            ("milestones", "daysUntilState", "daysUntilStale"),
+            ("parties", "updateAt", "updatedAt"),
+            ("parties", "wbesites", "websites"),
+        ] {
+            let names = select(table, spec_name).unwrap_or_else(|e| panic!("{table}.{spec_name}: {e}"));
+            assert!(names.contains(&column), "{table}.{spec_name} → {names:?}");
+        }
+        let task_definition = TABLES.iter().find(|t| t.columns.iter().any(|c| c.name == "overrideToCurrentUser"));
+        let table = task_definition.expect("a table has overrideToCurrentUser").name;
+        assert!(select(table, "overrideToCirrentUser").unwrap().contains(&"overrideToCurrentUser"));
+    }
+
+    #[test]
+    fn spec_columns_capsule_does_not_provide_are_refused_with_their_reason() {
+        for missing in spec::NOT_PROVIDED {
+            assert!(super::table(missing.table).is_some(), "{} is a table", missing.table);
+            for column in missing.columns {
+                let err = select(missing.table, column).unwrap_err();
+                assert!(err.contains("not provided by Capsule API v2") && err.contains(missing.reason), "{err}");
+            }
+        }
+        let err = select("entries", "firstname").unwrap_err();
+        assert!(err.contains("join `parties`"), "{err}");
+        let err = select("parties", "nonsense").unwrap_err();
+        assert!(err.contains("unknown column") && err.contains("valid columns"), "{err}");
     }
 }
