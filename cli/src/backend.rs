@@ -92,6 +92,13 @@ impl Backend {
         }
     }
 
+    /// The tick of the scheduler that runs this backend's integrations: the deployment's
+    /// `ScheduleExpression` on AWS (`CAPSULE_SCHEDULE_EXPRESSION`); unknown locally (cron or
+    /// `schedule --tick` decide).
+    pub fn scheduler_tick(&self) -> Option<std::time::Duration> {
+        self.aws.as_ref().and_then(|_| capsule_shared::schedule::deployment_tick())
+    }
+
     pub fn deps(&self) -> Deps<'_> {
         Deps { state: self.state.as_ref(), sink: self.sink.as_ref() }
     }

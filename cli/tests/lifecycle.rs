@@ -45,6 +45,8 @@ impl Cli {
             env: vec![
                 ("CAPSULE_SECRET_PREFIX".into(), secret_prefix.into()),
                 ("CAPSULE_ALLOWED_API_URLS".into(), api_url.into()),
+                // The deployment's tick: frequencies below it are refused.
+                ("CAPSULE_SCHEDULE_EXPRESSION".into(), "rate(15 minutes)".into()),
             ],
         }
     }
@@ -267,6 +269,12 @@ async fn operator_workflow_on_the_aws_backend() {
         ),
         (create(&format!("secretsmanager:{secret}"), "http://10.1.2.3/api/v2"), "plain http"),
     ];
+    let too_often: Vec<String> = create(&format!("secretsmanager:{secret}"), base)
+        .into_iter()
+        .chain(["--frequency".into(), "5m".into()])
+        .collect();
+    let too_often: Vec<&str> = too_often.iter().map(String::as_str).collect();
+    cli.fails(&too_often, "shorter than the scheduler's tick (15 minutes)").await;
     for (args, why) in &refused {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         cli.fails(&args, why).await;

@@ -35,6 +35,45 @@ pub async fn why_not_due(
     Ok(due_at(integration, last.as_ref()).filter(|at| now < *at).map(|at| format!("not due until {}", at.to_rfc3339())))
 }
 
+/// The interval of an EventBridge `rate(…)` schedule expression (`rate(5 minutes)`, `rate(1 hour)`);
+/// None for `cron(…)` or anything else.
+pub fn rate_interval(expression: &str) -> Option<Duration> {
+    let inner = expression.trim().strip_prefix("rate(")?.strip_suffix(')')?;
+    let (n, unit) = inner.trim().split_once(' ')?;
+    let n: u64 = n.parse().ok()?;
+    let seconds = match unit.trim().trim_end_matches('s') {
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n * seconds))
+}
+
+/// The deployment's scheduler tick (`CAPSULE_SCHEDULE_EXPRESSION`, the stack's
+/// `ScheduleExpression`), if known.
+pub fn deployment_tick() -> Option<Duration> {
+    std::env::var("CAPSULE_SCHEDULE_EXPRESSION").ok().and_then(|e| rate_interval(&e))
+}
+
+/// Refuses a frequency the scheduler cannot honour: shorter than its tick, the integration
+/// would simply run once per tick.
+pub fn check_frequency(integration: &Integration, tick: Option<Duration>) -> Result<()> {
+    let Some(tick) = tick else { return Ok(()) };
+    let frequency = Duration::from_secs(u64::from(integration.frequency_minutes) * 60);
+    if frequency < tick {
+        return Err(crate::SyncError::Config(format!(
+            "frequency {}m of `{}` is shorter than the scheduler's tick ({} minutes): it could only run once per \
+             tick. Use a frequency of at least {}m, or a shorter ScheduleExpression",
+            integration.frequency_minutes,
+            integration.name,
+            tick.as_secs() / 60,
+            tick.as_secs().div_ceil(60)
+        )));
+    }
+    Ok(())
+}
+
 /// Time for the local scheduler (tests inject one that does not sleep).
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
@@ -143,5 +182,32 @@ pub async fn run_schedule(
             () = clock.sleep_until(wake) => {}
             () = &mut stop => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_expressions_give_their_interval() {
+        assert_eq!(rate_interval("rate(5 minutes)"), Some(Duration::from_secs(300)));
+        assert_eq!(rate_interval("rate(1 hour)"), Some(Duration::from_secs(3600)));
+        assert_eq!(rate_interval(" rate(2 days) "), Some(Duration::from_secs(172_800)));
+        assert_eq!(rate_interval("cron(0 * * * ? *)"), None);
+        assert_eq!(rate_interval("rate(often)"), None);
+    }
+
+    #[test]
+    fn a_frequency_shorter_than_the_tick_is_refused_with_the_reason() {
+        let mut i = Integration::new("acme", "env:X".parse().unwrap(), Utc::now());
+        i.frequency_minutes = 5;
+        assert!(check_frequency(&i, None).is_ok());
+        assert!(check_frequency(&i, Some(Duration::from_secs(300))).is_ok());
+        let err = check_frequency(&i, Some(Duration::from_secs(900))).unwrap_err().to_string();
+        assert!(
+            err.contains("shorter than the scheduler's tick (15 minutes)") && err.contains("at least 15m"),
+            "{err}"
+        );
     }
 }

@@ -13,6 +13,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use capsule_shared::health::verify_token;
 use capsule_shared::ports::RunState;
+use capsule_shared::schedule;
 
 use crate::backend::Backend;
 
@@ -198,6 +199,7 @@ async fn create(backend: &Backend, args: CreateArgs) -> anyhow::Result<()> {
     integration.fan_out = args.fan_out.into();
     integration.validate()?;
     backend.access.check(&integration)?;
+    schedule::check_frequency(&integration, backend.scheduler_tick())?;
     if !args.no_check {
         check_token(backend, &integration).await?;
     }
@@ -268,6 +270,7 @@ async fn edit(backend: &Backend, args: EditArgs) -> anyhow::Result<()> {
     }
     after.validate()?;
     backend.access.check(&after)?;
+    schedule::check_frequency(&after, backend.scheduler_tick())?;
     // A new token or base URL is proven before it is stored, as `create` does.
     if (after.token != before.token || after.api_base_url != before.api_base_url) && !args.no_check {
         check_token(backend, &after).await?;

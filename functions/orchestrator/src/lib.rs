@@ -86,6 +86,9 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
             summary.resumed.extend(resume(&integration, deps).await?);
             summary.dispatched.extend(dispatch_pending(&integration, deps).await?);
         }
+        if let Err(e) = schedule::check_frequency(&integration, schedule::deployment_tick()) {
+            tracing::warn!(event = "frequency_below_tick", integration = %integration.name, error = %e);
+        }
         let force = request.force && !scheduled;
         if let Some(reason) = schedule::why_not_due(deps.state.as_ref(), &integration, now, force).await? {
             tracing::info!(event = "integration_skipped", integration = %integration.name, %reason);
