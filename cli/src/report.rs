@@ -111,3 +111,9 @@ pub fn failures(outcomes: &[TableRunOutcome]) -> Option<String> {
         .collect();
     (!lines.is_empty()).then(|| format!("{} table(s) did not sync:\n{}", lines.len(), lines.join("\n")))
 }
+
+/// How to run this binary again from here, for the hints it prints: the path it was started by
+/// (a fresh machine has no `capsule-sync` on its PATH; `cargo run` starts `target/…/capsule-sync`).
+pub fn this_command() -> String {
+    std::env::args().next().filter(|arg0| !arg0.is_empty()).unwrap_or_else(|| "capsule-sync".into())
+}

@@ -100,7 +100,7 @@ pub async fn run(data_dir: &Path, backend_args: &BackendArgs, args: DemoArgs) ->
     println!("Manifests:  {output}/_meta/demo/runs/<run_id>/<table>.json");
     println!("Schemas:    {output}/_meta/demo/schemas/<table>.{{bigquery.json,sql}}");
     println!("Try:        zcat {output}/demo/parties/dt=*/run=*/part-00000.ndjson.gz | head -1");
-    println!("            {} --data-dir {} status demo", this_command(), data_dir.display());
+    println!("            {} --data-dir {} status demo", report::this_command(), data_dir.display());
     sim.stop().await;
     Ok(())
 }
@@ -113,10 +113,4 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(text.as_bytes())
-}
-
-/// How to run this binary again from here: the path it was started by (a fresh machine has no
-/// `capsule-sync` on its PATH; `cargo run` starts `target/release/capsule-sync`).
-fn this_command() -> String {
-    std::env::args().next().filter(|arg0| !arg0.is_empty()).unwrap_or_else(|| "capsule-sync".into())
 }

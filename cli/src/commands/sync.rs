@@ -144,7 +144,7 @@ pub fn print_outcomes(backend: &Backend, outcomes: &[TableRunOutcome], json: boo
             r.run_id
         ));
         let meta = backend.sink.locate(&format!("_meta/{}/runs/{}/", r.integration, r.run_id));
-        println!("files: {data}   manifests: {meta}   logs: capsule-sync logs {}", r.run_id);
+        println!("files: {data}   manifests: {meta}   logs: {} logs {}", report::this_command(), r.run_id);
     }
     Ok(())
 }
