@@ -1,9 +1,11 @@
 //! Runs one table of one integration: lease → bookmark → page and write → manifest → commit.
 //!
-//! The commit protocol: the bookmark moves only after every part file and the manifest are
-//! durable, and only while this run still holds the lease. On failure nothing moves, the parts
-//! of this attempt are deleted, and a retry of the same run id writes the same keys (stale keys
-//! of an earlier attempt are removed when the retry commits), so retries never duplicate files.
+//! The commit protocol: the bookmark moves only after every part file and the (pending) manifest
+//! are durable, only while this run still holds the lease, and only from the bookmark generation
+//! the run started from; then the manifest is published for loaders. On failure nothing moves,
+//! the attempt's manifests and parts are deleted, and a retry of the same run id writes the same
+//! keys (stale keys of an earlier attempt are removed when the retry commits), so retries never
+//! duplicate files. A commit whose answer is lost is confirmed against the stored bookmark.
 //!
 //! Near a deadline (Lambda's time limit), or when the token's rate-limit window is spent for
 //! longer than the client waits in place, a run finishes its current part, saves a checkpoint
