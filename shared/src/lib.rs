@@ -20,6 +20,7 @@ pub mod integration;
 pub mod jobs;
 pub mod lifecycle;
 pub mod local;
+pub mod observe;
 pub mod output;
 pub mod ports;
 pub mod runlog;

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 
 use crate::events::TableSyncEvent;
 use crate::integration::{Integration, IntegrationStatus, RunId};
+use crate::observe::Event;
 use crate::ports::{
     ErrorRecord, Lease, ObjectSink, Parking, RunState, StateStore, TableRunRecord, TableState, is_lease_lost,
 };
@@ -68,7 +69,7 @@ pub async fn with_heartbeat<T>(
                 Ok(()) => {}
                 Err(error) if is_lease_lost(&error) => return error,
                 // A state store hiccup: the lease still has two thirds of its TTL; try again.
-                Err(error) => tracing::warn!(event = "lease_renewal_failed", %error),
+                Err(error) => tracing::warn!(event = Event::LeaseRenewalFailed.as_str(), %error),
             }
         }
     };
@@ -100,7 +101,7 @@ pub async fn clean_up_after(
         displaced.invocation
     ));
     record.error = Some(ErrorRecord::from(&error));
-    tracing::warn!(event = "run_taken_over", %integration, %table, run_id = %run_id, by = %taken_by);
+    tracing::warn!(event = Event::RunTakenOver.as_str(), %integration, %table, run_id = %run_id, by = %taken_by);
     state.record_run(&record).await
 }
 
@@ -218,7 +219,7 @@ pub async fn recover_stranded(
     record.error = Some(ErrorRecord::from(&error));
     let parking = retry_parking(checkpoint.as_ref(), &error, ttl);
     state.record_failure(&lease, &record, parking.as_ref()).await?;
-    tracing::warn!(event = "stranded_run", %integration, %table, run_id = %run_id, resumed = parking.is_some());
+    tracing::warn!(event = Event::StrandedRun.as_str(), %integration, %table, run_id = %run_id, resumed = parking.is_some());
     match parking {
         Some(p) => Ok(Recovery::ContinueAs(p.checkpoint.next_invocation())),
         None => {
@@ -243,6 +244,6 @@ pub async fn mark_active(state: &dyn StateStore, name: &str) {
     }
     .await;
     if let Err(e) = result {
-        tracing::warn!(event = "status_update_failed", error = %e);
+        tracing::warn!(event = Event::StatusUpdateFailed.as_str(), error = %e);
     }
 }

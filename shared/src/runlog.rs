@@ -9,6 +9,8 @@ use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::observe::Event;
+
 /// Severity of a run log event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,19 +43,20 @@ impl RunLog {
         RunLog::default()
     }
 
-    pub fn info(&self, event: &str, message: impl Into<String>, fields: Value) {
+    pub fn info(&self, event: Event, message: impl Into<String>, fields: Value) {
         self.push(Level::Info, event, message.into(), fields);
     }
 
-    pub fn warn(&self, event: &str, message: impl Into<String>, fields: Value) {
+    pub fn warn(&self, event: Event, message: impl Into<String>, fields: Value) {
         self.push(Level::Warn, event, message.into(), fields);
     }
 
-    pub fn error(&self, event: &str, message: impl Into<String>, fields: Value) {
+    pub fn error(&self, event: Event, message: impl Into<String>, fields: Value) {
         self.push(Level::Error, event, message.into(), fields);
     }
 
-    fn push(&self, level: Level, event: &str, message: String, fields: Value) {
+    fn push(&self, level: Level, event: Event, message: String, fields: Value) {
+        let event = event.as_str();
         match level {
             Level::Info => tracing::info!(event, %fields, "{message}"),
             Level::Warn => tracing::warn!(event, %fields, "{message}"),
@@ -95,8 +98,8 @@ mod tests {
     #[test]
     fn events_round_trip_as_ndjson() {
         let log = RunLog::new();
-        log.info("table_run_started", "started", json!({"table": "parties"}));
-        log.warn("capsule_retry", "retrying", Value::Null);
+        log.info(Event::TableRunStarted, "started", json!({"table": "parties"}));
+        log.warn(Event::CapsuleRetry, "retrying", Value::Null);
         let text = log.to_ndjson();
         assert_eq!(text.lines().count(), 2);
         let parsed: Vec<LogEvent> = parse_ndjson(&text).into_iter().map(Result::unwrap).collect();

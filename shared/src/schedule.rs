@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::Result;
 use crate::integration::{Integration, IntegrationStatus, RunId};
+use crate::observe::Event;
 use crate::ports::{DispatchRecord, StateStore};
 
 /// Scheduler ticks are not exact: an integration counts as due this much before its time.
@@ -167,7 +168,7 @@ pub async fn run_schedule(
                     outcomes = &mut pass => break outcomes?,
                     () = &mut stop, if !stopping => {
                         stopping = true;
-                        tracing::warn!(event = "schedule_stopping", "finishing the syncs in progress, then stopping");
+                        tracing::warn!(event = Event::ScheduleStopping.as_str(), "finishing the syncs in progress, then stopping");
                     }
                 }
             }

@@ -11,6 +11,7 @@ use clap::Args;
 
 use crate::backend::Backend;
 use crate::report::{self, Progress};
+use capsule_shared::observe::Event;
 
 #[derive(Args, Debug)]
 pub struct SyncArgs {
@@ -109,7 +110,7 @@ pub async fn sync_now(
             return Err(error);
         }
     };
-    tracing::info!(event = "sync_started", integration = %integration.name, run_id = %run_id, tables = tables.len());
+    tracing::info!(event = Event::SyncStarted.as_str(), integration = %integration.name, run_id = %run_id, tables = tables.len());
     let progress = Progress::new(tables);
     let callback = progress.as_ref().map(|p| p.callback());
     let outcomes = engine::run_tables(
@@ -168,7 +169,7 @@ async fn record_unstarted(
         record.finished_at = Some(now);
         record.error = Some(error.clone());
         if let Err(e) = backend.state.record_run(&record).await {
-            tracing::warn!(event = "run_record_failed", error = %e);
+            tracing::warn!(event = Event::RunRecordFailed.as_str(), error = %e);
         }
     }
 }

@@ -11,6 +11,7 @@ use capsule_shared::catalog;
 use capsule_shared::events::{ManualRun, OrchestratorEvent, TableSyncEvent};
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
 use capsule_shared::lifecycle;
+use capsule_shared::observe::Event;
 use capsule_shared::ports::{DispatchRecord, Dispatcher, StateStore};
 use capsule_shared::schedule;
 use capsule_shared::{Result, SyncError};
@@ -87,11 +88,11 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
             summary.dispatched.extend(dispatch_pending(&integration, deps).await?);
         }
         if let Err(e) = schedule::check_frequency(&integration, schedule::deployment_tick()) {
-            tracing::warn!(event = "frequency_below_tick", integration = %integration.name, error = %e);
+            tracing::warn!(event = Event::FrequencyBelowTick.as_str(), integration = %integration.name, error = %e);
         }
         let force = request.force && !scheduled;
         if let Some(reason) = schedule::why_not_due(deps.state.as_ref(), &integration, now, force).await? {
-            tracing::info!(event = "integration_skipped", integration = %integration.name, %reason);
+            tracing::info!(event = Event::IntegrationSkipped.as_str(), integration = %integration.name, %reason);
             summary.skipped.push(Skipped { integration: integration.name.clone(), reason });
             continue;
         }
@@ -112,7 +113,7 @@ async fn resume(integration: &Integration, deps: &Deps) -> Result<Vec<Resumed>> 
     let mut resumed = Vec::new();
     for event in lifecycle::resume_due(deps.state.as_ref(), integration, deps.lease_ttl).await? {
         let error = deps.dispatcher.dispatch(&event).await.err().map(|e| e.to_string());
-        tracing::info!(event = "run_resumed", integration = %event.integration, table = %event.table,
+        tracing::info!(event = Event::RunResumed.as_str(), integration = %event.integration, table = %event.table,
                        run_id = %event.run_id, invocation = ?event.seq, stranded = ?event.stranded, ?error);
         resumed.push(Resumed {
             integration: event.integration,
@@ -154,7 +155,7 @@ async fn dispatch(
     if on_schedule {
         deps.state.record_dispatch(&record).await?;
     }
-    tracing::info!(event = "integration_dispatched", integration = %integration.name, run_id = %run_id,
+    tracing::info!(event = Event::IntegrationDispatched.as_str(), integration = %integration.name, run_id = %run_id,
                    tables = names.len(), failed = record.failed.len());
     Ok(Dispatched { integration: integration.name.clone(), run_id, tables: names, failed: record.failed })
 }
@@ -173,7 +174,7 @@ async fn send(integration: &Integration, tables: &[String], run_id: &RunId, deps
             stranded: None,
         };
         if let Err(e) = deps.dispatcher.dispatch(&event).await {
-            tracing::error!(event = "dispatch_failed", %table, error = %e);
+            tracing::error!(event = Event::DispatchFailed.as_str(), %table, error = %e);
             failed.push((table.clone(), e.to_string()));
         }
     }
@@ -189,7 +190,7 @@ async fn dispatch_pending(integration: &Integration, deps: &Deps) -> Result<Opti
     let pending: Vec<String> = record.failed.iter().map(|(t, _)| t.clone()).collect();
     record.failed = send(integration, &pending, &record.run_id, deps).await;
     deps.state.record_dispatch(&record).await?;
-    tracing::info!(event = "pending_tables_dispatched", integration = %integration.name, run_id = %record.run_id,
+    tracing::info!(event = Event::PendingTablesDispatched.as_str(), integration = %integration.name, run_id = %record.run_id,
                    tables = pending.len(), failed = record.failed.len());
     Ok(Some(Dispatched {
         integration: integration.name.clone(),

@@ -13,6 +13,7 @@ use capsule_shared::engine::{Deps as EngineDeps, RunOptions, TableRun};
 use capsule_shared::events::TableSyncEvent;
 use capsule_shared::integration::Integration;
 use capsule_shared::lifecycle::{self, Invocation, Recovery};
+use capsule_shared::observe::Event;
 use capsule_shared::ports::{Dispatcher, ErrorRecord, ObjectSink, RunState, StateStore, TableRunRecord, TokenProvider};
 use capsule_shared::{Result, SyncError};
 use chrono::{DateTime, Utc};
@@ -180,13 +181,13 @@ async fn continue_now(deps: &Deps, event: &TableSyncEvent) {
         Ok(Some(checkpoint)) => checkpoint.next_invocation(),
         Ok(None) => return,
         Err(error) => {
-            tracing::warn!(event = "continuation_not_dispatched", %error, "the orchestrator's tick will continue the run");
+            tracing::warn!(event = Event::ContinuationNotDispatched.as_str(), %error, "the orchestrator's tick will continue the run");
             return;
         }
     };
     let next = TableSyncEvent { continuation: true, seq: Some(next), ..event.clone() };
     if let Err(error) = deps.dispatcher.dispatch(&next).await {
-        tracing::warn!(event = "continuation_not_dispatched", %error, "the orchestrator's tick will continue the run");
+        tracing::warn!(event = Event::ContinuationNotDispatched.as_str(), %error, "the orchestrator's tick will continue the run");
     }
 }
 
@@ -197,7 +198,7 @@ async fn record_unstarted(deps: &Deps, event: &TableSyncEvent, error: &SyncError
     record.finished_at = Some(now);
     record.error = Some(ErrorRecord::from(error));
     if let Err(e) = deps.state.record_run(&record).await {
-        tracing::error!(event = "run_record_failed", error = %e);
+        tracing::error!(event = Event::RunRecordFailed.as_str(), error = %e);
     }
 }
 

@@ -36,6 +36,7 @@ use serde::de::DeserializeOwned;
 
 use crate::capsule::{BudgetChange, BudgetPolicy, Claim, RateBudget, RateBudgetStore, claim_by_update};
 use crate::integration::{Integration, RunId};
+use crate::observe::Event;
 use crate::ports::{
     Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, StateStore, TableRunRecord,
     TableState, not_waiting_for,
@@ -204,7 +205,7 @@ impl DynamoState {
         for integration in &out {
             let put = self.client.put_item().table_name(&self.table).set_item(Some(registry_item(&integration.name)));
             if let Err(e) = put.send().await {
-                tracing::warn!(event = "integration_not_registered", integration = %integration.name,
+                tracing::warn!(event = Event::IntegrationNotRegistered.as_str(), integration = %integration.name,
                                error = %DisplayErrorContext(e), "listing integrations scans the table until it is");
             }
         }

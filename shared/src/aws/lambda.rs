@@ -7,6 +7,7 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 
 use crate::events::TableSyncEvent;
+use crate::observe::Event;
 use crate::ports::Dispatcher;
 use crate::{Result, SyncError};
 
@@ -46,7 +47,7 @@ impl Dispatcher for LambdaDispatcher {
         if let Some(error) = out.function_error() {
             return Err(SyncError::Output(format!("Lambda Invoke {} reported {error}", self.function)));
         }
-        tracing::info!(event = "table_sync_dispatched", table = %event.table, run_id = %event.run_id,
+        tracing::info!(event = Event::TableSyncDispatched.as_str(), table = %event.table, run_id = %event.run_id,
                        continuation = event.continuation, status = out.status_code());
         Ok(())
     }

@@ -8,6 +8,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use bytes::{Bytes, BytesMut};
 
+use crate::observe::Event;
 use crate::ports::{ObjectSink, ObjectUpload};
 use crate::{Result, SyncError};
 
@@ -198,7 +199,7 @@ impl S3Upload {
             if let Err(e) =
                 s.client.abort_multipart_upload().bucket(&s.bucket).key(&self.key).upload_id(id).send().await
             {
-                tracing::warn!(event = "multipart_abort_failed", key = %self.key, error = %DisplayErrorContext(e));
+                tracing::warn!(event = Event::MultipartAbortFailed.as_str(), key = %self.key, error = %DisplayErrorContext(e));
             }
         }
     }

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 use url::Url;
 
+use crate::observe::Event;
 use crate::ports::TokenProvider;
 use crate::{Result, SyncError};
 
@@ -119,7 +120,7 @@ impl SecretsManagerToken {
             .send()
             .await
             .map_err(|e| self.err(format_args!("cannot write the refreshed token back: {}", DisplayErrorContext(e))))?;
-        tracing::info!(event = "oauth_token_refreshed", secret = %self.secret_id, %expires_at);
+        tracing::info!(event = Event::OauthTokenRefreshed.as_str(), secret = %self.secret_id, %expires_at);
         Ok((SecretString::from(access), expires_at))
     }
 }

@@ -28,6 +28,7 @@ pub use retry::{Attempt, RetryPolicy, StatusClass, classify_status};
 
 use crate::access::{self, AccessPolicy};
 use crate::integration::Integration;
+use crate::observe::Event;
 use crate::ports::TokenProvider;
 use crate::runlog::RunLog;
 use crate::{Result, SyncError};
@@ -206,10 +207,10 @@ impl CapsuleClient {
         CapsuleClient { inner: self.inner.clone(), counters: Arc::default(), log: Some(log) }
     }
 
-    fn warn(&self, event: &str, message: String, fields: Value) {
+    fn warn(&self, event: Event, message: String, fields: Value) {
         match &self.log {
             Some(log) => log.warn(event, message, fields),
-            None => tracing::warn!(event, %fields, "{message}"),
+            None => tracing::warn!(event = event.as_str(), %fields, "{message}"),
         }
     }
 
@@ -276,7 +277,7 @@ impl CapsuleClient {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     if let Attempt::Transient(error) = e {
                         let fields = serde_json::json!({"wait_ms": wait.as_millis() as u64});
-                        self.warn("capsule_retry", format!("retrying: {error}"), fields);
+                        self.warn(Event::CapsuleRetry, format!("retrying: {error}"), fields);
                     }
                 })
                 .await;
@@ -310,11 +311,11 @@ impl CapsuleClient {
         let fields = serde_json::json!({"request": describe(url), "wait_ms": wait.as_millis() as u64});
         if wait > self.inner.options.max_inline_wait {
             let until = crate::from_now(wait);
-            self.warn("capsule_throttled", format!("{why}: the next request must wait until {until}"), fields);
+            self.warn(Event::CapsuleThrottled, format!("{why}: the next request must wait until {until}"), fields);
             let reason = format!("{why}: the token's rate-limit budget is spent until the window resets");
             return Err(SyncError::Throttled { until, reason });
         }
-        self.warn("capsule_rate_limited", format!("{why}: waiting for the rate-limit window to reset"), fields);
+        self.warn(Event::CapsuleRateLimited, format!("{why}: waiting for the rate-limit window to reset"), fields);
         tokio::time::sleep(wait).await;
         Ok(())
     }
@@ -335,7 +336,7 @@ impl CapsuleClient {
         let Some(tokens) = &self.inner.tokens else { return Ok(()) };
         let token = tokens.refresh().await?;
         *self.inner.token.write().unwrap() = token;
-        self.warn("capsule_token_reread", "Capsule refused the token: read it again".into(), Value::Null);
+        self.warn(Event::CapsuleTokenReread, "Capsule refused the token: read it again".into(), Value::Null);
         Ok(())
     }
 
@@ -368,7 +369,7 @@ impl CapsuleClient {
         let change = |current: Option<&RateBudget>| RateBudget::observe(current, &status, &policy);
         match self.inner.budget.store.update_budget(&self.inner.budget.key, &change).await {
             Ok(stored) => *self.inner.known.lock().unwrap() = stored,
-            Err(e) => tracing::warn!(event = "rate_budget_not_updated", error = %e),
+            Err(e) => tracing::warn!(event = Event::RateBudgetNotUpdated.as_str(), error = %e),
         }
     }
 
@@ -399,7 +400,7 @@ impl CapsuleClient {
         }
         let bytes = response.bytes().await.map_err(|e| retry::classify_transport(&e, &request))?;
         tracing::debug!(
-            event = "capsule_request",
+            event = Event::CapsuleRequest.as_str(),
             %request,
             status = status.as_u16(),
             bytes = bytes.len(),

@@ -19,6 +19,7 @@ use super::row::{RowBuilder, get_path, matches_all};
 use crate::capsule::{CapsuleClient, ListingPage};
 use crate::catalog::{Constant, Fetch, Listing, ParentDiscovery, TableSpec};
 use crate::integration::{FanOutMode, RunId};
+use crate::observe::Event;
 use crate::output::{self, PartWriter};
 use crate::ports::{Cursor, Discovery, ObjectSink, PassCount};
 use crate::runlog::RunLog;
@@ -69,8 +70,8 @@ impl<'a> Pager<'a> {
             Err(SyncError::Rejected { status: 404, .. }) if self.missing_ok => {
                 let message = format!("{} answered 404: the parent no longer exists; skipped", url.path());
                 match &self.log {
-                    Some(log) => log.info("parent_gone", message, Value::Null),
-                    None => tracing::info!(event = "parent_gone", "{message}"),
+                    Some(log) => log.info(Event::ParentGone, message, Value::Null),
+                    None => tracing::info!(event = Event::ParentGone.as_str(), "{message}"),
                 }
                 Ok(None)
             }
@@ -245,7 +246,7 @@ impl Extraction<'_> {
             listing.path,
             pass + 1
         );
-        self.log.warn("paging_shift_persisted", message.clone(), serde_json::json!({"pass": pass}));
+        self.log.warn(Event::PagingShiftPersisted, message.clone(), serde_json::json!({"pass": pass}));
         let request = format!("GET {} (every page)", listing.path);
         Err(Halt::Fail(SyncError::Transient { request, message }))
     }
@@ -255,7 +256,7 @@ impl Extraction<'_> {
             "records were deleted while {} was paged (offset paging may have skipped one): reading it again",
             listing.path
         );
-        self.log.warn("paging_shift_reread", message, serde_json::json!({"pass": pass}));
+        self.log.warn(Event::PagingShiftReread, message, serde_json::json!({"pass": pass}));
     }
 
     /// Whether the deleted feed lists ids it did not before the pass.
@@ -471,7 +472,7 @@ impl Extraction<'_> {
             return Err(halt);
         }
         let fields = serde_json::json!({"parents": found.len()});
-        self.log.info("parents_discovered", format!("{} parents to read", found.len()), fields);
+        self.log.info(Event::ParentsDiscovered, format!("{} parents to read", found.len()), fields);
         Ok((found.into_iter().collect(), false))
     }
 

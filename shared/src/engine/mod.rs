@@ -31,6 +31,7 @@ use crate::capsule::{CapsuleClient, RequestStats};
 use crate::catalog::{self, TableSpec};
 use crate::integration::{Integration, IntegrationStatus, RunId};
 use crate::lifecycle::{self, Invocation};
+use crate::observe::Event;
 use crate::output::{self, PartFile, PartWriter, RunManifest, WriterOptions};
 use crate::ports::{
     Bookmark, BookmarkBase, Checkpoint, Cursor, ErrorRecord, Lease, ObjectSink, Parking, RunState, StateStore,
@@ -123,7 +124,7 @@ impl TableRun<'_> {
         }
         let key = output::log_key(&self.integration.name, self.table.name, self.run_id, invocation);
         if let Err(e) = self.deps.sink.put(&key, Bytes::from(log.to_ndjson())).await {
-            tracing::warn!(event = "run_log_not_saved", %key, error = %e);
+            tracing::warn!(event = Event::RunLogNotSaved.as_str(), %key, error = %e);
         }
         outcome
     }
@@ -167,7 +168,7 @@ impl TableRun<'_> {
                 let grant = state.acquire_lease(&Lease::first(name, table, &owner, self.run_id, started, ttl)).await?;
                 if let Some(displaced) = &grant.displaced {
                     let message = format!("took {table} over from run {} (its holder stopped)", displaced.owner);
-                    log.warn("lease_taken_over", message, serde_json::json!({"from": displaced.owner}));
+                    log.warn(Event::LeaseTakenOver, message, serde_json::json!({"from": displaced.owner}));
                     lifecycle::clean_up_after(state, self.deps.sink, displaced, self.run_id).await?;
                 }
                 Ok(Start { lease: grant.lease, started, checkpoint: None })
@@ -196,10 +197,14 @@ impl TableRun<'_> {
     async fn record_running(&self, record: &TableRunRecord, seq: u32, log: &RunLog) {
         let running = TableRunRecord { since: None, ..record.clone() };
         if let Err(e) = self.deps.state.record_run(&running).await {
-            log.warn("run_record_failed", format!("could not record the run as running: {e}"), serde_json::Value::Null);
+            log.warn(
+                Event::RunRecordFailed,
+                format!("could not record the run as running: {e}"),
+                serde_json::Value::Null,
+            );
         }
         log.info(
-            "table_run_started",
+            Event::TableRunStarted,
             format!("{} of {}: run {} (invocation {seq})", self.table.name, self.integration.name, self.run_id),
             serde_json::json!({"integration": self.integration.name, "table": self.table.name,
                                "run_id": self.run_id, "invocation": seq}),
@@ -217,11 +222,11 @@ impl TableRun<'_> {
         record.finished_at = Some(Utc::now());
         record.error = Some(ErrorRecord::from(&error));
         let fields = serde_json::json!({"error_type": error.error_type(), "state": record.state});
-        log.warn("table_run_not_started", error.to_string(), fields);
+        log.warn(Event::TableRunNotStarted, error.to_string(), fields);
         if !matches!(error, SyncError::Superseded(_))
             && let Err(e) = self.deps.state.record_run(&record).await
         {
-            tracing::error!(event = "run_record_failed", error = %e);
+            tracing::error!(event = Event::RunRecordFailed.as_str(), error = %e);
         }
         TableRunOutcome { record, manifest: None, error: Some(error) }
     }
@@ -251,10 +256,10 @@ impl TableRun<'_> {
         if let Some(parents) = start.checkpoint.as_ref().and_then(|c| c.cursor.parents_key.as_ref())
             && let Err(e) = self.deps.sink.delete(parents).await
         {
-            log.warn("parents_not_removed", format!("{parents}: {e}"), serde_json::Value::Null);
+            log.warn(Event::ParentsNotRemoved, format!("{parents}: {e}"), serde_json::Value::Null);
         }
         log.info(
-            "table_run_succeeded",
+            Event::TableRunSucceeded,
             format!("{} rows in {} files; bookmark moved to {}", record.rows, record.files, start.started),
             serde_json::json!({"rows": record.rows, "files": record.files, "bytes": record.bytes,
                                "requests": record.requests}),
@@ -269,12 +274,12 @@ impl TableRun<'_> {
         match output::publish_pending_manifest(sink, name, table, run).await {
             Ok(true) if run != self.run_id => {
                 let message = format!("published the manifest of run {run}, which committed but stopped before");
-                log.warn("manifest_published_late", message, serde_json::json!({"run_id": run}));
+                log.warn(Event::ManifestPublishedLate, message, serde_json::json!({"run_id": run}));
             }
             Ok(_) => {}
             Err(e) => {
                 let fields = serde_json::json!({"run_id": run});
-                log.warn("manifest_not_published", format!("{e}; the table's next run publishes it"), fields);
+                log.warn(Event::ManifestNotPublished, format!("{e}; the table's next run publishes it"), fields);
             }
         }
     }
@@ -286,7 +291,7 @@ impl TableRun<'_> {
         let landed = matches!(&stored, Ok(Some(b)) if b == bookmark);
         if landed {
             log.warn(
-                "commit_confirmed",
+                Event::CommitConfirmed,
                 format!("the commit reported `{error}` but had landed"),
                 serde_json::Value::Null,
             );
@@ -315,7 +320,7 @@ impl TableRun<'_> {
             None => "time budget spent".to_string(),
         };
         log.info(
-            "table_run_continued",
+            Event::TableRunContinued,
             format!("{why}: checkpoint saved after {} rows; continuing", record.rows),
             serde_json::json!({"rows": record.rows, "cursor": parking.checkpoint.cursor,
                                "not_before": parking.checkpoint.not_before}),
@@ -333,12 +338,12 @@ impl TableRun<'_> {
         let retry = lifecycle::retry_parking(start.checkpoint.as_ref(), &error, self.options.lease_ttl);
         let fields = serde_json::json!({"error_type": error.error_type(), "fault": error.fault(),
                                         "retryable": error.is_retryable(), "checkpoint_kept": retry.is_some()});
-        log.error("table_run_failed", format!("{error}; the bookmark did not move"), fields);
+        log.error(Event::TableRunFailed, format!("{error}; the bookmark did not move"), fields);
         if retry.is_none() && !self.lost_to_same_run(&error).await {
             self.remove_run_outputs(log).await;
         }
         if let Err(e) = self.deps.state.record_failure(&start.lease, &record, retry.as_ref()).await {
-            tracing::error!(event = "run_record_failed", error = %e);
+            tracing::error!(event = Event::RunRecordFailed.as_str(), error = %e);
         }
         TableRunOutcome { record, manifest: None, error: Some(error) }
     }
@@ -348,7 +353,7 @@ impl TableRun<'_> {
         let (sink, name, table) = (self.deps.sink, &self.integration.name, self.table.name);
         if let Err(e) = output::remove_run_outputs(sink, name, table, self.run_id).await {
             let fields = serde_json::json!({"run_id": self.run_id});
-            log.warn("run_cleanup_failed", format!("removing the failed run's files: {e}"), fields);
+            log.warn(Event::RunCleanupFailed, format!("removing the failed run's files: {e}"), fields);
         }
     }
 
@@ -427,7 +432,7 @@ impl TableRun<'_> {
         remove_stale_parts(sink, &integration.name, table.name, run_id, &files, log).await?;
         if !unknown_fields.is_empty() {
             log.warn(
-                "unknown_fields",
+                Event::UnknownFields,
                 format!("Capsule returned fields the catalog doesn't know: {unknown_fields:?}"),
                 serde_json::json!({ "fields": unknown_fields }),
             );
@@ -560,7 +565,7 @@ async fn remove_stale_parts(
     for key in sink.list(&prefix).await? {
         if !files.iter().any(|f| f.key == key) {
             log.info(
-                "stale_part_removed",
+                Event::StalePartRemoved,
                 format!("removed {key}, left by an earlier attempt"),
                 serde_json::Value::Null,
             );

@@ -26,6 +26,7 @@ use super::FileModes;
 use crate::capsule::{BudgetChange, RateBudget, RateBudgetStore};
 use crate::integration::Integration;
 use crate::integration::RunId;
+use crate::observe::Event;
 use crate::ports::{
     Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, RunState, StateStore,
     TableRunRecord, TableState, not_waiting_for,
@@ -225,7 +226,7 @@ fn update_budget_blocking(path: &Path, key: &str, change: BudgetChange<'_>) -> R
     let mut budgets: BTreeMap<String, RateBudget> = match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             // Only counts: start again rather than stop syncing.
-            tracing::warn!(event = "rate_budget_file_reset", path = %path.display(), error = %e);
+            tracing::warn!(event = Event::RateBudgetFileReset.as_str(), path = %path.display(), error = %e);
             BTreeMap::new()
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{PartFile, part_key};
 use crate::integration::RunId;
+use crate::observe::Event;
 use crate::ports::{ObjectSink, ObjectUpload};
 use crate::{Result, SyncError};
 
@@ -197,7 +198,7 @@ impl<'a> PartWriter<'a> {
         }
         for part in &self.done[self.resumed..] {
             if let Err(e) = self.sink.delete(&part.key).await {
-                tracing::warn!(event = "part_cleanup_failed", key = %part.key, error = %e);
+                tracing::warn!(event = Event::PartCleanupFailed.as_str(), key = %part.key, error = %e);
             }
         }
     }
@@ -233,7 +234,7 @@ impl<'a> PartWriter<'a> {
             part.upload.write(Bytes::from(rest)).await?;
         }
         part.upload.finish().await?;
-        tracing::debug!(event = "part_written", key = %part.key, rows = part.rows, bytes = part.sent);
+        tracing::debug!(event = Event::PartWritten.as_str(), key = %part.key, rows = part.rows, bytes = part.sent);
         self.done.push(PartFile { key: part.key, rows: part.rows, bytes: part.sent });
         Ok(())
     }
