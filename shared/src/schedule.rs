@@ -19,21 +19,21 @@ pub fn due_at(integration: &Integration, last: Option<&DispatchRecord>) -> Optio
     last.map(|d| d.dispatched_at + chrono::Duration::minutes(i64::from(integration.frequency_minutes)) - SLACK)
 }
 
-/// Why the integration is not to run now (None: run it). Paused never runs; `force` runs now.
-pub async fn why_not_due(
-    state: &dyn StateStore,
+/// Why the integration is not to run now (None: run it), given its last scheduled dispatch.
+/// Paused never runs; `force` runs now.
+pub fn why_not_due(
     integration: &Integration,
+    last: Option<&DispatchRecord>,
     now: DateTime<Utc>,
     force: bool,
-) -> Result<Option<String>> {
+) -> Option<String> {
     if integration.status == IntegrationStatus::Paused {
-        return Ok(Some("paused".into()));
+        return Some("paused".into());
     }
     if force {
-        return Ok(None);
+        return None;
     }
-    let last = state.last_dispatch(&integration.name).await?;
-    Ok(due_at(integration, last.as_ref()).filter(|at| now < *at).map(|at| format!("not due until {}", at.to_rfc3339())))
+    due_at(integration, last).filter(|at| now < *at).map(|at| format!("not due until {}", at.to_rfc3339()))
 }
 
 /// The interval of an EventBridge `rate(…)` schedule expression (`rate(5 minutes)`, `rate(1 hour)`);
@@ -111,7 +111,8 @@ pub async fn run_due(
 ) -> Result<Vec<PassOutcome>> {
     let mut out = Vec::new();
     for integration in state.list_integrations().await? {
-        if let Some(reason) = why_not_due(state, &integration, now, false).await? {
+        let last = state.last_dispatch(&integration.name).await?;
+        if let Some(reason) = why_not_due(&integration, last.as_ref(), now, false) {
             out.push(PassOutcome::Skipped { integration: integration.name.clone(), reason });
             continue;
         }

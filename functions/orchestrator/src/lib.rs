@@ -81,17 +81,20 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
     };
     let tables_asked = if request.tables.is_empty() { None } else { Some(catalog::resolve_tables(&request.tables)?) };
     let now = Utc::now();
+    let tick = schedule::deployment_tick();
     let mut summary = Summary::default();
     for integration in integrations {
+        // Read once: the pending tables it names and when the integration is next due.
+        let last = deps.state.last_dispatch(&integration.name).await?;
         if scheduled {
             summary.resumed.extend(resume(&integration, deps).await?);
-            summary.dispatched.extend(dispatch_pending(&integration, deps).await?);
+            summary.dispatched.extend(dispatch_pending(&integration, last.clone(), deps).await?);
         }
-        if let Err(e) = schedule::check_frequency(&integration, schedule::deployment_tick()) {
+        if let Err(e) = schedule::check_frequency(&integration, tick) {
             tracing::warn!(event = Event::FrequencyBelowTick.as_str(), integration = %integration.name, error = %e);
         }
         let force = request.force && !scheduled;
-        if let Some(reason) = schedule::why_not_due(deps.state.as_ref(), &integration, now, force).await? {
+        if let Some(reason) = schedule::why_not_due(&integration, last.as_ref(), now, force) {
             tracing::info!(event = Event::IntegrationSkipped.as_str(), integration = %integration.name, %reason);
             summary.skipped.push(Skipped { integration: integration.name.clone(), reason });
             continue;
@@ -182,8 +185,12 @@ async fn send(integration: &Integration, tables: &[String], run_id: &RunId, deps
 }
 
 /// The tables the last scheduled run could not dispatch, sent now under its run id.
-async fn dispatch_pending(integration: &Integration, deps: &Deps) -> Result<Option<Dispatched>> {
-    let Some(mut record) = deps.state.last_dispatch(&integration.name).await? else { return Ok(None) };
+async fn dispatch_pending(
+    integration: &Integration,
+    last: Option<DispatchRecord>,
+    deps: &Deps,
+) -> Result<Option<Dispatched>> {
+    let Some(mut record) = last else { return Ok(None) };
     if record.failed.is_empty() || integration.status == IntegrationStatus::Paused {
         return Ok(None);
     }

@@ -18,9 +18,8 @@ pub use lambda::LambdaDispatcher;
 pub use s3::S3Sink;
 pub use secrets::SecretsManagerToken;
 
-use crate::access::{AccessPolicy, TokenRule};
+use crate::access::AccessPolicy;
 use crate::integration::{Integration, TokenSource};
-use crate::local::local_token_provider;
 use crate::ports::TokenProvider;
 
 /// The shared SDK configuration (region, credentials, endpoints from the environment).
@@ -57,8 +56,8 @@ impl AwsClients {
     }
 }
 
-/// The token provider for an integration, with AWS available: its own secret only, unless the
-/// policy is the local one (the CLI's local backend reading a Secrets Manager token).
+/// The token provider of an integration on the AWS backend: its own secret only (the policy
+/// refuses anything else first).
 pub fn token_provider(
     integration: &Integration,
     clients: &AwsClients,
@@ -71,7 +70,6 @@ pub fn token_provider(
             secret_id.clone(),
             access.oauth_token_url.clone(),
         ))),
-        other if access.tokens == TokenRule::Local => local_token_provider(other),
         other => Err(crate::SyncError::Config(format!("token source {other} needs the local backend"))),
     }
 }

@@ -58,7 +58,7 @@ pub const NOT_PROVIDED: &[NotProvided] = &[
         table: "teams",
         columns: &["memberships"],
         reason: "GET /teams?embed=memberships is documented but the shape of what it returns is unconfirmed \
-                 (../shared/docs/capsule-api.md §3.10), so it is not fetched; team members are `users.team`",
+                 (Capsule's documentation does not show it), so it is not fetched; team members are `users.team`",
     },
     NotProvided {
         table: "track_definitions",
