@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need, starts moto_server
-# (S3, DynamoDB, Secrets Manager) on loopback for the AWS tests (scripts/with-moto.sh), runs
+# (S3, DynamoDB, Secrets Manager) on loopback for the AWS tests (scripts/with-moto.sh), installs
+# the DuckDB CLI the warehouse test builds a database with (scripts/duckdb.sh), runs
 # every test, stops moto. Tests start their own other servers (the Capsule simulator, a local
 # Lambda Invoke endpoint, an OAuth token endpoint) on 127.0.0.1:0.
 set -euo pipefail
@@ -11,4 +12,5 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+source scripts/duckdb.sh
 bash scripts/with-moto.sh cargo nextest run --workspace --no-fail-fast "$@"

@@ -61,6 +61,8 @@ enum Command {
     Jobs(commands::ops::JobsArgs),
     /// The process log of a run.
     Logs(commands::ops::LogsArgs),
+    /// Write an integration's warehouse kit: raw tables, loads and current-state views.
+    Warehouse(commands::warehouse::WarehouseArgs),
 }
 
 fn init_tracing(format: LogFormat, verbose: u8, quiet_for_progress_bars: bool) {
@@ -102,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runs(args) => commands::ops::runs(&backend, args).await,
         Command::Jobs(args) => commands::ops::jobs(&backend, args).await,
         Command::Logs(args) => commands::ops::logs(&backend, args).await,
+        Command::Warehouse(args) => commands::warehouse::run(&backend, args).await,
         Command::Catalog(_) | Command::Demo(_) => unreachable!("handled above"),
     }
 }

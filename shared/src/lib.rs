@@ -4,7 +4,8 @@
 //! - [`catalog`]: the 22 tables as data.
 //! - [`capsule`]: the Capsule API v2 client.
 //! - [`engine`]: runs one table of one integration, the same way for every table.
-//! - [`output`]: NDJSON part files, run manifests, warehouse schemas, key layout.
+//! - [`output`]: NDJSON part files, run manifests (and their Redshift twins), key layout.
+//! - [`warehouse`]: the warehouse kits (tables, loads, current-state views) for five engines.
 //! - [`ports`]: the traits the engine needs (state, object sink, credentials) and
 //!   [`local`]: their local adapters (state file, files, env var / file tokens).
 
@@ -26,6 +27,7 @@ pub mod ports;
 pub mod runlog;
 pub mod schedule;
 pub mod tls;
+pub mod warehouse;
 
 pub use error::{Fault, Result, SyncError};
 

@@ -51,6 +51,7 @@ pub enum Event {
     TableRunStarted,
     TableRunSucceeded,
     TableSyncDispatched,
+    TypeMismatch,
     UnknownFields,
 }
 
@@ -100,6 +101,7 @@ impl Event {
         Event::TableRunStarted,
         Event::TableRunSucceeded,
         Event::TableSyncDispatched,
+        Event::TypeMismatch,
         Event::UnknownFields,
     ];
 
@@ -149,6 +151,7 @@ impl Event {
             Event::TableRunStarted => "table_run_started",
             Event::TableRunSucceeded => "table_run_succeeded",
             Event::TableSyncDispatched => "table_sync_dispatched",
+            Event::TypeMismatch => "type_mismatch",
             Event::UnknownFields => "unknown_fields",
         }
     }

@@ -254,6 +254,9 @@ pub struct Checkpoint {
     /// Parts already durable.
     pub parts: Vec<PartFile>,
     pub unknown_fields: Vec<String>,
+    /// Columns that received values not of their type so far.
+    #[serde(default)]
+    pub type_mismatches: Vec<String>,
     /// Requests of the earlier invocations.
     pub requests: RequestStats,
     /// How many invocations this run has had so far; the next one is number `invocations + 1`.

@@ -29,8 +29,8 @@ pub enum Step {
     ManifestWritten,
     /// The committed run's manifest has been published for loaders.
     ManifestPublished,
-    /// The table's schema files have been written.
-    SchemaWritten,
+    /// A warehouse kit file has been written (the first run of an integration writes them).
+    KitWritten,
     /// The commit (bookmark, run record, lease release in one write) is about to happen.
     BeforeCommit,
     /// The commit has happened.
@@ -47,7 +47,7 @@ impl Step {
         Step::LastPartWritten,
         Step::ManifestWritten,
         Step::ManifestPublished,
-        Step::SchemaWritten,
+        Step::KitWritten,
         Step::BeforeCommit,
         Step::AfterCommit,
         Step::RunningRecord,
@@ -61,7 +61,7 @@ impl Step {
             Step::LastPartWritten => "after the last part file is written",
             Step::ManifestWritten => "after the (pending) manifest is written",
             Step::ManifestPublished => "after the manifest is published (post-commit)",
-            Step::SchemaWritten => "after the schema files are written",
+            Step::KitWritten => "after a warehouse kit file is written",
             Step::BeforeCommit => "before the bookmark and run record are written",
             Step::AfterCommit => "after the bookmark and run record are written",
             Step::RunningRecord => "when the `running` record is written",
@@ -226,7 +226,7 @@ impl StateStore for FaultyState {
     }
 }
 
-/// An object sink that injects after parts, the manifest, the schemas and the log are written,
+/// An object sink that injects after parts, the manifest, the warehouse kits and the log are written,
 /// and at the listing for stale parts.
 pub struct FaultySink {
     pub inner: Arc<dyn ObjectSink>,
@@ -234,13 +234,16 @@ pub struct FaultySink {
 }
 
 fn step_after_put(key: &str) -> Option<Step> {
-    if key.contains("/schemas/") {
-        Some(Step::SchemaWritten)
+    if key.contains("/warehouse/") {
+        Some(Step::KitWritten)
     } else if key.contains("/logs/") {
         Some(Step::LogWritten)
     } else if key.ends_with(".pending.json") {
         Some(Step::ManifestWritten)
-    } else if key.contains("/runs/") && !key.ends_with(".parents.json") {
+    } else if key.ends_with(".redshift.json") || key.ends_with(".parents.json") {
+        // The Redshift manifest goes just before the published one: not a step of its own.
+        None
+    } else if key.contains("/runs/") {
         Some(Step::ManifestPublished)
     } else {
         None

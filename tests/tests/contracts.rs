@@ -181,6 +181,7 @@ fn checkpoint(run: &RunId, owner: &str, invocations: u32) -> Checkpoint {
         },
         parts: vec![],
         unknown_fields: vec![],
+        type_mismatches: vec![],
         requests: RequestStats { requests: 2, retries: 0, rate_limited: 0 },
         invocations,
         not_before: None,

@@ -163,8 +163,8 @@ matrix! {
     fail_after_the_manifest: ManifestWritten, Fail;
     crash_after_publishing_the_manifest: ManifestPublished, Crash;
     fail_after_publishing_the_manifest: ManifestPublished, Fail;
-    crash_after_the_schemas: SchemaWritten, Crash;
-    fail_after_the_schemas: SchemaWritten, Fail;
+    crash_after_the_warehouse_kits: KitWritten, Crash;
+    fail_after_the_warehouse_kits: KitWritten, Fail;
     crash_before_the_commit: BeforeCommit, Crash;
     fail_before_the_commit: BeforeCommit, Fail;
     crash_after_the_commit: AfterCommit, Crash;
@@ -321,7 +321,7 @@ fn test_name(step: Step, fault: Fault) -> String {
         Step::LastPartWritten => "after_the_last_part",
         Step::ManifestWritten => "after_the_manifest",
         Step::ManifestPublished => "after_publishing_the_manifest",
-        Step::SchemaWritten => "after_the_schemas",
+        Step::KitWritten => "after_the_warehouse_kits",
         Step::BeforeCommit => "before_the_commit",
         Step::AfterCommit => "after_the_commit",
         Step::RunningRecord => "at_the_running_record",

@@ -45,7 +45,30 @@ async fn orchestrator_dispatches_every_table_and_a_second_run_is_incremental() {
     assert!(runs.iter().all(|r| r.state == RunState::Succeeded && r.run_id.as_str() == run1));
     assert_eq!(state.get_integration("acme").await.unwrap().unwrap().status, IntegrationStatus::Active);
     let keys = w.stack.keys().await;
-    assert!(keys.iter().any(|k| k == "warehouse/_meta/acme/schemas/parties.bigquery.json"));
+    for kit in [
+        "duckdb/load.sql",
+        "bigquery/parties.schema.json",
+        "snowflake/load.sql",
+        "redshift/load.sh",
+        "athena/setup.sql",
+    ] {
+        assert!(keys.iter().any(|k| *k == format!("warehouse/_meta/acme/warehouse/{kit}")), "{kit} written");
+    }
+    // Beside each published manifest, its files as a Redshift COPY manifest (full s3:// URLs).
+    let manifest = w.manifest("parties", &run1).await;
+    let redshift: Value = serde_json::from_slice(
+        &w.stack.object(&format!("warehouse/_meta/acme/runs/{run1}/parties.redshift.json")).await,
+    )
+    .unwrap();
+    let urls: Vec<&str> = redshift["entries"].as_array().unwrap().iter().map(|e| e["url"].as_str().unwrap()).collect();
+    let files: Vec<String> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("s3://{}/warehouse/{}", w.stack.bucket, f["key"].as_str().unwrap()))
+        .collect();
+    assert_eq!(urls, files);
+    assert!(redshift["entries"].as_array().unwrap().iter().all(|e| e["mandatory"] == Value::Bool(true)));
     assert!(keys.iter().filter(|k| k.starts_with("warehouse/acme/")).all(|k| k.ends_with(".ndjson.gz")));
 
     // Not due again for a day.

@@ -1,6 +1,7 @@
 //! `capsule-sync demo`: the embedded default end to end, with nothing to set up. Starts the
 //! Capsule simulator in-process, (re)creates the `demo` integration, syncs all 22 tables,
-//! changes the account (updates, new records, deletions), syncs again, and shows both runs.
+//! changes the account (updates, new records, deletions), syncs again, shows both runs, and
+//! loads both into a DuckDB database with the kit the runs wrote (when the DuckDB CLI is there).
 
 use std::path::Path;
 use std::time::Instant;
@@ -44,8 +45,11 @@ pub async fn run(data_dir: &Path, backend_args: &BackendArgs, args: DemoArgs) ->
     let token_file = data_dir.join("demo.token");
     write_private(&token_file, token)?;
     if backend.state.delete_integration(DEMO).await? {
-        println!("Replaced the previous `demo` integration (its bookmarks start over).");
+        println!("Replaced the previous `demo` integration (its bookmarks and files start over).");
     }
+    // The demo's own files go too: its DuckDB load reads every published run of `demo`.
+    backend.sink.remove_prefix(&format!("{DEMO}/")).await?;
+    backend.sink.remove_prefix(&format!("_meta/{DEMO}/")).await?;
     let mut integration = Integration::new(DEMO, TokenSource::File { path: token_file.canonicalize()? }, Utc::now());
     integration.api_base_url = sim.base_url().to_string();
     backend.state.create_integration(&integration).await?;
@@ -98,11 +102,45 @@ pub async fn run(data_dir: &Path, backend_args: &BackendArgs, args: DemoArgs) ->
     let output = output.trim_end_matches('/');
     println!("Data files: {output}/demo/<table>/dt=…/run=…/part-00000.ndjson.gz");
     println!("Manifests:  {output}/_meta/demo/runs/<run_id>/<table>.json");
-    println!("Schemas:    {output}/_meta/demo/schemas/<table>.{{bigquery.json,sql}}");
+    println!("Warehouse:  {output}/_meta/demo/warehouse/<engine>/ (duckdb, bigquery, snowflake, redshift, athena)");
     println!("Try:        zcat {output}/demo/parties/dt=*/run=*/part-00000.ndjson.gz | head -1");
     println!("            {} --data-dir {} status demo", report::this_command(), data_dir.display());
     sim.stop().await;
+    load_into_duckdb(data_dir, &format!("{output}/_meta/demo/warehouse/duckdb/load.sql"))
+}
+
+/// What the demo asks the loaded database.
+const DEMO_QUERIES: &str = "\
+SELECT count(*) AS parties_now, count(*) FILTER (WHERE _restricted) AS restricted_now, \
+(SELECT count(DISTINCT id) FROM demo_parties) AS parties_ever_loaded, \
+(SELECT count(*) FROM demo_deleted_parties_current WHERE _deleted) AS deletions_seen FROM demo_parties_current; \
+SELECT type, count(*) AS parties FROM demo_parties_current GROUP BY type ORDER BY type; \
+SELECT table_name, count(*) AS runs_loaded, sum(\"rows\") AS rows_loaded FROM demo__runs \
+WHERE table_name IN ('parties', 'deleted_parties', 'tasks', 'entries') GROUP BY table_name ORDER BY table_name;";
+
+/// Loads both syncs into `<data-dir>/demo.duckdb` with the DuckDB kit and shows a few queries.
+fn load_into_duckdb(data_dir: &Path, script: &str) -> anyhow::Result<()> {
+    let database = data_dir.join("demo.duckdb");
+    let _ = std::fs::remove_file(&database);
+    println!("\n== Loading both runs into DuckDB with the warehouse kit ({script}) ==");
+    match super::warehouse::run_duckdb(&database, Path::new(script), Some(DEMO_QUERIES)) {
+        Ok(output) => {
+            print!("{output}");
+            println!("Database:   {} (views demo_<table>_current: deletions applied)", database.display());
+            println!("            duckdb {} -c 'SELECT * FROM demo_parties_current LIMIT 5'", database.display());
+        }
+        Err(e) if which_duckdb_missing(&e) => {
+            println!("Skipped: the DuckDB CLI is not installed (`python3 -m pip install duckdb-cli`, or use");
+            println!("`bash scripts/demo.sh`, which installs it). The kit is ready: duckdb my.duckdb < {script}");
+        }
+        Err(e) => return Err(e),
+    }
     Ok(())
+}
+
+/// Whether the error is the DuckDB CLI not being found (the demo still succeeds without it).
+fn which_duckdb_missing(error: &anyhow::Error) -> bool {
+    error.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound))
 }
 
 /// Writes a file only its owner can read (the demo's token).

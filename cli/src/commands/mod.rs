@@ -6,3 +6,4 @@ pub mod integrations;
 pub mod ops;
 pub mod schedule;
 pub mod sync;
+pub mod warehouse;

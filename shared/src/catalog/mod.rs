@@ -4,21 +4,21 @@
 //! spec's columns map onto it (aliases, columns Capsule does not provide) is [`spec`].
 
 mod columns;
-mod schema;
 pub mod spec;
 mod tables;
 
 use serde::Serialize;
 
 pub use columns::{ColumnSelection, resolve_columns};
-pub use schema::{bigquery_schema, sql_ddl};
 pub use tables::TABLES;
 
 /// Warehouse type of a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ColumnType {
-    Numeric,
+    /// A whole number (ids, counts, probabilities): every numeric field Capsule sends at the top
+    /// level of a record is one.
+    Integer,
     String,
     /// A JSON object or array, loaded as-is (BigQuery `JSON`, Snowflake `VARIANT`).
     Record,

@@ -1,7 +1,7 @@
 //! The 22 tables. Field names are Capsule's real ones (`../shared/docs/capsule-api.md` §3, §4);
 //! the original spec's misspellings are aliases. Read this file as a table, not as code.
 
-use super::ColumnType::{Boolean as B, Date as D, Numeric as N, Record as R, String as S, Timestamp as T};
+use super::ColumnType::{Boolean as B, Date as D, Integer as N, Record as R, String as S, Timestamp as T};
 use super::{
     Column, ColumnType, Constant, ConstantValue, ExtraEnvelope, Fetch, Filter, Listing, ParentDiscovery, ParentTarget,
     Replication, TableSpec,

@@ -38,6 +38,7 @@ use crate::ports::{
     TableRunRecord,
 };
 use crate::runlog::RunLog;
+use crate::warehouse;
 use crate::{Result, SyncError};
 
 /// The adapters a run writes through.
@@ -422,10 +423,11 @@ impl TableRun<'_> {
             }
         };
         let unknown_fields: Vec<String> = extraction.rows.unknown_fields.iter().cloned().collect();
+        let type_mismatches: Vec<String> = extraction.rows.type_mismatches.iter().cloned().collect();
         if let Extracted::Paused { cursor, not_before } = extracted {
             let parts = writer.checkpoint().await?;
             count_files(record, &parts);
-            let resume = Resume { cursor: *cursor, parts, unknown_fields, not_before, base };
+            let resume = Resume { cursor: *cursor, parts, unknown_fields, type_mismatches, not_before, base };
             return Ok(Published::Paused(Box::new(self.checkpoint(start, since, record, resume))));
         }
         let files = writer.finish().await?;
@@ -435,6 +437,16 @@ impl TableRun<'_> {
                 Event::UnknownFields,
                 format!("Capsule returned fields the catalog doesn't know: {unknown_fields:?}"),
                 serde_json::json!({ "fields": unknown_fields }),
+            );
+        }
+        if !type_mismatches.is_empty() {
+            log.warn(
+                Event::TypeMismatch,
+                format!(
+                    "values not of their column's type (written as null, or as JSON text in a text column) in: {}",
+                    type_mismatches.join(", ")
+                ),
+                serde_json::json!({ "columns": type_mismatches }),
             );
         }
         count_files(record, &files);
@@ -456,11 +468,15 @@ impl TableRun<'_> {
             files,
             requests: add(start.earlier_requests(), client.stats()),
             unknown_fields,
+            type_mismatches,
         };
-        let body = serde_json::to_vec_pretty(&manifest).map_err(|e| SyncError::Internal(format!("manifest: {e}")))?;
-        sink.put(&output::pending_manifest_key(&integration.name, table.name, run_id), Bytes::from(body)).await?;
+        sink.put(
+            &output::pending_manifest_key(&integration.name, table.name, run_id),
+            output::manifest_body(&manifest),
+        )
+        .await?;
         record.manifest_key = Some(output::manifest_key(&integration.name, table.name, run_id));
-        write_schemas(sink, &integration.name, table, &columns.columns).await?;
+        warehouse::write_kits(sink, integration).await?;
         Ok(Published::Done(Box::new(manifest), base))
     }
 
@@ -476,6 +492,7 @@ impl TableRun<'_> {
         let mut rows = RowBuilder::new(self.table, columns, self.run_id.as_str(), &extracted_at);
         if let Some(c) = &start.checkpoint {
             rows.unknown_fields.extend(c.unknown_fields.iter().cloned());
+            rows.type_mismatches.extend(c.type_mismatches.iter().cloned());
         }
         fetch::Extraction {
             client,
@@ -513,6 +530,7 @@ impl TableRun<'_> {
             cursor: resume.cursor,
             parts: resume.parts,
             unknown_fields: resume.unknown_fields,
+            type_mismatches: resume.type_mismatches,
             requests: RequestStats::default(),
             invocations: start.seq(),
             not_before: resume.not_before,
@@ -527,6 +545,7 @@ struct Resume {
     cursor: Cursor,
     parts: Vec<PartFile>,
     unknown_fields: Vec<String>,
+    type_mismatches: Vec<String>,
     not_before: Option<DateTime<Utc>>,
     base: BookmarkBase,
 }
@@ -573,19 +592,6 @@ async fn remove_stale_parts(
         }
     }
     Ok(())
-}
-
-async fn write_schemas(
-    sink: &dyn ObjectSink,
-    integration: &str,
-    table: &TableSpec,
-    columns: &[&'static catalog::Column],
-) -> Result<()> {
-    let (bq_key, sql_key) = output::schema_keys(integration, table.name);
-    let bq = serde_json::to_vec_pretty(&catalog::bigquery_schema(table, columns))
-        .map_err(|e| SyncError::Internal(format!("schema: {e}")))?;
-    sink.put(&bq_key, Bytes::from(bq)).await?;
-    sink.put(&sql_key, Bytes::from(catalog::sql_ddl(table, columns))).await
 }
 
 /// How the in-process dispatcher runs an integration's tables.

@@ -1,8 +1,10 @@
-//! Turning an API record into an output row: the selected columns (coerced to their catalog
-//! type where Capsule is loose), the listing's constants, parent columns and metadata columns.
+//! Turning an API record into an output row: the selected columns (brought to their catalog
+//! type, so the files are what the warehouse DDL declares), the listing's constants, parent
+//! columns and metadata columns.
 
 use std::collections::{BTreeSet, HashSet};
 
+use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat};
 use serde_json::{Map, Value};
 
 use crate::catalog::{Column, ColumnType, Constant, ConstantValue, Filter, METADATA_COLUMNS, TableSpec};
@@ -14,6 +16,9 @@ pub struct RowBuilder {
     run_id: Value,
     extracted_at: Value,
     pub unknown_fields: BTreeSet<String>,
+    /// Columns that received a value not of their type (written as null, or as JSON text in a
+    /// text column): reported in the manifest and the run log.
+    pub type_mismatches: BTreeSet<String>,
 }
 
 impl RowBuilder {
@@ -24,6 +29,7 @@ impl RowBuilder {
             run_id: Value::String(run_id.to_string()),
             extracted_at: Value::String(extracted_at.to_string()),
             unknown_fields: BTreeSet::new(),
+            type_mismatches: BTreeSet::new(),
         }
     }
 
@@ -38,7 +44,16 @@ impl RowBuilder {
     ) -> Value {
         let mut row = Map::with_capacity(self.columns.len() + parent.len() + constants.len() + METADATA_COLUMNS.len());
         for column in &self.columns {
-            let value = record.remove(column.name).map_or(Value::Null, |v| coerce(v, column.ty));
+            let value = match record.remove(column.name).map(|v| coerce(v, column.ty)) {
+                None => Value::Null,
+                Some(Coerced::Fits(v)) => v,
+                Some(Coerced::Mismatch(v)) => {
+                    if !self.type_mismatches.contains(column.name) {
+                        self.type_mismatches.insert(column.name.to_string());
+                    }
+                    v
+                }
+            };
             row.insert(column.name.to_string(), value);
         }
         if watch_unknown {
@@ -64,25 +79,78 @@ impl RowBuilder {
     }
 }
 
-/// Where Capsule's documented types are loose, bring values to the column's type:
-/// numbers sent as strings become numbers; a timestamp in a date column keeps its date part.
-pub fn coerce(value: Value, ty: ColumnType) -> Value {
-    match (ty, &value) {
-        (ColumnType::Numeric, Value::String(s)) => {
-            if let Ok(i) = s.trim().parse::<i64>() {
-                Value::from(i)
-            } else if let Some(n) = s.trim().parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
-                Value::Number(n)
-            } else {
-                value
-            }
-        }
-        (ColumnType::Date, Value::String(s)) if s.len() > 10 && s.as_bytes()[10] == b'T' => {
-            Value::String(s[..10].to_string())
-        }
-        (ColumnType::Boolean, Value::String(s)) if s == "true" || s == "false" => Value::Bool(s == "true"),
-        _ => value,
+/// A value brought to its column's type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Coerced {
+    /// Of the column's type (possibly after a lossless conversion Capsule makes necessary).
+    Fits(Value),
+    /// Not of the column's type: what is written instead (null, or JSON text in a text column).
+    Mismatch(Value),
+}
+
+/// Brings a value to its column's type, so the files hold what the DDL declares:
+/// - integers: JSON integers; integers Capsule sends as strings (`"42"`) are converted;
+/// - timestamps: RFC 3339 in UTC (`2015-09-15T10:43:23Z`); an offset is converted to UTC, a date
+///   alone is midnight UTC;
+/// - dates: `YYYY-MM-DD`; a timestamp in a date column keeps the date it was sent with;
+/// - booleans: JSON booleans (`"true"`/`"false"` converted);
+/// - text: numbers and booleans become their text; an object or array becomes its JSON text
+///   (a mismatch: Capsule changed the field's shape);
+/// - records: any JSON value, as is.
+///
+/// Null fits every type. Any other value is a mismatch and is written as null.
+pub fn coerce(value: Value, ty: ColumnType) -> Coerced {
+    if value.is_null() || ty == ColumnType::Record {
+        return Coerced::Fits(value);
     }
+    let converted = match (ty, &value) {
+        (ColumnType::Integer, Value::Number(n)) => integer(&n.to_string()),
+        (ColumnType::Integer, Value::String(s)) => integer(s),
+        (ColumnType::Timestamp, Value::String(s)) => timestamp(s),
+        (ColumnType::Date, Value::String(s)) => date(s),
+        (ColumnType::Boolean, Value::Bool(_)) => Some(value.clone()),
+        (ColumnType::Boolean, Value::String(s)) => match s.trim() {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            _ => None,
+        },
+        (ColumnType::String, Value::String(_)) => Some(value.clone()),
+        (ColumnType::String, Value::Number(_) | Value::Bool(_)) => Some(Value::String(value.to_string())),
+        (ColumnType::String, Value::Array(_) | Value::Object(_)) => {
+            return Coerced::Mismatch(Value::String(value.to_string()));
+        }
+        _ => None,
+    };
+    match converted {
+        Some(v) => Coerced::Fits(v),
+        None => Coerced::Mismatch(Value::Null),
+    }
+}
+
+/// An integer from its text (`42`, `"42"`, `42.0`); None if it has a fraction or is not one.
+fn integer(text: &str) -> Option<Value> {
+    let text = text.trim();
+    if let Ok(i) = text.parse::<i64>() {
+        return Some(Value::from(i));
+    }
+    let f = text.parse::<f64>().ok()?;
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then(|| Value::from(f as i64))
+}
+
+fn timestamp(text: &str) -> Option<Value> {
+    let text = text.trim();
+    let utc = match DateTime::parse_from_rfc3339(text) {
+        Ok(t) => t.to_utc(),
+        Err(_) => NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?.and_time(NaiveTime::MIN).and_utc(),
+    };
+    Some(Value::String(utc.to_rfc3339_opts(SecondsFormat::AutoSi, true)))
+}
+
+fn date(text: &str) -> Option<Value> {
+    let day = text.trim().get(..10)?;
+    let rest = &text.trim()[10..];
+    let ok = NaiveDate::parse_from_str(day, "%Y-%m-%d").is_ok() && (rest.is_empty() || rest.starts_with('T'));
+    ok.then(|| Value::String(day.to_string()))
 }
 
 /// The value at a dotted path (`opportunity.id`).
@@ -109,14 +177,44 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn coercion_fixes_only_what_capsule_is_loose_about() {
-        assert_eq!(coerce(json!("42"), ColumnType::Numeric), json!(42));
-        assert_eq!(coerce(json!("4.5"), ColumnType::Numeric), json!(4.5));
-        assert_eq!(coerce(json!("n/a"), ColumnType::Numeric), json!("n/a"));
-        assert_eq!(coerce(json!("2015-10-31T00:00:00Z"), ColumnType::Date), json!("2015-10-31"));
-        assert_eq!(coerce(json!("2015-10-31"), ColumnType::Date), json!("2015-10-31"));
-        assert_eq!(coerce(json!("true"), ColumnType::Boolean), json!(true));
-        assert_eq!(coerce(json!("2015-09-15T10:43:23Z"), ColumnType::Timestamp), json!("2015-09-15T10:43:23Z"));
+    fn values_are_brought_to_their_column_type_and_the_rest_is_a_mismatch() {
+        use ColumnType::*;
+        let fits = |v: Value, ty| match coerce(v.clone(), ty) {
+            Coerced::Fits(out) => out,
+            Coerced::Mismatch(_) => panic!("{v} should fit {ty:?}"),
+        };
+        let mismatch = |v: Value, ty| match coerce(v.clone(), ty) {
+            Coerced::Mismatch(out) => out,
+            Coerced::Fits(_) => panic!("{v} should not fit {ty:?}"),
+        };
+        assert_eq!(fits(json!("42"), Integer), json!(42));
+        assert_eq!(fits(json!(42.0), Integer), json!(42));
+        assert_eq!(fits(json!(-7), Integer), json!(-7));
+        assert_eq!(mismatch(json!("4.5"), Integer), Value::Null);
+        assert_eq!(mismatch(json!("n/a"), Integer), Value::Null);
+        assert_eq!(fits(json!("2015-10-31T00:00:00Z"), Date), json!("2015-10-31"));
+        assert_eq!(fits(json!("2015-10-31"), Date), json!("2015-10-31"));
+        assert_eq!(mismatch(json!("31/10/2015"), Date), Value::Null);
+        assert_eq!(fits(json!("true"), Boolean), json!(true));
+        assert_eq!(mismatch(json!("yes"), Boolean), Value::Null);
+        assert_eq!(fits(json!("2015-09-15T10:43:23Z"), Timestamp), json!("2015-09-15T10:43:23Z"));
+        assert_eq!(fits(json!("2015-09-15T12:43:23.5+02:00"), Timestamp), json!("2015-09-15T10:43:23.500Z"));
+        assert_eq!(fits(json!("2015-09-15"), Timestamp), json!("2015-09-15T00:00:00Z"));
+        assert_eq!(mismatch(json!("yesterday"), Timestamp), Value::Null);
+        assert_eq!(fits(json!(12), String), json!("12"));
+        assert_eq!(mismatch(json!({"a": 1}), String), json!("{\"a\":1}"));
+        assert_eq!(fits(json!({"id": 1}), Record), json!({"id": 1}));
+        assert_eq!(fits(Value::Null, Integer), Value::Null);
+    }
+
+    #[test]
+    fn a_mismatch_is_written_as_null_and_named() {
+        let table = crate::catalog::table("countries").unwrap();
+        let mut b = RowBuilder::new(table, table.columns.iter().collect(), "run-1", "2026-01-01T00:00:00Z");
+        let record = json!({"alpha2Code": "AF", "alpha3Code": "AFG", "numericCode": "four", "name": "Afghanistan"});
+        let row = b.build(record.as_object().unwrap().clone(), &[], &[], true);
+        assert_eq!(row["numericCode"], Value::Null);
+        assert_eq!(b.type_mismatches.iter().collect::<Vec<_>>(), vec!["numericCode"]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Output to a local directory with the same key layout as S3. A part is written to
-//! `<key>.partial`, fsynced and renamed into place on finish: a key is either complete or absent.
+//! `<key>.<pid>-<n>.partial`, fsynced and renamed into place on finish: a key is either complete or absent.
 //! Files and directories get the sink's [`FileModes`] (private by default).
 
 use std::path::{Path, PathBuf};
@@ -12,6 +12,9 @@ use super::FileModes;
 use crate::ports::{ObjectSink, ObjectUpload};
 use crate::{Result, SyncError};
 
+/// Uploads started by this process (names their partial files).
+static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A directory acting as an object store.
 #[derive(Debug, Clone)]
 pub struct LocalSink {
@@ -20,9 +23,12 @@ pub struct LocalSink {
 }
 
 impl LocalSink {
-    /// A sink writing private files (0600 in 0700 directories).
+    /// A sink writing private files (0600 in 0700 directories), rooted at `root`, made absolute (warehouse kits and Redshift manifests name files
+    /// by their full path, readable from any working directory).
     pub fn new(root: impl Into<PathBuf>) -> LocalSink {
-        LocalSink { root: root.into(), modes: FileModes::default() }
+        let root: PathBuf = root.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        LocalSink { root, modes: FileModes::default() }
     }
 
     pub fn with_modes(self, modes: FileModes) -> LocalSink {
@@ -48,8 +54,11 @@ impl ObjectSink for LocalSink {
         if let Some(dir) = target.parent() {
             self.modes.create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
         }
-        let partial = target
-            .with_file_name(format!("{}.partial", target.file_name().and_then(|n| n.to_str()).unwrap_or("object")));
+        // Unique per upload: two writers of one key (the table runs of a sync each writing the
+        // warehouse kits) must not share a partial file; the last rename wins, whole.
+        let unique = UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+        let partial = target.with_file_name(format!("{name}.{}-{unique}.partial", std::process::id()));
         let file = self.modes.create_file(&partial).await.map_err(|e| io_err("creating", &partial, e))?;
         Ok(Box::new(LocalUpload { file, partial, target }))
     }

@@ -1,8 +1,10 @@
 //! The run manifest: what a table run wrote, written after every part is durable and before the
 //! bookmark moves. A loader can trust that the files it lists are the complete run.
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::Compression;
 use crate::capsule::RequestStats;
@@ -41,4 +43,27 @@ pub struct RunManifest {
     pub requests: RequestStats,
     /// Fields Capsule returned that the catalog doesn't know (schema drift to look at).
     pub unknown_fields: Vec<String>,
+    /// Columns that received values not of their catalog type (written as null; see
+    /// `engine::coerce`). Empty when every value fit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub type_mismatches: Vec<String>,
+}
+
+/// A manifest as stored: one line of JSON (warehouses that read manifests as tables — BigQuery,
+/// Athena — want one object per line).
+pub fn manifest_body(manifest: &RunManifest) -> Bytes {
+    let mut body = serde_json::to_vec(manifest).unwrap_or_default();
+    body.push(b'\n');
+    Bytes::from(body)
+}
+
+/// The run's files as a Redshift `COPY … MANIFEST` file, each named by `locate` (its `s3://`
+/// URL on S3). Every file is mandatory: a missing one fails the load rather than loading part
+/// of a run.
+pub fn redshift_manifest(manifest: &RunManifest, locate: impl Fn(&str) -> String) -> Bytes {
+    let entries: Vec<serde_json::Value> =
+        manifest.files.iter().map(|f| json!({"url": locate(&f.key), "mandatory": true})).collect();
+    let mut body = serde_json::to_vec(&json!({ "entries": entries })).unwrap_or_default();
+    body.push(b'\n');
+    Bytes::from(body)
 }

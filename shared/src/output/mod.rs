@@ -4,14 +4,15 @@
 //! <integration>/<table>/dt=YYYY-MM-DD/run=<run_id>/part-00000.ndjson.gz
 //! _meta/<integration>/runs/<run_id>/<table>.json          (published once the run committed)
 //! _meta/<integration>/runs/<run_id>/<table>.pending.json  (until then)
-//! _meta/<integration>/schemas/<table>.{bigquery.json,sql}
+//! _meta/<integration>/runs/<run_id>/<table>.redshift.json (its files as a Redshift COPY manifest)
+//! _meta/<integration>/warehouse/<engine>/…               (the warehouse kits, see crate::warehouse)
 //! ```
 //! Keys are relative to the sink's root (a directory, or `s3://bucket/prefix`).
 
 mod manifest;
 mod part_writer;
 
-pub use manifest::{PartFile, RunManifest};
+pub use manifest::{PartFile, RunManifest, manifest_body};
 pub use part_writer::{Compression, PartWriter, WriterOptions};
 
 use crate::Result;
@@ -22,6 +23,7 @@ use crate::ports::ObjectSink;
 /// manifest ever lists a missing file), then its parents list and its data files.
 pub async fn remove_run_outputs(sink: &dyn ObjectSink, integration: &str, table: &str, run: &RunId) -> Result<()> {
     sink.delete(&manifest_key(integration, table, run)).await?;
+    sink.delete(&redshift_manifest_key(integration, table, run)).await?;
     sink.delete(&pending_manifest_key(integration, table, run)).await?;
     sink.delete(&parents_key(integration, table, run)).await?;
     sink.remove_prefix(&run_data_prefix(integration, table, run)).await
@@ -47,8 +49,14 @@ pub fn pending_manifest_key(integration: &str, table: &str, run: &RunId) -> Stri
     format!("_meta/{integration}/runs/{run}/{table}.pending.json")
 }
 
-/// Publishes a committed run's manifest from where it waited; true if there was one to publish
-/// (a run that committed, then stopped before publishing: its next run calls this).
+/// Beside each published manifest: the same files as a Redshift `COPY … MANIFEST` file.
+pub fn redshift_manifest_key(integration: &str, table: &str, run: &RunId) -> String {
+    format!("_meta/{integration}/runs/{run}/{table}.redshift.json")
+}
+
+/// Publishes a committed run's manifest from where it waited, its Redshift manifest first;
+/// true if there was one to publish (a run that committed, then stopped before publishing: its
+/// next run calls this).
 pub async fn publish_pending_manifest(
     sink: &dyn ObjectSink,
     integration: &str,
@@ -57,6 +65,10 @@ pub async fn publish_pending_manifest(
 ) -> Result<bool> {
     let pending = pending_manifest_key(integration, table, run);
     let Some(body) = sink.get(&pending).await? else { return Ok(false) };
+    let manifest: RunManifest = serde_json::from_slice(&body)
+        .map_err(|e| crate::SyncError::State(format!("{pending} is not a run manifest: {e}")))?;
+    let redshift = manifest::redshift_manifest(&manifest, |key| sink.locate(key));
+    sink.put(&redshift_manifest_key(integration, table, run), redshift).await?;
     sink.put(&manifest_key(integration, table, run), body).await?;
     sink.delete(&pending).await?;
     Ok(true)
@@ -74,10 +86,6 @@ pub fn log_key(integration: &str, table: &str, run: &RunId, invocation: u32) -> 
 
 pub fn log_prefix(integration: &str, run: &RunId) -> String {
     format!("_meta/{integration}/logs/{run}/")
-}
-
-pub fn schema_keys(integration: &str, table: &str) -> (String, String) {
-    (format!("_meta/{integration}/schemas/{table}.bigquery.json"), format!("_meta/{integration}/schemas/{table}.sql"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,202 @@
+//! The DuckDB warehouse kit, executed for real: a simulator account is synced, the database is
+//! built only from the SQL the run wrote (with the DuckDB CLI: `duckdb` on PATH or
+//! CAPSULE_DUCKDB; `scripts/test.sh` installs it), and the tables and views are checked against
+//! the files and the account.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use capsule_shared::catalog::{self, Replication};
+use capsule_shared::engine::RunOptions;
+use capsule_shared::ports::RunState;
+use capsule_shared::warehouse::{self, Engine, Location};
+use capsule_sync_e2e::capsule_sim::{Entity, MutationKind, MutationOp};
+use capsule_sync_e2e::*;
+use serde_json::{Map, Value};
+
+const NAME: &str = "acme-crm";
+
+fn duckdb_binary() -> PathBuf {
+    std::env::var_os("CAPSULE_DUCKDB").map_or_else(|| PathBuf::from("duckdb"), PathBuf::from)
+}
+
+/// Runs `args` with the DuckDB CLI in `cwd`; the JSON rows of the last statement.
+fn duckdb(cwd: &Path, db: &Path, args: &[&str]) -> Vec<Map<String, Value>> {
+    let output = Command::new(duckdb_binary())
+        .current_dir(cwd)
+        .arg(db)
+        .args(["-bail", "-init", "/dev/null", "-json"])
+        .args(args)
+        .output()
+        .expect("the DuckDB CLI runs (python3 -m pip install duckdb-cli, or set CAPSULE_DUCKDB)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "duckdb {args:?}: {}{stdout}", String::from_utf8_lossy(&output.stderr));
+    let last = stdout.trim().rsplit("\n[").next().unwrap_or("");
+    if last.is_empty() {
+        return Vec::new();
+    }
+    let text = if last.starts_with('[') { last.to_string() } else { format!("[{last}") };
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("duckdb output is not JSON ({e}): {stdout}"))
+}
+
+fn query(cwd: &Path, db: &Path, sql: &str) -> Vec<Map<String, Value>> {
+    duckdb(cwd, db, &["-c", sql])
+}
+
+fn count(cwd: &Path, db: &Path, sql: &str) -> u64 {
+    query(cwd, db, sql)[0].values().next().and_then(Value::as_u64).unwrap()
+}
+
+/// Runs the kit's script from a directory that is not the data directory.
+fn load(cwd: &Path, db: &Path, script: &Path) {
+    duckdb(cwd, db, &["-c", &format!(".read {}", script.display())]);
+}
+
+fn raw_counts(cwd: &Path, db: &Path) -> BTreeMap<String, u64> {
+    catalog::TABLES
+        .iter()
+        .map(|t| (t.name.to_string(), count(cwd, db, &format!("SELECT count(*) FROM acme_crm_{}", t.name))))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_duckdb_kit_loads_every_committed_run_once_and_its_views_equal_the_account() {
+    let sim = start_sim(300, |_| {}).await;
+    let local = Local::new();
+    let integration = integration_for(&sim, NAME, "UNUSED");
+    let client = client_for(&sim, "test-token");
+    let (_, first) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    assert!(first.iter().all(|o| o.record.state == RunState::Succeeded));
+
+    let script = local.output().join(format!("_meta/{NAME}/warehouse/duckdb/load.sql"));
+    let location = Location::new(local.output().to_str().unwrap()).unwrap();
+    let kit = warehouse::kit(Engine::DuckDb, &integration, &location).unwrap();
+    assert_eq!(std::fs::read_to_string(&script).unwrap(), kit[0].body, "the run wrote the kit `warehouse` writes");
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cwd = elsewhere.path();
+    let db = cwd.join("warehouse.duckdb");
+    load(cwd, &db, &script);
+
+    // Raw tables hold exactly the rows the manifests list.
+    let counts = raw_counts(cwd, &db);
+    for outcome in &first {
+        assert_eq!(counts[&outcome.record.table], outcome.record.rows, "raw rows of {}", outcome.record.table);
+    }
+    // Every column has the type the DDL declares.
+    for table in warehouse::kit_tables(&integration).unwrap() {
+        let rows = query(
+            cwd,
+            &db,
+            &format!(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{}' ORDER BY ordinal_position",
+                table.raw
+            ),
+        );
+        let got: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r["column_name"].as_str().unwrap().into(), r["data_type"].as_str().unwrap().into()))
+            .collect();
+        let want: Vec<(String, String)> = warehouse::duckdb_raw_types(&table)
+            .into_iter()
+            .map(|(n, t)| (n.to_string(), t.replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")))
+            .collect();
+        assert_eq!(got, want, "columns of {}", table.raw);
+    }
+    // Values were typed, not nulled: every party has its timestamps and its id.
+    let parties = counts["parties"];
+    assert_eq!(count(cwd, &db, "SELECT count(\"updatedAt\") FROM acme_crm_parties"), parties);
+    assert_eq!(count(cwd, &db, "SELECT count(*) FROM acme_crm_parties WHERE dt IS NOT NULL AND id > 0"), parties);
+
+    // A run that has not committed (its files written, its manifest still pending) is not loaded.
+    let first_parties = first.iter().find(|o| o.record.table == "parties").unwrap();
+    let manifest = local.manifest(NAME, "parties", &first_parties.record.run_id);
+    let unfinished = capsule_shared::integration::RunId::new(chrono::Utc::now());
+    let out = local.output();
+    let mut pending = manifest.clone();
+    pending["run_id"] = Value::String(unfinished.to_string());
+    for (n, file) in pending["files"].as_array_mut().unwrap().iter_mut().enumerate() {
+        let key = capsule_shared::output::part_key(NAME, "parties", &unfinished, n as u32, Default::default());
+        let target = out.join(&key);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(out.join(file["key"].as_str().unwrap()), &target).unwrap();
+        file["key"] = Value::String(key);
+    }
+    let pending_key = capsule_shared::output::pending_manifest_key(NAME, "parties", &unfinished);
+    std::fs::create_dir_all(out.join(&pending_key).parent().unwrap()).unwrap();
+    std::fs::write(out.join(&pending_key), serde_json::to_vec(&pending).unwrap()).unwrap();
+    load(cwd, &db, &script);
+    assert_eq!(raw_counts(cwd, &db), counts, "an uncommitted run's files are not loaded");
+    std::fs::remove_dir_all(out.join(capsule_shared::output::run_data_prefix(NAME, "parties", &unfinished))).unwrap();
+    std::fs::remove_file(out.join(&pending_key)).unwrap();
+
+    // Updates, creations, deletions and a restriction, then a second sync and load.
+    let restricted = sim.mutate_n(MutationKind::Parties, MutationOp::Restrict, 1).unwrap().ids;
+    for (kind, op, n) in [
+        (MutationKind::Parties, MutationOp::Update, 7),
+        (MutationKind::Parties, MutationOp::Create, 4),
+        (MutationKind::Parties, MutationOp::Delete, 3),
+        (MutationKind::Opportunities, MutationOp::Update, 3),
+        (MutationKind::Opportunities, MutationOp::Delete, 2),
+        (MutationKind::Kases, MutationOp::Create, 2),
+        (MutationKind::Kases, MutationOp::Delete, 1),
+        (MutationKind::Tasks, MutationOp::Create, 3),
+        (MutationKind::Entries, MutationOp::Create, 5),
+    ] {
+        sim.mutate_n(kind, op, n).unwrap();
+    }
+    let (_, second) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    assert!(second.iter().all(|o| o.record.state == RunState::Succeeded));
+    load(cwd, &db, &script);
+
+    let expected = expected_counts(&sim);
+    for table in catalog::TABLES {
+        let view = format!("acme_crm_{}_current", table.name);
+        let visible = match table.replication {
+            Replication::Incremental => format!("SELECT count(*) FROM {view} WHERE NOT _restricted"),
+            _ => format!("SELECT count(*) FROM {view}"),
+        };
+        assert_eq!(count(cwd, &db, &visible) as usize, expected[table.name], "{view}");
+    }
+    for (entity, table) in
+        [(Entity::Parties, "parties"), (Entity::Opportunities, "opportunities"), (Entity::Kases, "cases")]
+    {
+        let account: BTreeMap<i64, String> = sim.with_account(|a| {
+            a.records[&entity].iter().map(|(id, s)| (*id, s.body["updatedAt"].as_str().unwrap().to_string())).collect()
+        });
+        let rows = query(
+            cwd,
+            &db,
+            &format!(
+                "SELECT id, strftime(\"updatedAt\" AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS updated, _restricted FROM acme_crm_{table}_current"
+            ),
+        );
+        let visible: BTreeMap<i64, String> = rows
+            .iter()
+            .filter(|r| r["_restricted"] == Value::Bool(false))
+            .map(|r| (r["id"].as_i64().unwrap(), r["updated"].as_str().unwrap().to_string()))
+            .collect();
+        let normalised: BTreeMap<i64, String> = account
+            .into_iter()
+            .map(|(id, t)| (id, t.trim_end_matches(".000Z").trim_end_matches('Z').to_string() + "Z"))
+            .collect();
+        assert_eq!(visible, normalised, "{table}: the view is the account (ids and updatedAt)");
+        if table == "parties" {
+            let flagged: BTreeSet<i64> = rows
+                .iter()
+                .filter(|r| r["_restricted"] == Value::Bool(true))
+                .map(|r| r["id"].as_i64().unwrap())
+                .collect();
+            assert_eq!(flagged, restricted.iter().copied().collect(), "the restricted party is kept, flagged");
+        }
+    }
+
+    // Loading again adds nothing.
+    let before = raw_counts(cwd, &db);
+    let runs = count(cwd, &db, "SELECT count(*) FROM acme_crm__runs");
+    assert_eq!(runs, 44, "two runs of 22 tables");
+    load(cwd, &db, &script);
+    assert_eq!(raw_counts(cwd, &db), before);
+    assert_eq!(count(cwd, &db, "SELECT count(*) FROM acme_crm__runs"), runs);
+}
