@@ -213,6 +213,34 @@ async fn operator_workflow(cli: &Cli, sim: &SimHandle, token: &str) {
         "{check}"
     );
 
+    // warehouse: the kit for the integration's selection and its real layout.
+    let kits = tempfile::tempdir().unwrap();
+    let out_dir = kits.path().join("snowflake");
+    let out_dir = out_dir.to_str().unwrap();
+    cli.fails(&["warehouse", "acme", "--engine", "oracle"], "unknown warehouse engine `oracle`").await;
+    cli.fails(&["warehouse", "acme", "--engine", "redshift", "--load", "x.duckdb"], "--load runs the DuckDB kit").await;
+    let written = cli.ok(&["warehouse", "acme", "--engine", "snowflake", "--out", out_dir]).await;
+    assert_eq!(written.lines().count(), 3, "setup, load and views: {written}");
+    let load = std::fs::read_to_string(kits.path().join("snowflake/load.sql")).unwrap();
+    assert!(load.contains("COPY INTO \"acme_parties\"") && load.contains("COPY INTO \"acme_opportunities\""), "{load}");
+    assert!(!load.contains("acme_cases"), "only the selected tables");
+    let setup = std::fs::read_to_string(kits.path().join("snowflake/setup.sql")).unwrap();
+    assert!(setup.contains("\"name\" VARCHAR") && !setup.contains("\"username\""), "users=id,name only: {setup}");
+    if cli.args[0] == "--data-dir" {
+        // Locally the DuckDB kit can run at once; its view holds the account's parties.
+        let db = kits.path().join("acme.duckdb");
+        let duckdb_dir = kits.path().join("duckdb");
+        let args = ["warehouse", "acme", "--engine", "duckdb", "--out", duckdb_dir.to_str().unwrap()];
+        let out = cli.ok(&args.iter().copied().chain(["--load", db.to_str().unwrap()]).collect::<Vec<_>>()).await;
+        assert!(out.contains("Loaded into"), "{out}");
+        let duckdb = std::env::var("CAPSULE_DUCKDB").unwrap_or_else(|_| "duckdb".into());
+        let parties = std::process::Command::new(duckdb)
+            .args([db.to_str().unwrap(), "-noheader", "-csv", "-c", "SELECT count(*) FROM acme_parties_current"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&parties.stdout).trim(), counts["parties"].to_string());
+    }
+
     // delete: asks first (no terminal here → refuse), then removes state and files.
     cli.fails(&["integrations", "delete", "acme", "--purge-data"], "--yes").await;
     assert!(cli.run(&["integrations", "show", "acme"]).await.ok, "not deleted without confirmation");
