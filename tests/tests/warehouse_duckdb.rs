@@ -163,7 +163,10 @@ async fn the_duckdb_kit_loads_every_committed_run_once_and_its_views_equal_the_a
         [(Entity::Parties, "parties"), (Entity::Opportunities, "opportunities"), (Entity::Kases, "cases")]
     {
         let account: BTreeMap<i64, String> = sim.with_account(|a| {
-            a.records[&entity].iter().map(|(id, s)| (*id, s.body["updatedAt"].as_str().unwrap().to_string())).collect()
+            a.records[&entity]
+                .iter()
+                .map(|(id, s)| (*id, s.body()["updatedAt"].as_str().unwrap().to_string()))
+                .collect()
         });
         let rows = query(
             cwd,

@@ -15,7 +15,11 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let started = Instant::now();
     let sim = capsule_sim::start(SimConfig { parties, rate_limit: u32::MAX, ..SimConfig::default() }).await.unwrap();
-    println!("generated {parties} parties in {:.2}s", started.elapsed().as_secs_f64());
+    println!(
+        "generated {parties} parties in {:.2}s; peak RSS {:.0} MiB",
+        started.elapsed().as_secs_f64(),
+        peak_rss_mib()
+    );
 
     let http = reqwest::Client::new();
     let endpoints = ["parties?embed=tags,fields", "entries", "tasks?status=open,completed,pending"];
@@ -55,4 +59,13 @@ async fn main() {
         requests as f64 / secs
     );
     sim.stop().await;
+}
+
+/// This process's peak resident memory (Linux `VmHWM`).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

@@ -1,7 +1,7 @@
 //! The `/api/v2` endpoints. One dispatcher matches the path segments, so the whole surface
 //! of the simulated API reads top to bottom in [`dispatch`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -120,15 +120,27 @@ impl ListContext<'_> {
 }
 
 /// One page of `items` under `envelope`, with `Link: rel="next"` when more follow.
-fn page<'a>(
+fn page<I>(
     ctx: &ListContext,
     q: &ListQuery,
     envelope: &str,
-    items: impl Iterator<Item = &'a Value>,
-    shape: impl Fn(&Value) -> Value,
+    items: impl Iterator<Item = I>,
+    shape: impl Fn(I) -> Value,
     extra: Option<(&str, Vec<Value>)>,
 ) -> Response {
-    let mut window: Vec<Value> = items.skip((q.page - 1) * q.per_page).take(q.per_page + 1).map(shape).collect();
+    respond(ctx, q, envelope, items.skip((q.page - 1) * q.per_page), shape, extra)
+}
+
+/// The page whose first record `from` yields.
+fn respond<I>(
+    ctx: &ListContext,
+    q: &ListQuery,
+    envelope: &str,
+    from: impl Iterator<Item = I>,
+    shape: impl Fn(I) -> Value,
+    extra: Option<(&str, Vec<Value>)>,
+) -> Response {
+    let mut window: Vec<Value> = from.take(q.per_page + 1).map(shape).collect();
     let more = window.len() > q.per_page;
     window.truncate(q.per_page);
     let mut body = Map::new();
@@ -143,11 +155,31 @@ fn page<'a>(
     response
 }
 
-fn changed_since<'a>(
-    records: impl Iterator<Item = &'a Stored>,
-    since: Option<DateTime<Utc>>,
-) -> impl Iterator<Item = &'a Value> {
-    records.filter(move |r| since.is_none_or(|s| r.updated > s)).map(|r| &r.body)
+/// The cache key of a listing: its path and query, without `page`.
+fn listing_key(ctx: &ListContext, q: &ListQuery) -> String {
+    let mut pairs: Vec<String> = q.raw.iter().filter(|(k, _)| k != "page").map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.sort();
+    format!("{}?{}", ctx.path, pairs.join("&"))
+}
+
+/// A page of a big collection: the listing's ids are computed on its first page and cached
+/// (until the account changes), so a page is found by position and costs what it holds.
+fn page_listed(
+    ctx: &ListContext,
+    q: &ListQuery,
+    (envelope, account, records): (&str, &Account, &BTreeMap<i64, Stored>),
+    ids: impl FnOnce() -> Vec<i64>,
+    shape: impl Fn(&Value) -> Value,
+) -> Response {
+    let ids = account.listings.get_or_insert(listing_key(ctx, q), ids);
+    let first = ((q.page - 1) * q.per_page).min(ids.len());
+    let from = ids[first..].iter().filter_map(|id| records.get(id));
+    respond(ctx, q, envelope, from, |r: &Stored| shape(&r.body()), None)
+}
+
+/// Ids of `records` changed since `since` (all without it), ascending.
+fn ids_changed_since(records: &BTreeMap<i64, Stored>, since: Option<DateTime<Utc>>) -> Vec<i64> {
+    records.iter().filter(|(_, r)| since.is_none_or(|s| r.updated > s)).map(|(id, _)| *id).collect()
 }
 
 /// Drops embed-only keys the request did not ask for.
@@ -189,8 +221,8 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
     let entity = |s: &str| Entity::from_path(s);
     match segments.as_slice() {
         [e] if entity(e).is_some() => {
-            let entity = entity(e).unwrap();
-            page(ctx, &q, e, changed_since(account.entity(entity).values(), q.since), embed_shape(&q), None)
+            let records = account.entity(entity(e).unwrap());
+            page_listed(ctx, &q, (e, account, records), || ids_changed_since(records, q.since), embed_shape(&q))
         }
         [e, "deleted"] if entity(e).is_some() => {
             let entity = entity(e).unwrap();
@@ -215,9 +247,9 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
             let people = account
                 .entity(Entity::Parties)
                 .values()
-                .map(|r| &r.body)
+                .map(Stored::body)
                 .filter(move |b| b["organisation"]["id"].as_i64() == Some(org));
-            page(ctx, &q, "parties", people, embed_shape(&q), None)
+            page(ctx, &q, "parties", people, |b| embed_shape(&q)(&b), None)
         }
         [e, id, "entries"] if entity(e).is_some() => {
             let entity = entity(e).unwrap();
@@ -229,8 +261,8 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
                 Entity::Opportunities => "opportunity",
                 Entity::Kases => "kase",
             };
-            let entries = newest_first(account).into_iter().filter(move |b| b[key]["id"].as_i64() == Some(id));
-            page(ctx, &q, "entries", entries, same, None)
+            let entries = newest_first(account).map(Stored::body).filter(move |b| b[key]["id"].as_i64() == Some(id));
+            page(ctx, &q, "entries", entries, |b| b, None)
         }
         [e @ ("opportunities" | "kases"), id, "tracks"] => {
             let entity = entity(e).unwrap();
@@ -244,11 +276,14 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
         [e, id] if entity(e).is_some() => {
             let entity = entity(e).unwrap();
             match id_of(id).and_then(|id| account.entity(entity).get(&id)) {
-                Some(r) => single(singular(entity), embed_shape(&q)(&r.body)),
+                Some(r) => single(singular(entity), embed_shape(&q)(&r.body())),
                 None => not_found(),
             }
         }
-        ["entries"] => page(ctx, &q, "entries", newest_first(account).into_iter(), same, None),
+        ["entries"] => {
+            let order = || account.entry_order.clone();
+            page_listed(ctx, &q, ("entries", account, &account.entries), order, same)
+        }
         ["tasks"] => {
             let statuses: BTreeSet<String> = match q.param("status") {
                 None => BTreeSet::from(["OPEN".to_string()]),
@@ -263,15 +298,14 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
                     wanted
                 }
             };
-            let tasks = account
-                .tasks
-                .values()
-                .map(|r| &r.body)
-                .filter(move |b| b["status"].as_str().is_some_and(|s| statuses.contains(s)));
-            page(ctx, &q, "tasks", tasks, same, None)
+            let ids = || {
+                let status = |r: &Stored| r.body()["status"].as_str().is_some_and(|s| statuses.contains(s));
+                account.tasks.iter().filter(|(_, r)| status(r)).map(|(id, _)| *id).collect()
+            };
+            page_listed(ctx, &q, ("tasks", account, &account.tasks), ids, same)
         }
         ["tasks", id] => match id_of(id).and_then(|id| account.tasks.get(&id)) {
-            Some(r) => single("task", r.body.clone()),
+            Some(r) => single("task", r.body()),
             None => not_found(),
         },
         ["tracks"] => error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
@@ -339,6 +373,6 @@ fn single(key: &str, body: Value) -> Response {
 }
 
 /// The global entries feed order: newest `entryAt` first.
-fn newest_first(account: &Account) -> Vec<&Value> {
-    account.entry_order.iter().filter_map(|id| account.entries.get(id)).map(|r| &r.body).collect()
+fn newest_first(account: &Account) -> impl Iterator<Item = &Stored> {
+    account.entry_order.iter().filter_map(|id| account.entries.get(id))
 }

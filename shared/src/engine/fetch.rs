@@ -360,16 +360,14 @@ impl Extraction<'_> {
         for item in page.page.items {
             let record = into_object(item, listing.path, listing.envelope)?;
             if matches_all(&record, listing.filters) {
-                let row = self.rows.build(record, listing.constants, &[], true);
-                writer.write_row(&row).await?;
+                writer.write_line(self.rows.write(record, listing.constants, &[], true)).await?;
             }
         }
         for (extra, items) in listing.extra_envelopes.iter().zip(page.extras) {
             for item in items {
                 let record = into_object(item, listing.path, listing.envelope)?;
                 let constants: &[Constant] = extra.constants;
-                let row = self.rows.build(record, constants, &[], false);
-                writer.write_row(&row).await?;
+                writer.write_line(self.rows.write(record, constants, &[], false)).await?;
             }
         }
         if let Some(progress) = self.progress {
@@ -436,8 +434,7 @@ impl Extraction<'_> {
             }
             for item in items {
                 let record = into_object(item, child_path, children.envelope)?;
-                let row = self.rows.build(record, &[], &parent_columns, true);
-                writer.write_row(&row).await?;
+                writer.write_line(self.rows.write(record, &[], &parent_columns, true)).await?;
             }
             self.pages_read += pages;
             if let Some(progress) = self.progress {

@@ -10,11 +10,17 @@ use serde_json::{Map, Value};
 use crate::catalog::{Column, ColumnType, Constant, ConstantValue, Filter, METADATA_COLUMNS, TableSpec};
 
 /// Builds rows of one table run and notes fields the catalog doesn't know.
+///
+/// A row is written straight to JSON text, column by column, rather than assembled as a map and
+/// then serialised: this is the connector's hot path, and a map per row (hashing every key,
+/// growing, freeing) cost more than the writing itself.
 pub struct RowBuilder {
     columns: Vec<&'static Column>,
     known: HashSet<&'static str>,
-    run_id: Value,
-    extracted_at: Value,
+    /// `"_run_id":"…","_extracted_at":"…"`, the same on every row.
+    metadata: Vec<u8>,
+    /// The row being written (reused: one allocation per run, not per row).
+    line: Vec<u8>,
     pub unknown_fields: BTreeSet<String>,
     /// Columns that received a value not of their type (written as null, or as JSON text in a
     /// text column): reported in the manifest and the run log.
@@ -23,26 +29,34 @@ pub struct RowBuilder {
 
 impl RowBuilder {
     pub fn new(table: &TableSpec, columns: Vec<&'static Column>, run_id: &str, extracted_at: &str) -> RowBuilder {
+        let mut metadata = Vec::new();
+        let values = [Value::from(run_id), Value::from(extracted_at)];
+        for (column, value) in METADATA_COLUMNS.iter().zip(values.iter()) {
+            write_field(&mut metadata, column.name, value);
+        }
         RowBuilder {
             columns,
             known: table.all_columns().map(|c| c.name).collect(),
-            run_id: Value::String(run_id.to_string()),
-            extracted_at: Value::String(extracted_at.to_string()),
+            metadata,
+            line: Vec::new(),
             unknown_fields: BTreeSet::new(),
             type_mismatches: BTreeSet::new(),
         }
     }
 
-    /// The output row for `record`. `watch_unknown` is off for arrays whose extra fields are
-    /// expected noise (the deleted feeds' restricted records).
-    pub fn build(
+    /// The output row for `record` as one JSON object (no newline): the selected columns, the
+    /// listing's constants, the parent columns, then the metadata. `watch_unknown` is off for
+    /// arrays whose extra fields are expected noise (the deleted feeds' restricted records).
+    pub fn write(
         &mut self,
         mut record: Map<String, Value>,
         constants: &[Constant],
         parent: &[(&'static str, Value)],
         watch_unknown: bool,
-    ) -> Value {
-        let mut row = Map::with_capacity(self.columns.len() + parent.len() + constants.len() + METADATA_COLUMNS.len());
+    ) -> &[u8] {
+        let out = &mut self.line;
+        out.clear();
+        out.push(b'{');
         for column in &self.columns {
             let value = match record.remove(column.name).map(|v| coerce(v, column.ty)) {
                 None => Value::Null,
@@ -54,7 +68,7 @@ impl RowBuilder {
                     v
                 }
             };
-            row.insert(column.name.to_string(), value);
+            write_field(out, column.name, &value);
         }
         if watch_unknown {
             for key in record.keys() {
@@ -68,15 +82,40 @@ impl RowBuilder {
                 ConstantValue::Bool(b) => Value::Bool(b),
                 ConstantValue::Str(s) => Value::String(s.to_string()),
             };
-            row.insert(c.column.to_string(), value);
+            write_field(out, c.column, &value);
         }
         for (column, value) in parent {
-            row.insert((*column).to_string(), value.clone());
+            write_field(out, column, value);
         }
-        row.insert("_run_id".into(), self.run_id.clone());
-        row.insert("_extracted_at".into(), self.extracted_at.clone());
-        Value::Object(row)
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&self.metadata);
+        out.push(b'}');
+        &self.line
     }
+
+    /// The output row for `record`, as a value (for tests and callers off the hot path).
+    pub fn build(
+        &mut self,
+        record: Map<String, Value>,
+        constants: &[Constant],
+        parent: &[(&'static str, Value)],
+        watch_unknown: bool,
+    ) -> Value {
+        serde_json::from_slice(self.write(record, constants, parent, watch_unknown)).expect("a written row is JSON")
+    }
+}
+
+/// `"name":value`, after a comma unless it opens the object (or the buffer).
+fn write_field(out: &mut Vec<u8>, name: &str, value: &Value) {
+    if !matches!(out.last(), None | Some(b'{')) {
+        out.push(b',');
+    }
+    // Writing JSON into memory cannot fail: keys are strings and values are `Value`s.
+    serde_json::to_writer(&mut *out, name).expect("JSON into memory");
+    out.push(b':');
+    serde_json::to_writer(&mut *out, value).expect("JSON into memory");
 }
 
 /// A value brought to its column's type.
@@ -231,6 +270,19 @@ mod tests {
                    "_extracted_at": "2026-01-01T00:00:00Z"})
         );
         assert_eq!(b.unknown_fields.iter().collect::<Vec<_>>(), vec!["brandNew"]);
+    }
+
+    #[test]
+    fn a_row_is_written_as_one_json_object_in_column_order() {
+        let table = crate::catalog::table("tag_definitions").unwrap();
+        let mut b = RowBuilder::new(table, table.columns.iter().collect(), "r\"1", "2026-01-01T00:00:00Z");
+        let record = json!({"name": "VIP", "id": "7", "dataTag": false, "description": null});
+        let constants = [Constant { column: "entity", value: ConstantValue::Str("parties") }];
+        let line = b.write(record.as_object().unwrap().clone(), &constants, &[], true);
+        assert_eq!(
+            std::str::from_utf8(line).unwrap(),
+            r#"{"id":7,"name":"VIP","description":null,"dataTag":false,"entity":"parties","_run_id":"r\"1","_extracted_at":"2026-01-01T00:00:00Z"}"#
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::io::Write;
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::{PartFile, part_key};
 use crate::integration::RunId;
@@ -49,15 +48,16 @@ impl Default for WriterOptions {
     }
 }
 
+/// One per open part: the gzip state is boxed so the enum stays small either way.
 enum Encoder {
-    Gzip(GzEncoder<Vec<u8>>),
+    Gzip(Box<GzEncoder<Vec<u8>>>),
     Plain(Vec<u8>),
 }
 
 impl Encoder {
     fn new(c: Compression) -> Encoder {
         match c {
-            Compression::Gzip => Encoder::Gzip(GzEncoder::new(Vec::new(), flate2::Compression::default())),
+            Compression::Gzip => Encoder::Gzip(Box::new(GzEncoder::new(Vec::new(), flate2::Compression::default()))),
             Compression::None => Encoder::Plain(Vec::new()),
         }
     }
@@ -151,9 +151,10 @@ impl<'a> PartWriter<'a> {
         self.done.iter().map(|p| p.rows).sum::<u64>() + self.open.as_ref().map_or(0, |p| p.rows)
     }
 
-    pub async fn write_row(&mut self, row: &Value) -> Result<()> {
+    /// Appends one row, given as a line of JSON without its newline.
+    pub async fn write_line(&mut self, row: &[u8]) -> Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, row).map_err(|e| SyncError::Internal(format!("encoding a row: {e}")))?;
+        self.line.extend_from_slice(row);
         self.line.push(b'\n');
         if self.open.is_none() {
             self.open_part().await?;

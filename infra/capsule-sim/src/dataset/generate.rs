@@ -24,10 +24,11 @@ pub(crate) fn dataset_epoch() -> DateTime<Utc> {
 pub(crate) struct Gen {
     pub rng: ChaCha8Rng,
     next_id: i64,
-    /// Nested references to existing records, so picking a random parent is O(1).
-    refs: BTreeMap<Entity, Vec<Value>>,
+    /// Nested references to existing records (as JSON text: a million of them must stay
+    /// small), so picking a random parent is O(1).
+    refs: BTreeMap<Entity, Vec<Box<str>>>,
     /// Nested references to organisations (what a person's `organisation` holds).
-    orgs: Vec<Value>,
+    orgs: Vec<Box<str>>,
 }
 
 impl Gen {
@@ -40,7 +41,7 @@ impl Gen {
         let mut g = Gen::new(seed);
         for (entity, records) in &a.records {
             for r in records.values() {
-                g.remember(*entity, &r.body);
+                g.remember(*entity, &r.body());
             }
         }
         let max_id = a
@@ -58,9 +59,10 @@ impl Gen {
 
     /// Notes a record so later records can reference it.
     pub fn remember(&mut self, entity: Entity, body: &Value) {
-        self.refs.entry(entity).or_default().push(reference(entity, body));
+        self.refs.entry(entity).or_default().push(reference(entity, body).to_string().into_boxed_str());
         if body["type"] == "organisation" {
-            self.orgs.push(json!({"id": body["id"], "name": body["name"], "pictureURL": body["pictureURL"]}));
+            let org = json!({"id": body["id"], "name": body["name"], "pictureURL": body["pictureURL"]});
+            self.orgs.push(org.to_string().into_boxed_str());
         }
     }
 
@@ -70,7 +72,7 @@ impl Gen {
             return None;
         }
         let i = self.rng.random_range(0..refs.len());
-        Some(self.refs[&entity][i].clone())
+        Some(serde_json::from_str(&refs[i]).expect("a reference is JSON"))
     }
 
     /// Ids grow with gaps, like a real account's.
@@ -149,12 +151,12 @@ pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
     }
     for _ in 0..party_count / 2 {
         let task = new_task(&mut g, &a, None);
-        a.tasks.insert(task.body["id"].as_i64().unwrap(), task);
+        a.tasks.insert(task.body()["id"].as_i64().unwrap(), task);
     }
     add_tracks(&mut g, &mut a);
     for _ in 0..party_count {
         let entry = new_entry(&mut g, &a);
-        a.entries.insert(entry.body["id"].as_i64().unwrap(), entry);
+        a.entries.insert(entry.body()["id"].as_i64().unwrap(), entry);
     }
     add_history_of_deletions(&mut g, &mut a, party_count);
     a.reindex_entries();
@@ -162,8 +164,9 @@ pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
 }
 
 pub(crate) fn insert(g: &mut Gen, a: &mut Account, entity: Entity, record: Stored) {
-    let id = record.body["id"].as_i64().expect("record id");
-    g.remember(entity, &record.body);
+    let body = record.body();
+    let id = body["id"].as_i64().expect("record id");
+    g.remember(entity, &body);
     a.records.get_mut(&entity).expect("entity map").insert(id, record);
 }
 
@@ -280,7 +283,8 @@ pub(crate) fn new_party(g: &mut Gen, a: &Account, organisation: bool) -> Stored 
         let first = *g.pick(FIRST_NAMES);
         let last = if g.chance(0.05) { Value::Null } else { json!(*g.pick(LAST_NAMES)) };
         let organisation = if !g.orgs.is_empty() && g.chance(0.6) {
-            g.orgs[g.rng.random_range(0..g.orgs.len())].clone()
+            let i = g.rng.random_range(0..g.orgs.len());
+            serde_json::from_str(&g.orgs[i]).expect("a reference is JSON")
         } else {
             Value::Null
         };
@@ -294,7 +298,7 @@ pub(crate) fn new_party(g: &mut Gen, a: &Account, organisation: bool) -> Stored 
         p["firstName"] = json!(first);
         p["lastName"] = last;
     }
-    Stored { updated, body: p }
+    Stored::new(updated, &p)
 }
 
 fn milestone_ref(g: &mut Gen, a: &Account) -> (Value, bool) {
@@ -339,7 +343,7 @@ pub(crate) fn new_opportunity(g: &mut Gen, a: &Account) -> Stored {
         "fields": field_values(g, a, Entity::Opportunities),
         "missingImportantFields": [],
     });
-    Stored { updated, body: o }
+    Stored::new(updated, &o)
 }
 
 pub(crate) fn new_kase(g: &mut Gen, a: &Account) -> Stored {
@@ -368,7 +372,7 @@ pub(crate) fn new_kase(g: &mut Gen, a: &Account) -> Stored {
         "fields": field_values(g, a, Entity::Kases),
         "missingImportantFields": [],
     });
-    Stored { updated, body: k }
+    Stored::new(updated, &k)
 }
 
 /// A task, optionally on a track of a given parent (which forces `hasTrack`).
@@ -423,7 +427,7 @@ pub(crate) fn new_task(g: &mut Gen, a: &Account, track_parent: Option<(Entity, V
             }
         }
     }
-    Stored { updated, body: t }
+    Stored::new(updated, &t)
 }
 
 fn reference(entity: Entity, body: &Value) -> Value {
@@ -437,11 +441,12 @@ fn reference(entity: Entity, body: &Value) -> Value {
 fn add_tracks(g: &mut Gen, a: &mut Account) {
     let definitions = a.track_definitions.clone();
     for entity in [Entity::Opportunities, Entity::Kases] {
-        let parents: Vec<Value> = a.records[&entity].values().map(|r| r.body.clone()).collect();
-        for parent in parents {
+        let parents: Vec<i64> = a.records[&entity].keys().copied().collect();
+        for parent_id in parents {
             if !g.chance(0.1) {
                 continue;
             }
+            let parent = a.records[&entity][&parent_id].body();
             let tracks_here = if g.chance(0.2) { 2 } else { 1 };
             for _ in 0..tracks_here {
                 let def = g.pick(&definitions).clone();
@@ -449,8 +454,9 @@ fn add_tracks(g: &mut Gen, a: &mut Account) {
                 for td in def["taskDefinitions"].as_array().unwrap() {
                     let desc = td["description"].as_str().unwrap();
                     let task = new_task(g, a, Some((entity, reference(entity, &parent), desc)));
-                    track_tasks.push(json!({"id": task.body["id"], "description": desc}));
-                    a.tasks.insert(task.body["id"].as_i64().unwrap(), task);
+                    let task_id = task.body()["id"].as_i64().unwrap();
+                    track_tasks.push(json!({"id": task_id, "description": desc}));
+                    a.tasks.insert(task_id, task);
                 }
                 let id = g.id();
                 let updated = dataset_epoch();
@@ -509,7 +515,7 @@ pub(crate) fn new_entry(g: &mut Gen, a: &Account) -> Stored {
     if let Some(r) = g.pick_ref(entity) {
         e[key] = r;
     }
-    Stored { updated, body: e }
+    Stored::new(updated, &e)
 }
 
 /// Deletions and restrictions that happened before the epoch, so first runs see tombstones.

@@ -1,9 +1,11 @@
 //! The simulated Capsule account: every collection the 22 tables read, held in memory.
 //!
-//! Records are kept as the JSON objects the API returns (field names and shapes follow
-//! `../shared/capsule-api-samples/`), each beside its parsed `updatedAt` so `since` filters
-//! do not re-parse timestamps on every request. Maps are keyed by id, so listing order is
-//! ascending id: stable while records change, which is what a real offset-paged API gives.
+//! Records are kept as the JSON text the API returns (field names and shapes follow the API
+//! samples), each beside its parsed `updatedAt` so `since` filters do not parse anything. Text,
+//! not `Value` trees: a party is ~0.8 KB as text and ~10 KB as a tree, which is what lets one
+//! process hold an account of a million parties. A page parses only its own records. Maps are
+//! keyed by id, so listing order is ascending id: stable while records change, which is what a
+//! real offset-paged API gives.
 
 mod generate;
 mod mutate;
@@ -52,11 +54,29 @@ impl Entity {
     }
 }
 
-/// One record and the time it last changed.
+/// One record, as JSON text, and the time it last changed.
 #[derive(Debug, Clone)]
 pub struct Stored {
     pub updated: DateTime<Utc>,
-    pub body: Value,
+    json: Box<str>,
+}
+
+impl Stored {
+    pub fn new(updated: DateTime<Utc>, body: &Value) -> Stored {
+        Stored { updated, json: body.to_string().into_boxed_str() }
+    }
+
+    /// The record as the API returns it.
+    pub fn body(&self) -> Value {
+        serde_json::from_str(&self.json).expect("a stored record is JSON")
+    }
+
+    /// Changes the record.
+    pub fn edit(&mut self, change: impl FnOnce(&mut Value)) {
+        let mut body = self.body();
+        change(&mut body);
+        self.json = body.to_string().into_boxed_str();
+    }
 }
 
 /// A deletion (or a record that became restricted) as the deleted feeds report it.
@@ -106,6 +126,43 @@ pub struct Account {
     pub countries: Vec<Value>,
     pub currencies: Vec<Value>,
     pub rest_hooks: Vec<Value>,
+    /// The ids of recent listings (emptied by every change), so page N is not found by
+    /// skipping N-1 pages of records: paging a million records stays linear.
+    pub listings: ListingCache,
+}
+
+/// Ids of a listing (a path and its query, `page` aside), computed on its first page.
+#[derive(Default)]
+pub struct ListingCache(std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Vec<i64>>>>);
+
+impl ListingCache {
+    /// The ids of `key`'s listing, computed by `ids` if not known yet.
+    pub fn get_or_insert(&self, key: String, ids: impl FnOnce() -> Vec<i64>) -> std::sync::Arc<Vec<i64>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = map.get(&key) {
+            return found.clone();
+        }
+        if map.len() >= 64 {
+            map.clear();
+        }
+        map.entry(key).or_insert_with(|| std::sync::Arc::new(ids())).clone()
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+impl Clone for ListingCache {
+    fn clone(&self) -> ListingCache {
+        ListingCache::default()
+    }
+}
+
+impl std::fmt::Debug for ListingCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListingCache")
+    }
 }
 
 /// How many rows each of the 22 tables holds, computed from the account the way the
@@ -121,8 +178,8 @@ impl Account {
 
     /// Rebuilds [`Account::entry_order`] after entries change.
     pub fn reindex_entries(&mut self) {
-        let mut order: Vec<(&str, i64)> =
-            self.entries.iter().map(|(id, r)| (r.body["entryAt"].as_str().unwrap_or(""), *id)).collect();
+        let mut order: Vec<(String, i64)> =
+            self.entries.iter().map(|(id, r)| (r.body()["entryAt"].as_str().unwrap_or("").to_string(), *id)).collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
         self.entry_order = order.into_iter().map(|(_, id)| id).collect();
     }
@@ -147,7 +204,8 @@ impl Account {
         let employees = self
             .entity(Entity::Parties)
             .values()
-            .filter(|r| r.body["type"] == "person" && r.body["organisation"].is_object())
+            .map(Stored::body)
+            .filter(|b| b["type"] == "person" && b["organisation"].is_object())
             .count();
         let per_entity = |m: &BTreeMap<Entity, Vec<Value>>| m.values().map(Vec::len).sum::<usize>();
         for (table, n) in [

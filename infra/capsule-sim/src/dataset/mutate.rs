@@ -65,6 +65,7 @@ impl MutationKind {
 impl Account {
     /// Applies a mutation at `now`. Records are chosen deterministically from `seed`.
     pub fn apply(&mut self, m: &Mutation, seed: u64, now: DateTime<Utc>) -> Result<MutationOutcome, String> {
+        self.listings.clear();
         let mut g = Gen::continuing(seed, self);
         let ids = match m.op {
             MutationOp::Create => self.create(&mut g, m, now),
@@ -87,7 +88,7 @@ impl Account {
                         let body = json!({"id": id, "deletedAt": timestamp(now)});
                         self.deleted.get_mut(&entity).unwrap().push(Tombstone { at: now, body });
                     } else {
-                        let body = restricted_view(&removed.body);
+                        let body = restricted_view(&removed.body());
                         self.restricted.get_mut(&entity).unwrap().push(Tombstone { at: now, body });
                     }
                 }
@@ -147,9 +148,11 @@ impl Account {
                 MutationKind::Entries => generate::new_entry(g, self),
             };
             record.updated = now;
-            record.body["createdAt"] = json!(timestamp(now));
-            record.body["updatedAt"] = json!(timestamp(now));
-            let id = record.body["id"].as_i64().unwrap();
+            record.edit(|body| {
+                body["createdAt"] = json!(timestamp(now));
+                body["updatedAt"] = json!(timestamp(now));
+            });
+            let id = record.body()["id"].as_i64().unwrap();
             match m.kind.entity() {
                 Some(entity) => generate::insert(g, self, entity, record),
                 None => {
@@ -165,9 +168,11 @@ impl Account {
 /// Marks a record changed: a visible field edit plus a new `updatedAt`.
 fn touch(record: &mut Stored, now: DateTime<Utc>, id: &i64) {
     record.updated = now;
-    record.body["updatedAt"] = json!(timestamp(now));
-    let field = if record.body.get("about").is_some() { "about" } else { "description" };
-    record.body[field] = json!(format!("edited at {} (record {id})", timestamp(now)));
+    record.edit(|body| {
+        body["updatedAt"] = json!(timestamp(now));
+        let field = if body.get("about").is_some() { "about" } else { "description" };
+        body[field] = json!(format!("edited at {} (record {id})", timestamp(now)));
+    });
 }
 
 /// What a deleted feed shows for a record that became restricted: an id and "Private".
