@@ -72,7 +72,9 @@ struct Measured {
     peak_rss_mib: f64,
 }
 
-/// Runs a command to its end and reads its own CPU time and peak RSS.
+/// Runs a command to its end and reads its own CPU time and peak RSS. The child is reaped by
+/// `wait4` (which also returns its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn measure(command: &mut Command) -> Measured {
     let started = Instant::now();
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("starts");
