@@ -61,6 +61,8 @@ enum Command {
     Jobs(commands::ops::JobsArgs),
     /// The process log of a run.
     Logs(commands::ops::LogsArgs),
+    /// Requests and hours of quota a first load and each scheduled run will take, per table.
+    Plan(commands::plan::PlanArgs),
     /// Write an integration's warehouse kit: raw tables, loads and current-state views.
     Warehouse(commands::warehouse::WarehouseArgs),
 }
@@ -104,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runs(args) => commands::ops::runs(&backend, args).await,
         Command::Jobs(args) => commands::ops::jobs(&backend, args).await,
         Command::Logs(args) => commands::ops::logs(&backend, args).await,
+        Command::Plan(args) => commands::plan::run(&backend, args).await,
         Command::Warehouse(args) => commands::warehouse::run(&backend, args).await,
         Command::Catalog(_) | Command::Demo(_) => unreachable!("handled above"),
     }

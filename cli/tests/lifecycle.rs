@@ -123,6 +123,13 @@ async fn operator_workflow(cli: &Cli, sim: &SimHandle, token: &str) {
     // Create: pending until the first load, then active.
     cli.ok(&with(&["--tables", "parties,users", "--frequency", "6h"])).await;
     assert_eq!(cli.show("acme").await["status"], "pending");
+    // The quota plan, before the first load.
+    let plan = cli.ok(&["plan", "acme"]).await;
+    assert!(plan.contains("First load:") && plan.contains("4.0 runs a day"), "{plan}");
+    let plan = cli.json(&["plan", "acme", "--json"]).await;
+    let parties = expected_counts(sim)["parties"] as u64;
+    assert_eq!(plan["tables"][0]["rows"], parties);
+    assert_eq!(plan["first_load_requests"], parties.div_ceil(100) + 2 + 1, "parties pages, the guard, users");
     cli.fails(&with(&[]), "already exists").await;
     let out = cli.run(&["sync", "acme"]).await;
     assert!(out.ok && out.stdout.contains("parties") && out.stdout.contains("succeeded"), "{}", out.stderr);

@@ -6,6 +6,7 @@
 //! - [`engine`]: runs one table of one integration, the same way for every table.
 //! - [`output`]: NDJSON part files, run manifests (and their Redshift twins), key layout.
 //! - [`warehouse`]: the warehouse kits (tables, loads, current-state views) for five engines.
+//! - [`plan`]: the quota plan (requests and hours of quota a first load and each run take).
 //! - [`ports`]: the traits the engine needs (state, object sink, credentials) and
 //!   [`local`]: their local adapters (state file, files, env var / file tokens).
 
@@ -23,6 +24,7 @@ pub mod lifecycle;
 pub mod local;
 pub mod observe;
 pub mod output;
+pub mod plan;
 pub mod ports;
 pub mod runlog;
 pub mod schedule;

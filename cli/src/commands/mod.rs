@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod demo;
 pub mod integrations;
 pub mod ops;
+pub mod plan;
 pub mod schedule;
 pub mod sync;
 pub mod warehouse;

@@ -4,6 +4,7 @@
 //! backoff.
 
 pub mod budget;
+mod count;
 mod page;
 mod ratelimit;
 mod retry;
@@ -22,6 +23,7 @@ use url::Url;
 pub use budget::{
     BudgetChange, BudgetPolicy, Claim, MemoryBudgets, RateBudget, RateBudgetStore, budget_key, claim_by_update,
 };
+pub use count::{Counted, count_records, count_requests, with_page};
 pub use page::{Page, next_link, with_own_params};
 pub use ratelimit::RateLimitStatus;
 pub use retry::{Attempt, RetryPolicy, StatusClass, classify_status};

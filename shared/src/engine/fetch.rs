@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::row::{RowBuilder, get_path, matches_all};
-use crate::capsule::{CapsuleClient, ListingPage};
+use crate::capsule::{CapsuleClient, ListingPage, count_records};
 use crate::catalog::{Constant, Fetch, Listing, ParentDiscovery, TableSpec};
 use crate::integration::{FanOutMode, RunId};
 use crate::observe::Event;
@@ -282,9 +282,7 @@ impl Extraction<'_> {
         Ok(Some(self.count_records(&url, count.per_page, envelope, at).await?))
     }
 
-    /// How many records a listing holds now, from its first page's URL and size: pages probed
-    /// by doubling, then by halving between the last full and the first empty one (about
-    /// 2·log2(pages) requests: 28 for 10,000 pages).
+    /// How many records a listing holds now, from a page's URL and size ([`count_records`]).
     async fn count_records(
         &mut self,
         first: &Url,
@@ -292,29 +290,9 @@ impl Extraction<'_> {
         envelope: &str,
         at: &Cursor,
     ) -> Result<usize, Halt> {
-        let items_on = async |n: usize, this: &mut Self| -> Result<usize, Halt> {
-            let url = with_page(first, n);
-            let page = this.client.get_listing_page(&url, envelope, &[]).await.map_err(|e| halt_at(e, at))?;
-            this.pages_read += 1;
-            Ok(page.page.items.len())
-        };
-        let (mut full, mut empty) = (1usize, 2usize);
-        loop {
-            match items_on(empty, self).await? {
-                0 => break,
-                n if n < per_page => return Ok((empty - 1) * per_page + n),
-                _ => (full, empty) = (empty, empty * 2),
-            }
-        }
-        while empty - full > 1 {
-            let mid = (full + empty) / 2;
-            match items_on(mid, self).await? {
-                0 => empty = mid,
-                n if n < per_page => return Ok((mid - 1) * per_page + n),
-                _ => full = mid,
-            }
-        }
-        Ok(full * per_page)
+        let counted = count_records(self.client, first, per_page, envelope).await.map_err(|e| halt_at(e, at))?;
+        self.pages_read += counted.requests;
+        Ok(counted.records)
     }
 
     /// Pages through one listing from `at.next_url` (or its first page) and writes its rows.
@@ -613,13 +591,4 @@ fn into_object(item: Value, path: &str, envelope: &str) -> Result<Map<String, Va
             message: format!("an item of `{envelope}` is not an object: {other}"),
         }),
     }
-}
-
-/// `url` asking for page `n`.
-fn with_page(url: &Url, n: usize) -> Url {
-    let pairs: Vec<(String, String)> =
-        url.query_pairs().filter(|(k, _)| k != "page").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    let mut out = url.clone();
-    out.query_pairs_mut().clear().extend_pairs(pairs).append_pair("page", &n.to_string());
-    out
 }

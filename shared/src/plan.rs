@@ -1,0 +1,271 @@
+//! The quota plan: before a first load, how many requests (and hours of the token's hourly
+//! quota) a full load and each scheduled run of an integration will take, table by table.
+//!
+//! Sizes come from the account itself: each listing is counted without being read
+//! ([`count_records`]), and incremental tables and deleted feeds are counted again with `since`
+//! one schedule interval ago (what a scheduled run reads). A fan-out table (tracks) costs one
+//! request per parent that has children: its last successful run says how many, else a sample
+//! of the discovery listing's first page is scaled up. The requests the engine adds on top (the
+//! paging-shift guard) are counted as the engine spends them.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use url::Url;
+
+use crate::Result;
+use crate::capsule::{CapsuleClient, count_records, count_requests, with_page};
+use crate::catalog::{Fetch, Listing, Replication, TableSpec};
+use crate::engine::{get_path, matches_all, since_param};
+use crate::integration::Integration;
+use crate::ports::{RunState, TableRunRecord};
+
+/// Capsule's documented limit per token and hour.
+pub const HOURLY_LIMIT: u64 = 4000;
+
+/// Pages of a fan-out table's discovery listing read to estimate its parents.
+const SAMPLE_PAGES: u64 = 10;
+
+/// One table's estimate.
+#[derive(Debug, Clone, Serialize)]
+pub struct TablePlan {
+    pub table: &'static str,
+    pub replication: &'static str,
+    /// Rows a first load writes (None where a filter or fan-out makes it unknown up front).
+    pub rows: Option<u64>,
+    pub first_load_requests: u64,
+    /// Rows and requests of one scheduled run after the first load.
+    pub scheduled_rows: Option<u64>,
+    pub scheduled_requests: u64,
+    /// How the figures were found.
+    pub basis: String,
+}
+
+/// The plan of an integration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub integration: String,
+    pub tables: Vec<TablePlan>,
+    /// Requests a run may spend per hour: the limit less the integration's reserve.
+    pub usable_per_hour: u64,
+    pub first_load_requests: u64,
+    pub first_load_hours: f64,
+    pub scheduled_requests: u64,
+    pub scheduled_hours: f64,
+    /// Scheduled runs per day, and their requests per day.
+    pub runs_per_day: f64,
+    pub daily_requests: u64,
+    /// What making this plan cost.
+    pub probe_requests: u64,
+}
+
+/// Estimates an integration's first load and scheduled runs. `history` is its run records
+/// (any order); `now` is when the plan is made.
+pub async fn plan(
+    client: &CapsuleClient,
+    integration: &Integration,
+    history: &[TableRunRecord],
+    now: DateTime<Utc>,
+) -> Result<Plan> {
+    let interval = Duration::minutes(i64::from(integration.frequency_minutes));
+    let mut probe = Probe { client, requests: 0 };
+    let mut tables = Vec::new();
+    for spec in integration.selected_tables()? {
+        let table = match spec.fetch {
+            Fetch::Listings(listings) => {
+                probe.listings(spec, listings, (integration.history_start, now - interval)).await?
+            }
+            Fetch::FanOut { discover, .. } => probe.fan_out(spec, discover, history).await?,
+        };
+        tables.push(table);
+    }
+    let usable_per_hour = HOURLY_LIMIT * u64::from(100 - integration.rate_reserve_percent.min(100)) / 100;
+    let first_load_requests = tables.iter().map(|t| t.first_load_requests).sum();
+    let scheduled_requests = tables.iter().map(|t| t.scheduled_requests).sum();
+    let hours = |requests: u64| requests as f64 / usable_per_hour.max(1) as f64;
+    let runs_per_day = 24.0 * 60.0 / f64::from(integration.frequency_minutes.max(1));
+    Ok(Plan {
+        integration: integration.name.clone(),
+        usable_per_hour,
+        first_load_requests,
+        first_load_hours: hours(first_load_requests),
+        scheduled_requests,
+        scheduled_hours: hours(scheduled_requests),
+        runs_per_day,
+        daily_requests: (scheduled_requests as f64 * runs_per_day).round() as u64,
+        probe_requests: probe.requests,
+        tables,
+    })
+}
+
+/// Pages of `n` records at `per_page` (an empty listing still takes one request).
+fn pages(n: u64, per_page: u64) -> u64 {
+    n.div_ceil(per_page).max(1)
+}
+
+/// What the paging-shift guard adds to a listing of `records`: the deleted feed asked before and
+/// after, or, without one, the count of the listing the engine takes after its first page.
+fn guard(listing: &Listing, records: u64) -> u64 {
+    let per_page = u64::from(listing.max_per_page);
+    match (records > per_page, listing.deleted_feed.is_some()) {
+        (false, _) => 0,
+        (true, true) => 2,
+        (true, false) => count_requests(records as usize, per_page as usize),
+    }
+}
+
+struct Probe<'a> {
+    client: &'a CapsuleClient,
+    requests: u64,
+}
+
+impl Probe<'_> {
+    /// Records in a listing now (or changed since `since`), its first page's records and URL.
+    async fn count(&mut self, listing: &Listing, since: Option<DateTime<Utc>>) -> Result<(u64, Vec<Value>, Url)> {
+        let per_page = listing.max_per_page.to_string();
+        let since = since.map(since_param);
+        let mut params: Vec<(&str, &str)> = listing.params.to_vec();
+        params.push(("perPage", &per_page));
+        if let Some(since) = &since {
+            params.push(("since", since));
+        }
+        let url: Url = self.client.url(listing.path, &params)?;
+        let extra_keys: Vec<&str> = listing.extra_envelopes.iter().map(|e| e.key).collect();
+        let first = self.client.get_listing_page(&url, listing.envelope, &extra_keys).await?;
+        self.requests += 1;
+        // Rows from the other arrays of the body (a deleted feed's restricted records).
+        let extra = first.extras.iter().map(|e| e.len() as u64).sum::<u64>();
+        let on_first = first.page.items.len() as u64;
+        if on_first < u64::from(listing.max_per_page) || first.page.next.is_none() {
+            return Ok((on_first + extra, first.page.items, url));
+        }
+        let counted = count_records(self.client, &url, listing.max_per_page as usize, listing.envelope).await?;
+        self.requests += counted.requests;
+        Ok((counted.records as u64 + extra, first.page.items, url))
+    }
+
+    /// Records from pages spread evenly over a listing of `pages` (page 1 is `first`): records
+    /// are listed by id, and a sample of the first page alone would see only the oldest.
+    async fn sample(&mut self, listing: &Listing, url: &Url, pages: u64, first: Vec<Value>) -> Result<Vec<Value>> {
+        let mut sample = first;
+        let picks: BTreeSet<u64> = (1..SAMPLE_PAGES).map(|k| 1 + k * (pages - 1) / (SAMPLE_PAGES - 1)).collect();
+        for page in picks.into_iter().filter(|p| *p > 1) {
+            let url = with_page(url, page as usize);
+            sample.extend(self.client.get_listing_page(&url, listing.envelope, &[]).await?.page.items);
+            self.requests += 1;
+        }
+        Ok(sample)
+    }
+
+    /// A listed table: counted from the history start (a first load) and from one schedule
+    /// interval ago (a scheduled run).
+    async fn listings(
+        &mut self,
+        spec: &'static TableSpec,
+        listings: &[Listing],
+        (history_start, since): (DateTime<Utc>, DateTime<Utc>),
+    ) -> Result<TablePlan> {
+        let (mut rows, mut first, mut scheduled_rows, mut scheduled) = (Some(0u64), 0, Some(0u64), 0);
+        let mut filtered = false;
+        for listing in listings {
+            let per_page = u64::from(listing.max_per_page);
+            let (all, _, _) = self.count(listing, spec.replication.uses_since().then_some(history_start)).await?;
+            let load_pages = pages(all, per_page);
+            first += load_pages + guard(listing, all);
+            if listing.filters.is_empty() {
+                rows = rows.map(|r| r + all);
+            } else {
+                filtered = true;
+                rows = None;
+            }
+            let changed = match spec.replication {
+                Replication::Full => all,
+                Replication::Incremental | Replication::DeletedFeed => self.count(listing, Some(since)).await?.0,
+            };
+            let changed_pages = pages(changed, per_page);
+            scheduled += changed_pages + guard(listing, changed);
+            scheduled_rows = scheduled_rows.zip((!filtered).then_some(changed)).map(|(a, b)| a + b);
+        }
+        let basis = match spec.replication {
+            Replication::Full if filtered => "reads the whole listing every run (rows after its filter)",
+            Replication::Full => "a full snapshot every run",
+            Replication::Incremental => "changes in one schedule interval, counted with since",
+            Replication::DeletedFeed => "tombstones in one schedule interval, counted with since",
+        };
+        Ok(TablePlan {
+            table: spec.name,
+            replication: spec.replication.as_str(),
+            rows,
+            first_load_requests: first,
+            scheduled_rows,
+            scheduled_requests: scheduled,
+            basis: basis.to_string(),
+        })
+    }
+
+    async fn fan_out(
+        &mut self,
+        spec: &'static TableSpec,
+        discover: &[crate::catalog::ParentDiscovery],
+        history: &[TableRunRecord],
+    ) -> Result<TablePlan> {
+        let last = history
+            .iter()
+            .filter(|r| r.table == spec.name && r.state == RunState::Succeeded)
+            .max_by_key(|r| r.started_at);
+        let mut requests = 0;
+        let mut parents_estimate = 0.0;
+        for route in discover {
+            let listing = &route.listing;
+            let (all, first, url) = self.count(listing, None).await?;
+            let discovery_pages = pages(all, u64::from(listing.max_per_page));
+            requests += discovery_pages + guard(listing, all);
+            let sample = self.sample(listing, &url, discovery_pages, first).await?;
+            // Parents named in the sample, scaled to the whole listing (a parent's records sit
+            // together, so a page names about as many parents as any other of its size).
+            let named: BTreeSet<String> = sample
+                .iter()
+                .filter_map(Value::as_object)
+                .filter(|r| matches_all(r, listing.filters))
+                .flat_map(|r| route.targets.iter().filter_map(|t| get_path(r, t.id_field)).map(Value::to_string))
+                .collect();
+            parents_estimate += named.len() as f64 * all as f64 / sample.len().max(1) as f64;
+        }
+        let (total, basis) = match last {
+            Some(run) => (run.requests.requests, format!("as its last run ({})", run.run_id)),
+            None => (
+                requests + parents_estimate.round() as u64,
+                "discovery pages + parents estimated from a sample of the first page".to_string(),
+            ),
+        };
+        Ok(TablePlan {
+            table: spec.name,
+            replication: spec.replication.as_str(),
+            rows: last.map(|r| r.rows),
+            first_load_requests: total,
+            scheduled_rows: last.map(|r| r.rows),
+            scheduled_requests: total,
+            basis,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::table;
+
+    #[test]
+    fn the_guard_costs_what_the_engine_spends() {
+        let Fetch::Listings(parties) = table("parties").unwrap().fetch else { panic!() };
+        let Fetch::Listings(tasks) = table("tasks").unwrap().fetch else { panic!() };
+        assert_eq!(guard(&parties[0], 100), 0);
+        assert_eq!(guard(&parties[0], 100_000), 2);
+        // The scale benchmark: 58,694 tasks took 587 pages and 19 more requests.
+        assert_eq!(pages(58_694, 100) + guard(&tasks[0], 58_694), 606);
+        assert_eq!(pages(0, 100), 1);
+        assert_eq!(pages(100_001, 100), 1001);
+    }
+}
