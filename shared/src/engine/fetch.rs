@@ -392,16 +392,18 @@ impl Extraction<'_> {
         // Children are fetched FAN_OUT_CONCURRENCY parents at a time (they are small: a page or
         // two each) and written in parent order; a pause happens between parents.
         let (client, log) = (self.client, self.log.clone());
-        // Collected first: a lazily borrowed iterator in the stream would make the run's future
-        // not `Send` (a higher-ranked lifetime limitation of the compiler).
-        let fetches: Vec<_> = todo
-            .iter()
-            .map(|(child_path, _, id)| {
-                let (log, path) = (log.clone(), child_path.replace("{id}", &id.to_string()));
+        // The children's paths are owned and each fetch is made when the stream asks for it:
+        // futures made up front would hold one request's state per parent (tens of thousands
+        // on a big account). Owned paths also keep the run's future `Send` (a stream over a
+        // borrowed iterator would not be, a higher-ranked lifetime limitation of the compiler).
+        let paths: Vec<String> =
+            todo.iter().map(|(child_path, _, id)| child_path.replace("{id}", &id.to_string())).collect();
+        let mut fetched = futures::stream::iter(paths)
+            .map(|path| {
+                let log = log.clone();
                 async move { read_children(client, &path, children.envelope, children.max_per_page, log).await }
             })
-            .collect();
-        let mut fetched = futures::stream::iter(fetches).buffered(FAN_OUT_CONCURRENCY);
+            .buffered(FAN_OUT_CONCURRENCY);
         let mut i = 0;
         while let Some(result) = fetched.next().await {
             let (items, pages) = result.map_err(|e| halt_at(e, &at_parent(i)))?;

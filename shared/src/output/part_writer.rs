@@ -38,15 +38,20 @@ pub struct WriterOptions {
     pub compression: Compression,
     /// Start a new part once a part reaches this many (compressed) bytes.
     pub part_max_bytes: u64,
-    /// Hand the upload a chunk once this many bytes are buffered (S3 parts must be ≥ 5 MiB).
+    /// Hand the upload a chunk once this many bytes are buffered: S3's smallest part (5 MiB),
+    /// since a sync holds about one chunk per table it writes at once.
     pub chunk_bytes: usize,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { compression: Compression::Gzip, part_max_bytes: 128 << 20, chunk_bytes: 8 << 20 }
+        WriterOptions { compression: Compression::Gzip, part_max_bytes: 128 << 20, chunk_bytes: 5 << 20 }
     }
 }
+
+/// Room above a chunk in its buffer: what one write (a row, a deflate block) may add after the
+/// buffer reached a chunk.
+const CHUNK_SLACK: usize = 1 << 20;
 
 /// One per open part: the gzip state is boxed so the enum stays small either way.
 enum Encoder {
@@ -85,11 +90,14 @@ impl Encoder {
         }
     }
 
-    /// Takes the encoded bytes so far; the encoder keeps appending to a fresh buffer.
-    fn take(&mut self) -> Vec<u8> {
+    /// Takes the encoded bytes so far; the encoder keeps appending to a fresh buffer of
+    /// `capacity`: sized for a whole chunk up front, a buffer never doubles past it, and a
+    /// sync's memory stays at about one chunk per table being written, whatever the table size.
+    fn take(&mut self, capacity: usize) -> Vec<u8> {
+        let fresh = Vec::with_capacity(capacity);
         match self {
-            Encoder::Gzip(e) => std::mem::take(e.get_mut()),
-            Encoder::Plain(v) => std::mem::take(v),
+            Encoder::Gzip(e) => std::mem::replace(e.get_mut(), fresh),
+            Encoder::Plain(v) => std::mem::replace(v, fresh),
         }
     }
 
@@ -168,7 +176,7 @@ impl<'a> PartWriter<'a> {
             part.raw_since_flush = 0;
         }
         if part.encoder.buffered() >= self.options.chunk_bytes {
-            let chunk = part.encoder.take();
+            let chunk = part.encoder.take(self.options.chunk_bytes + CHUNK_SLACK);
             part.sent += chunk.len() as u64;
             part.upload.write(Bytes::from(chunk)).await?;
         }
