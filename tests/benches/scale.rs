@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use capsule_shared::catalog::{self, Fetch, TableSpec};
+use capsule_shared::catalog::{self, ConstantValue, Fetch, TableSpec};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "bench-token";
@@ -58,7 +58,7 @@ fn main() {
 const LEGEND: &str = "Per size: the account (parties; every other collection scales with it, as in the \
 simulator), a first load of all 22 tables, and a daily run after about 1 % of the account changed. \
 `min` is the fewest requests the table could take: `ceil(rows/100)` per listing (at least one per \
-listing); for `employees`, a read of every party; for fan-out tables, the discovery listing's pages \
+listing; a deleted feed's restricted records ride on its pages and are not counted); for `employees`, a read of every party; for fan-out tables, the discovery listing's pages \
 plus one request per parent that has children. `over` is requests − min: the paging-shift guard \
 (a count probe per multi-page listing with a deleted feed) and tracks' discovery reading every task. \
 CPU and peak RSS are the `capsule-sync` process's own (the simulator runs in another process). \
@@ -154,14 +154,16 @@ fn change_one_percent(base: &str, parties: usize) {
     }
 }
 
-/// Per table: raw bytes and the distinct parents of fan-out rows (read from the files).
+/// Per table: raw bytes, the distinct parents of fan-out rows, and the rows that rode along in a
+/// listing's other arrays (a deleted feed's restricted records: no pages of their own).
 struct FileStats {
     raw: BTreeMap<String, u64>,
     parents: BTreeMap<String, u64>,
+    riders: BTreeMap<String, u64>,
 }
 
 fn file_stats(output: &Path, runs: &[Value]) -> FileStats {
-    let mut stats = FileStats { raw: BTreeMap::new(), parents: BTreeMap::new() };
+    let mut stats = FileStats { raw: BTreeMap::new(), parents: BTreeMap::new(), riders: BTreeMap::new() };
     for run in runs {
         let table = run["table"].as_str().unwrap();
         let spec = catalog::table(table).unwrap();
@@ -172,7 +174,20 @@ fn file_stats(output: &Path, runs: &[Value]) -> FileStats {
             Fetch::FanOut { parent_id_column, .. } => Some(parent_id_column),
             Fetch::Listings(_) => None,
         };
-        let mut raw = 0u64;
+        // Rows of a listing's other arrays carry that array's constants (`_restricted: true`).
+        let rider_marks: Vec<(&str, Value)> = match spec.fetch {
+            Fetch::Listings(listings) => listings
+                .iter()
+                .flat_map(|l| l.extra_envelopes.iter())
+                .flat_map(|e| e.constants.iter())
+                .filter_map(|c| match c.value {
+                    ConstantValue::Bool(true) => Some((c.column, Value::Bool(true))),
+                    _ => None,
+                })
+                .collect(),
+            Fetch::FanOut { .. } => Vec::new(),
+        };
+        let (mut raw, mut riders) = (0u64, 0u64);
         let mut parents = BTreeSet::new();
         for file in manifest["files"].as_array().unwrap() {
             // Streamed: this process must stay small, or the children it starts next would
@@ -181,20 +196,25 @@ fn file_stats(output: &Path, runs: &[Value]) -> FileStats {
             for line in BufReader::new(flate2::read::GzDecoder::new(gz)).lines() {
                 let line = line.unwrap();
                 raw += line.len() as u64 + 1;
-                if let Some(column) = parent_column {
+                if parent_column.is_some() || !rider_marks.is_empty() {
                     let row: Value = serde_json::from_str(&line).unwrap();
-                    parents.insert(row[column].to_string());
+                    if let Some(column) = parent_column {
+                        parents.insert(row[column].to_string());
+                    }
+                    riders += u64::from(rider_marks.iter().any(|(column, value)| row[*column] == *value));
                 }
             }
         }
         stats.raw.insert(table.into(), raw);
         stats.parents.insert(table.into(), parents.len() as u64);
+        stats.riders.insert(table.into(), riders);
     }
     stats
 }
 
-/// The fewest requests a table's first load could take (see [`LEGEND`]).
-fn minimum(spec: &TableSpec, rows: &BTreeMap<String, u64>, parents: u64) -> u64 {
+/// The fewest requests a table's first load could take (see [`LEGEND`]); `riders` are rows that
+/// came in a listing's other arrays, on pages the listing reads anyway.
+fn minimum(spec: &TableSpec, rows: &BTreeMap<String, u64>, parents: u64, riders: u64) -> u64 {
     let pages = |n: u64| n.div_ceil(100).max(1);
     let rows_of_path = |path: &str| {
         catalog::TABLES
@@ -205,7 +225,7 @@ fn minimum(spec: &TableSpec, rows: &BTreeMap<String, u64>, parents: u64) -> u64 
     };
     match spec.fetch {
         Fetch::Listings(listings) => {
-            let own = rows[spec.name];
+            let own = rows[spec.name] - riders;
             let read =
                 listings.iter().map(|l| if l.filters.is_empty() { 0 } else { rows_of_path(l.path).unwrap_or(own) });
             let filtered: u64 = read.map(pages).filter(|_| listings.iter().any(|l| !l.filters.is_empty())).sum();
@@ -255,7 +275,7 @@ fn report(
         let table = run["table"].as_str().unwrap();
         let spec = catalog::table(table).unwrap();
         let requests = run["requests"].as_u64().unwrap();
-        let min = minimum(spec, &rows, files.parents[table]);
+        let min = minimum(spec, &rows, files.parents[table], files.riders[table]);
         let secs = seconds_between(&run["started_at"], &run["finished_at"]);
         let d = daily_by[table];
         let _ = writeln!(
