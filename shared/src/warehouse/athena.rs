@@ -10,11 +10,7 @@ use crate::catalog::ColumnType;
 
 struct Athena;
 
-impl Dialect for Athena {
-    fn ident(&self, name: &str) -> String {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
-}
+impl Dialect for Athena {}
 
 /// Hive DDL type. Records are JSON text (`json_extract` reads them).
 fn type_of(ty: ColumnType) -> &'static str {

@@ -13,11 +13,7 @@ use crate::catalog::ColumnType;
 
 struct DuckDb;
 
-impl Dialect for DuckDb {
-    fn ident(&self, name: &str) -> String {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
-}
+impl Dialect for DuckDb {}
 
 fn type_of(ty: ColumnType) -> &'static str {
     match ty {

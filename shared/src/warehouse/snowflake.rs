@@ -11,11 +11,7 @@ use crate::catalog::ColumnType;
 
 struct Snowflake;
 
-impl Dialect for Snowflake {
-    fn ident(&self, name: &str) -> String {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
-}
+impl Dialect for Snowflake {}
 
 fn type_of(ty: ColumnType) -> &'static str {
     match ty {

@@ -9,8 +9,10 @@ use super::model::{Kit, KitTable, ViewRule};
 
 /// How an engine spells what the views need.
 pub(super) trait Dialect {
-    /// A quoted identifier.
-    fn ident(&self, name: &str) -> String;
+    /// A quoted identifier: standard SQL's double quotes unless the engine differs.
+    fn ident(&self, name: &str) -> String {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
 }
 
 /// The runs table of an integration: one row per committed table run.
