@@ -300,15 +300,17 @@ fn scheduled_tick() -> Value {
 
 #[tokio::test]
 async fn a_stranded_invocation_is_continued_by_the_next_tick() {
+    // A 2 s lease: the resumed invocation renews it while the tick's other table runs write
+    // their outputs (and the warehouse kits) to the same moto server; 1 s left too little room.
     let mut setup = Setup::new(500);
-    setup.run.lease_ttl = Duration::from_secs(1);
+    setup.run.lease_ttl = Duration::from_secs(2);
     let w = world_with(setup).await;
     let (run_id, _) = a_parked_run(&w, "entries").await;
     // Invocation 2 takes the lease and dies without a trace (killed: no renewal, no record).
     let state = &w.stack.state;
     let owner = state.checkpoint("acme", "entries", &run_id).await.unwrap().unwrap().owner;
-    state.resume_lease("acme", "entries", &owner, 2, Duration::from_secs(1)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2200)).await; // past its TTL (DynamoDB: whole seconds)
+    state.resume_lease("acme", "entries", &owner, 2, Duration::from_secs(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3200)).await; // past its TTL (DynamoDB: whole seconds)
 
     let summary = w.invoke("orchestrator", scheduled_tick()).await;
     let resumed = summary["resumed"].as_array().unwrap();
