@@ -4,7 +4,7 @@
 
 use super::Location;
 use crate::Result;
-use crate::catalog::{self, Column, ColumnType, Fetch, Replication, TableSpec};
+use crate::catalog::{self, Column, Fetch, Replication, TableSpec};
 use crate::integration::Integration;
 
 /// One integration's kit inputs.
@@ -49,11 +49,6 @@ impl KitTable {
     /// Whether rows carry `updatedAt` (the first ordering of "latest").
     pub fn has_updated_at(&self) -> bool {
         self.columns.iter().any(|c| c.name == "updatedAt")
-    }
-
-    /// Columns of the given type.
-    pub fn columns_of(&self, ty: ColumnType) -> impl Iterator<Item = &'static Column> + '_ {
-        self.columns.iter().copied().filter(move |c| c.ty == ty)
     }
 }
 
