@@ -35,6 +35,9 @@ pub trait ObjectSink: Send + Sync {
     async fn put(&self, key: &str, body: Bytes) -> Result<()>;
     /// Reads a whole (small) object; None when absent.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    /// Reads bytes `range` of an object (fewer at its end), so a large object is read a slice at
+    /// a time in flat memory; None when absent. `range` must be within the object's size.
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>>;
     /// Keys under a prefix.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
     /// Removes an object; removing a missing one is not an error.

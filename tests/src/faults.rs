@@ -267,6 +267,9 @@ impl ObjectSink for FaultySink {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         self.inner.get(key).await
     }
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
+        self.inner.get_range(key, range).await
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         if prefix.contains("/run=") {
             self.injection.at(Step::LastPartWritten).await?;

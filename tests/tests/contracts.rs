@@ -359,6 +359,19 @@ async fn objects_appear_whole_or_not_at_all(sink: &dyn ObjectSink) {
     sink.remove_prefix("nothing/here/").await.unwrap();
     assert_eq!(sink.list("acme/").await.unwrap(), vec!["acme/tasks/dt=2026-11-29/run=x/part-00000.ndjson.gz"]);
     assert_eq!(sink.get("_meta/acme/runs/x/tasks.json").await.unwrap().unwrap(), Bytes::from_static(b"{}"));
+
+    // Slices of an object, for reading a large one in flat memory.
+    let big = "acme/entries/dt=2026-11-29/run=x/part-00000.ndjson.gz";
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    sink.put(big, Bytes::from(body.clone())).await.unwrap();
+    let mut read = Vec::new();
+    for start in (0..body.len() as u64).step_by(65_536) {
+        let end = (start + 65_536).min(body.len() as u64);
+        read.extend_from_slice(&sink.get_range(big, start..end).await.unwrap().unwrap());
+    }
+    assert_eq!(read, body, "the slices make up the object");
+    assert_eq!(sink.get_range(big, 10..13).await.unwrap().unwrap(), Bytes::from(body[10..13].to_vec()));
+    assert!(sink.get_range("acme/entries/never-written.ndjson.gz", 0..10).await.unwrap().is_none());
 }
 
 /// A token provider reads its source, reads it again when Capsule refused the last token

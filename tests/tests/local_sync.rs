@@ -93,6 +93,48 @@ async fn tasks_include_every_status_and_custom_field_ids_repeat_across_entities(
 }
 
 #[tokio::test]
+async fn employees_are_incremental_a_daily_run_reads_only_changed_parties_and_flags_leavers() {
+    let sim = start_sim(600, |_| {}).await;
+    let local = Local::new();
+    let integration = integration_for(&sim, "acme", "UNUSED");
+    let client = client_for(&sim, "test-token");
+    let (first, outcomes) = local.sync(&client, &integration, &["employees"], RunOptions::default()).await;
+    let first_requests = outcomes[0].record.requests.requests;
+    let rows = local.rows("acme", "employees", &first);
+    assert_eq!(rows.len(), expected_counts(&sim)["employees"], "a first load writes members only");
+    assert!(rows.iter().all(|r| r["_removed"] == false && r["organisation"]["id"].is_i64()));
+
+    let left = sim.mutate_n(MutationKind::Parties, MutationOp::Leave, 2).unwrap().ids;
+    let updated = sim.mutate_n(MutationKind::Parties, MutationOp::Update, 5).unwrap().ids;
+    let (second, outcomes) = local.sync(&client, &integration, &["employees"], RunOptions::default()).await;
+    let record = &outcomes[0].record;
+    assert_eq!(record.state, RunState::Succeeded);
+    assert!(record.bookmark_before.is_some());
+    // One page of changed parties, plus the deleted feed asked before and after it (the paging guard).
+    assert!(record.requests.requests <= 3, "{} requests (first load: {first_requests})", record.requests.requests);
+    assert!(first_requests >= 7, "the first load read every party page: {first_requests}");
+
+    let rows = local.rows("acme", "employees", &second);
+    let persons: BTreeSet<i64> = sim.with_account(|a| {
+        updated
+            .iter()
+            .chain(&left)
+            .copied()
+            .filter(|id| a.entity(capsule_sim::Entity::Parties)[id].body()["type"] == "person")
+            .collect()
+    });
+    let written: BTreeSet<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(written, persons, "every changed person, and nobody else");
+    for row in &rows {
+        let member = row["organisation"].is_object();
+        assert_eq!(row["_removed"], !member, "{row:?}");
+    }
+    let leavers: BTreeSet<i64> =
+        rows.iter().filter(|r| r["_removed"] == true).map(|r| r["id"].as_i64().unwrap()).collect();
+    assert!(left.iter().all(|id| leavers.contains(id)), "the leavers are flagged: {left:?} in {leavers:?}");
+}
+
+#[tokio::test]
 async fn second_run_lands_changes_and_deletions_including_a_change_made_while_paging() {
     let sim = start_sim(600, |_| {}).await;
     let local = Local::new();

@@ -146,6 +146,7 @@ async fn the_duckdb_kit_loads_every_committed_run_once_and_its_views_equal_the_a
     ] {
         sim.mutate_n(kind, op, n).unwrap();
     }
+    let left = sim.mutate_n(MutationKind::Parties, MutationOp::Leave, 3).unwrap().ids;
     let (_, second) = local.sync(&client, &integration, &[], RunOptions::default()).await;
     assert!(second.iter().all(|o| o.record.state == RunState::Succeeded));
     load(cwd, &db, &script);
@@ -194,6 +195,23 @@ async fn the_duckdb_kit_loads_every_committed_run_once_and_its_views_equal_the_a
             assert_eq!(flagged, restricted.iter().copied().collect(), "the restricted party is kept, flagged");
         }
     }
+
+    // Employees are incremental: the persons who left their organisation are gone from the view,
+    // though their rows (flagged `_removed`) are in the raw table.
+    let employees: BTreeSet<i64> = sim.with_account(|a| {
+        a.records[&Entity::Parties]
+            .iter()
+            .filter(|(_, s)| capsule_sync_e2e::capsule_sim::dataset::is_employee(&s.body()))
+            .map(|(id, _)| *id)
+            .collect()
+    });
+    let rows = query(cwd, &db, "SELECT id FROM acme_crm_employees_current WHERE NOT _restricted");
+    let visible: BTreeSet<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(visible, employees, "the employees view is the account's persons with an organisation");
+    let flagged = query(cwd, &db, "SELECT id, organisation IS NULL AS alone FROM acme_crm_employees WHERE _removed");
+    let flagged_ids: BTreeSet<i64> = flagged.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert!(left.iter().all(|id| flagged_ids.contains(id)), "every leaver has a removed row: {left:?}");
+    assert!(flagged.iter().all(|r| r["alone"] == Value::Bool(true)), "removed rows are persons without one");
 
     // Loading again adds nothing.
     let before = raw_counts(cwd, &db);

@@ -106,6 +106,22 @@ impl ObjectSink for S3Sink {
         }
     }
 
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
+        if range.is_empty() {
+            return Ok(Some(Bytes::new()));
+        }
+        let key = self.full_key(key);
+        let bytes = format!("bytes={}-{}", range.start, range.end - 1);
+        match self.client.get_object().bucket(&self.bucket).key(&key).range(bytes).send().await {
+            Ok(out) => {
+                let body = out.body.collect().await.map_err(|e| s3_err("GetObject", &self.bucket, &key, e))?;
+                Ok(Some(body.into_bytes()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+            Err(e) => Err(s3_err("GetObject", &self.bucket, &key, e)),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let full = self.full_key(prefix);
         let mut keys = Vec::new();

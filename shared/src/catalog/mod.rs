@@ -78,6 +78,20 @@ pub enum Filter {
     IsTrue(&'static str),
 }
 
+/// Membership of an incremental table derived from another table's listing (employees are the
+/// persons of `/parties` with an organisation). Reading only changed records, a run cannot tell
+/// "never a member" from "no longer a member" (a person who left their organisation), so on a run
+/// with a bookmark a changed record that is not a member is written too, flagged in
+/// `removed_flag`, and the current-state view drops ids whose latest row is flagged. A first load
+/// (no bookmark) writes members only.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Membership {
+    /// A record is a row of the table when it matches all of these.
+    pub conditions: &'static [Filter],
+    /// The added boolean column: `true` on a changed record that is not (or no longer) a member.
+    pub removed_flag: &'static str,
+}
+
 /// Values the engine adds to every row of a listing (e.g. `_deleted: true`).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Constant {
@@ -115,6 +129,9 @@ pub struct Listing {
     pub extra_envelopes: &'static [ExtraEnvelope],
     /// Keep only records matching all of these.
     pub filters: &'static [Filter],
+    /// For an incremental table derived from another table's listing: what makes a record one of
+    /// this table's rows (a person with an organisation is an employee). See [`Membership`].
+    pub membership: Option<Membership>,
     /// Largest `perPage` the endpoint accepts.
     pub max_per_page: u32,
     /// The deleted feed of this listing's records. Capsule pages by offset, so a record deleted
@@ -134,6 +151,7 @@ impl Listing {
             constants: &[],
             extra_envelopes: &[],
             filters: &[],
+            membership: None,
             max_per_page,
             deleted_feed: None,
         }

@@ -3,8 +3,8 @@
 
 use super::ColumnType::{Boolean as B, Date as D, Integer as N, Record as R, String as S, Timestamp as T};
 use super::{
-    Column, ColumnType, Constant, ConstantValue, ExtraEnvelope, Fetch, Filter, Listing, ParentDiscovery, ParentTarget,
-    Replication, TableSpec,
+    Column, ColumnType, Constant, ConstantValue, ExtraEnvelope, Fetch, Filter, Listing, Membership, ParentDiscovery,
+    ParentTarget, Replication, TableSpec,
 };
 
 const fn c(name: &'static str, ty: ColumnType) -> Column {
@@ -225,17 +225,18 @@ pub const TABLES: &[TableSpec] = &[
     },
     TableSpec {
         name: "employees",
-        description: "People linked to an organisation (derived from /parties: no call per organisation)",
-        replication: Replication::Full,
+        description: "People linked to an organisation (derived from /parties, incrementally: no call per organisation, no full re-read)",
+        replication: Replication::Incremental,
         fetch: Fetch::Listings(&[Listing {
             params: EMBED_TAGS_FIELDS,
-            filters: &[Filter::Equals("type", "person"), Filter::IsObject("organisation")],
+            filters: &[Filter::Equals("type", "person")],
+            membership: Some(Membership { conditions: &[Filter::IsObject("organisation")], removed_flag: "_removed" }),
             deleted_feed: Some("/parties/deleted"),
             ..list("/parties", "parties")
         }]),
         primary_key: &["id"],
         columns: PARTY_COLUMNS,
-        added: &[],
+        added: &[c("_removed", B)],
     },
     TableSpec {
         name: "track_definitions",

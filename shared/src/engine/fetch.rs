@@ -124,6 +124,8 @@ pub struct Extraction<'a> {
     pub run_id: &'a RunId,
     pub table: &'static TableSpec,
     pub since: Option<DateTime<Utc>>,
+    /// The run continues from a bookmark (not a first load): see [`crate::catalog::Membership`].
+    pub from_bookmark: bool,
     pub fan_out: FanOutMode,
     pub rows: RowBuilder,
     pub progress: Option<&'a (dyn Fn(u64) + Send + Sync)>,
@@ -337,9 +339,19 @@ impl Extraction<'_> {
     async fn write_page(&mut self, listing: &Listing, page: ListingPage, writer: &mut PartWriter<'_>) -> Result<()> {
         for item in page.page.items {
             let record = into_object(item, listing.path, listing.envelope)?;
-            if matches_all(&record, listing.filters) {
-                writer.write_line(self.rows.write(record, listing.constants, &[], true)).await?;
+            if !matches_all(&record, listing.filters) {
+                continue;
             }
+            let flag = match listing.membership {
+                None => None,
+                Some(m) => match matches_all(&record, m.conditions) {
+                    true => Some((m.removed_flag, Value::Bool(false))),
+                    // Perhaps a member before this change: the view needs to hear it left.
+                    false if self.from_bookmark => Some((m.removed_flag, Value::Bool(true))),
+                    false => continue,
+                },
+            };
+            writer.write_line(self.rows.write(record, listing.constants, flag.as_slice(), true)).await?;
         }
         for (extra, items) in listing.extra_envelopes.iter().zip(page.extras) {
             for item in items {

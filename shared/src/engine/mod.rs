@@ -412,7 +412,8 @@ impl TableRun<'_> {
         let columns = integration.column_selection(table)?;
         let (since, base) = self.window(start, record, log).await?;
         record.since = since;
-        let mut extraction = self.extraction(client, start, since, columns.columns.clone(), log);
+        let window = (since, record.bookmark_before.is_some());
+        let mut extraction = self.extraction(client, start, window, columns.columns.clone(), log);
         let mut writer = PartWriter::new(sink, &integration.name, table.name, run_id, self.options.writer);
         writer.resume_after(start.checkpoint.as_ref().map(|c| c.parts.clone()).unwrap_or_default());
         let extracted = match extraction.run(&mut writer).await {
@@ -484,7 +485,7 @@ impl TableRun<'_> {
         &'e self,
         client: &'e CapsuleClient,
         start: &Start,
-        since: Option<DateTime<Utc>>,
+        (since, from_bookmark): (Option<DateTime<Utc>>, bool),
         columns: Vec<&'static catalog::Column>,
         log: &RunLog,
     ) -> fetch::Extraction<'e> {
@@ -501,6 +502,7 @@ impl TableRun<'_> {
             run_id: self.run_id,
             table: self.table,
             since,
+            from_bookmark,
             fan_out: self.integration.fan_out,
             rows,
             progress: self.progress,

@@ -78,6 +78,23 @@ impl ObjectSink for LocalSink {
         }
     }
 
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let path = self.path(key)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("reading", &path, e)),
+        };
+        file.seek(std::io::SeekFrom::Start(range.start)).await.map_err(|e| io_err("reading", &path, e))?;
+        let mut body = Vec::with_capacity(range.end.saturating_sub(range.start) as usize);
+        file.take(range.end.saturating_sub(range.start))
+            .read_to_end(&mut body)
+            .await
+            .map_err(|e| io_err("reading", &path, e))?;
+        Ok(Some(Bytes::from(body)))
+    }
+
     async fn remove_prefix(&self, prefix: &str) -> Result<()> {
         let dir = self.root.join(prefix.trim_end_matches('/'));
         match tokio::fs::remove_dir_all(&dir).await {

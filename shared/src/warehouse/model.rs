@@ -33,8 +33,9 @@ pub struct KitTable {
 pub enum ViewRule {
     /// Incremental tables: the latest row per key (by `updatedAt`, then `_extracted_at`), minus
     /// the keys whose deletion was seen at or after that row (in `deleted`, the raw table of its
-    /// deleted feed, when selected), with `_restricted` set where a restriction was.
-    Latest { deleted: Option<String> },
+    /// deleted feed, when selected), with `_restricted` set where a restriction was; for a table
+    /// with a [`catalog::Membership`], minus the keys whose latest row has its `removed` flag set.
+    Latest { deleted: Option<String>, removed: Option<&'static str> },
     /// Deleted feeds: every tombstone, the latest per key.
     Tombstones,
     /// Full tables: the rows of the latest committed run, one per key.
@@ -70,6 +71,7 @@ pub fn kit_tables(integration: &Integration) -> Result<Vec<KitTable>> {
                 Replication::DeletedFeed => ViewRule::Tombstones,
                 Replication::Incremental => ViewRule::Latest {
                     deleted: deleted_feed_of(spec, &selected).map(|d| raw_name(&integration.name, d.name)),
+                    removed: removed_flag_of(spec),
                 },
             };
             let raw = raw_name(&integration.name, spec.name);
@@ -89,6 +91,12 @@ fn deleted_feed_of(spec: &TableSpec, selected: &[&'static TableSpec]) -> Option<
     })
 }
 
+/// The column flagging rows of records that stopped belonging to `spec` (see [`catalog::Membership`]).
+fn removed_flag_of(spec: &TableSpec) -> Option<&'static str> {
+    let Fetch::Listings(listings) = spec.fetch else { return None };
+    listings.iter().find_map(|l| l.membership).map(|m| m.removed_flag)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,15 +109,20 @@ mod tests {
         let parties = tables.iter().find(|t| t.spec.name == "parties").unwrap();
         assert_eq!(parties.raw, "my_crm_parties");
         assert_eq!(parties.view, "my_crm_parties_current");
-        assert_eq!(parties.rule, ViewRule::Latest { deleted: Some("my_crm_deleted_parties".into()) });
+        assert_eq!(parties.rule, ViewRule::Latest { deleted: Some("my_crm_deleted_parties".into()), removed: None });
+        let employees = tables.iter().find(|t| t.spec.name == "employees").unwrap();
+        assert_eq!(
+            employees.rule,
+            ViewRule::Latest { deleted: Some("my_crm_deleted_parties".into()), removed: Some("_removed") }
+        );
         for t in &tables {
             if t.spec.replication == Replication::Incremental {
-                assert!(matches!(&t.rule, ViewRule::Latest { deleted: Some(_) }), "{}", t.spec.name);
+                assert!(matches!(&t.rule, ViewRule::Latest { deleted: Some(_), .. }), "{}", t.spec.name);
             }
         }
         let mut only = integration.clone();
         only.tables = vec!["cases".into()];
         let cases = kit_tables(&only).unwrap();
-        assert_eq!(cases[0].rule, ViewRule::Latest { deleted: None });
+        assert_eq!(cases[0].rule, ViewRule::Latest { deleted: None, removed: None });
     }
 }

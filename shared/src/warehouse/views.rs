@@ -27,18 +27,26 @@ pub(super) fn current_view(d: &dyn Dialect, kit: &Kit<'_>, table: &KitTable) -> 
     let mut select = columns.join(", ");
     select.push_str(&format!(", latest.{}", q("dt")));
     let ranked = ranked(d, kit, table);
+    let member = match &table.rule {
+        ViewRule::Latest { removed: Some(flag), .. } => Some(format!("NOT coalesce(latest.{}, false)", q(flag))),
+        _ => None,
+    };
     let body = match &table.rule {
-        ViewRule::Latest { deleted: Some(deleted) } => {
+        ViewRule::Latest { deleted: Some(deleted), .. } => {
             let key = q(table.key()[0]);
             let extracted = q("_extracted_at");
+            let member = member.map(|m| format!("\n  AND {m}")).unwrap_or_default();
             format!(
-                "WITH latest AS (\n{ranked}\n),\ngone AS (\n  SELECT {key},\n    max(CASE WHEN {del} THEN {extracted} END) AS deleted_seen,\n    max(CASE WHEN {res} THEN {extracted} END) AS restricted_seen\n  FROM {rows} AS d\n  GROUP BY {key}\n)\nSELECT {select},\n  coalesce(gone.restricted_seen >= latest.{extracted}, false) AS {res}\nFROM latest\nLEFT JOIN gone ON gone.{key} = latest.{key}\nWHERE gone.deleted_seen IS NULL OR gone.deleted_seen < latest.{extracted}",
+                "WITH latest AS (\n{ranked}\n),\ngone AS (\n  SELECT {key},\n    max(CASE WHEN {del} THEN {extracted} END) AS deleted_seen,\n    max(CASE WHEN {res} THEN {extracted} END) AS restricted_seen\n  FROM {rows} AS d\n  GROUP BY {key}\n)\nSELECT {select},\n  coalesce(gone.restricted_seen >= latest.{extracted}, false) AS {res}\nFROM latest\nLEFT JOIN gone ON gone.{key} = latest.{key}\nWHERE (gone.deleted_seen IS NULL OR gone.deleted_seen < latest.{extracted}){member}",
                 del = q("_deleted"),
                 res = q("_restricted"),
                 rows = committed_rows(d, kit, deleted, &deleted_table_name(kit, deleted)),
             )
         }
-        _ => format!("WITH latest AS (\n{ranked}\n)\nSELECT {select}\nFROM latest"),
+        _ => {
+            let member = member.map(|m| format!("\nWHERE {m}")).unwrap_or_default();
+            format!("WITH latest AS (\n{ranked}\n)\nSELECT {select}\nFROM latest{member}")
+        }
     };
     format!("\nCREATE OR REPLACE VIEW {} AS\n{body};\n", q(&table.view))
 }

@@ -17,7 +17,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use mutate::{Mutation, MutationKind, MutationOp, MutationOutcome};
+pub use mutate::{Mutation, MutationKind, MutationOp, MutationOutcome, is_employee};
 
 /// The three entities that have `since`, deleted feeds, custom fields and tags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -201,12 +201,8 @@ impl Account {
                 + self.restricted[&entity].iter().filter(|t| after(&t.at)).count();
             counts.insert(format!("deleted_{table}"), deleted);
         }
-        let employees = self
-            .entity(Entity::Parties)
-            .values()
-            .map(Stored::body)
-            .filter(|b| b["type"] == "person" && b["organisation"].is_object())
-            .count();
+        let employees =
+            self.entity(Entity::Parties).values().map(Stored::body).filter(mutate::is_employee).count();
         let per_entity = |m: &BTreeMap<Entity, Vec<Value>>| m.values().map(Vec::len).sum::<usize>();
         for (table, n) in [
             ("entries", self.entries.len()),

@@ -32,6 +32,9 @@ pub enum MutationOp {
     Delete,
     /// Hide records from the caller; they appear in the deleted feed's `restricted*` array.
     Restrict,
+    /// A person leaves their organisation (`organisation` becomes null, `updatedAt` advances):
+    /// they stop being an employee. Parties only; chosen among persons with an organisation.
+    Leave,
 }
 
 /// One change request: `{"kind": "parties", "op": "update", "count": 10}`.
@@ -77,6 +80,18 @@ impl Account {
                 }
                 ids
             }
+            MutationOp::Leave => {
+                let ids = self.choose(&mut g, m)?;
+                for id in &ids {
+                    let record = self.collection_mut(m.kind).get_mut(id).expect("chosen id exists");
+                    record.updated = now;
+                    record.edit(|body| {
+                        body["organisation"] = Value::Null;
+                        body["updatedAt"] = json!(timestamp(now));
+                    });
+                }
+                ids
+            }
             MutationOp::Delete | MutationOp::Restrict => {
                 let ids = self.choose(&mut g, m)?;
                 for id in &ids {
@@ -114,14 +129,18 @@ impl Account {
         if m.op == MutationOp::Restrict && m.kind.entity().is_none() {
             return Err(format!("{:?} cannot be restricted: only parties, opportunities and kases", m.kind));
         }
+        if m.op == MutationOp::Leave && m.kind != MutationKind::Parties {
+            return Err(format!("{:?} cannot leave an organisation: only parties (persons) can", m.kind));
+        }
         let collection = self.collection_mut(m.kind);
+        let eligible = |body: &Value| m.op != MutationOp::Leave || is_employee(body);
         if !m.ids.is_empty() {
-            if let Some(missing) = m.ids.iter().find(|id| !collection.contains_key(id)) {
-                return Err(format!("no {:?} record with id {missing}", m.kind));
+            if let Some(missing) = m.ids.iter().find(|id| !collection.get(id).is_some_and(|r| eligible(&r.body()))) {
+                return Err(format!("no {:?} record with id {missing} that can {:?}", m.kind, m.op));
             }
             return Ok(m.ids.clone());
         }
-        let mut pool: Vec<i64> = collection.keys().copied().collect();
+        let mut pool: Vec<i64> = collection.iter().filter(|(_, r)| eligible(&r.body())).map(|(id, _)| *id).collect();
         if m.count > pool.len() {
             return Err(format!("asked for {} {:?} records, the account has {}", m.count, m.kind, pool.len()));
         }
@@ -163,6 +182,11 @@ impl Account {
         }
         ids
     }
+}
+
+/// A person with an organisation.
+pub fn is_employee(body: &Value) -> bool {
+    body["type"] == "person" && body["organisation"].is_object()
 }
 
 /// Marks a record changed: a visible field edit plus a new `updatedAt`.

@@ -20,7 +20,7 @@ SELECT latest."id", latest."name", latest."updatedAt", latest."tags", latest."_r
   coalesce(gone.restricted_seen >= latest."_extracted_at", false) AS "_restricted"
 FROM latest
 LEFT JOIN gone ON gone."id" = latest."id"
-WHERE gone.deleted_seen IS NULL OR gone.deleted_seen < latest."_extracted_at";
+WHERE (gone.deleted_seen IS NULL OR gone.deleted_seen < latest."_extracted_at");
 
 CREATE OR REPLACE VIEW "acme_deleted_parties_current" AS
 WITH latest AS (
