@@ -75,7 +75,7 @@ pub fn summary_table(outcomes: &[TableRunOutcome]) -> String {
         t.add_row(vec![
             Cell::new(&r.table),
             Cell::new(mode),
-            Cell::new(format!("{:?}", r.state).to_lowercase()),
+            Cell::new(r.state.as_str()),
             Cell::new(r.rows).set_alignment(CellAlignment::Right),
             Cell::new(r.files).set_alignment(CellAlignment::Right),
             Cell::new(r.requests.requests).set_alignment(CellAlignment::Right),

@@ -118,6 +118,8 @@ async fn operator_workflow(cli: &Cli, sim: &SimHandle, token: &str) {
     cli.fails(&with(&["--columns", "parties=nope"]), "unknown column `nope`").await;
     cli.fails(&with(&["--frequency", "often"]), "frequency").await;
     cli.fails(&with(&["--history-start", "last year"]), "history start").await;
+    cli.fails(&with(&["--recent-window", "weekly"]), "recent window `weekly` is not `off` or a number of days").await;
+    cli.fails(&with(&["--recent-window", "0"]), "full_refresh_days 0 must be between 1 and 90").await;
     assert!(cli.ok(&["integrations", "list"]).await.trim().is_empty(), "no state change");
 
     // Create: pending until the first load, then active.
@@ -168,8 +170,14 @@ async fn operator_workflow(cli: &Cli, sim: &SimHandle, token: &str) {
     cli.ok(&["integrations", "edit", "acme", "--add-tables", "parties"]).await;
     cli.ok(&["sync", "acme", "--tables", "parties"]).await;
     assert_eq!(cli.last_rows("acme").await["parties"].1, counts["parties"] as u64);
+    // Entries' recent-window mode is a setting like the others, shown in the words of its flag.
+    let out = cli.ok(&["integrations", "edit", "acme", "--recent-window", "7"]).await;
+    assert!(out.contains("recent_window: off → full refresh every 7 days"), "{out}");
+    assert_eq!(cli.show("acme").await["recent_window"]["full_refresh_days"], 7);
+    cli.ok(&["integrations", "edit", "acme", "--recent-window", "off"]).await;
+    assert!(cli.show("acme").await.get("recent_window").is_none());
     let changes = cli.show("acme").await["changes"].as_array().unwrap().len();
-    assert!(changes >= 6, "created, paused, resumed and three edits: {changes}");
+    assert!(changes >= 8, "created, paused, resumed and five edits: {changes}");
 
     // A failed run: status, runs and logs say what happened.
     sim.mutate_n(MutationKind::Parties, MutationOp::Update, 1).unwrap();

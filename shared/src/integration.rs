@@ -77,6 +77,23 @@ pub enum IntegrationStatus {
     Paused,
 }
 
+impl IntegrationStatus {
+    /// The name shown by the CLI and stored (`pending`, `active`, `paused`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntegrationStatus::Pending => "pending",
+            IntegrationStatus::Active => "active",
+            IntegrationStatus::Paused => "paused",
+        }
+    }
+}
+
+impl fmt::Display for IntegrationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How fanned-out tables (tracks) find their parents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -86,6 +103,22 @@ pub enum FanOutMode {
     Discover,
     /// Every possible parent: one request per opportunity and case.
     Exhaustive,
+}
+
+impl FanOutMode {
+    /// The name the config and `--fan-out` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FanOutMode::Discover => "discover",
+            FanOutMode::Exhaustive => "exhaustive",
+        }
+    }
+}
+
+impl fmt::Display for FanOutMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 pub fn default_history_start() -> DateTime<Utc> {
@@ -140,6 +173,10 @@ pub struct Integration {
     /// Parent discovery for fanned-out tables.
     #[serde(default)]
     pub fan_out: FanOutMode,
+    /// Recent-window reads of the full tables whose listing comes newest first (entries): see
+    /// [`crate::engine::recent`]. None: every run reads those tables whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_window: Option<RecentWindow>,
     #[serde(default)]
     pub status: IntegrationStatus,
     pub created_at: DateTime<Utc>,
@@ -147,6 +184,52 @@ pub struct Integration {
     /// Every change made to the settings, oldest first.
     #[serde(default)]
     pub changes: Vec<Change>,
+}
+
+/// Recent-window mode: a run reads only the newest pages of a newest-first table and carries
+/// its older rows over from the previous snapshot; a whole read every `full_refresh_days`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentWindow {
+    /// Days between whole reads (which catch what a window cannot: see the README).
+    pub full_refresh_days: u32,
+}
+
+impl RecentWindow {
+    /// The longest period between whole reads accepted.
+    pub const MAX_FULL_REFRESH_DAYS: u32 = 90;
+}
+
+impl fmt::Display for RecentWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "full refresh every {} days", self.full_refresh_days)
+    }
+}
+
+/// Parses `--recent-window`: `off`, or the days between whole reads (`7`, `7d`).
+pub fn parse_recent_window(text: &str) -> Result<Option<RecentWindow>> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let days: u32 = t.trim_end_matches('d').parse().map_err(|_| {
+        SyncError::Config(format!("recent window `{text}` is not `off` or a number of days between full refreshes"))
+    })?;
+    let window = RecentWindow { full_refresh_days: days };
+    window.validate()?;
+    Ok(Some(window))
+}
+
+impl RecentWindow {
+    fn validate(&self) -> Result<()> {
+        if !(1..=Self::MAX_FULL_REFRESH_DAYS).contains(&self.full_refresh_days) {
+            return Err(SyncError::Config(format!(
+                "recent_window.full_refresh_days {} must be between 1 and {}",
+                self.full_refresh_days,
+                Self::MAX_FULL_REFRESH_DAYS
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// One recorded change of an integration.
@@ -171,6 +254,7 @@ impl Integration {
             rate_reserve_percent: default_rate_reserve(),
             frequency_minutes: default_frequency(),
             fan_out: FanOutMode::default(),
+            recent_window: None,
             status: IntegrationStatus::Pending,
             created_at: now,
             updated_at: now,
@@ -218,6 +302,9 @@ impl Integration {
                 "frequency_minutes {} must be between 5 and 44640 (31 days)",
                 self.frequency_minutes
             )));
+        }
+        if let Some(window) = &self.recent_window {
+            window.validate()?;
         }
         if self.history_start > Utc::now() {
             return Err(SyncError::Config(format!("history_start {} is in the future", self.history_start)));

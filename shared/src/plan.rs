@@ -70,12 +70,16 @@ pub async fn plan(
     now: DateTime<Utc>,
 ) -> Result<Plan> {
     let interval = Duration::minutes(i64::from(integration.frequency_minutes));
-    let mut probe = Probe { client, requests: 0 };
+    let mut probe = Probe { client, requests: 0, newest: Vec::new() };
     let mut tables = Vec::new();
     for spec in integration.selected_tables()? {
         let table = match spec.fetch {
             Fetch::Listings(listings) => {
-                probe.listings(spec, listings, (integration.history_start, now - interval)).await?
+                let mut table = probe.listings(spec, listings, (integration.history_start, now - interval)).await?;
+                if let Some(recent) = recent_share(integration, spec, &probe.newest, now - interval) {
+                    recent.apply(&mut table, integration);
+                }
+                table
             }
             Fetch::FanOut { discover, .. } => probe.fan_out(spec, discover, history).await?,
         };
@@ -116,9 +120,71 @@ fn guard(listing: &Listing, records: u64) -> u64 {
     }
 }
 
+/// A recent-window table's scheduled cost: window reads, with a whole read every
+/// `full_refresh_days`.
+struct RecentShare {
+    /// Records newer than one schedule interval (plus the lookback) ago, estimated from the
+    /// listing's newest page.
+    window_rows: u64,
+    per_page: u64,
+}
+
+/// The recent-window estimate of a table, if the integration reads it that way.
+fn recent_share(
+    integration: &Integration,
+    spec: &TableSpec,
+    newest: &[Value],
+    since: DateTime<Utc>,
+) -> Option<RecentShare> {
+    integration.recent_window?;
+    let field = crate::engine::recent::order_field(spec)?;
+    let Fetch::Listings([listing]) = spec.fetch else { return None };
+    let cutoff = since - Duration::minutes(i64::from(integration.lookback_minutes));
+    let instants: Vec<DateTime<Utc>> = newest
+        .iter()
+        .filter_map(|r| r.get(field)?.as_str())
+        .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .collect();
+    let newer = instants.iter().filter(|t| **t >= cutoff).count() as u64;
+    let window_rows = match (instants.first(), instants.last()) {
+        // The page reaches past the cutoff: exact.
+        _ if newer < instants.len() as u64 => newer,
+        // Every record of the page is newer: scale by the time the page spans.
+        (Some(first), Some(last)) if first > last => {
+            let span = (*first - *last).num_seconds().max(1) as f64;
+            let reach = (*first - cutoff).num_seconds().max(0) as f64;
+            (instants.len() as f64 * reach / span).ceil() as u64
+        }
+        _ => newer,
+    };
+    Some(RecentShare { window_rows, per_page: u64::from(listing.max_per_page) })
+}
+
+impl RecentShare {
+    /// Scheduled rows stay a whole snapshot (older rows are carried over); requests become the
+    /// window's pages, averaged with a whole read every `full_refresh_days`.
+    fn apply(&self, table: &mut TablePlan, integration: &Integration) {
+        let Some(settings) = integration.recent_window else { return };
+        let whole = table.scheduled_requests;
+        let window = self.window_rows / self.per_page + 1;
+        let runs_between = (f64::from(settings.full_refresh_days) * 24.0 * 60.0
+            / f64::from(integration.frequency_minutes.max(1)))
+        .max(1.0);
+        table.scheduled_requests = ((whole as f64 + (runs_between - 1.0) * window as f64) / runs_between).ceil() as u64;
+        table.basis = format!(
+            "recent window: ~{} newer records a run ({window} requests; older rows carried over), a whole read \
+             ({whole} requests) every {} days, averaged",
+            self.window_rows, settings.full_refresh_days
+        );
+    }
+}
+
 struct Probe<'a> {
     client: &'a CapsuleClient,
     requests: u64,
+    /// The first page of the last listing counted (its newest records, if it is newest first).
+    newest: Vec<Value>,
 }
 
 impl Probe<'_> {
@@ -171,7 +237,9 @@ impl Probe<'_> {
         let mut filtered = false;
         for listing in listings {
             let per_page = u64::from(listing.max_per_page);
-            let (all, _, _) = self.count(listing, spec.replication.uses_since().then_some(history_start)).await?;
+            let (all, first_page, _) =
+                self.count(listing, spec.replication.uses_since().then_some(history_start)).await?;
+            self.newest = first_page;
             let load_pages = pages(all, per_page);
             first += load_pages + guard(listing, all);
             if listing.filters.is_empty() {

@@ -191,6 +191,10 @@ pub struct Cursor {
     /// Fan-out tables: discovery part way through.
     #[serde(default)]
     pub discovery: Option<Discovery>,
+    /// Recent-window runs: how many of the previous snapshot's older rows were carried over,
+    /// once they are (they go first, so a continuation never writes them twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_rows: Option<u64>,
 }
 
 /// Parent discovery of a fan-out table, part way through its listings.

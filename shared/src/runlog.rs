@@ -20,6 +20,17 @@ pub enum Level {
     Error,
 }
 
+impl Level {
+    /// As `capsule-sync logs` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        }
+    }
+}
+
 /// One event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEvent {

@@ -58,11 +58,12 @@ fn main() {
 const LEGEND: &str = "Per size: the account (parties; every other collection scales with it, as in the \
 simulator), a first load of all 22 tables, and a daily run after about 1 % of the account changed. \
 `min` is the fewest requests the table could take: `ceil(rows/100)` per listing (at least one per \
-listing; a deleted feed's restricted records ride on its pages and are not counted); for `employees`, a read of every party; for fan-out tables, the discovery listing's pages \
+listing; a deleted feed's restricted records ride on its pages and are not counted); for `employees`, a read of every party (first load); for fan-out tables, the discovery listing's pages \
 plus one request per parent that has children. `over` is requests − min: the paging-shift guard \
 (a count probe per multi-page listing with a deleted feed) and tracks' discovery reading every task. \
 CPU and peak RSS are the `capsule-sync` process's own (the simulator runs in another process). \
-`raw` is the NDJSON before gzip.\n\n";
+`raw` is the NDJSON before gzip. The integration reads entries in recent-window mode (`--recent-window 7`); \
+employees are incremental.\n\n";
 
 /// One child process's own figures.
 struct Measured {
@@ -120,16 +121,81 @@ fn bench_size(bin: &Path, parties: usize) -> String {
         c.arg("--data-dir").arg(dir.path()).args(args).env("BENCH_TOKEN", TOKEN).env("NO_COLOR", "1");
         c
     };
-    measure(&mut cli(&["integrations", "create", "bench", "--token", "env:BENCH_TOKEN", "--api-base-url", &base]));
+    let create = ["integrations", "create", "bench", "--token", "env:BENCH_TOKEN", "--api-base-url", &base];
+    measure(&mut cli(&[&create[..], &["--recent-window", "7"]].concat()));
     let full = measure(&mut cli(&["sync", "bench", "--json"]));
     let full_runs: Vec<Value> = serde_json::from_str(&full.stdout).expect("sync --json");
     let files = file_stats(&dir.path().join("output"), &full_runs);
     change_one_percent(&base, parties);
     let daily = measure(&mut cli(&["sync", "bench", "--json"]));
     let daily_runs: Vec<Value> = serde_json::from_str(&daily.stdout).expect("sync --json");
+    let blind = entries_blind_spots(&dir.path().join("output"), &daily_runs, &base);
     let _ = sim.kill();
     let _ = sim.wait();
-    report(parties, generated, (&full, &full_runs), &files, (&daily, &daily_runs))
+    let mut out = report(parties, generated, (&full, &full_runs), &files, (&daily, &daily_runs));
+    out.push_str(&blind.describe(&full_runs, &daily_runs));
+    out
+}
+
+/// How a recent-window snapshot of entries differs from the account it was taken of.
+struct BlindSpots {
+    account: usize,
+    /// In the account, not in the snapshot (created back-dated, older than the cutoff).
+    missing: usize,
+    /// In the snapshot, deleted from the account (deleted, older than the cutoff).
+    ghosts: usize,
+    /// In both, with an older `updatedAt` in the snapshot (edited, older than the cutoff).
+    stale: usize,
+}
+
+fn entries_blind_spots(output: &Path, runs: &[Value], base: &str) -> BlindSpots {
+    let run = runs.iter().find(|r| r["table"] == "entries").expect("an entries run");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(output.join(run["manifest_key"].as_str().unwrap())).unwrap()).unwrap();
+    let mut snapshot = BTreeMap::new();
+    for file in manifest["files"].as_array().unwrap() {
+        let gz =
+            flate2::read::MultiGzDecoder::new(std::fs::File::open(output.join(file["key"].as_str().unwrap())).unwrap());
+        for line in BufReader::new(gz).lines() {
+            let row: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            snapshot.insert(row["id"].as_i64().unwrap(), instant(&row["updatedAt"]));
+        }
+    }
+    let out = Command::new("curl").args(["-sf", &base.replace("/api/v2", "/_admin/entries")]).output().unwrap();
+    assert!(out.status.success(), "GET /_admin/entries");
+    let account: BTreeMap<i64, Option<chrono::DateTime<chrono::FixedOffset>>> =
+        serde_json::from_slice::<BTreeMap<String, Value>>(&out.stdout)
+            .unwrap()
+            .into_iter()
+            .map(|(id, updated)| (id.parse().unwrap(), instant(&updated)))
+            .collect();
+    BlindSpots {
+        account: account.len(),
+        missing: account.keys().filter(|id| !snapshot.contains_key(id)).count(),
+        ghosts: snapshot.keys().filter(|id| !account.contains_key(id)).count(),
+        stale: account.iter().filter(|(id, at)| snapshot.get(id).is_some_and(|s| s != *at)).count(),
+    }
+}
+
+fn instant(v: &Value) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str()?).ok()
+}
+
+impl BlindSpots {
+    fn describe(&self, full_runs: &[Value], daily_runs: &[Value]) -> String {
+        let requests = |runs: &[Value]| {
+            runs.iter().find(|r| r["table"] == "entries").map_or(0, |r| r["requests"].as_u64().unwrap_or(0))
+        };
+        format!(
+            "**Entries in recent-window mode** (`--recent-window 7`): the daily run took {} requests;              read whole it takes {} (the first load's). Its snapshot against the account after the day's changes:              {} of {} entries missing (created back-dated before the window), {} deleted ones still in it,              {} edited ones stale — all of them older than the window, all repaired by the weekly whole read.\n\n",
+            requests(daily_runs),
+            requests(full_runs),
+            self.missing,
+            self.account,
+            self.ghosts,
+            self.stale
+        )
+    }
 }
 
 /// About 1 % of the account changes, through the simulator's admin API.
@@ -144,6 +210,8 @@ fn change_one_percent(base: &str, parties: usize) {
         ("kases", "update", n / 10),
         ("tasks", "create", n / 2),
         ("entries", "create", n),
+        ("entries", "update", n / 10),
+        ("entries", "delete", n / 20),
     ] {
         let body = json!({"kind": kind, "op": op, "count": count.max(1)}).to_string();
         let out = Command::new("curl")

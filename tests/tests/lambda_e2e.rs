@@ -228,6 +228,33 @@ async fn a_first_load_spans_rate_limit_windows_without_sleeping_in_lambda() {
 
 /// Stops `table`'s run after its first invocation (a 1 s budget with slow pages), and returns
 /// the event of its continuation as the checkpoint waits for it.
+#[tokio::test]
+async fn entries_in_recent_window_mode_carry_older_rows_over_from_s3() {
+    let w = world(500).await;
+    let state = &w.stack.state;
+    let mut integration = state.get_integration("acme").await.unwrap().unwrap();
+    integration.recent_window = Some(capsule_shared::integration::RecentWindow { full_refresh_days: 7 });
+    state.update_integration(&integration).await.unwrap();
+    let sync = |run_id: &RunId| json!({"integration": "acme", "table": "entries", "run_id": run_id});
+    let first = RunId::new(Utc::now());
+    assert_eq!(w.invoke("table-sync", sync(&first)).await["state"], "succeeded");
+    let created = w.sim.mutate_n(MutationKind::Entries, MutationOp::Create, 30).unwrap().ids;
+
+    let second = RunId::new(Utc::now());
+    let out = w.invoke("table-sync", sync(&second)).await;
+    assert_eq!(out["state"], "succeeded", "{out}");
+    let manifest = w.manifest("entries", second.as_str()).await;
+    assert_eq!(manifest["recent_window"]["base_run_id"], first.as_str(), "{manifest}");
+    assert_eq!(manifest["recent_window"]["carried_rows"], 500, "every generated entry is older than the window");
+    assert_eq!(manifest["requests"], 1, "one page of new entries");
+    let rows = manifest_rows(&w, "entries", second.as_str()).await;
+    let ids: BTreeSet<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), rows.len(), "one row per entry");
+    let backdated = created.iter().filter(|id| !ids.contains(id)).count();
+    assert_eq!(rows.len(), 500 + created.len() - backdated, "the old snapshot plus the new entries dated now");
+    assert!(backdated < created.len() / 2, "{backdated} of {} back-dated", created.len());
+}
+
 async fn a_parked_run(w: &World, table: &str) -> (RunId, Value) {
     w.sim.add_fault(slow_pages(&format!("/{table}"), 600));
     let run_id = RunId::new(Utc::now());
@@ -300,17 +327,18 @@ fn scheduled_tick() -> Value {
 
 #[tokio::test]
 async fn a_stranded_invocation_is_continued_by_the_next_tick() {
-    // A 2 s lease: the resumed invocation renews it while the tick's other table runs write
-    // their outputs (and the warehouse kits) to the same moto server; 1 s left too little room.
+    // A 4 s lease: the resumed invocation renews it while the tick's other table runs write
+    // their outputs (and the warehouse kits) to the same moto server, with the rest of the suite
+    // running on two cores; 1 s and 2 s each left too little room once.
     let mut setup = Setup::new(500);
-    setup.run.lease_ttl = Duration::from_secs(2);
+    setup.run.lease_ttl = Duration::from_secs(4);
     let w = world_with(setup).await;
     let (run_id, _) = a_parked_run(&w, "entries").await;
     // Invocation 2 takes the lease and dies without a trace (killed: no renewal, no record).
     let state = &w.stack.state;
     let owner = state.checkpoint("acme", "entries", &run_id).await.unwrap().unwrap().owner;
-    state.resume_lease("acme", "entries", &owner, 2, Duration::from_secs(2)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(3200)).await; // past its TTL (DynamoDB: whole seconds)
+    state.resume_lease("acme", "entries", &owner, 2, Duration::from_secs(4)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5200)).await; // past its TTL (DynamoDB: whole seconds)
 
     let summary = w.invoke("orchestrator", scheduled_tick()).await;
     let resumed = summary["resumed"].as_array().unwrap();

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use capsule_shared::engine::RunOptions;
+use capsule_shared::integration::RecentWindow;
 use capsule_shared::plan::plan;
 use capsule_shared::ports::StateStore;
 use capsule_sync_e2e::capsule_sim::{MutationKind, MutationOp};
@@ -50,4 +51,17 @@ async fn the_plan_predicts_what_a_sync_spends() {
     assert_eq!(parties.scheduled_rows, Some(250));
     assert_eq!(parties.scheduled_requests, 3 + 2, "three pages and the guard's two deleted-feed reads");
     assert!((after.runs_per_day - 1.0).abs() < 1e-9);
+    let employees = after.tables.iter().find(|t| t.table == "employees").unwrap();
+    assert_eq!(employees.scheduled_requests, parties.scheduled_requests, "employees read the same changed pages");
+
+    // Entries in recent-window mode: a run reads the new pages, a whole read every 7 days.
+    let whole = after.tables.iter().find(|t| t.table == "entries").unwrap().scheduled_requests;
+    sim.mutate_n(MutationKind::Entries, MutationOp::Create, 150).unwrap();
+    integration.recent_window = Some(RecentWindow { full_refresh_days: 7 });
+    let windowed = plan(&client, &integration, &history, Utc::now()).await.unwrap();
+    let entries = windowed.tables.iter().find(|t| t.table == "entries").unwrap();
+    assert!(entries.basis.starts_with("recent window"), "{}", entries.basis);
+    let window_pages = 2; // ~120 entries dated now (the rest back-dated), read until a page reaches older ones
+    let expected = (whole + 6 * window_pages).div_ceil(7);
+    assert!(entries.scheduled_requests.abs_diff(expected) <= 1, "{} vs {expected}", entries.scheduled_requests);
 }

@@ -6,7 +6,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::Context;
 use capsule_shared::catalog::{self, Replication};
 use capsule_shared::integration::{
-    FanOutMode, Integration, IntegrationStatus, TokenSource, parse_frequency, parse_history_start, validate_name,
+    FanOutMode, Integration, IntegrationStatus, RecentWindow, TokenSource, parse_frequency, parse_history_start,
+    parse_recent_window, validate_name,
 };
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
@@ -67,6 +68,10 @@ pub struct CreateArgs {
     /// How tracks find their parents.
     #[arg(long, value_enum, default_value_t = FanOutArg::Discover)]
     pub fan_out: FanOutArg,
+    /// Entries: read only the pages newer than the previous run and carry older rows over,
+    /// with a whole read every DAYS days (`7`); `off` reads everything every run.
+    #[arg(long, value_name = "DAYS|off", default_value = "off")]
+    pub recent_window: String,
     /// Don't call the API to check the token.
     #[arg(long)]
     pub no_check: bool,
@@ -102,6 +107,9 @@ pub struct EditArgs {
     pub rate_reserve: Option<u8>,
     #[arg(long, value_enum)]
     pub fan_out: Option<FanOutArg>,
+    /// Entries' recent-window mode: days between whole reads, or `off`.
+    #[arg(long, value_name = "DAYS|off")]
+    pub recent_window: Option<String>,
     #[arg(long)]
     pub api_base_url: Option<String>,
     #[arg(long)]
@@ -161,7 +169,7 @@ pub async fn run(backend: &Backend, cmd: IntegrationsCommand) -> anyhow::Result<
                 println!(
                     "{:<24} {:<8} tables={:<3} every {:<6} {}",
                     i.name,
-                    format!("{:?}", i.status).to_lowercase(),
+                    i.status.as_str(),
                     i.selected_tables()?.len(),
                     format!("{}m", i.frequency_minutes),
                     i.api_base_url
@@ -197,6 +205,7 @@ async fn create(backend: &Backend, args: CreateArgs) -> anyhow::Result<()> {
     integration.rate_reserve_percent = args.rate_reserve;
     integration.frequency_minutes = parse_frequency(&args.frequency)?;
     integration.fan_out = args.fan_out.into();
+    integration.recent_window = parse_recent_window(&args.recent_window)?;
     integration.validate()?;
     backend.access.check(&integration)?;
     schedule::check_frequency(&integration, backend.scheduler_tick())?;
@@ -261,6 +270,9 @@ async fn edit(backend: &Backend, args: EditArgs) -> anyhow::Result<()> {
     if let Some(f) = args.fan_out {
         after.fan_out = f.into();
     }
+    if let Some(w) = &args.recent_window {
+        after.recent_window = parse_recent_window(w)?;
+    }
     if let Some(url) = args.api_base_url {
         after.api_base_url = url;
     }
@@ -301,7 +313,9 @@ async fn edit(backend: &Backend, args: EditArgs) -> anyhow::Result<()> {
     field("history_start", before.history_start.to_rfc3339(), after.history_start.to_rfc3339());
     field("lookback", format!("{}m", before.lookback_minutes), format!("{}m", after.lookback_minutes));
     field("rate_reserve", format!("{}%", before.rate_reserve_percent), format!("{}%", after.rate_reserve_percent));
-    field("fan_out", format!("{:?}", before.fan_out), format!("{:?}", after.fan_out));
+    field("fan_out", before.fan_out.to_string(), after.fan_out.to_string());
+    let window = |w: Option<RecentWindow>| w.map_or_else(|| "off".to_string(), |w| w.to_string());
+    field("recent_window", window(before.recent_window), window(after.recent_window));
     field("api_base_url", before.api_base_url.clone(), after.api_base_url.clone());
     field("token", before.token.to_string(), after.token.to_string());
     if what.is_empty() {
@@ -351,7 +365,7 @@ async fn set_paused(backend: &Backend, name: &str, pause: bool) -> anyhow::Resul
     };
     integration.record_change(if pause { "paused" } else { "resumed" }, Utc::now());
     backend.state.update_integration(&integration).await?;
-    println!("`{name}` is now {}", format!("{:?}", integration.status).to_lowercase());
+    println!("`{name}` is now {}", integration.status);
     Ok(())
 }
 

@@ -81,7 +81,7 @@ pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&health)?);
             return Ok(());
         }
-        println!("{}: {}", name, format!("{:?}", integration.status).to_lowercase());
+        println!("{}: {}", name, integration.status);
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);
         t.set_header([
@@ -126,7 +126,7 @@ pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
         let line = format!(
             "{:<20} {:<8} tables={:<3} failing={:<3} last success {}{}",
             integration.name,
-            format!("{:?}", integration.status).to_lowercase(),
+            integration.status.as_str(),
             tables,
             failing.len(),
             when(last_success),
@@ -267,14 +267,7 @@ pub async fn logs(backend: &Backend, args: LogsArgs) -> anyhow::Result<()> {
             match event {
                 Ok(e) => {
                     let fields = if e.fields.is_null() { String::new() } else { format!(" {}", e.fields) };
-                    println!(
-                        "{} {:<5} {:<14} {:<22} {}{fields}",
-                        e.at,
-                        format!("{:?}", e.level).to_uppercase(),
-                        name,
-                        e.event,
-                        e.message
-                    );
+                    println!("{} {:<5} {:<14} {:<22} {}{fields}", e.at, e.level.as_str(), name, e.event, e.message);
                 }
                 Err(bad) => println!("{bad}"),
             }

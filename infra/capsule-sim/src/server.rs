@@ -54,6 +54,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_admin/faults", get(admin_faults).post(admin_add_fault).delete(admin_clear_faults))
         .route("/_admin/mutate", post(admin_mutate))
         .route("/_admin/counts", get(admin_counts))
+        .route("/_admin/entries", get(admin_entries))
         .with_state(shared)
 }
 
@@ -197,6 +198,14 @@ async fn admin_mutate(State(s): State<Arc<Shared>>, Json(m): Json<Mutation>) -> 
 #[derive(Deserialize)]
 struct CountsQuery {
     since: Option<DateTime<Utc>>,
+}
+
+/// Every entry's `updatedAt` by id: what a benchmark compares a snapshot with.
+async fn admin_entries(State(s): State<Arc<Shared>>) -> Response {
+    let account = s.account.read().unwrap();
+    let entries: serde_json::Map<String, serde_json::Value> =
+        account.entries.iter().map(|(id, r)| (id.to_string(), r.body()["updatedAt"].clone())).collect();
+    Json(entries).into_response()
 }
 
 async fn admin_counts(State(s): State<Arc<Shared>>, Query(q): Query<CountsQuery>) -> Response {

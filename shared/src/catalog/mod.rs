@@ -129,6 +129,9 @@ pub struct Listing {
     pub extra_envelopes: &'static [ExtraEnvelope],
     /// Keep only records matching all of these.
     pub filters: &'static [Filter],
+    /// The field the listing is ordered by, newest first, if the API documents an order
+    /// (`/entries`: `entryAt`). Such a full table can be read in recent-window mode.
+    pub newest_first: Option<&'static str>,
     /// For an incremental table derived from another table's listing: what makes a record one of
     /// this table's rows (a person with an organisation is an employee). See [`Membership`].
     pub membership: Option<Membership>,
@@ -151,6 +154,7 @@ impl Listing {
             constants: &[],
             extra_envelopes: &[],
             filters: &[],
+            newest_first: None,
             membership: None,
             max_per_page,
             deleted_feed: None,

@@ -201,6 +201,7 @@ pub const TABLES: &[TableSpec] = &[
         replication: Replication::Full,
         fetch: Fetch::Listings(&[Listing {
             params: &[("embed", "party,kase,opportunity,creator,activityType")],
+            newest_first: Some("entryAt"),
             ..list("/entries", "entries")
         }]),
         primary_key: &["id"],

@@ -15,6 +15,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 use url::Url;
 
+use super::recent::RecentRead;
 use super::row::{RowBuilder, get_path, matches_all};
 use crate::capsule::{CapsuleClient, ListingPage, count_records};
 use crate::catalog::{Constant, Fetch, Listing, ParentDiscovery, TableSpec};
@@ -126,6 +127,8 @@ pub struct Extraction<'a> {
     pub since: Option<DateTime<Utc>>,
     /// The run continues from a bookmark (not a first load): see [`crate::catalog::Membership`].
     pub from_bookmark: bool,
+    /// A recent-window read ([`super::recent`]); None reads the whole table.
+    pub recent: Option<RecentRead>,
     pub fan_out: FanOutMode,
     pub rows: RowBuilder,
     pub progress: Option<&'a (dyn Fn(u64) + Send + Sync)>,
@@ -190,6 +193,7 @@ impl Extraction<'_> {
     ) -> Result<(), Halt> {
         let mut at = resume;
         at.pass_started.get_or_insert(self.started);
+        self.carry_over(&mut at, writer).await?;
         while let Some(listing) = listings.get(at.listing) {
             if !at.checking {
                 if at.next_url.is_none() {
@@ -210,6 +214,25 @@ impl Extraction<'_> {
             }
             at = Cursor { listing: at.listing + 1, pass_started: Some(Utc::now()), ..Cursor::default() };
         }
+        Ok(())
+    }
+
+    /// A recent-window run's first step: the previous snapshot's older rows (once per run).
+    async fn carry_over(&mut self, at: &mut Cursor, writer: &mut PartWriter<'_>) -> Result<(), Halt> {
+        let Some(recent) = self.recent.as_mut() else { return Ok(()) };
+        if let Some(carried) = at.carried_rows {
+            recent.carried = Some(carried);
+            return Ok(());
+        }
+        let carried = recent.window.carry_over(self.sink, self.run_id, writer).await?;
+        recent.carried = Some(carried);
+        let message = format!(
+            "carried over {carried} rows older than {} from run {}; reading the newer ones",
+            recent.window.cutoff, recent.window.base.run_id
+        );
+        let fields = serde_json::json!({"carried_rows": carried, "cutoff": recent.window.cutoff});
+        self.log.info(Event::RecentWindowRead, message, fields);
+        at.carried_rows = Some(carried);
         Ok(())
     }
 
@@ -317,9 +340,14 @@ impl Extraction<'_> {
             self.pages_read += 1;
             let this_page = at.next_url.take();
             at.count.read_page(page.page.items.len());
+            let last_page = self.reaches_cutoff(&page.page.items);
             self.write_page(listing, page, writer).await?;
+            if last_page {
+                break;
+            }
             at.next_url = pager.peek_next().map(Url::to_string);
-            if listing.deleted_feed.is_none() && at.next_url.is_some() {
+            // A recent window is a few pages; counting the whole listing would cost more.
+            if listing.deleted_feed.is_none() && at.next_url.is_some() && self.recent.is_none() {
                 // A pause while counting resumes after this page (the cursor), count still to do.
                 if let Some(total) = self.count_at_start(listing.envelope, &at.count, this_page.as_deref(), at).await? {
                     at.count.at_start = Some(total);
@@ -339,7 +367,7 @@ impl Extraction<'_> {
     async fn write_page(&mut self, listing: &Listing, page: ListingPage, writer: &mut PartWriter<'_>) -> Result<()> {
         for item in page.page.items {
             let record = into_object(item, listing.path, listing.envelope)?;
-            if !matches_all(&record, listing.filters) {
+            if !matches_all(&record, listing.filters) || self.recent.as_ref().is_some_and(|r| r.skips(&record)) {
                 continue;
             }
             let flag = match listing.membership {
@@ -364,6 +392,23 @@ impl Extraction<'_> {
             progress(writer.rows());
         }
         Ok(())
+    }
+
+    /// Recent-window reads: whether this page is the last one to read. A page out of
+    /// newest-first order is logged, and the rest of the listing is read whole.
+    fn reaches_cutoff(&mut self, items: &[Value]) -> bool {
+        let Some(recent) = self.recent.as_mut() else { return false };
+        let was_disordered = recent.disordered;
+        let reached = recent.page_reaches_cutoff(items);
+        if recent.disordered && !was_disordered {
+            let message = format!(
+                "the listing is not newest first by {} as documented: reading the rest of it whole \
+                 (rows older than {} may appear twice in this snapshot; the current view keeps one)",
+                recent.window.field, recent.window.cutoff
+            );
+            self.log.warn(Event::RecentWindowDisorder, message, serde_json::json!({"field": recent.window.field}));
+        }
+        reached
     }
 
     /// Discovers the parents (or loads those a checkpoint saved), then reads every parent's

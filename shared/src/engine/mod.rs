@@ -14,6 +14,7 @@
 //! [`crate::lifecycle`]'s business.
 
 mod fetch;
+pub mod recent;
 mod row;
 
 use std::sync::Arc;
@@ -93,6 +94,49 @@ pub struct TableRunOutcome {
     pub record: TableRunRecord,
     pub manifest: Option<RunManifest>,
     pub error: Option<SyncError>,
+}
+
+/// What a run wrote, for its manifest.
+struct Written<'a> {
+    columns: Vec<String>,
+    files: Vec<output::PartFile>,
+    drift: Drift,
+    recent: Option<&'a recent::RecentRead>,
+}
+
+/// What the API sent that the catalog did not expect: reported in the manifest and the run log.
+struct Drift {
+    unknown_fields: Vec<String>,
+    type_mismatches: Vec<String>,
+}
+
+impl Drift {
+    fn of(rows: &RowBuilder) -> Drift {
+        Drift {
+            unknown_fields: rows.unknown_fields.iter().cloned().collect(),
+            type_mismatches: rows.type_mismatches.iter().cloned().collect(),
+        }
+    }
+
+    fn log(&self, log: &RunLog) {
+        if !self.unknown_fields.is_empty() {
+            log.warn(
+                Event::UnknownFields,
+                format!("Capsule returned fields the catalog doesn't know: {:?}", self.unknown_fields),
+                serde_json::json!({ "fields": self.unknown_fields }),
+            );
+        }
+        if !self.type_mismatches.is_empty() {
+            log.warn(
+                Event::TypeMismatch,
+                format!(
+                    "values not of their column's type (written as null, or as JSON text in a text column) in: {}",
+                    self.type_mismatches.join(", ")
+                ),
+                serde_json::json!({ "columns": self.type_mismatches }),
+            );
+        }
+    }
 }
 
 /// Where an invocation starts: its lease, the run's T0, and the checkpoint it resumes from.
@@ -410,10 +454,12 @@ impl TableRun<'_> {
     ) -> Result<Published> {
         let (integration, table, run_id, sink) = (self.integration, self.table, self.run_id, self.deps.sink);
         let columns = integration.column_selection(table)?;
+        let column_names: Vec<String> = columns.names().into_iter().map(str::to_string).collect();
         let (since, base) = self.window(start, record, log).await?;
         record.since = since;
         let window = (since, record.bookmark_before.is_some());
         let mut extraction = self.extraction(client, start, window, columns.columns.clone(), log);
+        extraction.recent = self.read_mode(start, &column_names, log).await?.map(|w| recent::RecentRead::new(*w));
         let mut writer = PartWriter::new(sink, &integration.name, table.name, run_id, self.options.writer);
         writer.resume_after(start.checkpoint.as_ref().map(|c| c.parts.clone()).unwrap_or_default());
         let extracted = match extraction.run(&mut writer).await {
@@ -423,54 +469,21 @@ impl TableRun<'_> {
                 return Err(e);
             }
         };
-        let unknown_fields: Vec<String> = extraction.rows.unknown_fields.iter().cloned().collect();
-        let type_mismatches: Vec<String> = extraction.rows.type_mismatches.iter().cloned().collect();
+        let drift = Drift::of(&extraction.rows);
         if let Extracted::Paused { cursor, not_before } = extracted {
             let parts = writer.checkpoint().await?;
             count_files(record, &parts);
+            let (unknown_fields, type_mismatches) = (drift.unknown_fields, drift.type_mismatches);
             let resume = Resume { cursor: *cursor, parts, unknown_fields, type_mismatches, not_before, base };
             return Ok(Published::Paused(Box::new(self.checkpoint(start, since, record, resume))));
         }
         let files = writer.finish().await?;
         remove_stale_parts(sink, &integration.name, table.name, run_id, &files, log).await?;
-        if !unknown_fields.is_empty() {
-            log.warn(
-                Event::UnknownFields,
-                format!("Capsule returned fields the catalog doesn't know: {unknown_fields:?}"),
-                serde_json::json!({ "fields": unknown_fields }),
-            );
-        }
-        if !type_mismatches.is_empty() {
-            log.warn(
-                Event::TypeMismatch,
-                format!(
-                    "values not of their column's type (written as null, or as JSON text in a text column) in: {}",
-                    type_mismatches.join(", ")
-                ),
-                serde_json::json!({ "columns": type_mismatches }),
-            );
-        }
+        drift.log(log);
         count_files(record, &files);
         record.bookmark_after = Some(start.started);
-        let manifest = RunManifest {
-            integration: integration.name.clone(),
-            table: table.name.to_string(),
-            run_id: run_id.clone(),
-            replication: table.replication,
-            compression: self.options.writer.compression,
-            extracted_at: start.started,
-            finished_at: Utc::now(),
-            since,
-            bookmark_before: record.bookmark_before,
-            bookmark_after: record.bookmark_after,
-            columns: columns.names().into_iter().map(str::to_string).collect(),
-            rows: record.rows,
-            bytes: record.bytes,
-            files,
-            requests: add(start.earlier_requests(), client.stats()),
-            unknown_fields,
-            type_mismatches,
-        };
+        let written = Written { columns: column_names, files, drift, recent: extraction.recent.as_ref() };
+        let manifest = self.manifest(client, start, record, written);
         sink.put(
             &output::pending_manifest_key(&integration.name, table.name, run_id),
             output::manifest_body(&manifest),
@@ -479,6 +492,57 @@ impl TableRun<'_> {
         record.manifest_key = Some(output::manifest_key(&integration.name, table.name, run_id));
         warehouse::write_kits(sink, integration).await?;
         Ok(Published::Done(Box::new(manifest), base))
+    }
+
+    /// The manifest of a run whose files are all durable.
+    fn manifest(
+        &self,
+        client: &CapsuleClient,
+        start: &Start,
+        record: &TableRunRecord,
+        written: Written,
+    ) -> RunManifest {
+        let full = self.table.replication == catalog::Replication::Full;
+        RunManifest {
+            integration: self.integration.name.clone(),
+            table: self.table.name.to_string(),
+            run_id: self.run_id.clone(),
+            replication: self.table.replication,
+            compression: self.options.writer.compression,
+            extracted_at: start.started,
+            finished_at: Utc::now(),
+            since: record.since,
+            bookmark_before: record.bookmark_before,
+            bookmark_after: record.bookmark_after,
+            columns: written.columns,
+            rows: record.rows,
+            bytes: record.bytes,
+            files: written.files,
+            requests: add(start.earlier_requests(), client.stats()),
+            unknown_fields: written.drift.unknown_fields,
+            type_mismatches: written.drift.type_mismatches,
+            full_refresh_at: full.then_some(written.recent.map_or(start.started, |r| r.window.full_refresh_at)),
+            recent_window: written.recent.map(recent::RecentRead::summary),
+        }
+    }
+
+    /// A full table's read: a recent window if the integration asks for one and it can be used
+    /// ([`recent::choose`]); why not is logged.
+    async fn read_mode(&self, start: &Start, columns: &[String], log: &RunLog) -> Result<Option<Box<recent::Window>>> {
+        let stores = (self.deps.state, self.deps.sink);
+        let when = (start.started, columns);
+        match recent::choose(stores, self.integration, self.table, self.run_id, when).await? {
+            recent::ReadMode::Recent(window) => Ok(Some(window)),
+            recent::ReadMode::Whole { why: Some(why) } => {
+                log.info(
+                    Event::FullRefresh,
+                    format!("reading the whole table: {why}"),
+                    serde_json::json!({"why": why}),
+                );
+                Ok(None)
+            }
+            recent::ReadMode::Whole { why: None } => Ok(None),
+        }
     }
 
     fn extraction<'e>(
@@ -503,6 +567,7 @@ impl TableRun<'_> {
             table: self.table,
             since,
             from_bookmark,
+            recent: None,
             fan_out: self.integration.fan_out,
             rows,
             progress: self.progress,

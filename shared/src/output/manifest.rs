@@ -47,6 +47,24 @@ pub struct RunManifest {
     /// `engine::coerce`). Empty when every value fit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub type_mismatches: Vec<String>,
+    /// Full tables: when the whole table was last read from Capsule (this run's T0, or for a
+    /// recent-window run the whole read its snapshot descends from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_refresh_at: Option<DateTime<Utc>>,
+    /// A recent-window run: what it read and what it carried over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_window: Option<WindowSummary>,
+}
+
+/// How a recent-window run made its snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSummary {
+    /// Records at or after this were read from Capsule (the previous run's T0 less the lookback).
+    pub cutoff: DateTime<Utc>,
+    /// The run whose older rows were carried over.
+    pub base_run_id: RunId,
+    /// Rows carried over from it.
+    pub carried_rows: u64,
 }
 
 /// A manifest as stored: one line of JSON (warehouses that read manifests as tables — BigQuery,

@@ -12,7 +12,7 @@
 mod manifest;
 mod part_writer;
 
-pub use manifest::{PartFile, RunManifest, manifest_body};
+pub use manifest::{PartFile, RunManifest, WindowSummary, manifest_body};
 pub use part_writer::{Compression, PartWriter, WriterOptions};
 
 use crate::Result;

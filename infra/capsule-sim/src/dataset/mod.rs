@@ -201,8 +201,7 @@ impl Account {
                 + self.restricted[&entity].iter().filter(|t| after(&t.at)).count();
             counts.insert(format!("deleted_{table}"), deleted);
         }
-        let employees =
-            self.entity(Entity::Parties).values().map(Stored::body).filter(mutate::is_employee).count();
+        let employees = self.entity(Entity::Parties).values().map(Stored::body).filter(mutate::is_employee).count();
         let per_entity = |m: &BTreeMap<Entity, Vec<Value>>| m.values().map(Vec::len).sum::<usize>();
         for (table, n) in [
             ("entries", self.entries.len()),

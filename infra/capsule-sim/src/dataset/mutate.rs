@@ -1,13 +1,16 @@
 //! Changes to a running account: what the admin API and tests use to make incremental runs
 //! have something to find. Every change stamps `updatedAt` (or `deletedAt`) with the wall clock.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::generate::{self, Gen};
 use super::{Account, Entity, Stored, Tombstone, timestamp};
+
+/// Share of created entries whose `entryAt` is set in the past (as generated entries are).
+pub const BACKDATED_SHARE: f64 = 0.2;
 
 /// Which collection a mutation touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,9 +170,17 @@ impl Account {
                 MutationKind::Entries => generate::new_entry(g, self),
             };
             record.updated = now;
+            // A new entry is dated now, unless logged back-dated (an old email, a late note).
+            let entry_at = (m.kind == MutationKind::Entries).then(|| match g.chance(BACKDATED_SHARE) {
+                true => now - Duration::days(g.rng.random_range(1..400)),
+                false => now,
+            });
             record.edit(|body| {
                 body["createdAt"] = json!(timestamp(now));
                 body["updatedAt"] = json!(timestamp(now));
+                if let Some(at) = entry_at {
+                    body["entryAt"] = json!(timestamp(at));
+                }
             });
             let id = record.body()["id"].as_i64().unwrap();
             match m.kind.entity() {

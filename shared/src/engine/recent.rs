@@ -1,0 +1,326 @@
+//! Recent-window reads: a full table whose listing comes newest first (entries, by `entryAt`)
+//! need not be read whole every run. A recent-window run
+//! 1. carries over, from the previous committed snapshot, the rows older than the cutoff (the
+//!    previous run's T0 less the lookback), reading those files a slice at a time;
+//! 2. reads the listing from its newest page until a page reaches past the cutoff, writing only
+//!    the records at or after it.
+//!
+//! The two halves are disjoint by the order field, so the run is again a complete snapshot with
+//! one row per record: the warehouse contract and views are those of any full table. What a
+//! window cannot see (older records edited, deleted, or created back-dated since the last whole
+//! read) a whole read catches every `full_refresh_days`; the README lists and measures these.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use flate2::write::MultiGzDecoder;
+use serde_json::{Map, Value};
+
+use crate::catalog::{Fetch, TableSpec};
+use crate::integration::{Integration, RunId};
+use crate::output::{self, Compression, PartWriter, RunManifest, WindowSummary};
+use crate::ports::{ObjectSink, StateStore};
+use crate::{Result, SyncError};
+
+/// Compressed bytes read from a carried-over file at a time (about 3 MiB once decompressed).
+const SLICE_BYTES: u64 = 256 << 10;
+
+/// How a recent-window run reads.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// The listing's order field (`entryAt`).
+    pub field: &'static str,
+    /// Records at or after this instant are read from Capsule; older rows are carried over.
+    pub cutoff: DateTime<Utc>,
+    /// The previous committed run, whose files hold the older rows.
+    pub base: RunManifest,
+    /// The whole read the snapshot descends from.
+    pub full_refresh_at: DateTime<Utc>,
+}
+
+/// How a run of a full table reads it.
+#[derive(Debug)]
+pub enum ReadMode {
+    /// The whole listing; `why` says why a configured recent window is not used.
+    Whole {
+        why: Option<String>,
+    },
+    Recent(Box<Window>),
+}
+
+/// The field a table's listing is ordered by, newest first, if recent-window reads suit it.
+pub fn order_field(table: &TableSpec) -> Option<&'static str> {
+    match table.fetch {
+        Fetch::Listings([only]) => only.newest_first,
+        _ => None,
+    }
+}
+
+/// Decides how this run reads `table`: a recent window when the integration asks for one, the
+/// table is ordered newest first, and a usable previous snapshot with the same columns exists
+/// whose whole read is recent enough; the whole table otherwise.
+pub async fn choose(
+    (state, sink): (&dyn StateStore, &dyn ObjectSink),
+    integration: &Integration,
+    table: &TableSpec,
+    run_id: &RunId,
+    (started, columns): (DateTime<Utc>, &[String]),
+) -> Result<ReadMode> {
+    let (Some(settings), Some(field)) = (integration.recent_window, order_field(table)) else {
+        return Ok(ReadMode::Whole { why: None });
+    };
+    let whole = |why: String| Ok(ReadMode::Whole { why: Some(why) });
+    let Some(bookmark) = state.bookmark(&integration.name, table.name).await? else {
+        return whole("no earlier snapshot: the first run reads everything".into());
+    };
+    if &bookmark.run_id == run_id {
+        return whole("a redo of a committed run reads everything".into());
+    }
+    let base = match previous_manifest(sink, integration, table, &bookmark.run_id).await {
+        Ok(base) => base,
+        Err(e) => return whole(format!("the previous snapshot's manifest cannot be used ({e})")),
+    };
+    if base.columns != columns {
+        return whole("the column selection changed since the previous snapshot".into());
+    }
+    let full_refresh_at = base.full_refresh_at.unwrap_or(base.extracted_at);
+    let age = started - full_refresh_at;
+    if age >= chrono::Duration::days(i64::from(settings.full_refresh_days)) {
+        return whole(format!(
+            "a full refresh is due: the last whole read was {} days ago (every {} days)",
+            age.num_days(),
+            settings.full_refresh_days
+        ));
+    }
+    let lookback = chrono::Duration::minutes(i64::from(integration.lookback_minutes));
+    let cutoff = base.extracted_at - lookback;
+    Ok(ReadMode::Recent(Box::new(Window { field, cutoff, base, full_refresh_at })))
+}
+
+async fn previous_manifest(
+    sink: &dyn ObjectSink,
+    integration: &Integration,
+    table: &TableSpec,
+    run_id: &RunId,
+) -> Result<RunManifest> {
+    let key = output::manifest_key(&integration.name, table.name, run_id);
+    let body = sink.get(&key).await?.ok_or_else(|| SyncError::Output(format!("{key} is missing")))?;
+    serde_json::from_slice(&body).map_err(|e| SyncError::Output(format!("{key} is not a run manifest: {e}")))
+}
+
+impl Window {
+    /// Whether a record is older than the cutoff (carried over rather than read). A record
+    /// without a readable order field is never older: it is written, not lost.
+    pub fn is_older(&self, record: &Map<String, Value>) -> bool {
+        self.instant_of(record).is_some_and(|at| at < self.cutoff)
+    }
+
+    /// The record's order field as an instant.
+    pub fn instant_of(&self, record: &Map<String, Value>) -> Option<DateTime<Utc>> {
+        let text = record.get(self.field)?.as_str()?;
+        DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+    }
+
+    /// Writes the previous snapshot's rows older than the cutoff as rows of `run_id`; returns
+    /// how many. Reads each file a slice at a time, so memory stays flat.
+    pub async fn carry_over(&self, sink: &dyn ObjectSink, run_id: &RunId, writer: &mut PartWriter<'_>) -> Result<u64> {
+        let mut carried = 0;
+        let mut lines = Lines { window: self, run_id: run_id.as_str(), carried: &mut carried };
+        for file in &self.base.files {
+            let mut decoder = Decoder::new(self.base.compression);
+            let mut at = 0;
+            while at < file.bytes {
+                let end = (at + SLICE_BYTES).min(file.bytes);
+                let slice = sink.get_range(&file.key, at..end).await?.ok_or_else(|| {
+                    SyncError::Output(format!("{} (listed by the previous snapshot's manifest) is missing", file.key))
+                })?;
+                if slice.is_empty() {
+                    return Err(SyncError::Output(format!("{} is shorter than its manifest says", file.key)));
+                }
+                at += slice.len() as u64;
+                decoder.write(&slice, &file.key)?;
+                lines.write_complete(decoder.output(), &file.key, writer).await?;
+            }
+            decoder.finish(&file.key)?;
+            lines.write_complete(decoder.output(), &file.key, writer).await?;
+            if !decoder.output().is_empty() {
+                return Err(SyncError::Output(format!("{} does not end with a newline", file.key)));
+            }
+        }
+        Ok(carried)
+    }
+}
+
+/// The state of a recent-window read as its pages come.
+#[derive(Debug)]
+pub struct RecentRead {
+    pub window: Window,
+    /// The order field of the last record read.
+    last: Option<DateTime<Utc>>,
+    /// A page came out of newest-first order: the rest of the listing is read whole.
+    pub disordered: bool,
+    /// Rows carried over from the previous snapshot, once they are.
+    pub carried: Option<u64>,
+}
+
+impl RecentRead {
+    pub fn new(window: Window) -> RecentRead {
+        RecentRead { window, last: None, disordered: false, carried: None }
+    }
+
+    /// Whether this page reaches past the cutoff (the read stops after it). A page out of
+    /// newest-first order sets `disordered` (the caller logs it) and never stops the read.
+    pub fn page_reaches_cutoff(&mut self, items: &[Value]) -> bool {
+        if self.disordered {
+            return false;
+        }
+        let mut reached = false;
+        for at in items.iter().filter_map(|v| v.as_object().and_then(|o| self.window.instant_of(o))) {
+            if self.last.is_some_and(|last| at > last) {
+                self.disordered = true;
+                return false;
+            }
+            self.last = Some(at);
+            reached |= at < self.window.cutoff;
+        }
+        reached
+    }
+
+    /// What the manifest says of this read.
+    pub fn summary(&self) -> WindowSummary {
+        WindowSummary {
+            cutoff: self.window.cutoff,
+            base_run_id: self.window.base.run_id.clone(),
+            carried_rows: self.carried.unwrap_or_default(),
+        }
+    }
+
+    /// Whether a record read from Capsule is left out: older than the cutoff, so carried over.
+    pub fn skips(&self, record: &Map<String, Value>) -> bool {
+        !self.disordered && self.window.is_older(record)
+    }
+}
+
+/// Complete lines of carried-over files, filtered and rewritten as rows of this run.
+struct Lines<'a> {
+    window: &'a Window,
+    run_id: &'a str,
+    carried: &'a mut u64,
+}
+
+impl Lines<'_> {
+    /// Writes every complete line at the front of `buffer` and removes it.
+    async fn write_complete(&mut self, buffer: &mut Vec<u8>, key: &str, writer: &mut PartWriter<'_>) -> Result<()> {
+        let Some(last) = buffer.iter().rposition(|b| *b == b'\n') else { return Ok(()) };
+        for line in buffer[..last].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let mut row: Map<String, Value> = serde_json::from_slice(line)
+                .map_err(|e| SyncError::Output(format!("a row of {key} is not a JSON object: {e}")))?;
+            // Rows at or after the cutoff are read again from Capsule (or were deleted since).
+            if !self.window.is_older(&row) {
+                continue;
+            }
+            row.insert("_run_id".into(), Value::from(self.run_id));
+            let text = serde_json::to_vec(&row).map_err(|e| SyncError::Output(format!("a row of {key}: {e}")))?;
+            writer.write_line(&text).await?;
+            *self.carried += 1;
+        }
+        buffer.drain(..=last);
+        Ok(())
+    }
+}
+
+/// Undoes a part file's compression, slice by slice.
+enum Decoder {
+    Gzip(Box<MultiGzDecoder<Vec<u8>>>),
+    Plain(Vec<u8>),
+}
+
+impl Decoder {
+    fn new(compression: Compression) -> Decoder {
+        match compression {
+            Compression::Gzip => Decoder::Gzip(Box::new(MultiGzDecoder::new(Vec::new()))),
+            Compression::None => Decoder::Plain(Vec::new()),
+        }
+    }
+
+    fn write(&mut self, slice: &[u8], key: &str) -> Result<()> {
+        match self {
+            Decoder::Gzip(d) => d.write_all(slice).map_err(|e| corrupt(key, e)),
+            Decoder::Plain(out) => {
+                out.extend_from_slice(slice);
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(&mut self, key: &str) -> Result<()> {
+        match self {
+            Decoder::Gzip(d) => d.try_finish().map_err(|e| corrupt(key, e)),
+            Decoder::Plain(_) => Ok(()),
+        }
+    }
+
+    fn output(&mut self) -> &mut Vec<u8> {
+        match self {
+            Decoder::Gzip(d) => d.get_mut(),
+            Decoder::Plain(out) => out,
+        }
+    }
+}
+
+fn corrupt(key: &str, e: std::io::Error) -> SyncError {
+    SyncError::Output(format!("{key} cannot be decompressed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog;
+    use serde_json::json;
+
+    fn read(cutoff: &str) -> RecentRead {
+        let base: RunManifest = serde_json::from_value(json!({
+            "integration": "acme", "table": "entries", "run_id": "20261129T000000Z-abc123",
+            "replication": "full", "compression": "gzip", "extracted_at": "2026-11-29T00:00:00Z",
+            "finished_at": "2026-11-29T00:01:00Z", "since": null, "bookmark_before": null,
+            "bookmark_after": null, "columns": [], "files": [], "rows": 0, "bytes": 0,
+            "requests": 0, "retries": 0, "rate_limited": 0, "unknown_fields": []
+        }))
+        .unwrap();
+        let cutoff = DateTime::parse_from_rfc3339(cutoff).unwrap().to_utc();
+        RecentRead::new(Window { field: "entryAt", cutoff, base, full_refresh_at: cutoff })
+    }
+
+    fn page(times: &[&str]) -> Vec<Value> {
+        times.iter().enumerate().map(|(i, t)| json!({"id": i, "entryAt": t})).collect()
+    }
+
+    #[test]
+    fn only_entries_are_read_by_recent_window() {
+        let ordered: Vec<&str> = catalog::TABLES.iter().filter(|t| order_field(t).is_some()).map(|t| t.name).collect();
+        assert_eq!(ordered, ["entries"]);
+        assert_eq!(order_field(catalog::table("entries").unwrap()), Some("entryAt"));
+    }
+
+    #[test]
+    fn the_read_stops_at_the_page_reaching_past_the_cutoff_and_skips_only_older_records() {
+        let mut r = read("2026-11-28T12:00:00Z");
+        assert!(!r.page_reaches_cutoff(&page(&["2026-11-29T10:00:00Z", "2026-11-29T09:00:00Z"])));
+        let last = page(&["2026-11-28T13:00:00Z", "2026-11-28T11:00:00Z"]);
+        assert!(r.page_reaches_cutoff(&last));
+        assert!(!r.skips(last[0].as_object().unwrap()));
+        assert!(r.skips(last[1].as_object().unwrap()));
+        let undated = json!({"id": 9, "entryAt": "not a time"});
+        assert!(!r.skips(undated.as_object().unwrap()), "a record without a readable date is written, not lost");
+    }
+
+    #[test]
+    fn a_page_out_of_order_makes_the_rest_of_the_listing_read_whole() {
+        let mut r = read("2026-11-28T12:00:00Z");
+        assert!(!r.page_reaches_cutoff(&page(&["2026-11-29T10:00:00Z"])));
+        let out_of_order = page(&["2026-11-28T11:00:00Z", "2026-11-29T11:00:00Z"]);
+        assert!(!r.page_reaches_cutoff(&out_of_order), "never stops once disordered");
+        assert!(r.disordered);
+        assert!(!r.skips(out_of_order[0].as_object().unwrap()), "older records are written too");
+    }
+}
