@@ -173,8 +173,8 @@ impl RecentShare {
         .max(1.0);
         table.scheduled_requests = ((whole as f64 + (runs_between - 1.0) * window as f64) / runs_between).ceil() as u64;
         table.basis = format!(
-            "recent window: ~{} newer records a run ({window} requests; older rows carried over), a whole read \
-             ({whole} requests) every {} days, averaged",
+            "recent window: ~{} newer records a run in {window} request(s), older rows carried over; a whole \
+             read of {whole} requests every {} days; averaged",
             self.window_rows, settings.full_refresh_days
         );
     }

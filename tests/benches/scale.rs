@@ -187,7 +187,10 @@ impl BlindSpots {
             runs.iter().find(|r| r["table"] == "entries").map_or(0, |r| r["requests"].as_u64().unwrap_or(0))
         };
         format!(
-            "**Entries in recent-window mode** (`--recent-window 7`): the daily run took {} requests;              read whole it takes {} (the first load's). Its snapshot against the account after the day's changes:              {} of {} entries missing (created back-dated before the window), {} deleted ones still in it,              {} edited ones stale — all of them older than the window, all repaired by the weekly whole read.\n\n",
+            "**Entries in recent-window mode** (`--recent-window 7`): the daily run took {} requests; \
+             read whole it takes {} (the first load's). Its snapshot against the account after the day's changes: \
+             {} of {} entries missing (created back-dated before the window), {} deleted ones still in it, \
+             {} edited ones stale — all of them older than the window, all repaired by the weekly whole read.\n\n",
             requests(daily_runs),
             requests(full_runs),
             self.missing,

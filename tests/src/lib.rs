@@ -9,7 +9,9 @@ use std::time::Duration;
 use capsule_shared::capsule::{CapsuleClient, ClientOptions, RetryPolicy};
 use capsule_shared::engine::{self, Deps, RunOptions, TableRunOutcome};
 use capsule_shared::integration::{Integration, RunId, TokenSource};
+use capsule_shared::lifecycle::Invocation;
 use capsule_shared::local::{LocalSink, StateFile};
+use capsule_shared::ports::RunState;
 use capsule_sim::{SimConfig, SimHandle};
 use chrono::Utc;
 use secrecy::SecretString;
@@ -115,6 +117,41 @@ impl Local {
             engine::LocalDispatch { concurrency: 4, progress: None },
         )
         .await
+    }
+
+    /// Runs one table as a run whose every invocation is already past its deadline: each reads
+    /// one page (or batch of parents), checkpoints and stops, and the next continues it, until
+    /// the run succeeds. Returns the invocations it took.
+    pub async fn run_in_slices(
+        &self,
+        client: &CapsuleClient,
+        integration: &Integration,
+        table: &str,
+        run_id: &RunId,
+    ) -> usize {
+        let (mut invocation, mut invocations) = (Invocation::First, 0);
+        loop {
+            let outcome = engine::TableRun {
+                client,
+                deps: self.deps(),
+                integration,
+                table: capsule_shared::catalog::table(table).unwrap(),
+                run_id,
+                options: RunOptions::default(),
+                progress: None,
+                deadline: Some(std::time::Instant::now()),
+                invocation,
+            }
+            .run()
+            .await;
+            invocations += 1;
+            match outcome.record.state {
+                RunState::Continued => invocation = Invocation::Continue { seq: None },
+                RunState::Succeeded => return invocations,
+                other => panic!("{other:?}: {:?}", outcome.error),
+            }
+            assert!(invocations < 1000, "the run makes progress");
+        }
     }
 
     /// Every data file of one table run, sorted.

@@ -7,7 +7,6 @@ use capsule_shared::capsule::RetryPolicy;
 use capsule_shared::catalog::{self, METADATA_COLUMNS};
 use capsule_shared::engine::RunOptions;
 use capsule_shared::integration::{FanOutMode, RunId};
-use capsule_shared::lifecycle::Invocation;
 use capsule_shared::output::{Compression, WriterOptions};
 use capsule_shared::ports::{Lease, RunState, StateStore};
 use capsule_sync_e2e::capsule_sim::{Fault, FaultRule, Mutation, MutationKind, MutationOp};
@@ -433,35 +432,13 @@ async fn a_run_in_progress_is_recorded_as_running_then_replaced_by_its_outcome()
 
 #[tokio::test]
 async fn a_fanned_out_table_continues_across_many_invocations_without_duplicates() {
-    use capsule_shared::engine::TableRun;
     let sim = start_sim(600, |_| {}).await;
     let local = Local::new();
     let integration = integration_for(&sim, "acme", "UNUSED");
     let client = client_for(&sim, "test-token");
     let run_id = capsule_shared::integration::RunId::new(chrono::Utc::now());
-    let (mut invocation, mut invocations) = (Invocation::First, 0);
-    loop {
-        let run = TableRun {
-            client: &client,
-            deps: local.deps(),
-            integration: &integration,
-            table: catalog::table("tracks").unwrap(),
-            run_id: &run_id,
-            options: RunOptions::default(),
-            progress: None,
-            // Already due: every invocation writes one batch of parents, then checkpoints.
-            deadline: Some(std::time::Instant::now()),
-            invocation,
-        };
-        let outcome = run.run().await;
-        invocations += 1;
-        match outcome.record.state {
-            RunState::Continued => invocation = Invocation::Continue { seq: None },
-            RunState::Succeeded => break,
-            other => panic!("{other:?}: {:?}", outcome.error),
-        }
-        assert!(invocations < 1000, "the run makes progress");
-    }
+    // Every invocation writes one batch of parents, then checkpoints.
+    let invocations = local.run_in_slices(&client, &integration, "tracks", &run_id).await;
     assert!(invocations > 5, "{invocations} invocations");
     let rows = local.rows("acme", "tracks", &run_id);
     let ids: BTreeSet<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();

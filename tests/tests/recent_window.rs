@@ -6,10 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use capsule_shared::catalog;
-use capsule_shared::engine::{RunOptions, TableRun};
+use capsule_shared::engine::RunOptions;
 use capsule_shared::integration::{Integration, RecentWindow, RunId};
-use capsule_shared::lifecycle::Invocation;
 use capsule_shared::output::RunManifest;
 use capsule_shared::ports::{ObjectSink, RunState};
 use capsule_sync_e2e::capsule_sim::{Mutation, MutationKind, MutationOp, SimHandle};
@@ -150,30 +148,8 @@ async fn a_window_run_continued_across_invocations_writes_every_row_once() {
     sim.mutate_n(MutationKind::Entries, MutationOp::Create, 350).unwrap();
 
     let run_id = RunId::new(Utc::now());
-    let (mut invocation, mut invocations) = (Invocation::First, 0);
-    loop {
-        let outcome = TableRun {
-            client: &client,
-            deps: local.deps(),
-            integration: &integration,
-            table: catalog::table("entries").unwrap(),
-            run_id: &run_id,
-            options: RunOptions::default(),
-            progress: None,
-            // Already due: every invocation reads one page, then checkpoints.
-            deadline: Some(std::time::Instant::now()),
-            invocation,
-        }
-        .run()
-        .await;
-        invocations += 1;
-        match outcome.record.state {
-            RunState::Continued => invocation = Invocation::Continue { seq: None },
-            RunState::Succeeded => break,
-            other => panic!("{other:?}: {:?}", outcome.error),
-        }
-        assert!(invocations < 50, "the run makes progress");
-    }
+    // Every invocation reads one page, then checkpoints.
+    let invocations = local.run_in_slices(&client, &integration, "entries", &run_id).await;
     assert!(invocations >= 3, "{invocations} invocations");
     let manifest = manifest_of(&local, &run_id);
     let summary = manifest.recent_window.expect("a window run");

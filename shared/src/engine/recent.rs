@@ -109,10 +109,11 @@ async fn previous_manifest(
 }
 
 impl Window {
-    /// Whether a record is older than the cutoff (carried over rather than read). A record
-    /// without a readable order field is never older: it is written, not lost.
-    pub fn is_older(&self, record: &Map<String, Value>) -> bool {
-        self.instant_of(record).is_some_and(|at| at < self.cutoff)
+    /// Whether a record is at or after the cutoff: read from Capsule, not carried over. A
+    /// record without a readable order field is not: it cannot be placed in the listing's order,
+    /// so it comes with the older rows (from the whole read) and is never lost or written twice.
+    pub fn is_newer(&self, record: &Map<String, Value>) -> bool {
+        self.instant_of(record).is_some_and(|at| at >= self.cutoff)
     }
 
     /// The record's order field as an instant.
@@ -195,9 +196,9 @@ impl RecentRead {
         }
     }
 
-    /// Whether a record read from Capsule is left out: older than the cutoff, so carried over.
+    /// Whether a record read from Capsule is left out: not after the cutoff, so carried over.
     pub fn skips(&self, record: &Map<String, Value>) -> bool {
-        !self.disordered && self.window.is_older(record)
+        !self.disordered && !self.window.is_newer(record)
     }
 }
 
@@ -216,7 +217,7 @@ impl Lines<'_> {
             let mut row: Map<String, Value> = serde_json::from_slice(line)
                 .map_err(|e| SyncError::Output(format!("a row of {key} is not a JSON object: {e}")))?;
             // Rows at or after the cutoff are read again from Capsule (or were deleted since).
-            if !self.window.is_older(&row) {
+            if self.window.is_newer(&row) {
                 continue;
             }
             row.insert("_run_id".into(), Value::from(self.run_id));
@@ -311,7 +312,7 @@ mod tests {
         assert!(!r.skips(last[0].as_object().unwrap()));
         assert!(r.skips(last[1].as_object().unwrap()));
         let undated = json!({"id": 9, "entryAt": "not a time"});
-        assert!(!r.skips(undated.as_object().unwrap()), "a record without a readable date is written, not lost");
+        assert!(r.skips(undated.as_object().unwrap()), "an undated record comes with the carried rows, once");
     }
 
     #[test]
