@@ -163,3 +163,39 @@ async fn a_window_run_continued_across_invocations_writes_every_row_once() {
     assert!(whole.rows as usize + 350 - backdated == ids.len());
     assert_eq!(summary.carried_rows, older_than(&rows, summary.cutoff), "carried once, counted once");
 }
+
+#[tokio::test]
+async fn a_window_is_not_used_when_its_snapshot_cannot_serve_and_the_log_says_why() {
+    let sim = start_sim(300, |_| {}).await;
+    let local = Local::new();
+    let client = client_for(&sim, "test-token");
+    let mut integration = windowed(&sim);
+    let (first, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    let reason = |run: &RunId| {
+        let log = std::fs::read_to_string(local.output().join(format!("_meta/acme/logs/{run}/entries-001.ndjson")));
+        let log = log.unwrap();
+        let line = log.lines().find(|l| l.contains("\"full_refresh\"")).map(str::to_string);
+        line.unwrap_or_default()
+    };
+    assert!(reason(&first).contains("no earlier snapshot"), "{}", reason(&first));
+
+    // Other columns than the snapshot's: the older rows could not be carried as they are.
+    integration.columns.insert("entries".into(), vec!["id".into(), "entryAt".into(), "updatedAt".into()]);
+    let (second, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    assert_eq!(outcomes[0].record.state, RunState::Succeeded);
+    assert!(manifest_of(&local, &second).recent_window.is_none());
+    assert!(reason(&second).contains("column selection changed"), "{}", reason(&second));
+
+    // The previous snapshot's manifest is unreadable: read whole, and say so.
+    let key = capsule_shared::output::manifest_key("acme", "entries", &second);
+    local.sink.put(&key, bytes::Bytes::from_static(b"{not json")).await.unwrap();
+    let (third, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    assert_eq!(outcomes[0].record.state, RunState::Succeeded);
+    assert!(manifest_of(&local, &third).recent_window.is_none());
+    assert!(reason(&third).contains("cannot be used"), "{}", reason(&third));
+
+    // Back to a usable snapshot: the next run is a window again.
+    let (fourth, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    assert_eq!(manifest_of(&local, &fourth).recent_window.unwrap().base_run_id, third);
+    assert!(reason(&fourth).is_empty(), "a window run logs no full_refresh");
+}

@@ -109,12 +109,27 @@ fn this_process() -> String {
 }
 
 /// Whether a lease's process is known to be gone: it ran on this host and its pid no longer
-/// exists (Linux `/proc`; elsewhere nothing is known and the lease runs to its expiry).
+/// names a live process (Linux `/proc`; elsewhere nothing is known and the lease runs to its
+/// expiry).
 fn process_gone(process: &str) -> bool {
     let Some((host, pid)) = process.rsplit_once(':') else { return false };
     let here = this_process();
     let same_host = here.rsplit_once(':').is_some_and(|(h, _)| h == host);
-    same_host && Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
+    same_host && Path::new("/proc/self").exists() && !process_alive(pid)
+}
+
+/// Whether `pid` is a live process. A killed process that its parent has not reaped yet (a
+/// zombie, state `Z`) still holds its pid but will never renew a lease, so it is not alive.
+/// Anything unreadable other than a missing pid counts as alive: the lease then runs to expiry.
+fn process_alive(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) state …`; comm may hold spaces and parentheses, so read after the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| !matches!(state, "Z" | "X")),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
 }
 
 /// Whether a lease can be taken from its holder: expired, or its process is gone.
@@ -508,5 +523,29 @@ impl StateStore for StateFile {
         let integration = integration.to_string();
         self.transact(false, move |doc| Ok(doc.dispatches.iter().rev().find(|d| d.integration == integration).cloned()))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_unreaped_process_is_gone_and_a_running_one_is_not() {
+        let host = this_process().rsplit_once(':').map(|(h, _)| h.to_string()).unwrap();
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let lease_of = |pid: u32| format!("{host}:{pid}");
+        assert!(!process_gone(&lease_of(child.id())), "a running process holds its lease");
+        child.kill().unwrap(); // SIGKILL, not reaped: a zombie until `wait`
+        let zombie = || std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        let started = std::time::Instant::now();
+        while !zombie().contains(") Z") && started.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(Path::new(&format!("/proc/{}", child.id())).exists(), "still a zombie: not reaped");
+        assert!(process_gone(&lease_of(child.id())), "a zombie will never renew its lease");
+        child.wait().unwrap();
+        assert!(process_gone(&lease_of(child.id())), "a reaped process is gone");
+        assert!(!process_gone(&format!("another-host:{}", child.id())), "another host's process is not known");
     }
 }
