@@ -173,7 +173,7 @@ pub struct Integration {
     /// Parent discovery for fanned-out tables.
     #[serde(default)]
     pub fan_out: FanOutMode,
-    /// Recent-window reads of the full tables whose listing comes newest first (entries): see
+    /// Recent-window reads of the full tables that allow them (entries, tracks): see
     /// [`crate::engine::recent`]. None: every run reads those tables whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent_window: Option<RecentWindow>,
@@ -186,8 +186,9 @@ pub struct Integration {
     pub changes: Vec<Change>,
 }
 
-/// Recent-window mode: a run reads only the newest pages of a newest-first table and carries
-/// its older rows over from the previous snapshot; a whole read every `full_refresh_days`.
+/// Recent-window mode: a run reads only what can have changed since the previous run (the
+/// newest entries, the tracks of parents whose tasks changed) and carries the rest over from the
+/// previous snapshot; a whole read every `full_refresh_days`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentWindow {
     /// Days between whole reads (which catch what a window cannot: see the README).

@@ -18,6 +18,7 @@ use url::Url;
 use crate::Result;
 use crate::capsule::{CapsuleClient, count_records, count_requests, with_page};
 use crate::catalog::{Fetch, Listing, Replication, TableSpec};
+use crate::engine::recent::Recency;
 use crate::engine::{get_path, matches_all, since_param};
 use crate::integration::Integration;
 use crate::ports::{RunState, TableRunRecord};
@@ -137,7 +138,7 @@ fn recent_share(
     since: DateTime<Utc>,
 ) -> Option<RecentShare> {
     integration.recent_window?;
-    let field = crate::engine::recent::order_field(spec)?;
+    let Some(Recency::NewestFirst(field)) = crate::engine::recent::recency(spec) else { return None };
     let Fetch::Listings([listing]) = spec.fetch else { return None };
     let cutoff = since - Duration::minutes(i64::from(integration.lookback_minutes));
     let instants: Vec<DateTime<Utc>> = newest

@@ -199,3 +199,88 @@ async fn a_window_is_not_used_when_its_snapshot_cannot_serve_and_the_log_says_wh
     assert_eq!(manifest_of(&local, &fourth).recent_window.unwrap().base_run_id, third);
     assert!(reason(&fourth).is_empty(), "a window run logs no full_refresh");
 }
+
+#[tokio::test]
+async fn tracks_ask_only_the_parents_whose_track_tasks_changed_and_carry_the_rest() {
+    let sim = start_sim(600, |_| {}).await;
+    let local = Local::new();
+    let client = client_for(&sim, "test-token");
+    let mut integration = windowed(&sim);
+    integration.tables = vec!["tracks".into()];
+    let (first, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    let whole = serde_json::from_value::<RunManifest>(local.manifest("acme", "tracks", &first)).unwrap();
+    let whole_rows = local.rows("acme", "tracks", &first);
+
+    // Tasks change; those on tracks name the parents whose tracks may have changed.
+    let updated = sim.mutate_n(MutationKind::Tasks, MutationOp::Update, 60).unwrap().ids;
+    let changed: BTreeSet<(String, i64)> = sim.with_account(|a| {
+        updated
+            .iter()
+            .map(|id| a.tasks[id].body())
+            .filter(|t| t["hasTrack"] == true)
+            .filter_map(|t| match (t["opportunity"]["id"].as_i64(), t["kase"]["id"].as_i64()) {
+                (Some(id), _) => Some(("opportunities".to_string(), id)),
+                (_, Some(id)) => Some(("kases".to_string(), id)),
+                _ => None,
+            })
+            .collect()
+    });
+    assert!(!changed.is_empty(), "some updated tasks are on tracks");
+    let parents: BTreeSet<(String, i64)> = whole_rows
+        .iter()
+        .map(|r| (r["entity"].as_str().unwrap().to_string(), r["entityId"].as_i64().unwrap()))
+        .collect();
+
+    let (second, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    assert_eq!(outcomes[0].record.state, RunState::Succeeded, "{:?}", outcomes[0].error);
+    let recent = serde_json::from_value::<RunManifest>(local.manifest("acme", "tracks", &second)).unwrap();
+    let summary = recent.recent_window.clone().expect("a recent read");
+    // The discovery is read as before; only the changed parents are asked.
+    let asked = recent.requests.requests as i64;
+    let saved = (parents.len() - parents.intersection(&changed).count()) as i64;
+    assert_eq!(
+        asked,
+        whole.requests.requests as i64 - saved,
+        "{asked} requests: the whole read's less the unchanged parents"
+    );
+    // The snapshot is the same tracks, each once, the unchanged parents' carried over.
+    let rows = local.rows("acme", "tracks", &second);
+    let ids = |rows: &[Map<String, Value>]| rows.iter().map(|r| r["id"].as_i64().unwrap()).collect::<BTreeSet<_>>();
+    assert_eq!(ids(&rows).len(), rows.len(), "one row per track");
+    assert_eq!(ids(&rows), ids(&whole_rows));
+    let of_changed = rows
+        .iter()
+        .filter(|r| changed.contains(&(r["entity"].as_str().unwrap().to_string(), r["entityId"].as_i64().unwrap())))
+        .count() as u64;
+    assert_eq!(summary.carried_rows, rows.len() as u64 - of_changed);
+    assert!(rows.iter().all(|r| r["_run_id"] == second.as_str()));
+}
+
+#[tokio::test]
+async fn a_recent_tracks_run_continued_across_invocations_carries_once_and_asks_once() {
+    let sim = start_sim(600, |_| {}).await;
+    let local = Local::new();
+    let client = client_for(&sim, "test-token");
+    let mut integration = windowed(&sim);
+    integration.tables = vec!["tracks".into()];
+    let (first, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    let whole_rows = local.rows("acme", "tracks", &first);
+    sim.mutate_n(MutationKind::Tasks, MutationOp::Update, 200).unwrap();
+
+    // Every invocation reads one discovery page or one batch of parents, then checkpoints.
+    let run_id = RunId::new(Utc::now());
+    let invocations = local.run_in_slices(&client, &integration, "tracks", &run_id).await;
+    assert!(invocations > 5, "{invocations} invocations");
+    let manifest = manifest_of_table(&local, "tracks", &run_id);
+    let summary = manifest.recent_window.expect("a recent read");
+    let rows = local.rows("acme", "tracks", &run_id);
+    let ids: BTreeSet<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), rows.len(), "no track written twice across invocations");
+    let whole: BTreeSet<i64> = whole_rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, whole, "every track, carried or asked");
+    assert!(summary.carried_rows > 0 && summary.carried_rows < rows.len() as u64, "{summary:?}");
+}
+
+fn manifest_of_table(local: &Local, table: &str, run: &RunId) -> RunManifest {
+    serde_json::from_value(local.manifest("acme", table, run)).unwrap()
+}

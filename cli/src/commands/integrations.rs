@@ -68,8 +68,8 @@ pub struct CreateArgs {
     /// How tracks find their parents.
     #[arg(long, value_enum, default_value_t = FanOutArg::Discover)]
     pub fan_out: FanOutArg,
-    /// Entries: read only the pages newer than the previous run and carry older rows over,
-    /// with a whole read every DAYS days (`7`); `off` reads everything every run.
+    /// Entries and tracks: read only what changed since the previous run and carry the rest
+    /// over, with a whole read every DAYS days (`7`); `off` reads them whole every run.
     #[arg(long, value_name = "DAYS|off", default_value = "off")]
     pub recent_window: String,
     /// Don't call the API to check the token.
@@ -107,7 +107,7 @@ pub struct EditArgs {
     pub rate_reserve: Option<u8>,
     #[arg(long, value_enum)]
     pub fan_out: Option<FanOutArg>,
-    /// Entries' recent-window mode: days between whole reads, or `off`.
+    /// Entries' and tracks' recent-window mode: days between whole reads, or `off`.
     #[arg(long, value_name = "DAYS|off")]
     pub recent_window: Option<String>,
     #[arg(long)]

@@ -168,6 +168,10 @@ pub struct ParentDiscovery {
     /// The listing whose records name the parents.
     pub listing: Listing,
     pub targets: &'static [ParentTarget],
+    /// A field of the discovery records that changes whenever their parent's children do (a
+    /// track's tasks' `updatedAt`): with it, a recent read asks only the parents named by a
+    /// record changed since the previous run, and carries the others' children over.
+    pub changed_by: Option<&'static str>,
 }
 
 /// One kind of parent found in a discovery listing.

@@ -350,6 +350,9 @@ pub const TABLES: &[TableSpec] = &[
                     },
                     ParentTarget { id_field: "kase.id", child_path: "/kases/{id}/tracks", entity: Some("kases") },
                 ],
+                // A track's tasks are the track: adding, completing or editing them bumps their
+                // `updatedAt` (what a recent read relies on; its blind spots are in the README).
+                changed_by: Some("updatedAt"),
             }],
             exhaustive: &[
                 ParentDiscovery {
@@ -359,6 +362,7 @@ pub const TABLES: &[TableSpec] = &[
                         child_path: "/opportunities/{id}/tracks",
                         entity: Some("opportunities"),
                     }],
+                    changed_by: None,
                 },
                 ParentDiscovery {
                     listing: list("/kases", "kases"),
@@ -367,6 +371,7 @@ pub const TABLES: &[TableSpec] = &[
                         child_path: "/kases/{id}/tracks",
                         entity: Some("kases"),
                     }],
+                    changed_by: None,
                 },
             ],
             envelope: "tracks",
@@ -443,6 +448,7 @@ pub const TABLES: &[TableSpec] = &[
             discover: &[ParentDiscovery {
                 listing: Listing { params: &[("includeDeleted", "true")], ..list("/pipelines", "pipelines") },
                 targets: &[ParentTarget { id_field: "id", child_path: "/pipelines/{id}/milestones", entity: None }],
+                changed_by: None,
             }],
             exhaustive: &[],
             envelope: "milestones",

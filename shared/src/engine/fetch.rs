@@ -224,14 +224,11 @@ impl Extraction<'_> {
             recent.carried = Some(carried);
             return Ok(());
         }
-        let carried = recent.window.carry_over(self.sink, self.run_id, writer).await?;
+        let window = &recent.window;
+        let keep = |row: &Map<String, Value>| !window.is_newer(row);
+        let carried = window.carry_over(self.sink, self.run_id, &keep, writer).await?;
         recent.carried = Some(carried);
-        let message = format!(
-            "carried over {carried} rows older than {} from run {}; reading the newer ones",
-            recent.window.cutoff, recent.window.base.run_id
-        );
-        let fields = serde_json::json!({"carried_rows": carried, "cutoff": recent.window.cutoff});
-        self.log.info(Event::RecentWindowRead, message, fields);
+        log_carried(&self.log, &recent.window, carried, "reading the newer ones");
         at.carried_rows = Some(carried);
         Ok(())
     }
@@ -404,15 +401,21 @@ impl Extraction<'_> {
             let message = format!(
                 "the listing is not newest first by {} as documented: reading the rest of it whole \
                  (rows older than {} may appear twice in this snapshot; the current view keeps one)",
-                recent.window.field, recent.window.cutoff
+                recent.window.recency.field(),
+                recent.window.cutoff
             );
-            self.log.warn(Event::RecentWindowDisorder, message, serde_json::json!({"field": recent.window.field}));
+            self.log.warn(
+                Event::RecentWindowDisorder,
+                message,
+                serde_json::json!({"field": recent.window.recency.field()}),
+            );
         }
         reached
     }
 
     /// Discovers the parents (or loads those a checkpoint saved), then reads every parent's
-    /// children from the resume point on.
+    /// children from the resume point on. A recent read first carries over the children of the
+    /// parents no discovered record changed, and then asks only the others.
     async fn read_fan_out(
         &mut self,
         routes: &[ParentDiscovery],
@@ -420,7 +423,8 @@ impl Extraction<'_> {
         resume: Cursor,
         writer: &mut PartWriter<'_>,
     ) -> Result<(), Halt> {
-        let (parents, saved) = self.parents(routes, &resume).await?;
+        let (found, saved) = self.parents(routes, &resume).await?;
+        let parents = self.carry_over_unchanged(found, &resume, children, writer).await?;
         let todo: Vec<Parent> = parents
             .into_iter()
             .filter(|(path, _, id)| resume.parent.as_ref().is_none_or(|at| (path.clone(), *id) >= *at))
@@ -428,9 +432,46 @@ impl Extraction<'_> {
         let read = self.write_children(&todo, children, writer).await;
         // Only a run that pauses needs its parents again: saved then, for its continuations.
         if matches!(read, Err(Halt::Pause(..))) && !saved {
-            self.save_parents(&output::parents_key(self.integration, self.table.name, self.run_id), &todo).await?;
+            let key = output::parents_key(self.integration, self.table.name, self.run_id);
+            self.save_parents(&key, &Found { parents: todo.into_iter().collect(), changed: None }).await?;
         }
         read
+    }
+
+    /// The parents whose children are to be asked. A recent read asks only the changed ones and,
+    /// once per run, carries the others' children over from the previous snapshot; parents no
+    /// longer discovered lose theirs.
+    async fn carry_over_unchanged(
+        &mut self,
+        found: Found,
+        resume: &Cursor,
+        children: Children,
+        writer: &mut PartWriter<'_>,
+    ) -> Result<Vec<Parent>, Halt> {
+        let (Some(recent), Some(changed)) = (self.recent.as_mut(), found.changed) else {
+            // A whole read, or the remaining (changed) parents a paused recent read saved.
+            if let Some(recent) = self.recent.as_mut() {
+                recent.carried = resume.carried_rows;
+            }
+            return Ok(found.parents.into_iter().collect());
+        };
+        let (ask, unchanged): (Vec<Parent>, Vec<Parent>) =
+            found.parents.into_iter().partition(|(path, _, id)| changed.contains(&(path.clone(), *id)));
+        if let Some(carried) = resume.carried_rows {
+            recent.carried = Some(carried);
+            return Ok(ask);
+        }
+        let unchanged: BTreeSet<(Option<String>, i64)> = unchanged.into_iter().map(|(_, e, id)| (e, id)).collect();
+        let keep = |row: &Map<String, Value>| {
+            let entity = row.get("entity").and_then(Value::as_str).map(str::to_string);
+            let id = row.get(children.parent_id_column).and_then(Value::as_i64);
+            id.is_some_and(|id| unchanged.contains(&(entity, id)))
+        };
+        let carried = recent.window.carry_over(self.sink, self.run_id, &keep, writer).await?;
+        recent.carried = Some(carried);
+        let asking = format!("asking the {} parents changed since", ask.len());
+        log_carried(&self.log, &recent.window, carried, &asking);
+        Ok(ask)
     }
 
     /// Reads every parent's children, in parent order, and writes them.
@@ -441,9 +482,11 @@ impl Extraction<'_> {
         writer: &mut PartWriter<'_>,
     ) -> Result<(), Halt> {
         let parents_key = Some(output::parents_key(self.integration, self.table.name, self.run_id));
+        let carried_rows = self.recent.as_ref().and_then(|r| r.carried);
         let at_parent = |i: usize| Cursor {
             parent: todo.get(i).map(|(path, _, id)| (path.clone(), *id)),
             parents_key: parents_key.clone(),
+            carried_rows,
             ..Cursor::default()
         };
         // Children are fetched FAN_OUT_CONCURRENCY parents at a time (they are small: a page or
@@ -488,38 +531,41 @@ impl Extraction<'_> {
     /// The parents to read, and whether a checkpoint already saved all of them: from that saved
     /// list, or discovered now (resuming a discovery that paused part way, whose parents so far
     /// are saved when it pauses).
-    async fn parents(&mut self, routes: &[ParentDiscovery], resume: &Cursor) -> Result<(Vec<Parent>, bool), Halt> {
-        let saved: BTreeSet<Parent> = match &resume.parents_key {
+    async fn parents(&mut self, routes: &[ParentDiscovery], resume: &Cursor) -> Result<(Found, bool), Halt> {
+        let saved = match &resume.parents_key {
             Some(key) => self.load_parents(key).await?,
-            None => BTreeSet::new(),
+            None => Found::default(),
         };
         if resume.parents_key.is_some() && resume.discovery.is_none() {
-            return Ok((saved.into_iter().collect(), true));
+            return Ok((saved, true));
         }
         let mut found = saved;
+        // A recent read notes which parents changed, from the first discovered record on.
+        if resume.discovery.is_none() && self.recent.is_some() {
+            found.changed = Some(BTreeSet::new());
+        }
         let from = resume.discovery.clone().unwrap_or_default();
         if let Err(halt) = self.discover_parents(routes, from, &mut found).await {
             if let Halt::Pause(..) = &halt {
                 let key = output::parents_key(self.integration, self.table.name, self.run_id);
-                self.save_parents(&key, &found.into_iter().collect::<Vec<_>>()).await?;
+                self.save_parents(&key, &found).await?;
             }
             return Err(halt);
         }
-        let fields = serde_json::json!({"parents": found.len()});
-        self.log.info(Event::ParentsDiscovered, format!("{} parents to read", found.len()), fields);
-        Ok((found.into_iter().collect(), false))
+        let fields = serde_json::json!({"parents": found.parents.len()});
+        self.log.info(Event::ParentsDiscovered, format!("{} parents found", found.parents.len()), fields);
+        Ok((found, false))
     }
 
-    async fn load_parents(&self, key: &str) -> Result<BTreeSet<Parent>> {
+    async fn load_parents(&self, key: &str) -> Result<Found> {
         let bytes = self.sink.get(key).await?.ok_or_else(|| {
             SyncError::State(format!("the checkpoint names the discovered parents at {key}, which is missing"))
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| SyncError::State(format!("{key} is not a list of parents: {e}")))
+        Found::parse(&bytes).map_err(|e| SyncError::State(format!("{key} is not a list of parents: {e}")))
     }
 
-    async fn save_parents(&self, key: &str, parents: &[Parent]) -> Result<()> {
-        let body = serde_json::to_vec(parents).map_err(|e| SyncError::Internal(format!("parents: {e}")))?;
-        self.sink.put(key, Bytes::from(body)).await
+    async fn save_parents(&self, key: &str, found: &Found) -> Result<()> {
+        self.sink.put(key, found.body()?).await
     }
 
     /// Reads the discovery listings from `from` on, adding (child path template, entity, parent
@@ -528,7 +574,7 @@ impl Extraction<'_> {
         &mut self,
         routes: &[ParentDiscovery],
         from: Discovery,
-        found: &mut BTreeSet<Parent>,
+        found: &mut Found,
     ) -> Result<(), Halt> {
         let parents_key = Some(output::parents_key(self.integration, self.table.name, self.run_id));
         let mut at = from;
@@ -561,9 +607,10 @@ impl Extraction<'_> {
                     if !matches_all(&record, route.listing.filters) {
                         continue;
                     }
+                    let changed = self.recent.as_ref().is_some_and(|r| r.window.marks_changed(&record));
                     for target in route.targets {
                         if let Some(id) = get_path(&record, target.id_field).and_then(Value::as_i64) {
-                            found.insert((target.child_path.to_string(), target.entity.map(str::to_string), id));
+                            found.add((target.child_path.to_string(), target.entity.map(str::to_string), id), changed);
                         }
                     }
                 }
@@ -598,6 +645,56 @@ impl Extraction<'_> {
         }
         self.client.url(listing.path, &params)
     }
+}
+
+/// Discovered parents, and for a recent read those a record changed since the cutoff names
+/// (`None` once only the parents left to ask are kept).
+#[derive(Debug, Default)]
+struct Found {
+    parents: BTreeSet<Parent>,
+    changed: Option<BTreeSet<(String, i64)>>,
+}
+
+impl Found {
+    fn add(&mut self, parent: Parent, changed: bool) {
+        if let Some(set) = self.changed.as_mut().filter(|_| changed) {
+            set.insert((parent.0.clone(), parent.2));
+        }
+        self.parents.insert(parent);
+    }
+
+    /// As saved beside the checkpoint: a list of parents, or with a recent read's changed ones
+    /// `{"parents": [...], "changed": [...]}`.
+    fn body(&self) -> Result<Bytes> {
+        let value = match &self.changed {
+            None => serde_json::to_value(&self.parents),
+            Some(changed) => serde_json::to_value(serde_json::json!({"parents": self.parents, "changed": changed})),
+        };
+        let body = value.and_then(|v| serde_json::to_vec(&v));
+        body.map(Bytes::from).map_err(|e| SyncError::Internal(format!("parents: {e}")))
+    }
+
+    fn parse(bytes: &[u8]) -> serde_json::Result<Found> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Saved {
+            List(BTreeSet<Parent>),
+            WithChanged { parents: BTreeSet<Parent>, changed: BTreeSet<(String, i64)> },
+        }
+        Ok(match serde_json::from_slice(bytes)? {
+            Saved::List(parents) => Found { parents, changed: None },
+            Saved::WithChanged { parents, changed } => Found { parents, changed: Some(changed) },
+        })
+    }
+}
+
+/// Logs what a recent read carried over, and what it reads from Capsule instead.
+fn log_carried(log: &RunLog, window: &super::recent::Window, carried: u64, then: &str) {
+    let message = format!(
+        "carried over {carried} rows from run {} (unchanged since {}); {then}",
+        window.base.run_id, window.cutoff
+    );
+    log.info(Event::RecentWindowRead, message, serde_json::json!({"carried_rows": carried, "cutoff": window.cutoff}));
 }
 
 /// How a fan-out table reads each parent's children.

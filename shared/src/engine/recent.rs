@@ -1,14 +1,17 @@
-//! Recent-window reads: a full table whose listing comes newest first (entries, by `entryAt`)
-//! need not be read whole every run. A recent-window run
-//! 1. carries over, from the previous committed snapshot, the rows older than the cutoff (the
-//!    previous run's T0 less the lookback), reading those files a slice at a time;
-//! 2. reads the listing from its newest page until a page reaches past the cutoff, writing only
-//!    the records at or after it.
+//! Recent reads: a full table need not be read whole every run when part of it can be known
+//! unchanged since the previous snapshot. Two kinds, both data in the catalog ([`Recency`]):
+//! - **newest first** (entries, by `entryAt`, the one order Capsule documents): the run carries
+//!   over the previous snapshot's rows dated before the cutoff (the previous run's T0 less the
+//!   lookback), then reads the listing from its newest page until a page reaches past the
+//!   cutoff, writing only the records at or after it;
+//! - **changed parents** (tracks, whose tasks' `updatedAt` moves when the track does): the run
+//!   discovers every parent as usual, carries over the children of the parents that no record
+//!   changed since the cutoff, and asks only the others.
 //!
-//! The two halves are disjoint by the order field, so the run is again a complete snapshot with
+//! The carried and the read halves are disjoint, so the run is again a complete snapshot with
 //! one row per record: the warehouse contract and views are those of any full table. What a
-//! window cannot see (older records edited, deleted, or created back-dated since the last whole
-//! read) a whole read catches every `full_refresh_days`; the README lists and measures these.
+//! recent read cannot see, a whole read catches every `full_refresh_days`; the README lists and
+//! measures it. Previous snapshots are read a slice at a time, so memory stays flat.
 
 use std::io::Write;
 
@@ -17,7 +20,7 @@ use flate2::write::MultiGzDecoder;
 use serde_json::{Map, Value};
 
 use crate::catalog::{Fetch, TableSpec};
-use crate::integration::{Integration, RunId};
+use crate::integration::{FanOutMode, Integration, RunId};
 use crate::output::{self, Compression, PartWriter, RunManifest, WindowSummary};
 use crate::ports::{ObjectSink, StateStore};
 use crate::{Result, SyncError};
@@ -25,11 +28,29 @@ use crate::{Result, SyncError};
 /// Compressed bytes read from a carried-over file at a time (about 3 MiB once decompressed).
 const SLICE_BYTES: u64 = 256 << 10;
 
-/// How a recent-window run reads.
+/// What a recent read of a table keys on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recency {
+    /// The listing is ordered newest first by this field: read its newest pages.
+    NewestFirst(&'static str),
+    /// The discovery records' field moves whenever their parent's children change: ask only the
+    /// parents a record changed since the cutoff names.
+    ChangedParents(&'static str),
+}
+
+impl Recency {
+    /// The instant field compared with the cutoff.
+    pub fn field(self) -> &'static str {
+        match self {
+            Recency::NewestFirst(field) | Recency::ChangedParents(field) => field,
+        }
+    }
+}
+
+/// How a recent run reads.
 #[derive(Debug, Clone)]
 pub struct Window {
-    /// The listing's order field (`entryAt`).
-    pub field: &'static str,
+    pub recency: Recency,
     /// Records at or after this instant are read from Capsule; older rows are carried over.
     pub cutoff: DateTime<Utc>,
     /// The previous committed run, whose files hold the older rows.
@@ -48,10 +69,12 @@ pub enum ReadMode {
     Recent(Box<Window>),
 }
 
-/// The field a table's listing is ordered by, newest first, if recent-window reads suit it.
-pub fn order_field(table: &TableSpec) -> Option<&'static str> {
+/// How a table can be read recently, if it can at all (with the catalog's discovery route:
+/// the exhaustive one asks every parent by design).
+pub fn recency(table: &TableSpec) -> Option<Recency> {
     match table.fetch {
-        Fetch::Listings([only]) => only.newest_first,
+        Fetch::Listings([only]) => only.newest_first.map(Recency::NewestFirst),
+        Fetch::FanOut { discover: [route], .. } => route.changed_by.map(Recency::ChangedParents),
         _ => None,
     }
 }
@@ -66,10 +89,13 @@ pub async fn choose(
     run_id: &RunId,
     (started, columns): (DateTime<Utc>, &[String]),
 ) -> Result<ReadMode> {
-    let (Some(settings), Some(field)) = (integration.recent_window, order_field(table)) else {
+    let (Some(settings), Some(recency)) = (integration.recent_window, recency(table)) else {
         return Ok(ReadMode::Whole { why: None });
     };
     let whole = |why: String| Ok(ReadMode::Whole { why: Some(why) });
+    if matches!(recency, Recency::ChangedParents(_)) && integration.fan_out == FanOutMode::Exhaustive {
+        return whole("fan_out is exhaustive: every parent is asked".into());
+    }
     let Some(bookmark) = state.bookmark(&integration.name, table.name).await? else {
         return whole("no earlier snapshot: the first run reads everything".into());
     };
@@ -94,7 +120,7 @@ pub async fn choose(
     }
     let lookback = chrono::Duration::minutes(i64::from(integration.lookback_minutes));
     let cutoff = base.extracted_at - lookback;
-    Ok(ReadMode::Recent(Box::new(Window { field, cutoff, base, full_refresh_at })))
+    Ok(ReadMode::Recent(Box::new(Window { recency, cutoff, base, full_refresh_at })))
 }
 
 async fn previous_manifest(
@@ -116,17 +142,29 @@ impl Window {
         self.instant_of(record).is_some_and(|at| at >= self.cutoff)
     }
 
+    /// Whether a discovery record marks its parent changed: changed since the cutoff, or of
+    /// unknown date (asking a parent again is only a request; missing a change is a stale row).
+    pub fn marks_changed(&self, record: &Map<String, Value>) -> bool {
+        self.instant_of(record).is_none_or(|at| at >= self.cutoff)
+    }
+
     /// The record's order field as an instant.
     pub fn instant_of(&self, record: &Map<String, Value>) -> Option<DateTime<Utc>> {
-        let text = record.get(self.field)?.as_str()?;
+        let text = record.get(self.recency.field())?.as_str()?;
         DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
     }
 
-    /// Writes the previous snapshot's rows older than the cutoff as rows of `run_id`; returns
-    /// how many. Reads each file a slice at a time, so memory stays flat.
-    pub async fn carry_over(&self, sink: &dyn ObjectSink, run_id: &RunId, writer: &mut PartWriter<'_>) -> Result<u64> {
+    /// Writes the previous snapshot's rows that `keep` accepts as rows of `run_id`; returns how
+    /// many. Reads each file a slice at a time, so memory stays flat.
+    pub async fn carry_over(
+        &self,
+        sink: &dyn ObjectSink,
+        run_id: &RunId,
+        keep: &(dyn Fn(&Map<String, Value>) -> bool + Sync),
+        writer: &mut PartWriter<'_>,
+    ) -> Result<u64> {
         let mut carried = 0;
-        let mut lines = Lines { window: self, run_id: run_id.as_str(), carried: &mut carried };
+        let mut lines = Lines { keep, run_id: run_id.as_str(), carried: &mut carried };
         for file in &self.base.files {
             let mut decoder = Decoder::new(self.base.compression);
             let mut at = 0;
@@ -204,7 +242,7 @@ impl RecentRead {
 
 /// Complete lines of carried-over files, filtered and rewritten as rows of this run.
 struct Lines<'a> {
-    window: &'a Window,
+    keep: &'a (dyn Fn(&Map<String, Value>) -> bool + Sync),
     run_id: &'a str,
     carried: &'a mut u64,
 }
@@ -216,8 +254,7 @@ impl Lines<'_> {
         for line in buffer[..last].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let mut row: Map<String, Value> = serde_json::from_slice(line)
                 .map_err(|e| SyncError::Output(format!("a row of {key} is not a JSON object: {e}")))?;
-            // Rows at or after the cutoff are read again from Capsule (or were deleted since).
-            if self.window.is_newer(&row) {
+            if !(self.keep)(&row) {
                 continue;
             }
             row.insert("_run_id".into(), Value::from(self.run_id));
@@ -289,7 +326,7 @@ mod tests {
         }))
         .unwrap();
         let cutoff = DateTime::parse_from_rfc3339(cutoff).unwrap().to_utc();
-        RecentRead::new(Window { field: "entryAt", cutoff, base, full_refresh_at: cutoff })
+        RecentRead::new(Window { recency: Recency::NewestFirst("entryAt"), cutoff, base, full_refresh_at: cutoff })
     }
 
     fn page(times: &[&str]) -> Vec<Value> {
@@ -297,10 +334,11 @@ mod tests {
     }
 
     #[test]
-    fn only_entries_are_read_by_recent_window() {
-        let ordered: Vec<&str> = catalog::TABLES.iter().filter(|t| order_field(t).is_some()).map(|t| t.name).collect();
-        assert_eq!(ordered, ["entries"]);
-        assert_eq!(order_field(catalog::table("entries").unwrap()), Some("entryAt"));
+    fn entries_and_tracks_can_be_read_recently() {
+        let recent: Vec<(&str, Recency)> =
+            catalog::TABLES.iter().filter_map(|t| recency(t).map(|r| (t.name, r))).collect();
+        let expected = [("entries", Recency::NewestFirst("entryAt")), ("tracks", Recency::ChangedParents("updatedAt"))];
+        assert_eq!(recent, expected);
     }
 
     #[test]
