@@ -62,8 +62,8 @@ listing; a deleted feed's restricted records ride on its pages and are not count
 plus one request per parent that has children. `over` is requests − min: the paging-shift guard \
 (a count probe per multi-page listing with a deleted feed) and tracks' discovery reading every task. \
 CPU and peak RSS are the `capsule-sync` process's own (the simulator runs in another process). \
-`raw` is the NDJSON before gzip. The integration reads entries in recent-window mode (`--recent-window 7`); \
-employees are incremental.\n\n";
+`raw` is the NDJSON before gzip. The integration reads entries and tracks in recent-window mode \
+(`--recent-window 7`: tracks ask only the parents whose track tasks changed); employees are incremental.\n\n";
 
 /// One child process's own figures.
 struct Measured {
@@ -183,21 +183,29 @@ fn instant(v: &Value) -> Option<chrono::DateTime<chrono::FixedOffset>> {
 
 impl BlindSpots {
     fn describe(&self, full_runs: &[Value], daily_runs: &[Value]) -> String {
-        let requests = |runs: &[Value]| {
-            runs.iter().find(|r| r["table"] == "entries").map_or(0, |r| r["requests"].as_u64().unwrap_or(0))
+        let requests_of = |table: &str, runs: &[Value]| {
+            runs.iter().find(|r| r["table"] == table).map_or(0, |r| r["requests"].as_u64().unwrap_or(0))
         };
-        format!(
-            "**Entries in recent-window mode** (`--recent-window 7`): the daily run took {} requests; \
+        let requests = |runs: &[Value]| requests_of("entries", runs);
+        let tracks = format!(
+            "**Tracks in recent-window mode**: the daily run took {} requests (the `/tasks` discovery and the \
+             parents whose track tasks changed); the first load's whole read took {}.\n\n",
+            requests_of("tracks", daily_runs),
+            requests_of("tracks", full_runs)
+        );
+        tracks
+            + &format!(
+                "**Entries in recent-window mode** (`--recent-window 7`): the daily run took {} request(s); \
              read whole it takes {} (the first load's). Its snapshot against the account after the day's changes: \
              {} of {} entries missing (created back-dated before the window), {} deleted ones still in it, \
              {} edited ones stale — all of them older than the window, all repaired by the weekly whole read.\n\n",
-            requests(daily_runs),
-            requests(full_runs),
-            self.missing,
-            self.account,
-            self.ghosts,
-            self.stale
-        )
+                requests(daily_runs),
+                requests(full_runs),
+                self.missing,
+                self.account,
+                self.ghosts,
+                self.stale
+            )
     }
 }
 
@@ -212,6 +220,7 @@ fn change_one_percent(base: &str, parties: usize) {
         ("opportunities", "update", n / 4),
         ("kases", "update", n / 10),
         ("tasks", "create", n / 2),
+        ("tasks", "update", n / 2),
         ("entries", "create", n),
         ("entries", "update", n / 10),
         ("entries", "delete", n / 20),
