@@ -344,6 +344,10 @@ async fn a_stranded_invocation_is_continued_by_the_next_tick() {
     let resumed = summary["resumed"].as_array().unwrap();
     assert_eq!(resumed.len(), 1, "{summary}");
     assert_eq!(resumed[0]["invocation"], 2, "the same invocation, again");
+    // The tick's new run leaves the resumed table alone: it would race the continuation for the
+    // stranded lease (and, winning it, abandon the run).
+    let dispatched: Vec<&Value> = summary["dispatched"].as_array().unwrap().iter().collect();
+    assert!(dispatched.iter().all(|d| !d["tables"].as_array().unwrap().contains(&json!("entries"))), "{summary}");
     w.lambda.wait_idle().await;
     let runs = state.runs(Some("acme"), 100).await.unwrap();
     let stranded = runs.iter().find(|r| r.state == RunState::Failed).expect("the stranded invocation is recorded");

@@ -1,8 +1,8 @@
-//! Entries' recent-window mode on the simulator: a window run reads only the newest pages and
+//! Recent-window mode on the simulator. Entries: a window run reads only the newest pages and
 //! carries older rows over, so its snapshot is complete except for exactly the blind spots the
 //! README lists (back-dated creations, edits and deletions of entries older than the cutoff),
-//! which the next whole read repairs; a window run continued across invocations writes nothing
-//! twice.
+//! which the next whole read repairs. Tracks: only the parents whose track tasks changed are
+//! asked, the others' tracks carried over. Continued runs write nothing twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,7 +41,7 @@ fn by_id(rows: &[Map<String, Value>]) -> BTreeMap<i64, String> {
 }
 
 fn manifest_of(local: &Local, run: &RunId) -> RunManifest {
-    serde_json::from_value(local.manifest("acme", "entries", run)).unwrap()
+    manifest_of_table(local, "entries", run)
 }
 
 /// Rows whose `entryAt` is before `cutoff`.
@@ -202,13 +202,8 @@ async fn a_window_is_not_used_when_its_snapshot_cannot_serve_and_the_log_says_wh
 
 #[tokio::test]
 async fn tracks_ask_only_the_parents_whose_track_tasks_changed_and_carry_the_rest() {
-    let sim = start_sim(600, |_| {}).await;
-    let local = Local::new();
-    let client = client_for(&sim, "test-token");
-    let mut integration = windowed(&sim);
-    integration.tables = vec!["tracks".into()];
-    let (first, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
-    let whole = serde_json::from_value::<RunManifest>(local.manifest("acme", "tracks", &first)).unwrap();
+    let TracksLoaded { sim, local, client, integration, first } = tracks_loaded_once().await;
+    let whole = manifest_of_table(&local, "tracks", &first);
     let whole_rows = local.rows("acme", "tracks", &first);
 
     // Tasks change; those on tracks name the parents whose tracks may have changed.
@@ -258,12 +253,7 @@ async fn tracks_ask_only_the_parents_whose_track_tasks_changed_and_carry_the_res
 
 #[tokio::test]
 async fn a_recent_tracks_run_continued_across_invocations_carries_once_and_asks_once() {
-    let sim = start_sim(600, |_| {}).await;
-    let local = Local::new();
-    let client = client_for(&sim, "test-token");
-    let mut integration = windowed(&sim);
-    integration.tables = vec!["tracks".into()];
-    let (first, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    let TracksLoaded { sim, local, client, integration, first } = tracks_loaded_once().await;
     let whole_rows = local.rows("acme", "tracks", &first);
     sim.mutate_n(MutationKind::Tasks, MutationOp::Update, 200).unwrap();
 
@@ -279,6 +269,25 @@ async fn a_recent_tracks_run_continued_across_invocations_carries_once_and_asks_
     let whole: BTreeSet<i64> = whole_rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, whole, "every track, carried or asked");
     assert!(summary.carried_rows > 0 && summary.carried_rows < rows.len() as u64, "{summary:?}");
+}
+
+/// An account whose tracks were loaded once, whole, by an integration in recent-window mode.
+struct TracksLoaded {
+    sim: SimHandle,
+    local: Local,
+    client: capsule_shared::capsule::CapsuleClient,
+    integration: Integration,
+    first: RunId,
+}
+
+async fn tracks_loaded_once() -> TracksLoaded {
+    let sim = start_sim(600, |_| {}).await;
+    let local = Local::new();
+    let client = client_for(&sim, "test-token");
+    let mut integration = windowed(&sim);
+    integration.tables = vec!["tracks".into()];
+    let (first, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    TracksLoaded { sim, local, client, integration, first }
 }
 
 fn manifest_of_table(local: &Local, table: &str, run: &RunId) -> RunManifest {

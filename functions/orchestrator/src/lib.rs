@@ -3,6 +3,7 @@
 //! that wait for a rate-limit window which has now reset, and runs whose invocation stopped
 //! renewing its lease (killed, timed out): the rules are in `capsule_shared::lifecycle`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -86,8 +87,13 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
     for integration in integrations {
         // Read once: the pending tables it names and when the integration is next due.
         let last = deps.state.last_dispatch(&integration.name).await?;
+        // Tables whose run this tick continues are busy: a new run of one would race the
+        // continuation for the stranded lease, and abandon the run it could have finished.
+        let mut busy = BTreeSet::new();
         if scheduled {
-            summary.resumed.extend(resume(&integration, deps).await?);
+            let resumed = resume(&integration, deps).await?;
+            busy.extend(resumed.iter().filter(|r| r.invocation.is_some()).map(|r| r.table.clone()));
+            summary.resumed.extend(resumed);
             summary.dispatched.extend(dispatch_pending(&integration, last.clone(), deps).await?);
         }
         if let Err(e) = schedule::check_frequency(&integration, tick) {
@@ -99,10 +105,11 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
             summary.skipped.push(Skipped { integration: integration.name.clone(), reason });
             continue;
         }
-        let tables = match &tables_asked {
+        let mut tables = match &tables_asked {
             Some(tables) => tables.clone(),
             None => integration.selected_tables()?,
         };
+        tables.retain(|t| !busy.contains(t.name));
         // A forced or partial manual run leaves the schedule as it was.
         let on_schedule = scheduled || (!request.force && tables_asked.is_none());
         summary.dispatched.push(dispatch(&integration, &tables, deps, now, on_schedule).await?);
