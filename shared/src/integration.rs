@@ -198,6 +198,17 @@ pub struct RecentWindow {
 impl RecentWindow {
     /// The longest period between whole reads accepted.
     pub const MAX_FULL_REFRESH_DAYS: u32 = 90;
+
+    fn validate(&self) -> Result<()> {
+        if !(1..=Self::MAX_FULL_REFRESH_DAYS).contains(&self.full_refresh_days) {
+            return Err(SyncError::Config(format!(
+                "recent_window.full_refresh_days {} must be between 1 and {}",
+                self.full_refresh_days,
+                Self::MAX_FULL_REFRESH_DAYS
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for RecentWindow {
@@ -218,19 +229,6 @@ pub fn parse_recent_window(text: &str) -> Result<Option<RecentWindow>> {
     let window = RecentWindow { full_refresh_days: days };
     window.validate()?;
     Ok(Some(window))
-}
-
-impl RecentWindow {
-    fn validate(&self) -> Result<()> {
-        if !(1..=Self::MAX_FULL_REFRESH_DAYS).contains(&self.full_refresh_days) {
-            return Err(SyncError::Config(format!(
-                "recent_window.full_refresh_days {} must be between 1 and {}",
-                self.full_refresh_days,
-                Self::MAX_FULL_REFRESH_DAYS
-            )));
-        }
-        Ok(())
-    }
 }
 
 /// One recorded change of an integration.

@@ -5,15 +5,8 @@
 use std::time::Instant;
 
 use capsule_shared::engine::RunOptions;
+use capsule_sync_e2e::capsule_sim::stats::peak_rss_mib;
 use capsule_sync_e2e::*;
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 #[tokio::main]
 async fn main() {

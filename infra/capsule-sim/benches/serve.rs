@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use capsule_sim::SimConfig;
+use capsule_sim::stats::peak_rss_mib;
 use serde_json::Value;
 
 #[tokio::main]
@@ -59,13 +60,4 @@ async fn main() {
         requests as f64 / secs
     );
     sim.stop().await;
-}
-
-/// This process's peak resident memory (Linux `VmHWM`).
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

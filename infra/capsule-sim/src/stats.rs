@@ -39,3 +39,12 @@ pub fn endpoint_key(method: &str, path: &str) -> String {
         .collect();
     format!("{method} {}", folded.join("/"))
 }
+
+/// This process's peak resident memory in MiB (Linux `VmHWM`; NaN elsewhere), for benchmarks.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}

@@ -666,11 +666,15 @@ impl Found {
     /// As saved beside the checkpoint: a list of parents, or with a recent read's changed ones
     /// `{"parents": [...], "changed": [...]}`.
     fn body(&self) -> Result<Bytes> {
-        let value = match &self.changed {
-            None => serde_json::to_value(&self.parents),
-            Some(changed) => serde_json::to_value(serde_json::json!({"parents": self.parents, "changed": changed})),
+        #[derive(serde::Serialize)]
+        struct WithChanged<'a> {
+            parents: &'a BTreeSet<Parent>,
+            changed: &'a BTreeSet<(String, i64)>,
+        }
+        let body = match &self.changed {
+            None => serde_json::to_vec(&self.parents),
+            Some(changed) => serde_json::to_vec(&WithChanged { parents: &self.parents, changed }),
         };
-        let body = value.and_then(|v| serde_json::to_vec(&v));
         body.map(Bytes::from).map_err(|e| SyncError::Internal(format!("parents: {e}")))
     }
 
