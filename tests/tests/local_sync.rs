@@ -515,7 +515,7 @@ async fn a_deletion_while_paging_a_listing_without_a_deleted_feed_loses_nothing(
 
     // The first entry `GET /entries` lists (newest first) is on page 1: delete it once page 2
     // has been asked for (after page 1 and the count).
-    let first = sim.with_account(|a| a.entry_order[0]);
+    let first = sim.with_account(|a| a.newest_entries().next().unwrap());
     sim.add_fault(slow_pages("/entries", 300));
     let sync = local.sync(&client, &integration, &["entries"], RunOptions::default());
     let delete = async {
@@ -554,7 +554,7 @@ async fn pages_that_keep_shifting_fail_the_run_without_moving_the_bookmark() {
     };
     let keep_deleting = async {
         while !done.load(std::sync::atomic::Ordering::SeqCst) {
-            let newest = sim.with_account(|a| a.entry_order[0]);
+            let newest = sim.with_account(|a| a.newest_entries().next().unwrap());
             sim.mutate(Mutation { kind: MutationKind::Entries, op: MutationOp::Delete, count: 1, ids: vec![newest] })
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(150)).await;

@@ -8,6 +8,10 @@ use capsule_sim::SimConfig;
 use capsule_sim::stats::peak_rss_mib;
 use serde_json::Value;
 
+/// The allocator the `capsule-sim` binary uses, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -16,9 +20,13 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let started = Instant::now();
     let sim = capsule_sim::start(SimConfig { parties, rate_limit: u32::MAX, ..SimConfig::default() }).await.unwrap();
+    let generated = started.elapsed().as_secs_f64();
+    let (records, packed) = sim.with_account(|a| a.packed_size());
     println!(
-        "generated {parties} parties in {:.2}s; peak RSS {:.0} MiB",
-        started.elapsed().as_secs_f64(),
+        "generated {parties} parties in {generated:.2}s; {records} records packed into {:.0} MiB ({:.0} bytes each); \
+         peak RSS {:.0} MiB",
+        packed as f64 / (1 << 20) as f64,
+        packed as f64 / records as f64,
         peak_rss_mib()
     );
 
@@ -55,9 +63,11 @@ async fn main() {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "served {records} records in {requests} requests with {clients} clients in {secs:.2}s: {:.0} records/s, {:.0} requests/s",
+        "served {records} records in {requests} requests with {clients} clients in {secs:.2}s: {:.0} records/s, \
+         {:.0} requests/s; peak RSS {:.0} MiB",
         records as f64 / secs,
-        requests as f64 / secs
+        requests as f64 / secs,
+        peak_rss_mib()
     );
     sim.stop().await;
 }

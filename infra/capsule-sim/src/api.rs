@@ -148,7 +148,51 @@ fn respond<I>(
     if let Some((key, values)) = extra.filter(|(_, v)| !v.is_empty() && q.page == 1) {
         body.insert(key.to_string(), Value::Array(values));
     }
-    let mut response = axum::Json(Value::Object(body)).into_response();
+    with_next_link(axum::Json(Value::Object(body)).into_response(), ctx, q, more)
+}
+
+/// How a stored record is answered.
+#[derive(Clone, Copy)]
+enum RecordShape<'q> {
+    /// As stored: its text is copied into the page, nothing parsed.
+    Stored,
+    /// Without the embed-only keys the request did not ask for.
+    Embedded(&'q ListQuery),
+}
+
+/// The page of stored records whose first record `from` yields, written as text.
+fn respond_stored<'a>(
+    ctx: &ListContext,
+    q: &ListQuery,
+    envelope: &str,
+    from: impl Iterator<Item = &'a Stored>,
+    shape: RecordShape,
+) -> Response {
+    let mut window: Vec<&Stored> = from.take(q.per_page + 1).collect();
+    let more = window.len() > q.per_page;
+    window.truncate(q.per_page);
+    let mut body = Vec::with_capacity(window.len() * 1024 + 64);
+    body.push(b'{');
+    serde_json::to_writer(&mut body, envelope).expect("writing to memory");
+    body.extend_from_slice(b":[");
+    for (i, record) in window.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        match shape {
+            RecordShape::Stored => body.extend_from_slice(&record.json()),
+            RecordShape::Embedded(q) => {
+                serde_json::to_writer(&mut body, &embed_shape(q)(&record.body())).expect("writing to memory")
+            }
+        }
+    }
+    body.extend_from_slice(b"]}");
+    let response = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    with_next_link(response, ctx, q, more)
+}
+
+/// Adds `Link: rel="next"` when more records follow.
+fn with_next_link(mut response: Response, ctx: &ListContext, q: &ListQuery, more: bool) -> Response {
     if more && let Ok(link) = HeaderValue::from_str(&ctx.next_link(q)) {
         response.headers_mut().insert(header::LINK, link);
     }
@@ -169,12 +213,12 @@ fn page_listed(
     q: &ListQuery,
     (envelope, account, records): (&str, &Account, &BTreeMap<i64, Stored>),
     ids: impl FnOnce() -> Vec<i64>,
-    shape: impl Fn(&Value) -> Value,
+    shape: RecordShape,
 ) -> Response {
     let ids = account.listings.get_or_insert(listing_key(ctx, q), ids);
     let first = ((q.page - 1) * q.per_page).min(ids.len());
     let from = ids[first..].iter().filter_map(|id| records.get(id));
-    respond(ctx, q, envelope, from, |r: &Stored| shape(&r.body()), None)
+    respond_stored(ctx, q, envelope, from, shape)
 }
 
 /// Ids of `records` changed since `since` (all without it), ascending.
@@ -222,7 +266,8 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
     match segments.as_slice() {
         [e] if entity(e).is_some() => {
             let records = account.entity(entity(e).unwrap());
-            page_listed(ctx, &q, (e, account, records), || ids_changed_since(records, q.since), embed_shape(&q))
+            let ids = || ids_changed_since(records, q.since);
+            page_listed(ctx, &q, (e, account, records), ids, RecordShape::Embedded(&q))
         }
         [e, "deleted"] if entity(e).is_some() => {
             let entity = entity(e).unwrap();
@@ -270,8 +315,8 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
                 return not_found();
             };
             let tracks =
-                account.tracks.values().filter(move |t| t.parent == entity && t.parent_id == id).map(|t| &t.body);
-            page(ctx, &q, "tracks", tracks, same, None)
+                account.tracks.values().filter(move |t| t.parent == entity && t.parent_id == id).map(|t| &t.record);
+            respond_stored(ctx, &q, "tracks", tracks.skip((q.page - 1) * q.per_page), RecordShape::Stored)
         }
         [e, id] if entity(e).is_some() => {
             let entity = entity(e).unwrap();
@@ -281,8 +326,8 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
             }
         }
         ["entries"] => {
-            let order = || account.entry_order.clone();
-            page_listed(ctx, &q, ("entries", account, &account.entries), order, same)
+            let order = || account.newest_entries().collect();
+            page_listed(ctx, &q, ("entries", account, &account.entries), order, RecordShape::Stored)
         }
         ["tasks"] => {
             let statuses: BTreeSet<String> = match q.param("status") {
@@ -299,10 +344,10 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
                 }
             };
             let ids = || {
-                let status = |r: &Stored| r.body()["status"].as_str().is_some_and(|s| statuses.contains(s));
+                let status = |r: &Stored| r.read::<TaskStatus>().status.is_some_and(|s| statuses.contains(&s));
                 account.tasks.iter().filter(|(_, r)| status(r)).map(|(id, _)| *id).collect()
             };
-            page_listed(ctx, &q, ("tasks", account, &account.tasks), ids, same)
+            page_listed(ctx, &q, ("tasks", account, &account.tasks), ids, RecordShape::Stored)
         }
         ["tasks", id] => match id_of(id).and_then(|id| account.tasks.get(&id)) {
             Some(r) => single("task", r.body()),
@@ -310,7 +355,7 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
         },
         ["tracks"] => error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
         ["tracks", id] => match id_of(id).and_then(|id| account.tracks.get(&id)) {
-            Some(t) => single("track", t.body.clone()),
+            Some(t) => single("track", t.record.body()),
             None => not_found(),
         },
         ["trackdefinitions"] => {
@@ -374,5 +419,11 @@ fn single(key: &str, body: Value) -> Response {
 
 /// The global entries feed order: newest `entryAt` first.
 fn newest_first(account: &Account) -> impl Iterator<Item = &Stored> {
-    account.entry_order.iter().filter_map(|id| account.entries.get(id))
+    account.newest_entries().filter_map(|id| account.entries.get(&id))
+}
+
+/// A task's status, read without building the task.
+#[derive(serde::Deserialize)]
+struct TaskStatus {
+    status: Option<String>,
 }

@@ -214,6 +214,34 @@ async fn entries_come_newest_first_and_embed_controls_tags_and_fields() {
 }
 
 #[tokio::test]
+async fn entries_stay_newest_first_and_records_read_the_same_listed_or_alone_as_the_account_changes() {
+    let sim = sim(150, |_| {}).await;
+    sim.mutate_n(MutationKind::Entries, MutationOp::Create, 40).unwrap();
+    let deleted = sim.mutate_n(MutationKind::Entries, MutationOp::Delete, 15).unwrap().ids;
+    sim.mutate_n(MutationKind::Entries, MutationOp::Update, 10).unwrap();
+    let (entries, _) = read_all(&sim, "/entries?perPage=100", "entries").await;
+    let keys: Vec<(String, i64)> =
+        entries.iter().map(|e| (e["entryAt"].as_str().unwrap().to_string(), e["id"].as_i64().unwrap())).collect();
+    assert!(keys.windows(2).all(|w| w[0] > w[1]), "newest entryAt first, ties higher id first");
+    let listed: BTreeSet<i64> = keys.iter().map(|(_, id)| *id).collect();
+    let held: BTreeSet<i64> = sim.with_account(|a| a.entries.keys().copied().collect());
+    assert_eq!(listed, held, "every entry listed once, the deleted ones gone");
+    assert!(deleted.iter().all(|id| !listed.contains(id)));
+
+    // A listed record (its stored text copied into the page) equals the record read alone
+    // (parsed and answered as a value) and the account's record.
+    sim.mutate_n(MutationKind::Tasks, MutationOp::Update, 5).unwrap();
+    let (tasks, _) = read_all(&sim, "/tasks?perPage=100&status=open,completed,pending", "tasks").await;
+    assert_eq!(tasks.len(), sim.with_account(|a| a.tasks.len()));
+    for task in tasks.iter().step_by(7) {
+        let id = task["id"].as_i64().unwrap();
+        let (_, _, alone) = get_json(&sim, &format!("/tasks/{id}")).await;
+        assert_eq!(&alone["task"], task);
+        assert_eq!(sim.with_account(|a| a.tasks[&id].body()), *task);
+    }
+}
+
+#[tokio::test]
 async fn rate_limit_headers_on_every_response_and_429_when_spent() {
     let sim = sim(20, |c| {
         c.rate_limit = 5;
@@ -474,7 +502,7 @@ async fn responses_have_the_shape_of_the_real_samples() {
     // Tracks of a case that has some, and one track by id.
     let (kase_id, track_id) = sim.with_account(|a| {
         let t = a.tracks.values().find(|t| t.parent == capsule_sim::Entity::Kases).unwrap();
-        (t.parent_id, t.body["id"].as_i64().unwrap())
+        (t.parent_id, t.record.body()["id"].as_i64().unwrap())
     });
     check_list(&sim, "GET_kases_id_tracks.json", &format!("/kases/{kase_id}/tracks"), &["tracks"]).await;
     let (_, _, track) = get_json(&sim, &format!("/tracks/{track_id}")).await;

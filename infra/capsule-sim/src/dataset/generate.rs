@@ -14,7 +14,8 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 use super::names::*;
-use super::{Account, Entity, Pipeline, Stored, Tombstone, TrackInstance, timestamp};
+use super::packed::Packing;
+use super::{Account, Entity, Pipeline, RefFields, Stored, Tombstone, TrackInstance, entry_at, timestamp};
 
 /// The instant the generated history ends: every generated timestamp is before it.
 pub(crate) fn dataset_epoch() -> DateTime<Utc> {
@@ -23,27 +24,47 @@ pub(crate) fn dataset_epoch() -> DateTime<Utc> {
 
 pub(crate) struct Gen {
     pub rng: ChaCha8Rng,
+    /// How the records made here are kept.
+    pub packing: Packing,
     next_id: i64,
-    /// Nested references to existing records (as JSON text: a million of them must stay
-    /// small), so picking a random parent is O(1).
-    refs: BTreeMap<Entity, Vec<Box<str>>>,
-    /// Nested references to organisations (what a person's `organisation` holds).
-    orgs: Vec<Box<str>>,
+    /// The ids of records later records may reference, so picking a random parent is O(1); the
+    /// nested reference itself is read from the record when picked.
+    refs: BTreeMap<Entity, Vec<i64>>,
+    /// The ids of organisations (what a person's `organisation` references); `None` until a
+    /// continuing generator first needs them.
+    orgs: Option<Vec<i64>>,
+}
+
+/// A record just made, before it is packed into the account.
+pub(crate) struct Fresh {
+    pub updated: DateTime<Utc>,
+    pub body: Value,
+}
+
+impl Fresh {
+    pub fn id(&self) -> i64 {
+        self.body["id"].as_i64().expect("a generated record has an id")
+    }
 }
 
 impl Gen {
-    pub fn new(seed: u64) -> Gen {
-        Gen { rng: ChaCha8Rng::seed_from_u64(seed), next_id: 100_000, refs: BTreeMap::new(), orgs: Vec::new() }
+    pub fn new(seed: u64, packing: Packing) -> Gen {
+        Gen {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            packing,
+            next_id: 100_000,
+            refs: BTreeMap::new(),
+            orgs: Some(Vec::new()),
+        }
     }
 
     /// A generator that continues an existing account: new ids above every id in it.
     pub fn continuing(seed: u64, a: &Account) -> Gen {
-        let mut g = Gen::new(seed);
+        let mut g = Gen::new(seed, Packing::compressed());
         for (entity, records) in &a.records {
-            for r in records.values() {
-                g.remember(*entity, &r.body());
-            }
+            g.refs.insert(*entity, records.keys().copied().collect());
         }
+        g.orgs = None;
         let max_id = a
             .records
             .values()
@@ -58,21 +79,43 @@ impl Gen {
     }
 
     /// Notes a record so later records can reference it.
-    pub fn remember(&mut self, entity: Entity, body: &Value) {
-        self.refs.entry(entity).or_default().push(reference(entity, body).to_string().into_boxed_str());
-        if body["type"] == "organisation" {
-            let org = json!({"id": body["id"], "name": body["name"], "pictureURL": body["pictureURL"]});
-            self.orgs.push(org.to_string().into_boxed_str());
+    pub fn remember(&mut self, entity: Entity, record: &Fresh) {
+        self.refs.entry(entity).or_default().push(record.id());
+        if record.body["type"] == "organisation"
+            && let Some(orgs) = &mut self.orgs
+        {
+            orgs.push(record.id());
         }
     }
 
-    fn pick_ref(&mut self, entity: Entity) -> Option<Value> {
-        let refs = self.refs.get(&entity)?;
-        if refs.is_empty() {
+    /// Packs a record made here.
+    pub fn keep(&self, record: Fresh) -> Stored {
+        Stored::new(record.updated, &record.body, self.packing)
+    }
+
+    /// The nested reference to a random record of `entity`.
+    fn pick_ref(&mut self, a: &Account, entity: Entity) -> Option<Value> {
+        let refs = self.refs.get(&entity).filter(|refs| !refs.is_empty())?;
+        let id = refs[self.rng.random_range(0..refs.len())];
+        a.records[&entity].get(&id).map(|r| reference(entity, &r.fields()))
+    }
+
+    /// The nested reference to a random organisation (`None` when there is none).
+    fn pick_org(&mut self, a: &Account) -> Option<Value> {
+        let orgs = self.orgs.get_or_insert_with(|| {
+            let parties = &a.records[&Entity::Parties];
+            parties
+                .iter()
+                .filter(|(_, r)| r.fields().kind.as_deref() == Some("organisation"))
+                .map(|(id, _)| *id)
+                .collect()
+        });
+        if orgs.is_empty() || !self.rng.random_bool(0.6) {
             return None;
         }
-        let i = self.rng.random_range(0..refs.len());
-        Some(serde_json::from_str(&refs[i]).expect("a reference is JSON"))
+        let id = orgs[self.rng.random_range(0..orgs.len())];
+        let org = a.records[&Entity::Parties].get(&id)?.fields();
+        Some(json!({"id": org.id, "name": org.name, "pictureURL": org.picture_url}))
     }
 
     /// Ids grow with gaps, like a real account's.
@@ -114,7 +157,26 @@ fn initials(name: &str) -> String {
 }
 
 pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
-    let mut g = Gen::new(seed);
+    generate_packed(seed, party_count, Packing::compressed())
+}
+
+/// The seed of the account the packing dictionary is trained on (any fixed seed would do).
+const SAMPLE_SEED: u64 = 0x5eed;
+
+/// The JSON text of every record of a small account: what the packing dictionary learns from.
+pub(crate) fn sample_texts(parties: usize) -> Vec<Vec<u8>> {
+    sample_texts_seeded(SAMPLE_SEED, parties)
+}
+
+pub(crate) fn sample_texts_seeded(seed: u64, parties: usize) -> Vec<Vec<u8>> {
+    let a = generate_packed(seed, parties, Packing::Plain);
+    let records = a.records.values().flat_map(|m| m.values());
+    let all = records.chain(a.tasks.values()).chain(a.entries.values()).chain(a.tracks.values().map(|t| &t.record));
+    all.map(Stored::json).collect()
+}
+
+fn generate_packed(seed: u64, party_count: usize, packing: Packing) -> Account {
+    let mut g = Gen::new(seed, packing);
     let mut a = Account {
         users: users(&mut g, (party_count / 1000).clamp(3, 25)),
         teams: teams(),
@@ -141,33 +203,47 @@ pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
         let party = new_party(&mut g, &a, organisation);
         insert(&mut g, &mut a, Entity::Parties, party);
     }
+    refill(a.records.get_mut(&Entity::Parties).expect("parties"));
     for _ in 0..party_count / 4 {
         let opportunity = new_opportunity(&mut g, &a);
         insert(&mut g, &mut a, Entity::Opportunities, opportunity);
     }
+    refill(a.records.get_mut(&Entity::Opportunities).expect("opportunities"));
     for _ in 0..party_count.div_ceil(10) {
         let kase = new_kase(&mut g, &a);
         insert(&mut g, &mut a, Entity::Kases, kase);
     }
+    refill(a.records.get_mut(&Entity::Kases).expect("kases"));
+    // Tasks and entries are never looked up while the account is generated: they are
+    // collected first and the maps built from the sorted lists in one go (full nodes, and
+    // the lists' memory goes back to the system at once).
+    let mut tasks = Vec::with_capacity(party_count / 2);
     for _ in 0..party_count / 2 {
         let task = new_task(&mut g, &a, None);
-        a.tasks.insert(task.body()["id"].as_i64().unwrap(), task);
+        tasks.push((task.id(), g.keep(task)));
     }
-    add_tracks(&mut g, &mut a);
+    add_tracks(&mut g, &mut a, &mut tasks);
+    a.tasks = tasks.into_iter().collect();
+    refill(&mut a.tracks);
+    let mut entries = Vec::with_capacity(party_count);
     for _ in 0..party_count {
         let entry = new_entry(&mut g, &a);
-        a.entries.insert(entry.body()["id"].as_i64().unwrap(), entry);
+        entries.push((entry_at(&entry.body), entry.id(), g.keep(entry)));
     }
+    a.set_entries(entries);
     add_history_of_deletions(&mut g, &mut a, party_count);
-    a.reindex_entries();
     a
 }
 
-pub(crate) fn insert(g: &mut Gen, a: &mut Account, entity: Entity, record: Stored) {
-    let body = record.body();
-    let id = body["id"].as_i64().expect("record id");
-    g.remember(entity, &body);
-    a.records.get_mut(&entity).expect("entity map").insert(id, record);
+/// Rebuilds a map generated in ascending key order with full nodes: inserted one by one at its
+/// end, a `BTreeMap` leaves every node about half full (~30 bytes a record more).
+pub(crate) fn refill<K: Ord, V>(map: &mut BTreeMap<K, V>) {
+    *map = std::mem::take(map).into_iter().collect();
+}
+
+pub(crate) fn insert(g: &mut Gen, a: &mut Account, entity: Entity, record: Fresh) {
+    g.remember(entity, &record);
+    a.records.get_mut(&entity).expect("entity map").insert(record.id(), g.keep(record));
 }
 
 fn nested_user(u: &Value, real_extras: bool) -> Value {
@@ -196,19 +272,19 @@ fn random_team(g: &mut Gen, a: &Account) -> Value {
     json!({"id": team["id"], "name": team["name"]})
 }
 
-fn nested_party(p: &Value) -> Value {
-    let mut nested = json!({"id": p["id"], "type": p["type"], "pictureURL": p["pictureURL"]});
-    if p["type"] == "person" {
-        nested["firstName"] = p["firstName"].clone();
-        nested["lastName"] = p["lastName"].clone();
+fn nested_party(p: &RefFields) -> Value {
+    let mut nested = json!({"id": p.id, "type": p.kind, "pictureURL": p.picture_url});
+    if p.kind.as_deref() == Some("person") {
+        nested["firstName"] = p.first_name.clone();
+        nested["lastName"] = p.last_name.clone();
     } else {
-        nested["name"] = p["name"].clone();
+        nested["name"] = p.name.clone();
     }
     nested
 }
 
-fn random_party(g: &mut Gen) -> Value {
-    g.pick_ref(Entity::Parties).expect("parties exist before their opportunities and cases")
+fn random_party(g: &mut Gen, a: &Account) -> Value {
+    g.pick_ref(a, Entity::Parties).expect("parties exist before their opportunities and cases")
 }
 
 /// Custom-field values for a record; number values are strings, as the API returns them.
@@ -244,7 +320,7 @@ fn tag_values(g: &mut Gen, a: &Account, entity: Entity) -> Value {
     Value::Array(tags)
 }
 
-pub(crate) fn new_party(g: &mut Gen, a: &Account, organisation: bool) -> Stored {
+pub(crate) fn new_party(g: &mut Gen, a: &Account, organisation: bool) -> Fresh {
     let (created, updated) = g.created_updated();
     let id = g.id();
     let (city, country) = *g.pick(CITIES);
@@ -282,12 +358,7 @@ pub(crate) fn new_party(g: &mut Gen, a: &Account, organisation: bool) -> Stored 
     } else {
         let first = *g.pick(FIRST_NAMES);
         let last = if g.chance(0.05) { Value::Null } else { json!(*g.pick(LAST_NAMES)) };
-        let organisation = if !g.orgs.is_empty() && g.chance(0.6) {
-            let i = g.rng.random_range(0..g.orgs.len());
-            serde_json::from_str(&g.orgs[i]).expect("a reference is JSON")
-        } else {
-            Value::Null
-        };
+        let organisation = g.pick_org(a).unwrap_or(Value::Null);
         p["type"] = json!("person");
         p["title"] = if g.chance(0.3) { json!("Mr") } else { Value::Null };
         p["jobTitle"] = if g.chance(0.5) { json!(*g.pick(JOB_TITLES)) } else { Value::Null };
@@ -298,7 +369,7 @@ pub(crate) fn new_party(g: &mut Gen, a: &Account, organisation: bool) -> Stored 
         p["firstName"] = json!(first);
         p["lastName"] = last;
     }
-    Stored::new(updated, &p)
+    Fresh { updated, body: p }
 }
 
 fn milestone_ref(g: &mut Gen, a: &Account) -> (Value, bool) {
@@ -308,7 +379,7 @@ fn milestone_ref(g: &mut Gen, a: &Account) -> (Value, bool) {
     (json!({"id": m["id"], "name": m["name"]}), m["complete"] == true)
 }
 
-pub(crate) fn new_opportunity(g: &mut Gen, a: &Account) -> Stored {
+pub(crate) fn new_opportunity(g: &mut Gen, a: &Account) -> Fresh {
     let (created, updated) = g.created_updated();
     let (milestone, complete) = milestone_ref(g, a);
     let lost = complete && milestone["name"] == "Lost";
@@ -323,7 +394,7 @@ pub(crate) fn new_opportunity(g: &mut Gen, a: &Account) -> Stored {
         "id": g.id(),
         "createdAt": timestamp(created),
         "updatedAt": timestamp(updated),
-        "party": random_party(g),
+        "party": random_party(g, a),
         "lostReason": lost_reason,
         "name": format!("{} #{}", g.pick(DEAL_WORDS), g.rng.random_range(1..999)),
         "description": if g.chance(0.5) { json!(*g.pick(NOTE_WORDS)) } else { Value::Null },
@@ -343,20 +414,20 @@ pub(crate) fn new_opportunity(g: &mut Gen, a: &Account) -> Stored {
         "fields": field_values(g, a, Entity::Opportunities),
         "missingImportantFields": [],
     });
-    Stored::new(updated, &o)
+    Fresh { updated, body: o }
 }
 
-pub(crate) fn new_kase(g: &mut Gen, a: &Account) -> Stored {
+pub(crate) fn new_kase(g: &mut Gen, a: &Account) -> Fresh {
     let (created, updated) = g.created_updated();
     let closed = g.chance(0.3);
     let opportunity =
-        if g.chance(0.3) { g.pick_ref(Entity::Opportunities).unwrap_or(Value::Null) } else { Value::Null };
+        if g.chance(0.3) { g.pick_ref(a, Entity::Opportunities).unwrap_or(Value::Null) } else { Value::Null };
     let stage = *g.pick(&[(271006, "Planning"), (104607, "Project Brief"), (149, "Delivery")]);
     let k = json!({
         "id": g.id(),
         "owner": random_owner(g, a),
         "team": random_team(g, a),
-        "party": random_party(g),
+        "party": random_party(g, a),
         "status": if closed { "CLOSED" } else { "OPEN" },
         "opportunity": opportunity,
         "stage": {"name": stage.1, "id": stage.0},
@@ -372,11 +443,11 @@ pub(crate) fn new_kase(g: &mut Gen, a: &Account) -> Stored {
         "fields": field_values(g, a, Entity::Kases),
         "missingImportantFields": [],
     });
-    Stored::new(updated, &k)
+    Fresh { updated, body: k }
 }
 
 /// A task, optionally on a track of a given parent (which forces `hasTrack`).
-pub(crate) fn new_task(g: &mut Gen, a: &Account, track_parent: Option<(Entity, Value, &str)>) -> Stored {
+pub(crate) fn new_task(g: &mut Gen, a: &Account, track_parent: Option<(Entity, Value, &str)>) -> Fresh {
     let (created, updated) = g.created_updated();
     let status = *g.pick(&["OPEN", "OPEN", "COMPLETED", "PENDING"]);
     let category = if g.chance(0.6) {
@@ -422,23 +493,23 @@ pub(crate) fn new_task(g: &mut Gen, a: &Account, track_parent: Option<(Entity, V
                 "opportunity" => Entity::Opportunities,
                 _ => Entity::Kases,
             };
-            if let Some(r) = g.pick_ref(entity) {
+            if let Some(r) = g.pick_ref(a, entity) {
                 t[key] = r;
             }
         }
     }
-    Stored::new(updated, &t)
+    Fresh { updated, body: t }
 }
 
-fn reference(entity: Entity, body: &Value) -> Value {
+fn reference(entity: Entity, fields: &RefFields) -> Value {
     match entity {
-        Entity::Parties => nested_party(body),
-        _ => json!({"id": body["id"], "name": body["name"]}),
+        Entity::Parties => nested_party(fields),
+        _ => json!({"id": fields.id, "name": fields.name}),
     }
 }
 
 /// Tracks on about one in ten opportunities and cases; each track's tasks exist in `/tasks`.
-fn add_tracks(g: &mut Gen, a: &mut Account) {
+fn add_tracks(g: &mut Gen, a: &mut Account, tasks: &mut Vec<(i64, Stored)>) {
     let definitions = a.track_definitions.clone();
     for entity in [Entity::Opportunities, Entity::Kases] {
         let parents: Vec<i64> = a.records[&entity].keys().copied().collect();
@@ -446,7 +517,7 @@ fn add_tracks(g: &mut Gen, a: &mut Account) {
             if !g.chance(0.1) {
                 continue;
             }
-            let parent = a.records[&entity][&parent_id].body();
+            let parent = a.records[&entity][&parent_id].fields();
             let tracks_here = if g.chance(0.2) { 2 } else { 1 };
             for _ in 0..tracks_here {
                 let def = g.pick(&definitions).clone();
@@ -454,9 +525,9 @@ fn add_tracks(g: &mut Gen, a: &mut Account) {
                 for td in def["taskDefinitions"].as_array().unwrap() {
                     let desc = td["description"].as_str().unwrap();
                     let task = new_task(g, a, Some((entity, reference(entity, &parent), desc)));
-                    let task_id = task.body()["id"].as_i64().unwrap();
+                    let task_id = task.id();
                     track_tasks.push(json!({"id": task_id, "description": desc}));
-                    a.tasks.insert(task_id, task);
+                    tasks.push((task_id, g.keep(task)));
                 }
                 let id = g.id();
                 let updated = dataset_epoch();
@@ -467,13 +538,14 @@ fn add_tracks(g: &mut Gen, a: &mut Account) {
                     "direction": def["direction"],
                     "trackDateOn": g.date_near(updated),
                 });
-                a.tracks.insert(id, TrackInstance { parent: entity, parent_id: parent["id"].as_i64().unwrap(), body });
+                let record = g.keep(Fresh { updated, body });
+                a.tracks.insert(id, TrackInstance { parent: entity, parent_id, record });
             }
         }
     }
 }
 
-pub(crate) fn new_entry(g: &mut Gen, a: &Account) -> Stored {
+pub(crate) fn new_entry(g: &mut Gen, a: &Account) -> Fresh {
     let (created, updated) = g.created_updated();
     let kind = *g.pick(&["note", "note", "email", "task"]);
     let activity = match kind {
@@ -512,10 +584,10 @@ pub(crate) fn new_entry(g: &mut Gen, a: &Account) -> Stored {
         "opportunity" => Entity::Opportunities,
         _ => Entity::Kases,
     };
-    if let Some(r) = g.pick_ref(entity) {
+    if let Some(r) = g.pick_ref(a, entity) {
         e[key] = r;
     }
-    Stored::new(updated, &e)
+    Fresh { updated, body: e }
 }
 
 /// Deletions and restrictions that happened before the epoch, so first runs see tombstones.

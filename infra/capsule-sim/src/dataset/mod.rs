@@ -1,17 +1,18 @@
 //! The simulated Capsule account: every collection the 22 tables read, held in memory.
 //!
 //! Records are kept as the JSON text the API returns (field names and shapes follow the API
-//! samples), each beside its parsed `updatedAt` so `since` filters do not parse anything. Text,
-//! not `Value` trees: a party is ~0.8 KB as text and ~10 KB as a tree, which is what lets one
-//! process hold an account of a million parties. A page parses only its own records. Maps are
-//! keyed by id, so listing order is ascending id: stable while records change, which is what a
-//! real offset-paged API gives.
+//! samples), compressed one by one ([`packed`]), each beside its parsed `updatedAt` so `since`
+//! filters do not read the record. Packed text, not `Value` trees: a party is ~1 KB as text,
+//! ~150 bytes packed and ~10 KB as a tree, which is what lets one process hold an account of a
+//! million parties. A page unpacks only its own records. Maps are keyed by id, so listing order
+//! is ascending id: stable while records change, which is what a real offset-paged API gives.
 
 mod generate;
 mod mutate;
 mod names;
+mod packed;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -54,29 +55,69 @@ impl Entity {
     }
 }
 
-/// One record, as JSON text, and the time it last changed.
-#[derive(Debug, Clone)]
+/// One record, as packed JSON text, and the time it last changed.
+#[derive(Clone)]
 pub struct Stored {
     pub updated: DateTime<Utc>,
-    json: Box<str>,
+    packed: Box<[u8]>,
 }
 
 impl Stored {
-    pub fn new(updated: DateTime<Utc>, body: &Value) -> Stored {
-        Stored { updated, json: body.to_string().into_boxed_str() }
+    fn new(updated: DateTime<Utc>, body: &Value, packing: packed::Packing) -> Stored {
+        let json = serde_json::to_vec(body).expect("a JSON value serialises");
+        Stored { updated, packed: packing.pack(&json) }
     }
 
     /// The record as the API returns it.
     pub fn body(&self) -> Value {
-        serde_json::from_str(&self.json).expect("a stored record is JSON")
+        serde_json::from_slice(&self.json()).expect("a stored record is JSON")
+    }
+
+    /// The record's JSON text, as the API returns it.
+    pub fn json(&self) -> Vec<u8> {
+        packed::unpack(&self.packed)
+    }
+
+    /// Some fields of the record, read into `T` without building the whole record.
+    pub fn read<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.json()).expect("a stored record reads as its typed view")
+    }
+
+    /// The fields a nested reference to this record copies.
+    pub fn fields(&self) -> RefFields {
+        self.read()
     }
 
     /// Changes the record.
     pub fn edit(&mut self, change: impl FnOnce(&mut Value)) {
         let mut body = self.body();
         change(&mut body);
-        self.json = body.to_string().into_boxed_str();
+        *self = Stored::new(self.updated, &body, packed::Packing::of(&self.packed));
     }
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored").field("updated", &self.updated).field("packed_bytes", &self.packed.len()).finish()
+    }
+}
+
+/// What nested references (`party`, `organisation`, …) copy from the record they point to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefFields {
+    #[serde(default)]
+    pub id: Value,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub name: Value,
+    #[serde(default)]
+    pub first_name: Value,
+    #[serde(default)]
+    pub last_name: Value,
+    #[serde(rename = "pictureURL", default)]
+    pub picture_url: Value,
 }
 
 /// A deletion (or a record that became restricted) as the deleted feeds report it.
@@ -91,7 +132,7 @@ pub struct Tombstone {
 pub struct TrackInstance {
     pub parent: Entity,
     pub parent_id: i64,
-    pub body: Value,
+    pub record: Stored,
 }
 
 /// A pipeline and whether it is archived (`includeDeleted=true` shows it).
@@ -108,8 +149,9 @@ pub struct Account {
     pub deleted: BTreeMap<Entity, Vec<Tombstone>>,
     pub restricted: BTreeMap<Entity, Vec<Tombstone>>,
     pub entries: BTreeMap<i64, Stored>,
-    /// Entry ids newest `entryAt` first (ties: higher id first), as `GET /entries` lists them.
-    pub entry_order: Vec<i64>,
+    /// Entries by `entryAt` and id, kept as entries come and go: `GET /entries` lists them from
+    /// the last (newest, ties: higher id first); see [`Account::newest_entries`].
+    entry_order: BTreeSet<(DateTime<Utc>, i64)>,
     pub tasks: BTreeMap<i64, Stored>,
     pub tracks: BTreeMap<i64, TrackInstance>,
     pub track_definitions: Vec<Value>,
@@ -131,6 +173,10 @@ pub struct Account {
     pub listings: ListingCache,
 }
 
+/// Ids the listing cache holds at most (32 MiB): a sync of a million-party account lists
+/// dozens of big collections, and each would otherwise stay until the account changed.
+const LISTING_CACHE_IDS: usize = 4 << 20;
+
 /// Ids of a listing (a path and its query, `page` aside), computed on its first page.
 #[derive(Default)]
 pub struct ListingCache(std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Vec<i64>>>>);
@@ -142,10 +188,13 @@ impl ListingCache {
         if let Some(found) = map.get(&key) {
             return found.clone();
         }
-        if map.len() >= 64 {
+        let ids = std::sync::Arc::new(ids());
+        let held: usize = map.values().map(|ids| ids.len()).sum();
+        if held + ids.len() > LISTING_CACHE_IDS {
             map.clear();
         }
-        map.entry(key).or_insert_with(|| std::sync::Arc::new(ids())).clone()
+        map.insert(key, ids.clone());
+        ids
     }
 
     pub fn clear(&self) {
@@ -176,12 +225,44 @@ impl Account {
         generate::generate(seed, parties)
     }
 
-    /// Rebuilds [`Account::entry_order`] after entries change.
-    pub fn reindex_entries(&mut self) {
-        let mut order: Vec<(String, i64)> =
-            self.entries.iter().map(|(id, r)| (r.body()["entryAt"].as_str().unwrap_or("").to_string(), *id)).collect();
-        order.sort_unstable_by(|a, b| b.cmp(a));
-        self.entry_order = order.into_iter().map(|(_, id)| id).collect();
+    /// Entry ids as `GET /entries` lists them: newest `entryAt` first, ties higher id first.
+    pub fn newest_entries(&self) -> impl Iterator<Item = i64> + '_ {
+        self.entry_order.iter().rev().map(|(_, id)| *id)
+    }
+
+    /// Adds (or replaces) an entry, keeping the listing order.
+    pub(crate) fn insert_entry(&mut self, g: &generate::Gen, entry: generate::Fresh) {
+        let id = entry.id();
+        self.remove_entry(id);
+        self.entry_order.insert((entry_at(&entry.body), id));
+        self.entries.insert(id, g.keep(entry));
+    }
+
+    /// Replaces every entry; bulk-built (a map built from a sorted list has full nodes).
+    pub(crate) fn set_entries(&mut self, entries: Vec<(DateTime<Utc>, i64, Stored)>) {
+        let mut order: Vec<(DateTime<Utc>, i64)> = entries.iter().map(|(at, id, _)| (*at, *id)).collect();
+        order.sort_unstable();
+        self.entry_order = order.into_iter().collect();
+        let mut by_id: Vec<(i64, Stored)> = entries.into_iter().map(|(_, id, entry)| (id, entry)).collect();
+        by_id.sort_unstable_by_key(|(id, _)| *id);
+        self.entries = by_id.into_iter().collect();
+    }
+
+    /// Removes an entry, keeping the listing order.
+    pub(crate) fn remove_entry(&mut self, id: i64) -> Option<Stored> {
+        let removed = self.entries.remove(&id)?;
+        self.entry_order.remove(&(entry_at(&removed.body()), id));
+        Some(removed)
+    }
+
+    /// How many records the account packs, and their packed bytes (what a benchmark reports).
+    pub fn packed_size(&self) -> (usize, usize) {
+        let records = self.records.values().flat_map(|m| m.values());
+        let all = records
+            .chain(self.tasks.values())
+            .chain(self.entries.values())
+            .chain(self.tracks.values().map(|t| &t.record));
+        all.fold((0, 0), |(n, bytes), r| (n + 1, bytes + r.packed.len()))
     }
 
     pub fn entity(&self, entity: Entity) -> &BTreeMap<i64, Stored> {
@@ -225,6 +306,12 @@ impl Account {
         }
         TableCounts(counts)
     }
+}
+
+/// An entry's `entryAt` (the epoch if it has none: generated entries always have one).
+pub(crate) fn entry_at(body: &Value) -> DateTime<Utc> {
+    let at = body["entryAt"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+    at.map_or(DateTime::UNIX_EPOCH, |t| t.with_timezone(&Utc))
 }
 
 /// Capsule's timestamp format: UTC, second precision, `Z`.

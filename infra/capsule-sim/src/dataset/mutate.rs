@@ -98,7 +98,7 @@ impl Account {
             MutationOp::Delete | MutationOp::Restrict => {
                 let ids = self.choose(&mut g, m)?;
                 for id in &ids {
-                    let removed = self.collection_mut(m.kind).remove(id).expect("chosen id exists");
+                    let removed = self.remove_record(m.kind, *id).expect("chosen id exists");
                     let Some(entity) = m.kind.entity() else {
                         continue;
                     };
@@ -113,9 +113,6 @@ impl Account {
                 ids
             }
         };
-        if m.kind == MutationKind::Entries {
-            self.reindex_entries();
-        }
         Ok(MutationOutcome { ids })
     }
 
@@ -124,6 +121,13 @@ impl Account {
             Some(entity) => self.records.get_mut(&entity).unwrap(),
             None if kind == MutationKind::Tasks => &mut self.tasks,
             None => &mut self.entries,
+        }
+    }
+
+    fn remove_record(&mut self, kind: MutationKind, id: i64) -> Option<Stored> {
+        match kind {
+            MutationKind::Entries => self.remove_entry(id),
+            _ => self.collection_mut(kind).remove(&id),
         }
     }
 
@@ -136,14 +140,15 @@ impl Account {
             return Err(format!("{:?} cannot leave an organisation: only parties (persons) can", m.kind));
         }
         let collection = self.collection_mut(m.kind);
-        let eligible = |body: &Value| m.op != MutationOp::Leave || is_employee(body);
+        // Only leaving needs to read the records (to find persons with an organisation).
+        let eligible = |record: &Stored| m.op != MutationOp::Leave || is_employee(&record.body());
         if !m.ids.is_empty() {
-            if let Some(missing) = m.ids.iter().find(|id| !collection.get(id).is_some_and(|r| eligible(&r.body()))) {
+            if let Some(missing) = m.ids.iter().find(|id| !collection.get(id).is_some_and(eligible)) {
                 return Err(format!("no {:?} record with id {missing} that can {:?}", m.kind, m.op));
             }
             return Ok(m.ids.clone());
         }
-        let mut pool: Vec<i64> = collection.iter().filter(|(_, r)| eligible(&r.body())).map(|(id, _)| *id).collect();
+        let mut pool: Vec<i64> = collection.iter().filter(|(_, r)| eligible(r)).map(|(id, _)| *id).collect();
         if m.count > pool.len() {
             return Err(format!("asked for {} {:?} records, the account has {}", m.count, m.kind, pool.len()));
         }
@@ -175,21 +180,20 @@ impl Account {
                 true => now - Duration::days(g.rng.random_range(1..400)),
                 false => now,
             });
-            record.edit(|body| {
-                body["createdAt"] = json!(timestamp(now));
-                body["updatedAt"] = json!(timestamp(now));
-                if let Some(at) = entry_at {
-                    body["entryAt"] = json!(timestamp(at));
-                }
-            });
-            let id = record.body()["id"].as_i64().unwrap();
-            match m.kind.entity() {
-                Some(entity) => generate::insert(g, self, entity, record),
-                None => {
-                    self.collection_mut(m.kind).insert(id, record);
+            record.body["createdAt"] = json!(timestamp(now));
+            record.body["updatedAt"] = json!(timestamp(now));
+            if let Some(at) = entry_at {
+                record.body["entryAt"] = json!(timestamp(at));
+            }
+            ids.push(record.id());
+            match (m.kind.entity(), m.kind) {
+                (Some(entity), _) => generate::insert(g, self, entity, record),
+                (None, MutationKind::Entries) => self.insert_entry(g, record),
+                (None, _) => {
+                    let stored = g.keep(record);
+                    self.collection_mut(m.kind).insert(*ids.last().expect("just pushed"), stored);
                 }
             }
-            ids.push(id);
         }
         ids
     }
