@@ -122,8 +122,7 @@ async fn a_window_run_reads_only_new_pages_and_misses_exactly_the_documented_bli
     // A week later the whole read is due (the last one is aged by its manifest) and repairs all.
     let mut aged = window.clone();
     aged.full_refresh_at = Some(window.extracted_at - chrono::Duration::days(8));
-    let key = capsule_shared::output::manifest_key("acme", "entries", &second);
-    local.sink.put(&key, capsule_shared::output::manifest_body(&aged)).await.unwrap();
+    put_manifest(&local, "entries", &second, &aged).await;
     let (third, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
     assert_eq!(outcomes[0].record.state, RunState::Succeeded);
     let refreshed = manifest_of(&local, &third);
@@ -195,7 +194,8 @@ async fn a_window_is_not_used_when_its_snapshot_cannot_serve_and_the_log_says_wh
     assert!(reason(&third).contains("cannot be used"), "{}", reason(&third));
 
     // Back to a usable snapshot: the next run is a window again.
-    let (fourth, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    let (fourth, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    assert_eq!(outcomes[0].record.state, RunState::Succeeded, "{:?}", outcomes[0].error);
     assert_eq!(manifest_of(&local, &fourth).recent_window.unwrap().base_run_id, third);
     assert!(reason(&fourth).is_empty(), "a window run logs no full_refresh");
 }
@@ -271,6 +271,80 @@ async fn a_recent_tracks_run_continued_across_invocations_carries_once_and_asks_
     assert!(summary.carried_rows > 0 && summary.carried_rows < rows.len() as u64, "{summary:?}");
 }
 
+#[tokio::test]
+async fn tracks_are_refreshed_a_slice_of_parents_a_day_and_never_read_whole_again() {
+    let TracksLoaded { sim: _sim, local, client, integration, first } = tracks_loaded_once().await;
+    let whole = manifest_of_table(&local, "tracks", &first);
+    let whole_rows = local.rows("acme", "tracks", &first);
+    let parents: BTreeSet<(String, i64)> = whole_rows
+        .iter()
+        .map(|r| (r["entity"].as_str().unwrap().to_string(), r["entityId"].as_i64().unwrap()))
+        .collect();
+    let discovery = whole.requests.requests - parents.len() as u64;
+    let day = chrono::Duration::days(1);
+    // The whole read dates its seven slices a day apart: one comes due each day.
+    let slices = whole.slices_refreshed_at.clone().expect("a rolling refresh");
+    assert_eq!(slices, (0..7).map(|k| whole.extracted_at - day * k).collect::<Vec<_>>());
+
+    // The same day, nothing changed: no slice is due and no parent is asked.
+    let (second, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    assert_eq!(outcomes[0].record.state, RunState::Succeeded, "{:?}", outcomes[0].error);
+    let same_day = manifest_of_table(&local, "tracks", &second);
+    assert_eq!(same_day.requests.requests, discovery);
+    assert_eq!(same_day.slices_refreshed_at.as_ref(), Some(&slices));
+
+    // A day later (the snapshot's dates moved a day back), slice 6 is due: its parents are
+    // asked, changed or not; the others' tracks are carried over.
+    let age = |manifest: &RunManifest, by: chrono::Duration| {
+        let mut aged = manifest.clone();
+        aged.extracted_at -= by;
+        aged.full_refresh_at = aged.full_refresh_at.map(|t| t - by);
+        aged.slices_refreshed_at = aged.slices_refreshed_at.map(|v| v.into_iter().map(|t| t - by).collect());
+        aged
+    };
+    let aged = age(&same_day, day);
+    put_manifest(&local, "tracks", &second, &aged).await;
+    let (third, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    assert_eq!(outcomes[0].record.state, RunState::Succeeded, "{:?}", outcomes[0].error);
+    let next_day = manifest_of_table(&local, "tracks", &third);
+    let in_slice_6 = parents.iter().filter(|(_, id)| id.rem_euclid(7) == 6).count() as u64;
+    assert!(in_slice_6 > 0 && in_slice_6 < parents.len() as u64);
+    assert_eq!(next_day.requests.requests, discovery + in_slice_6, "the discovery and slice 6's parents");
+    let mut expected = aged.slices_refreshed_at.clone().unwrap();
+    expected[6] = next_day.extracted_at;
+    assert_eq!(next_day.slices_refreshed_at, Some(expected));
+    assert_eq!(next_day.full_refresh_at, aged.full_refresh_at, "not every slice has turned over yet");
+    let rows = local.rows("acme", "tracks", &third);
+    let ids = |rows: &[Map<String, Value>]| rows.iter().map(|r| r["id"].as_i64().unwrap()).collect::<BTreeSet<_>>();
+    assert_eq!(ids(&rows).len(), rows.len(), "one row per track");
+    assert_eq!(ids(&rows), ids(&whole_rows), "every track, carried or asked");
+    let asked_rows = rows.iter().filter(|r| r["entityId"].as_i64().unwrap().rem_euclid(7) == 6).count() as u64;
+    assert_eq!(next_day.recent_window.as_ref().unwrap().carried_rows, rows.len() as u64 - asked_rows);
+    let log = std::fs::read_to_string(local.output().join(format!("_meta/acme/logs/{third}/tracks-001.ndjson")));
+    assert!(log.unwrap().contains("rolling refresh"), "the log says which parents the refresh asked");
+
+    // After a week without runs every slice is due: every parent is asked, still by a recent
+    // read (no whole read), and the snapshot now descends from this run.
+    put_manifest(&local, "tracks", &third, &age(&next_day, day * 8)).await;
+    let (fourth, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    assert_eq!(outcomes[0].record.state, RunState::Succeeded, "{:?}", outcomes[0].error);
+    let week_later = manifest_of_table(&local, "tracks", &fourth);
+    assert_eq!(week_later.requests.requests, whole.requests.requests, "every parent asked");
+    assert!(week_later.recent_window.is_some(), "a recent read, not a whole one");
+    assert_eq!(week_later.full_refresh_at, Some(week_later.extracted_at));
+    assert_eq!(ids(&local.rows("acme", "tracks", &fourth)), ids(&whole_rows));
+
+    // Another refresh period slices the parents anew: one whole read, which says why.
+    let mut every_5_days = integration.clone();
+    every_5_days.recent_window = Some(RecentWindow { full_refresh_days: 5 });
+    let (fifth, _) = local.sync(&client, &every_5_days, &[], RunOptions::default()).await;
+    let resliced = manifest_of_table(&local, "tracks", &fifth);
+    assert!(resliced.recent_window.is_none(), "a whole read");
+    assert_eq!(resliced.slices_refreshed_at.map(|s| s.len()), Some(5));
+    let log = std::fs::read_to_string(local.output().join(format!("_meta/acme/logs/{fifth}/tracks-001.ndjson")));
+    assert!(log.unwrap().contains("refresh period changed"));
+}
+
 /// An account whose tracks were loaded once, whole, by an integration in recent-window mode.
 struct TracksLoaded {
     sim: SimHandle,
@@ -288,6 +362,12 @@ async fn tracks_loaded_once() -> TracksLoaded {
     integration.tables = vec!["tracks".into()];
     let (first, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
     TracksLoaded { sim, local, client, integration, first }
+}
+
+/// Replaces a run's manifest (to make its snapshot look older).
+async fn put_manifest(local: &Local, table: &str, run: &RunId, manifest: &RunManifest) {
+    let key = capsule_shared::output::manifest_key("acme", table, run);
+    local.sink.put(&key, capsule_shared::output::manifest_body(manifest)).await.unwrap();
 }
 
 fn manifest_of_table(local: &Local, table: &str, run: &RunId) -> RunManifest {

@@ -42,7 +42,16 @@ pub fn endpoint_key(method: &str, path: &str) -> String {
 
 /// This process's peak resident memory in MiB (Linux `VmHWM`; NaN elsewhere), for benchmarks.
 pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_mib_at("/proc/self/status")
+}
+
+/// Another running process's peak resident memory in MiB (a simulator started as a child).
+pub fn peak_rss_mib_of(pid: u32) -> f64 {
+    peak_rss_mib_at(&format!("/proc/{pid}/status"))
+}
+
+fn peak_rss_mib_at(status: &str) -> f64 {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))

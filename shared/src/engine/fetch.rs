@@ -455,8 +455,13 @@ impl Extraction<'_> {
             }
             return Ok(found.parents.into_iter().collect());
         };
-        let (ask, unchanged): (Vec<Parent>, Vec<Parent>) =
-            found.parents.into_iter().partition(|(path, _, id)| changed.contains(&(path.clone(), *id)));
+        // Asked: the changed parents, and those of the rolling refresh's due slices.
+        let refreshes = |id: i64| recent.window.slices.as_ref().is_some_and(|s| s.refreshes(id));
+        let (ask, unchanged): (Vec<Parent>, Vec<Parent>) = found
+            .parents
+            .into_iter()
+            .partition(|(path, _, id)| changed.contains(&(path.clone(), *id)) || refreshes(*id));
+        let refreshed = ask.iter().filter(|(path, _, id)| !changed.contains(&(path.clone(), *id))).count();
         if let Some(carried) = resume.carried_rows {
             recent.carried = Some(carried);
             return Ok(ask);
@@ -469,7 +474,15 @@ impl Extraction<'_> {
         };
         let carried = recent.window.carry_over(self.sink, self.run_id, &keep, writer).await?;
         recent.carried = Some(carried);
-        let asking = format!("asking the {} parents changed since", ask.len());
+        let asking = match recent.window.slices.as_ref().filter(|s| !s.due.is_empty()) {
+            Some(slices) => format!(
+                "asking the {} parents changed since, or unchanged but in a slice the rolling refresh \
+                 asks again ({refreshed} parents, slices {:?})",
+                ask.len(),
+                slices.due
+            ),
+            None => format!("asking the {} parents changed since", ask.len()),
+        };
         log_carried(&self.log, &recent.window, carried, &asking);
         Ok(ask)
     }

@@ -522,6 +522,7 @@ impl TableRun<'_> {
             unknown_fields: written.drift.unknown_fields,
             type_mismatches: written.drift.type_mismatches,
             full_refresh_at: full.then_some(written.recent.map_or(start.started, |r| r.window.full_refresh_at)),
+            slices_refreshed_at: recent::slices_after(self.integration, self.table, start.started, written.recent),
             recent_window: written.recent.map(recent::RecentRead::summary),
         }
     }

@@ -10,9 +10,12 @@
 //!
 //! The carried and the read halves are disjoint, so the run is again a complete snapshot with
 //! one row per record: the warehouse contract and views are those of any full table. What a
-//! recent read cannot see, a whole read catches every `full_refresh_days`; the README lists and
-//! measures it. Previous snapshots are read a slice at a time, so memory stays flat.
+//! recent read cannot see, a refresh catches every `full_refresh_days`: a whole read for entries,
+//! and for changed-parents tables a rolling one ([`Slices`]: a slice of the parents a day, so no
+//! day carries the whole read). The README lists and measures the blind spots. Previous
+//! snapshots are read a slice at a time, so memory stays flat.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
@@ -55,8 +58,54 @@ pub struct Window {
     pub cutoff: DateTime<Utc>,
     /// The previous committed run, whose files hold the older rows.
     pub base: RunManifest,
-    /// The whole read the snapshot descends from.
+    /// The whole read the snapshot descends from (for a rolling refresh: its oldest slice's).
     pub full_refresh_at: DateTime<Utc>,
+    /// A changed-parents read: the slices of its rolling refresh.
+    pub slices: Option<Slices>,
+}
+
+/// The rolling refresh of a changed-parents table. Its parents fall into `full_refresh_days`
+/// slices by id; a slice whose parents were last all asked `full_refresh_days` ago is due, and a
+/// run asks a due slice's parents whether they changed or not. The first (whole) read dates its
+/// slices a day apart, so one slice comes due a day: every parent is asked again within
+/// `full_refresh_days`, and no day pays for a whole read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slices {
+    /// When each slice's parents were last all asked.
+    pub refreshed_at: Vec<DateTime<Utc>>,
+    /// The slices this run asks again.
+    pub due: BTreeSet<usize>,
+}
+
+impl Slices {
+    /// The slices of a whole read at `at`: slice k dated k days earlier, so slice n−1 comes due
+    /// after a day and slice 0 after n days.
+    pub fn staggered(at: DateTime<Utc>, days: u32) -> Vec<DateTime<Utc>> {
+        (0..i64::from(days)).map(|k| at - chrono::Duration::days(k)).collect()
+    }
+
+    /// The slices as they stand at `started`, `refreshed_at` as the previous snapshot left them.
+    fn at(refreshed_at: Vec<DateTime<Utc>>, started: DateTime<Utc>, days: u32) -> Slices {
+        let period = chrono::Duration::days(i64::from(days));
+        let due = (0..refreshed_at.len()).filter(|k| started - refreshed_at[*k] >= period).collect();
+        Slices { refreshed_at, due }
+    }
+
+    /// The slice a parent falls in.
+    pub fn slice_of(&self, parent_id: i64) -> usize {
+        parent_id.rem_euclid(self.refreshed_at.len() as i64) as usize
+    }
+
+    /// Whether a run asks this parent again although no record marks it changed.
+    pub fn refreshes(&self, parent_id: i64) -> bool {
+        self.due.contains(&self.slice_of(parent_id))
+    }
+
+    /// The slices once this run (started at `started`) has asked the due ones.
+    pub fn after(&self, started: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        let at = |(k, at): (usize, &DateTime<Utc>)| if self.due.contains(&k) { started } else { *at };
+        self.refreshed_at.iter().enumerate().map(at).collect()
+    }
 }
 
 /// How a run of a full table reads it.
@@ -109,18 +158,57 @@ pub async fn choose(
     if base.columns != columns {
         return whole("the column selection changed since the previous snapshot".into());
     }
-    let full_refresh_at = base.full_refresh_at.unwrap_or(base.extracted_at);
-    let age = started - full_refresh_at;
-    if age >= chrono::Duration::days(i64::from(settings.full_refresh_days)) {
-        return whole(format!(
-            "a full refresh is due: the last whole read was {} days ago (every {} days)",
-            age.num_days(),
-            settings.full_refresh_days
-        ));
-    }
+    let mut full_refresh_at = base.full_refresh_at.unwrap_or(base.extracted_at);
+    let days = settings.full_refresh_days;
+    let slices = match recency {
+        Recency::ChangedParents(_) => {
+            let refreshed_at =
+                base.slices_refreshed_at.clone().unwrap_or_else(|| Slices::staggered(full_refresh_at, days));
+            if refreshed_at.len() != days as usize {
+                return whole(format!(
+                    "the refresh period changed ({} slices, now every {days} days): the parents are sliced again",
+                    refreshed_at.len()
+                ));
+            }
+            let slices = Slices::at(refreshed_at, started, days);
+            // Every parent was asked at or after the oldest slice's date (once slices have
+            // turned over; before that, the whole read's).
+            full_refresh_at =
+                slices.after(started).into_iter().min().map_or(full_refresh_at, |o| o.max(full_refresh_at));
+            Some(slices)
+        }
+        Recency::NewestFirst(_) => {
+            let age = started - full_refresh_at;
+            if age >= chrono::Duration::days(i64::from(days)) {
+                return whole(format!(
+                    "a full refresh is due: the last whole read was {} days ago (every {days} days)",
+                    age.num_days()
+                ));
+            }
+            None
+        }
+    };
     let lookback = chrono::Duration::minutes(i64::from(integration.lookback_minutes));
     let cutoff = base.extracted_at - lookback;
-    Ok(ReadMode::Recent(Box::new(Window { recency, cutoff, base, full_refresh_at })))
+    Ok(ReadMode::Recent(Box::new(Window { recency, cutoff, base, full_refresh_at, slices })))
+}
+
+/// The rolling refresh a run leaves for the next (a changed-parents table read with a recent
+/// window configured): this run's slices once asked, or, after a whole read, new staggered ones.
+pub fn slices_after(
+    integration: &Integration,
+    table: &TableSpec,
+    started: DateTime<Utc>,
+    recent: Option<&RecentRead>,
+) -> Option<Vec<DateTime<Utc>>> {
+    let settings = integration.recent_window?;
+    if !matches!(recency(table)?, Recency::ChangedParents(_)) || integration.fan_out == FanOutMode::Exhaustive {
+        return None;
+    }
+    match recent.and_then(|r| r.window.slices.as_ref()) {
+        Some(slices) => Some(slices.after(started)),
+        None => Some(Slices::staggered(started, settings.full_refresh_days)),
+    }
 }
 
 async fn previous_manifest(
@@ -326,7 +414,9 @@ mod tests {
         }))
         .unwrap();
         let cutoff = DateTime::parse_from_rfc3339(cutoff).unwrap().to_utc();
-        RecentRead::new(Window { recency: Recency::NewestFirst("entryAt"), cutoff, base, full_refresh_at: cutoff })
+        let window =
+            Window { recency: Recency::NewestFirst("entryAt"), cutoff, base, full_refresh_at: cutoff, slices: None };
+        RecentRead::new(window)
     }
 
     fn page(times: &[&str]) -> Vec<Value> {

@@ -51,6 +51,10 @@ pub struct RunManifest {
     /// recent-window run the whole read its snapshot descends from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_refresh_at: Option<DateTime<Utc>>,
+    /// A changed-parents table with a recent window (tracks): when each slice of its parents was
+    /// last all asked (see `engine::recent::Slices`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slices_refreshed_at: Option<Vec<DateTime<Utc>>>,
     /// A recent-window run: what it read and what it carried over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent_window: Option<WindowSummary>,
