@@ -129,8 +129,8 @@ pub fn recency(table: &TableSpec) -> Option<Recency> {
 }
 
 /// Decides how this run reads `table`: a recent window when the integration asks for one, the
-/// table is ordered newest first, and a usable previous snapshot with the same columns exists
-/// whose whole read is recent enough; the whole table otherwise.
+/// table can be read recently, and a usable previous snapshot with the same columns exists that
+/// is refreshed well enough ([`refreshes`]); the whole table otherwise.
 pub async fn choose(
     (state, sink): (&dyn StateStore, &dyn ObjectSink),
     integration: &Integration,
@@ -158,14 +158,31 @@ pub async fn choose(
     if base.columns != columns {
         return whole("the column selection changed since the previous snapshot".into());
     }
-    let mut full_refresh_at = base.full_refresh_at.unwrap_or(base.extracted_at);
-    let days = settings.full_refresh_days;
-    let slices = match recency {
+    let (slices, full_refresh_at) = match refreshes(recency, &base, started, settings.full_refresh_days) {
+        Ok(refresh) => refresh,
+        Err(why) => return whole(why),
+    };
+    let lookback = chrono::Duration::minutes(i64::from(integration.lookback_minutes));
+    let cutoff = base.extracted_at - lookback;
+    Ok(ReadMode::Recent(Box::new(Window { recency, cutoff, base, full_refresh_at, slices })))
+}
+
+/// How the previous snapshot is kept fresh, seen from a run started at `started`: a rolling
+/// refresh's slices (changed-parents tables) and the instant every row was read from Capsule at
+/// or after; or why a whole read is due instead.
+fn refreshes(
+    recency: Recency,
+    base: &RunManifest,
+    started: DateTime<Utc>,
+    days: u32,
+) -> std::result::Result<(Option<Slices>, DateTime<Utc>), String> {
+    let full_refresh_at = base.full_refresh_at.unwrap_or(base.extracted_at);
+    match recency {
         Recency::ChangedParents(_) => {
             let refreshed_at =
                 base.slices_refreshed_at.clone().unwrap_or_else(|| Slices::staggered(full_refresh_at, days));
             if refreshed_at.len() != days as usize {
-                return whole(format!(
+                return Err(format!(
                     "the refresh period changed ({} slices, now every {days} days): the parents are sliced again",
                     refreshed_at.len()
                 ));
@@ -173,24 +190,21 @@ pub async fn choose(
             let slices = Slices::at(refreshed_at, started, days);
             // Every parent was asked at or after the oldest slice's date (once slices have
             // turned over; before that, the whole read's).
-            full_refresh_at =
-                slices.after(started).into_iter().min().map_or(full_refresh_at, |o| o.max(full_refresh_at));
-            Some(slices)
+            let oldest = slices.after(started).into_iter().min();
+            let full_refresh_at = oldest.map_or(full_refresh_at, |oldest| oldest.max(full_refresh_at));
+            Ok((Some(slices), full_refresh_at))
         }
         Recency::NewestFirst(_) => {
             let age = started - full_refresh_at;
             if age >= chrono::Duration::days(i64::from(days)) {
-                return whole(format!(
+                return Err(format!(
                     "a full refresh is due: the last whole read was {} days ago (every {days} days)",
                     age.num_days()
                 ));
             }
-            None
+            Ok((None, full_refresh_at))
         }
-    };
-    let lookback = chrono::Duration::minutes(i64::from(integration.lookback_minutes));
-    let cutoff = base.extracted_at - lookback;
-    Ok(ReadMode::Recent(Box::new(Window { recency, cutoff, base, full_refresh_at, slices })))
+    }
 }
 
 /// The rolling refresh a run leaves for the next (a changed-parents table read with a recent
@@ -403,6 +417,7 @@ mod tests {
     use super::*;
     use crate::catalog;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     fn read(cutoff: &str) -> RecentRead {
         let base: RunManifest = serde_json::from_value(json!({
@@ -417,6 +432,29 @@ mod tests {
         let window =
             Window { recency: Recency::NewestFirst("entryAt"), cutoff, base, full_refresh_at: cutoff, slices: None };
         RecentRead::new(window)
+    }
+
+    #[test]
+    fn one_slice_comes_due_a_day_and_every_parent_within_the_period() {
+        let t0 = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().to_utc();
+        let day = chrono::Duration::days(1);
+        let mut refreshed_at = Slices::staggered(t0, 7);
+        let mut asked_on: BTreeMap<usize, Vec<i32>> = BTreeMap::new();
+        for d in 1..=14 {
+            let slices = Slices::at(refreshed_at, t0 + day * d, 7);
+            assert_eq!(slices.due.len(), 1, "day {d}: {:?}", slices.due);
+            for k in &slices.due {
+                asked_on.entry(*k).or_default().push(d);
+            }
+            refreshed_at = slices.after(t0 + day * d);
+        }
+        // Each slice every seven days, the last whole read's oldest first.
+        assert_eq!(asked_on[&6], vec![1, 8]);
+        assert_eq!(asked_on[&0], vec![7, 14]);
+        // A week without runs: every slice is due at once.
+        assert_eq!(Slices::at(refreshed_at, t0 + day * 30, 7).due.len(), 7);
+        let slices = Slices { refreshed_at: Slices::staggered(t0, 7), due: BTreeSet::from([3]) };
+        assert!(slices.refreshes(10) && slices.refreshes(-4) && !slices.refreshes(11));
     }
 
     fn page(times: &[&str]) -> Vec<Value> {
