@@ -195,6 +195,10 @@ pub struct Cursor {
     /// once they are (they go first, so a continuation never writes them twice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carried_rows: Option<u64>,
+    /// Fan-out tables whose parents came from another table's snapshot of the same sync: that
+    /// snapshot's T0 (what the discovery saw; the next recent read's cutoff starts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovered_at: Option<DateTime<Utc>>,
 }
 
 /// Parent discovery of a fan-out table, part way through its listings.

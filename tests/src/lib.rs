@@ -84,7 +84,7 @@ impl Local {
         self.dir.path().join("output")
     }
 
-    /// Runs `tables` (all when empty) of `integration` under a new run id.
+    /// Runs `tables` (the integration's selection when empty) of `integration` under a new run id.
     pub async fn sync(
         &self,
         client: &CapsuleClient,
@@ -105,8 +105,12 @@ impl Local {
         options: RunOptions,
         run_id: &RunId,
     ) -> Vec<TableRunOutcome> {
+        // No tables named: the integration's selection, as `capsule-sync sync NAME` runs.
         let names: Vec<String> = tables.iter().map(|s| s.to_string()).collect();
-        let specs = capsule_shared::catalog::resolve_tables(&names).unwrap();
+        let specs = match names.is_empty() {
+            true => integration.selected_tables().unwrap(),
+            false => capsule_shared::catalog::resolve_tables(&names).unwrap(),
+        };
         engine::run_tables(
             client,
             self.deps(),

@@ -7,6 +7,8 @@ mod columns;
 pub mod spec;
 mod tables;
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
 pub use columns::{ColumnSelection, resolve_columns};
@@ -172,6 +174,32 @@ pub struct ParentDiscovery {
     /// track's tasks' `updatedAt`): with it, a recent read asks only the parents named by a
     /// record changed since the previous run, and carries the others' children over.
     pub changed_by: Option<&'static str>,
+    /// Another table that reads this very listing (same path and parameters) and keeps every
+    /// field discovery uses: when that table's run of the same sync has committed, its snapshot
+    /// is read instead of the listing ([`ParentDiscovery::fields`]), saving the listing's requests.
+    pub same_listing_as: Option<&'static str>,
+}
+
+impl TableSpec {
+    /// The table whose snapshot of the same sync can stand in for this table's discovery
+    /// listing (tracks: tasks), when every discovery route reads that table's listing.
+    pub fn discovers_from(&self) -> Option<&'static str> {
+        let Fetch::FanOut { discover, .. } = self.fetch else { return None };
+        let first = discover.first()?.same_listing_as?;
+        discover.iter().all(|r| r.same_listing_as == Some(first)).then_some(first)
+    }
+}
+
+impl ParentDiscovery {
+    /// The top-level fields discovery reads from a record: filters, parent ids, `changed_by`.
+    pub fn fields(&self) -> BTreeSet<&'static str> {
+        let top = |path: &'static str| path.split('.').next().unwrap_or(path);
+        let filters = self.listing.filters.iter().map(|f| match *f {
+            Filter::Equals(field, _) | Filter::IsObject(field) | Filter::IsTrue(field) => top(field),
+        });
+        let targets = self.targets.iter().map(|t| top(t.id_field));
+        filters.chain(targets).chain(self.changed_by.map(top)).collect()
+    }
 }
 
 /// One kind of parent found in a discovery listing.
@@ -306,5 +334,28 @@ mod spec_tests {
         assert!(err.contains("join `parties`"), "{err}");
         let err = select("parties", "nonsense").unwrap_err();
         assert!(err.contains("unknown column") && err.contains("valid columns"), "{err}");
+    }
+
+    #[test]
+    fn a_discovery_that_shares_a_listing_names_a_table_reading_it_whole_with_every_field_it_uses() {
+        let mut shared = 0;
+        for table in TABLES {
+            let Fetch::FanOut { discover, .. } = table.fetch else { continue };
+            for route in discover.iter().filter(|r| r.same_listing_as.is_some()) {
+                let other = super::table(route.same_listing_as.unwrap()).expect("a table");
+                let Fetch::Listings(listings) = other.fetch else { panic!("{} is a listing table", other.name) };
+                let same = |l: &&Listing| {
+                    (l.path, l.envelope, l.params) == (route.listing.path, route.listing.envelope, route.listing.params)
+                        && l.filters.is_empty()
+                };
+                assert!(listings.iter().any(|l| same(&l)), "{} reads {} whole", other.name, route.listing.path);
+                let columns: BTreeSet<&str> = other.columns.iter().map(|c| c.name).collect();
+                assert!(route.fields().is_subset(&columns), "{} keeps {:?}", other.name, route.fields());
+                shared += 1;
+            }
+        }
+        assert_eq!(shared, 1, "tracks' discovery shares the tasks listing");
+        let Fetch::FanOut { discover, .. } = super::table("tracks").unwrap().fetch else { unreachable!() };
+        assert_eq!(discover[0].fields(), BTreeSet::from(["hasTrack", "opportunity", "kase", "updatedAt"]));
     }
 }

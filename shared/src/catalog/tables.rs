@@ -353,6 +353,9 @@ pub const TABLES: &[TableSpec] = &[
                 // A track's tasks are the track: adding, completing or editing them bumps their
                 // `updatedAt` (what a recent read relies on; its blind spots are in the README).
                 changed_by: Some("updatedAt"),
+                // The tasks table reads this very listing (all statuses) and keeps these fields:
+                // its snapshot committed earlier in the same sync stands in for reading it again.
+                same_listing_as: Some("tasks"),
             }],
             exhaustive: &[
                 ParentDiscovery {
@@ -363,6 +366,7 @@ pub const TABLES: &[TableSpec] = &[
                         entity: Some("opportunities"),
                     }],
                     changed_by: None,
+                    same_listing_as: None,
                 },
                 ParentDiscovery {
                     listing: list("/kases", "kases"),
@@ -372,6 +376,7 @@ pub const TABLES: &[TableSpec] = &[
                         entity: Some("kases"),
                     }],
                     changed_by: None,
+                    same_listing_as: None,
                 },
             ],
             envelope: "tracks",
@@ -449,6 +454,7 @@ pub const TABLES: &[TableSpec] = &[
                 listing: Listing { params: &[("includeDeleted", "true")], ..list("/pipelines", "pipelines") },
                 targets: &[ParentTarget { id_field: "id", child_path: "/pipelines/{id}/milestones", entity: None }],
                 changed_by: None,
+                same_listing_as: None,
             }],
             exhaustive: &[],
             envelope: "milestones",

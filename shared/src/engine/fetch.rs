@@ -17,11 +17,12 @@ use url::Url;
 
 use super::recent::RecentRead;
 use super::row::{RowBuilder, get_path, matches_all};
+use super::snapshot::SnapshotRows;
 use crate::capsule::{CapsuleClient, ListingPage, count_records};
 use crate::catalog::{Constant, Fetch, Listing, ParentDiscovery, TableSpec};
 use crate::integration::{FanOutMode, RunId};
 use crate::observe::Event;
-use crate::output::{self, PartWriter};
+use crate::output::{self, PartWriter, RunManifest};
 use crate::ports::{Cursor, Discovery, ObjectSink, PassCount};
 use crate::runlog::RunLog;
 use crate::{Result, SyncError};
@@ -141,6 +142,11 @@ pub struct Extraction<'a> {
     pub log: RunLog,
     /// T0 of the run.
     pub started: DateTime<Utc>,
+    /// Another table's snapshot of this sync that stands in for the discovery listing, or why it
+    /// cannot ([`super::snapshot::of_same_listing`]); a fresh run of a fan-out table only.
+    pub listing_snapshot: Option<std::result::Result<RunManifest, String>>,
+    /// The instant the parents were discovered at, when that snapshot's (its T0).
+    pub discovered_at: Option<DateTime<Utc>>,
 }
 
 impl Extraction<'_> {
@@ -423,6 +429,7 @@ impl Extraction<'_> {
         resume: Cursor,
         writer: &mut PartWriter<'_>,
     ) -> Result<(), Halt> {
+        self.discovered_at = self.discovered_at.or(resume.discovered_at);
         let (found, saved) = self.parents(routes, &resume).await?;
         let parents = self.carry_over_unchanged(found, &resume, children, writer).await?;
         let todo: Vec<Parent> = parents
@@ -495,11 +502,12 @@ impl Extraction<'_> {
         writer: &mut PartWriter<'_>,
     ) -> Result<(), Halt> {
         let parents_key = Some(output::parents_key(self.integration, self.table.name, self.run_id));
-        let carried_rows = self.recent.as_ref().and_then(|r| r.carried);
+        let (carried_rows, discovered_at) = (self.recent.as_ref().and_then(|r| r.carried), self.discovered_at);
         let at_parent = |i: usize| Cursor {
             parent: todo.get(i).map(|(path, _, id)| (path.clone(), *id)),
             parents_key: parents_key.clone(),
             carried_rows,
+            discovered_at,
             ..Cursor::default()
         };
         // Children are fetched FAN_OUT_CONCURRENCY parents at a time (they are small: a page or
@@ -557,6 +565,21 @@ impl Extraction<'_> {
         if resume.discovery.is_none() && self.recent.is_some() {
             found.changed = Some(BTreeSet::new());
         }
+        let snapshot = self.listing_snapshot.take().filter(|_| resume.discovery.is_none());
+        let not_shared = snapshot.as_ref().and_then(|s| s.as_ref().err()).map(|why| format!(" (read: {why})"));
+        if let Some(Ok(snapshot)) = snapshot {
+            self.discover_from_snapshot(routes, &snapshot, &mut found).await?;
+            self.discovered_at = Some(snapshot.extracted_at);
+            let message = format!(
+                "{} parents found in the snapshot `{}` committed in this sync, as of {} (the listing is not read again)",
+                found.parents.len(),
+                snapshot.table,
+                snapshot.extracted_at
+            );
+            let fields = serde_json::json!({"parents": found.parents.len(), "from_table": snapshot.table});
+            self.log.info(Event::ParentsDiscovered, message, fields);
+            return Ok((found, false));
+        }
         let from = resume.discovery.clone().unwrap_or_default();
         if let Err(halt) = self.discover_parents(routes, from, &mut found).await {
             if let Halt::Pause(..) = &halt {
@@ -566,7 +589,8 @@ impl Extraction<'_> {
             return Err(halt);
         }
         let fields = serde_json::json!({"parents": found.parents.len()});
-        self.log.info(Event::ParentsDiscovered, format!("{} parents found", found.parents.len()), fields);
+        let message = format!("{} parents found{}", found.parents.len(), not_shared.unwrap_or_default());
+        self.log.info(Event::ParentsDiscovered, message, fields);
         Ok((found, false))
     }
 
@@ -617,15 +641,7 @@ impl Extraction<'_> {
                 }
                 for item in page.page.items {
                     let record = into_object(item, route.listing.path, route.listing.envelope)?;
-                    if !matches_all(&record, route.listing.filters) {
-                        continue;
-                    }
-                    let changed = self.recent.as_ref().is_some_and(|r| r.window.marks_changed(&record));
-                    for target in route.targets {
-                        if let Some(id) = get_path(&record, target.id_field).and_then(Value::as_i64) {
-                            found.add((target.child_path.to_string(), target.entity.map(str::to_string), id), changed);
-                        }
-                    }
+                    self.note_parents(route, &record, found);
                 }
                 if let Some(next) = pager.peek_next()
                     && self.should_pause()
@@ -641,6 +657,36 @@ impl Extraction<'_> {
                 continue;
             }
             at = Discovery { route: at.route + 1, ..Discovery::default() };
+        }
+        Ok(())
+    }
+
+    /// Adds the parents a discovery record names (if it passes the route's filters); for a
+    /// recent read, notes them changed if the record changed since the cutoff.
+    fn note_parents(&self, route: &ParentDiscovery, record: &Map<String, Value>, found: &mut Found) {
+        if !matches_all(record, route.listing.filters) {
+            return;
+        }
+        let changed = self.recent.as_ref().is_some_and(|r| r.window.marks_changed(record));
+        for target in route.targets {
+            if let Some(id) = get_path(record, target.id_field).and_then(Value::as_i64) {
+                found.add((target.child_path.to_string(), target.entity.map(str::to_string), id), changed);
+            }
+        }
+    }
+
+    /// Discovers the parents from the rows of another table's snapshot of the same listing.
+    async fn discover_from_snapshot(
+        &self,
+        routes: &[ParentDiscovery],
+        snapshot: &RunManifest,
+        found: &mut Found,
+    ) -> Result<()> {
+        let mut rows = SnapshotRows::new(self.sink, snapshot);
+        while let Some(row) = rows.next().await? {
+            for route in routes {
+                self.note_parents(route, &row, found);
+            }
         }
         Ok(())
     }

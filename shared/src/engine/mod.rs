@@ -16,6 +16,7 @@
 mod fetch;
 pub mod recent;
 mod row;
+mod snapshot;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,6 +103,7 @@ struct Written<'a> {
     files: Vec<output::PartFile>,
     drift: Drift,
     recent: Option<&'a recent::RecentRead>,
+    discovered_at: Option<DateTime<Utc>>,
 }
 
 /// What the API sent that the catalog did not expect: reported in the manifest and the run log.
@@ -460,6 +462,7 @@ impl TableRun<'_> {
         let window = (since, record.bookmark_before.is_some());
         let mut extraction = self.extraction(client, start, window, columns.columns.clone(), log);
         extraction.recent = self.read_mode(start, &column_names, log).await?.map(|w| recent::RecentRead::new(*w));
+        extraction.listing_snapshot = self.listing_snapshot(&extraction.resume).await;
         let mut writer = PartWriter::new(sink, &integration.name, table.name, run_id, self.options.writer);
         writer.resume_after(start.checkpoint.as_ref().map(|c| c.parts.clone()).unwrap_or_default());
         let extracted = match extraction.run(&mut writer).await {
@@ -482,7 +485,13 @@ impl TableRun<'_> {
         drift.log(log);
         count_files(record, &files);
         record.bookmark_after = Some(start.started);
-        let written = Written { columns: column_names, files, drift, recent: extraction.recent.as_ref() };
+        let written = Written {
+            columns: column_names,
+            files,
+            drift,
+            recent: extraction.recent.as_ref(),
+            discovered_at: extraction.discovered_at,
+        };
         let manifest = self.manifest(client, start, record, written);
         sink.put(
             &output::pending_manifest_key(&integration.name, table.name, run_id),
@@ -523,8 +532,21 @@ impl TableRun<'_> {
             type_mismatches: written.drift.type_mismatches,
             full_refresh_at: full.then_some(written.recent.map_or(start.started, |r| r.window.full_refresh_at)),
             slices_refreshed_at: recent::slices_after(self.integration, self.table, start.started, written.recent),
+            discovered_at: written.discovered_at,
             recent_window: written.recent.map(recent::RecentRead::summary),
         }
+    }
+
+    /// For a fresh fan-out run whose discovery listing another table reads: that table's
+    /// snapshot of this sync, or why it cannot stand in ([`snapshot::of_same_listing`]).
+    async fn listing_snapshot(&self, resume: &Cursor) -> Option<std::result::Result<output::RunManifest, String>> {
+        let fresh = resume.parents_key.is_none() && resume.discovery.is_none();
+        let discover = self.integration.fan_out == crate::integration::FanOutMode::Discover;
+        if !fresh || !discover || self.table.discovers_from().is_none() {
+            return None;
+        }
+        let stores = (self.deps.state, self.deps.sink);
+        Some(snapshot::of_same_listing(stores, self.integration, self.table, self.run_id).await)
     }
 
     /// A full table's read: a recent window if the integration asks for one and it can be used
@@ -577,6 +599,8 @@ impl TableRun<'_> {
             pages_read: 0,
             log: log.clone(),
             started: start.started,
+            listing_snapshot: None,
+            discovered_at: None,
         }
     }
 
@@ -672,8 +696,10 @@ pub struct LocalDispatch {
 
 /// Runs the given tables of an integration with bounded concurrency in this process (the local
 /// dispatcher; in AWS each table is its own Lambda invocation). A table that pauses (a rate-limit
-/// wait longer than the client waits in place) is continued here once its window resets. Marks
-/// the integration Active after its first successful table run.
+/// wait longer than the client waits in place) is continued here once its window resets. A table
+/// whose discovery listing another selected table reads (tracks: tasks) runs after the others,
+/// so it finds that table's snapshot and does not read the listing again. Marks the integration
+/// Active after its first successful table run. Outcomes come in the order of `tables`.
 pub async fn run_tables(
     client: &CapsuleClient,
     deps: Deps<'_>,
@@ -683,38 +709,58 @@ pub async fn run_tables(
     options: RunOptions,
     dispatch: LocalDispatch,
 ) -> Vec<TableRunOutcome> {
-    let runs = tables.iter().map(|table| {
-        let progress = dispatch.progress.clone();
-        async move {
-            let per_table = progress.map(|p| {
-                let name = table.name;
-                Box::new(move |rows: u64| p(name, rows)) as Box<ProgressFn>
-            });
-            let run = |invocation| TableRun {
-                client,
-                deps,
-                integration,
-                table,
-                run_id,
-                options,
-                progress: per_table.as_deref(),
-                deadline: None,
-                invocation,
-            };
-            let mut outcome = run(Invocation::First).run().await;
-            while outcome.record.state == RunState::Continued {
-                if let Some(at) = outcome.record.resumes_at {
-                    tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await;
-                }
-                outcome = run(Invocation::Continue { seq: None }).run().await;
-            }
-            outcome
-        }
-    });
-    let outcomes: Vec<TableRunOutcome> =
-        futures::stream::iter(runs).buffered(dispatch.concurrency.max(1)).collect().await;
+    let waits = |table: &TableSpec| table.discovers_from().is_some_and(|from| tables.iter().any(|t| t.name == from));
+    let (later, first): (Vec<usize>, Vec<usize>) = (0..tables.len()).partition(|i| waits(tables[*i]));
+    let mut outcomes = Vec::with_capacity(tables.len());
+    for wave in [first, later] {
+        let runs = wave.into_iter().map(|i| {
+            let table = tables[i];
+            let run = run_table(client, deps, integration, table, run_id, options, dispatch.progress.clone());
+            async move { (i, run.await) }
+        });
+        outcomes.extend(
+            futures::stream::iter(runs).buffer_unordered(dispatch.concurrency.max(1)).collect::<Vec<_>>().await,
+        );
+    }
+    outcomes.sort_by_key(|(i, _)| *i);
+    let outcomes: Vec<TableRunOutcome> = outcomes.into_iter().map(|(_, outcome)| outcome).collect();
     if outcomes.iter().any(|o| o.record.state == RunState::Succeeded) {
         lifecycle::mark_active(deps.state, &integration.name).await;
     }
     outcomes
+}
+
+/// One table's run in this process, continued here until it ends.
+async fn run_table(
+    client: &CapsuleClient,
+    deps: Deps<'_>,
+    integration: &Integration,
+    table: &'static TableSpec,
+    run_id: &RunId,
+    options: RunOptions,
+    progress: Option<TablesProgress>,
+) -> TableRunOutcome {
+    let per_table = progress.map(|p| {
+        let name = table.name;
+        Box::new(move |rows: u64| p(name, rows)) as Box<ProgressFn>
+    });
+    let run = |invocation| TableRun {
+        client,
+        deps,
+        integration,
+        table,
+        run_id,
+        options,
+        progress: per_table.as_deref(),
+        deadline: None,
+        invocation,
+    };
+    let mut outcome = run(Invocation::First).run().await;
+    while outcome.record.state == RunState::Continued {
+        if let Some(at) = outcome.record.resumes_at {
+            tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await;
+        }
+        outcome = run(Invocation::Continue { seq: None }).run().await;
+    }
+    outcome
 }

@@ -16,20 +16,16 @@
 //! snapshots are read a slice at a time, so memory stays flat.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use flate2::write::MultiGzDecoder;
 use serde_json::{Map, Value};
 
+use super::snapshot::SnapshotRows;
 use crate::catalog::{Fetch, TableSpec};
 use crate::integration::{FanOutMode, Integration, RunId};
-use crate::output::{self, Compression, PartWriter, RunManifest, WindowSummary};
+use crate::output::{self, PartWriter, RunManifest, WindowSummary};
 use crate::ports::{ObjectSink, StateStore};
 use crate::{Result, SyncError};
-
-/// Compressed bytes read from a carried-over file at a time (about 3 MiB once decompressed).
-const SLICE_BYTES: u64 = 256 << 10;
 
 /// What a recent read of a table keys on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,8 +158,10 @@ pub async fn choose(
         Ok(refresh) => refresh,
         Err(why) => return whole(why),
     };
+    // Changes after what the previous run saw are read now: from its T0, or from the earlier
+    // instant its parents were discovered at (another table's snapshot).
     let lookback = chrono::Duration::minutes(i64::from(integration.lookback_minutes));
-    let cutoff = base.extracted_at - lookback;
+    let cutoff = base.discovered_at.unwrap_or(base.extracted_at).min(base.extracted_at) - lookback;
     Ok(ReadMode::Recent(Box::new(Window { recency, cutoff, base, full_refresh_at, slices })))
 }
 
@@ -266,27 +264,15 @@ impl Window {
         writer: &mut PartWriter<'_>,
     ) -> Result<u64> {
         let mut carried = 0;
-        let mut lines = Lines { keep, run_id: run_id.as_str(), carried: &mut carried };
-        for file in &self.base.files {
-            let mut decoder = Decoder::new(self.base.compression);
-            let mut at = 0;
-            while at < file.bytes {
-                let end = (at + SLICE_BYTES).min(file.bytes);
-                let slice = sink.get_range(&file.key, at..end).await?.ok_or_else(|| {
-                    SyncError::Output(format!("{} (listed by the previous snapshot's manifest) is missing", file.key))
-                })?;
-                if slice.is_empty() {
-                    return Err(SyncError::Output(format!("{} is shorter than its manifest says", file.key)));
-                }
-                at += slice.len() as u64;
-                decoder.write(&slice, &file.key)?;
-                lines.write_complete(decoder.output(), &file.key, writer).await?;
+        let mut rows = SnapshotRows::new(sink, &self.base);
+        while let Some(mut row) = rows.next().await? {
+            if !keep(&row) {
+                continue;
             }
-            decoder.finish(&file.key)?;
-            lines.write_complete(decoder.output(), &file.key, writer).await?;
-            if !decoder.output().is_empty() {
-                return Err(SyncError::Output(format!("{} does not end with a newline", file.key)));
-            }
+            row.insert("_run_id".into(), Value::from(run_id.as_str()));
+            let text = serde_json::to_vec(&row).map_err(|e| SyncError::Output(format!("a carried row: {e}")))?;
+            writer.write_line(&text).await?;
+            carried += 1;
         }
         Ok(carried)
     }
@@ -340,76 +326,6 @@ impl RecentRead {
     pub fn skips(&self, record: &Map<String, Value>) -> bool {
         !self.disordered && !self.window.is_newer(record)
     }
-}
-
-/// Complete lines of carried-over files, filtered and rewritten as rows of this run.
-struct Lines<'a> {
-    keep: &'a (dyn Fn(&Map<String, Value>) -> bool + Sync),
-    run_id: &'a str,
-    carried: &'a mut u64,
-}
-
-impl Lines<'_> {
-    /// Writes every complete line at the front of `buffer` and removes it.
-    async fn write_complete(&mut self, buffer: &mut Vec<u8>, key: &str, writer: &mut PartWriter<'_>) -> Result<()> {
-        let Some(last) = buffer.iter().rposition(|b| *b == b'\n') else { return Ok(()) };
-        for line in buffer[..last].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let mut row: Map<String, Value> = serde_json::from_slice(line)
-                .map_err(|e| SyncError::Output(format!("a row of {key} is not a JSON object: {e}")))?;
-            if !(self.keep)(&row) {
-                continue;
-            }
-            row.insert("_run_id".into(), Value::from(self.run_id));
-            let text = serde_json::to_vec(&row).map_err(|e| SyncError::Output(format!("a row of {key}: {e}")))?;
-            writer.write_line(&text).await?;
-            *self.carried += 1;
-        }
-        buffer.drain(..=last);
-        Ok(())
-    }
-}
-
-/// Undoes a part file's compression, slice by slice.
-enum Decoder {
-    Gzip(Box<MultiGzDecoder<Vec<u8>>>),
-    Plain(Vec<u8>),
-}
-
-impl Decoder {
-    fn new(compression: Compression) -> Decoder {
-        match compression {
-            Compression::Gzip => Decoder::Gzip(Box::new(MultiGzDecoder::new(Vec::new()))),
-            Compression::None => Decoder::Plain(Vec::new()),
-        }
-    }
-
-    fn write(&mut self, slice: &[u8], key: &str) -> Result<()> {
-        match self {
-            Decoder::Gzip(d) => d.write_all(slice).map_err(|e| corrupt(key, e)),
-            Decoder::Plain(out) => {
-                out.extend_from_slice(slice);
-                Ok(())
-            }
-        }
-    }
-
-    fn finish(&mut self, key: &str) -> Result<()> {
-        match self {
-            Decoder::Gzip(d) => d.try_finish().map_err(|e| corrupt(key, e)),
-            Decoder::Plain(_) => Ok(()),
-        }
-    }
-
-    fn output(&mut self) -> &mut Vec<u8> {
-        match self {
-            Decoder::Gzip(d) => d.get_mut(),
-            Decoder::Plain(out) => out,
-        }
-    }
-}
-
-fn corrupt(key: &str, e: std::io::Error) -> SyncError {
-    SyncError::Output(format!("{key} cannot be decompressed: {e}"))
 }
 
 #[cfg(test)]

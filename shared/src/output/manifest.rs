@@ -55,6 +55,10 @@ pub struct RunManifest {
     /// last all asked (see `engine::recent::Slices`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slices_refreshed_at: Option<Vec<DateTime<Utc>>>,
+    /// A fan-out table whose parents came from another table's snapshot of the same sync (tracks
+    /// from tasks'): that snapshot's T0, the instant the discovery saw the account at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovered_at: Option<DateTime<Utc>>,
     /// A recent-window run: what it read and what it carried over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent_window: Option<WindowSummary>,

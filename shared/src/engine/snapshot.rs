@@ -1,0 +1,165 @@
+//! A committed snapshot's rows read back from the output, one at a time: what a recent read
+//! carries over from the previous run, and what a discovery reads instead of a listing another
+//! table of the same sync has just read ([`of_same_listing`]). Files are fetched a 256 KiB slice at a time
+//! ([`ObjectSink::get_range`]) and decompressed as they come, so memory stays flat whatever
+//! the snapshot's size.
+
+use std::io::Write;
+
+use flate2::write::MultiGzDecoder;
+use serde_json::{Map, Value};
+
+use crate::catalog::{self, Fetch, TableSpec};
+use crate::integration::{Integration, RunId};
+use crate::output::{self, Compression, RunManifest};
+use crate::ports::{ObjectSink, StateStore};
+use crate::{Result, SyncError};
+
+/// The snapshot the table named by `table.discovers_from()` committed earlier in this sync
+/// (`run_id`), if it can stand in for `table`'s discovery listing: committed by this very run,
+/// and keeping every field discovery reads. Why not, otherwise.
+pub async fn of_same_listing(
+    (state, sink): (&dyn StateStore, &dyn ObjectSink),
+    integration: &Integration,
+    table: &TableSpec,
+    run_id: &RunId,
+) -> std::result::Result<RunManifest, String> {
+    let Some(source) = table.discovers_from().and_then(catalog::table) else {
+        return Err("no other table reads its discovery listing".into());
+    };
+    let not_yet = || format!("{} has not committed in this sync (yet)", source.name);
+    let bookmark = state.bookmark(&integration.name, source.name).await.map_err(|e| e.to_string())?;
+    if bookmark.is_none_or(|b| &b.run_id != run_id) {
+        return Err(not_yet());
+    }
+    let key = output::manifest_key(&integration.name, source.name, run_id);
+    let body = sink.get(&key).await.map_err(|e| e.to_string())?.ok_or_else(not_yet)?;
+    let snapshot: RunManifest =
+        serde_json::from_slice(&body).map_err(|e| format!("{key} is not a run manifest: {e}"))?;
+    let Fetch::FanOut { discover, .. } = table.fetch else { unreachable!("discovers_from is a fan-out's") };
+    let needed = discover.iter().flat_map(|r| r.fields());
+    if let Some(missing) = needed.into_iter().find(|f| !snapshot.columns.iter().any(|c| c == f)) {
+        return Err(format!("{}'s column selection leaves out `{missing}`", source.name));
+    }
+    Ok(snapshot)
+}
+
+/// Compressed bytes read from a file at a time (about 3 MiB once decompressed).
+const SLICE_BYTES: u64 = 256 << 10;
+
+/// The rows of a snapshot's files, in file order.
+pub struct SnapshotRows<'a> {
+    sink: &'a dyn ObjectSink,
+    snapshot: &'a RunManifest,
+    /// The file being read, and how many of its bytes were fetched.
+    file: usize,
+    fetched: u64,
+    /// Its decompressed text so far, and where the first unread line starts.
+    decoder: Decoder,
+    start: usize,
+    finished: bool,
+}
+
+impl<'a> SnapshotRows<'a> {
+    pub fn new(sink: &'a dyn ObjectSink, snapshot: &'a RunManifest) -> SnapshotRows<'a> {
+        let decoder = Decoder::new(snapshot.compression);
+        SnapshotRows { sink, snapshot, file: 0, fetched: 0, decoder, start: 0, finished: false }
+    }
+
+    /// The next row, or `None` after the last file's last row. A file that is missing, shorter
+    /// than the manifest says, not decompressible, or holds a line that is not a JSON object is
+    /// an error naming it.
+    pub async fn next(&mut self) -> Result<Option<Map<String, Value>>> {
+        loop {
+            let Some(file) = self.snapshot.files.get(self.file) else { return Ok(None) };
+            if let Some(row) = self.next_line(&file.key)? {
+                return Ok(Some(row));
+            }
+            if self.fetched < file.bytes {
+                self.fetch_slice(&file.key, file.bytes).await?;
+            } else if !self.finished {
+                self.decoder.finish(&file.key)?;
+                self.finished = true;
+            } else if self.start < self.decoder.output().len() {
+                return Err(SyncError::Output(format!("{} does not end with a newline", file.key)));
+            } else {
+                self.file += 1;
+                (self.fetched, self.start, self.finished) = (0, 0, false);
+                self.decoder = Decoder::new(self.snapshot.compression);
+            }
+        }
+    }
+
+    /// The next complete line of the current file's text, parsed.
+    fn next_line(&mut self, key: &str) -> Result<Option<Map<String, Value>>> {
+        let text = self.decoder.output();
+        while let Some(end) = text[self.start..].iter().position(|b| *b == b'\n') {
+            let line = &text[self.start..self.start + end];
+            self.start += end + 1;
+            if !line.is_empty() {
+                let row = serde_json::from_slice(line)
+                    .map_err(|e| SyncError::Output(format!("a row of {key} is not a JSON object: {e}")))?;
+                return Ok(Some(row));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn fetch_slice(&mut self, key: &str, bytes: u64) -> Result<()> {
+        let end = (self.fetched + SLICE_BYTES).min(bytes);
+        let slice = self.sink.get_range(key, self.fetched..end).await?.ok_or_else(|| {
+            SyncError::Output(format!("{key} (listed by run {}'s manifest) is missing", self.snapshot.run_id))
+        })?;
+        if slice.is_empty() {
+            return Err(SyncError::Output(format!("{key} is shorter than its manifest says")));
+        }
+        self.fetched += slice.len() as u64;
+        // The lines already read go before more text is added.
+        self.decoder.output().drain(..self.start);
+        self.start = 0;
+        self.decoder.write(&slice, key)
+    }
+}
+
+/// Undoes a part file's compression, slice by slice.
+enum Decoder {
+    Gzip(Box<MultiGzDecoder<Vec<u8>>>),
+    Plain(Vec<u8>),
+}
+
+impl Decoder {
+    fn new(compression: Compression) -> Decoder {
+        match compression {
+            Compression::Gzip => Decoder::Gzip(Box::new(MultiGzDecoder::new(Vec::new()))),
+            Compression::None => Decoder::Plain(Vec::new()),
+        }
+    }
+
+    fn write(&mut self, slice: &[u8], key: &str) -> Result<()> {
+        match self {
+            Decoder::Gzip(d) => d.write_all(slice).map_err(|e| corrupt(key, e)),
+            Decoder::Plain(out) => {
+                out.extend_from_slice(slice);
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(&mut self, key: &str) -> Result<()> {
+        match self {
+            Decoder::Gzip(d) => d.try_finish().map_err(|e| corrupt(key, e)),
+            Decoder::Plain(_) => Ok(()),
+        }
+    }
+
+    fn output(&mut self) -> &mut Vec<u8> {
+        match self {
+            Decoder::Gzip(d) => d.get_mut(),
+            Decoder::Plain(out) => out,
+        }
+    }
+}
+
+fn corrupt(key: &str, e: std::io::Error) -> SyncError {
+    SyncError::Output(format!("{key} cannot be decompressed: {e}"))
+}

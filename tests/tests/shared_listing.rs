@@ -1,0 +1,124 @@
+//! Tracks' parents come from the tasks table's snapshot of the same sync: the `/tasks` listing
+//! tasks has just read is not read again. The snapshot gives the same tracks as reading the
+//! listing; a change made after that snapshot is seen by the next run, however long after it
+//! tracks ran; a column selection that leaves out a field discovery needs reads the listing, and
+//! the log says why.
+
+use std::collections::BTreeSet;
+
+use capsule_shared::engine::RunOptions;
+use capsule_shared::integration::{Integration, RecentWindow, RunId};
+use capsule_shared::output::RunManifest;
+use capsule_shared::ports::{ObjectSink, RunState};
+use capsule_sync_e2e::capsule_sim::{MutationKind, MutationOp, SimHandle};
+use capsule_sync_e2e::*;
+use chrono::Utc;
+use serde_json::{Map, Value};
+
+fn tasks_and_tracks(sim: &SimHandle) -> Integration {
+    let mut integration = integration_for(sim, "acme", "UNUSED");
+    integration.tables = vec!["tasks".into(), "tracks".into()];
+    integration
+}
+
+fn manifest(local: &Local, table: &str, run: &RunId) -> RunManifest {
+    serde_json::from_value(local.manifest("acme", table, run)).unwrap()
+}
+
+fn ids(rows: &[Map<String, Value>]) -> BTreeSet<i64> {
+    rows.iter().map(|r| r["id"].as_i64().unwrap()).collect()
+}
+
+/// The parents a run's track rows hang on.
+fn parents(rows: &[Map<String, Value>]) -> BTreeSet<(String, i64)> {
+    rows.iter().map(|r| (r["entity"].as_str().unwrap().to_string(), r["entityId"].as_i64().unwrap())).collect()
+}
+
+fn log_of(local: &Local, run: &RunId, table: &str) -> String {
+    std::fs::read_to_string(local.output().join(format!("_meta/acme/logs/{run}/{table}-001.ndjson"))).unwrap()
+}
+
+#[tokio::test]
+async fn tracks_read_their_parents_from_the_tasks_snapshot_of_the_same_sync_and_find_the_same_tracks() {
+    let sim = start_sim(600, |_| {}).await;
+    let client = client_for(&sim, "test-token");
+    let alone = Local::new();
+    let mut tracks_only = tasks_and_tracks(&sim);
+    tracks_only.tables = vec!["tracks".into()];
+    let (by_listing, _) = alone.sync(&client, &tracks_only, &[], RunOptions::default()).await;
+
+    let local = Local::new();
+    sim.reset_stats();
+    let (run, outcomes) = local.sync(&client, &tasks_and_tracks(&sim), &[], RunOptions::default()).await;
+    assert!(outcomes.iter().all(|o| o.record.state == RunState::Succeeded), "{outcomes:?}");
+    let (tasks, tracks) = (manifest(&local, "tasks", &run), manifest(&local, "tracks", &run));
+    // `/tasks` is read once, by the tasks table; tracks asks only its parents.
+    assert_eq!(sim.stats().count("GET /tasks"), tasks.requests.requests);
+    let rows = local.rows("acme", "tracks", &run);
+    assert_eq!(tracks.requests.requests, parents(&rows).len() as u64, "one request per parent, none for discovery");
+    let whole = manifest(&alone, "tracks", &by_listing);
+    assert!(whole.requests.requests > tracks.requests.requests, "the listing read alone costs its pages");
+    assert_eq!(ids(&rows), ids(&alone.rows("acme", "tracks", &by_listing)), "the same tracks");
+    assert_eq!(tracks.discovered_at, Some(tasks.extracted_at));
+    assert!(log_of(&local, &run, "tracks").contains("parents found in the snapshot `tasks` committed in this sync"));
+}
+
+#[tokio::test]
+async fn a_change_after_the_tasks_snapshot_is_asked_by_the_next_recent_run_however_late_tracks_ran() {
+    let sim = start_sim(600, |_| {}).await;
+    let client = client_for(&sim, "test-token");
+    let local = Local::new();
+    let mut integration = tasks_and_tracks(&sim);
+    integration.recent_window = Some(RecentWindow { full_refresh_days: 7 });
+    let (first, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    let all_parents = parents(&local.rows("acme", "tracks", &first));
+
+    // tasks commits; then tasks on tracks change; then tracks runs in the same sync. Its
+    // parents come from the snapshot taken before the change, so it asks none of them.
+    let run = RunId::new(Utc::now());
+    local.sync_as(&client, &integration, &["tasks"], RunOptions::default(), &run).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let updated = sim.mutate_n(MutationKind::Tasks, MutationOp::Update, 80).unwrap().ids;
+    let changed: BTreeSet<(String, i64)> = sim.with_account(|a| {
+        let on_tracks = updated.iter().map(|id| a.tasks[id].body()).filter(|t| t["hasTrack"] == true);
+        on_tracks
+            .filter_map(|t| match (t["opportunity"]["id"].as_i64(), t["kase"]["id"].as_i64()) {
+                (Some(id), _) => Some(("opportunities".to_string(), id)),
+                (_, Some(id)) => Some(("kases".to_string(), id)),
+                _ => None,
+            })
+            .collect()
+    });
+    let asked_next = changed.intersection(&all_parents).count() as u64;
+    assert!(asked_next > 0, "some updated tasks are on tracks");
+    local.sync_as(&client, &integration, &["tracks"], RunOptions::default(), &run).await;
+    let late = manifest(&local, "tracks", &run);
+    assert_eq!(late.requests.requests, 0, "nothing had changed in the snapshot it read");
+    assert_eq!(late.discovered_at, Some(manifest(&local, "tasks", &run).extracted_at));
+
+    // As on a big account, tracks ran hours after the tasks snapshot: its next run still asks
+    // the parents changed since that snapshot, not since tracks ran.
+    let mut hours_later = late.clone();
+    hours_later.extracted_at += chrono::Duration::hours(2);
+    let key = capsule_shared::output::manifest_key("acme", "tracks", &run);
+    local.sink.put(&key, capsule_shared::output::manifest_body(&hours_later)).await.unwrap();
+    let (next, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    assert!(outcomes.iter().all(|o| o.record.state == RunState::Succeeded), "{outcomes:?}");
+    assert_eq!(manifest(&local, "tracks", &next).requests.requests, asked_next, "the changed parents are asked");
+    assert_eq!(ids(&local.rows("acme", "tracks", &next)), ids(&local.rows("acme", "tracks", &first)));
+}
+
+#[tokio::test]
+async fn a_tasks_column_selection_without_a_field_discovery_needs_reads_the_listing_and_says_why() {
+    let sim = start_sim(300, |_| {}).await;
+    let client = client_for(&sim, "test-token");
+    let local = Local::new();
+    let mut integration = tasks_and_tracks(&sim);
+    integration.columns.insert("tasks".into(), vec!["id".into(), "description".into(), "updatedAt".into()]);
+    let (run, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    assert!(outcomes.iter().all(|o| o.record.state == RunState::Succeeded), "{outcomes:?}");
+    let tracks = manifest(&local, "tracks", &run);
+    assert_eq!(tracks.discovered_at, None);
+    assert!(tracks.requests.requests > parents(&local.rows("acme", "tracks", &run)).len() as u64);
+    assert!(log_of(&local, &run, "tracks").contains("column selection leaves out `hasTrack`"));
+}
