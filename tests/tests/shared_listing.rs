@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use capsule_shared::engine::RunOptions;
+use capsule_shared::engine::{self, RunOptions};
 use capsule_shared::integration::{Integration, RecentWindow, RunId};
 use capsule_shared::output::RunManifest;
 use capsule_shared::ports::{ObjectSink, RunState};
@@ -61,6 +61,19 @@ async fn tracks_read_their_parents_from_the_tasks_snapshot_of_the_same_sync_and_
     assert_eq!(ids(&rows), ids(&alone.rows("acme", "tracks", &by_listing)), "the same tracks");
     assert_eq!(tracks.discovered_at, Some(tasks.extracted_at));
     assert!(log_of(&local, &run, "tracks").contains("parents found in the snapshot `tasks` committed in this sync"));
+
+    // Named the other way round and run one table at a time, tasks still goes first (no wait
+    // for a table not started yet) and the outcomes come in the order asked.
+    let one_at_a_time = Local::new();
+    let specs = capsule_shared::catalog::resolve_tables(&["tracks".into(), "tasks".into()]).unwrap();
+    let run = RunId::new(Utc::now());
+    let dispatch = engine::LocalDispatch { concurrency: 1, progress: None };
+    let integration = tasks_and_tracks(&sim);
+    let deps = one_at_a_time.deps();
+    let outcomes = engine::run_tables(&client, deps, &integration, &specs, &run, RunOptions::default(), dispatch).await;
+    let order: Vec<&str> = outcomes.iter().map(|o| o.record.table.as_str()).collect();
+    assert_eq!(order, ["tracks", "tasks"]);
+    assert!(manifest(&one_at_a_time, "tracks", &run).discovered_at.is_some());
 }
 
 #[tokio::test]

@@ -343,6 +343,12 @@ mod spec_tests {
             let Fetch::FanOut { discover, .. } = table.fetch else { continue };
             for route in discover.iter().filter(|r| r.same_listing_as.is_some()) {
                 let other = super::table(route.same_listing_as.unwrap()).expect("a table");
+                let position = |name: &str| TABLES.iter().position(|t| t.name == name);
+                assert!(
+                    position(other.name) < position(table.name),
+                    "the local dispatcher starts {} first",
+                    other.name
+                );
                 let Fetch::Listings(listings) = other.fetch else { panic!("{} is a listing table", other.name) };
                 let same = |l: &&Listing| {
                     (l.path, l.envelope, l.params) == (route.listing.path, route.listing.envelope, route.listing.params)

@@ -697,9 +697,9 @@ pub struct LocalDispatch {
 /// Runs the given tables of an integration with bounded concurrency in this process (the local
 /// dispatcher; in AWS each table is its own Lambda invocation). A table that pauses (a rate-limit
 /// wait longer than the client waits in place) is continued here once its window resets. A table
-/// whose discovery listing another selected table reads (tracks: tasks) runs after the others,
-/// so it finds that table's snapshot and does not read the listing again. Marks the integration
-/// Active after its first successful table run. Outcomes come in the order of `tables`.
+/// whose discovery listing another selected table reads (tracks: tasks) waits for that table's
+/// run to end, so it finds its snapshot and does not read the listing again. Marks the
+/// integration Active after its first successful table run. Outcomes come in the order of `tables`.
 pub async fn run_tables(
     client: &CapsuleClient,
     deps: Deps<'_>,
@@ -709,19 +709,36 @@ pub async fn run_tables(
     options: RunOptions,
     dispatch: LocalDispatch,
 ) -> Vec<TableRunOutcome> {
-    let waits = |table: &TableSpec| table.discovers_from().is_some_and(|from| tables.iter().any(|t| t.name == from));
-    let (later, first): (Vec<usize>, Vec<usize>) = (0..tables.len()).partition(|i| waits(tables[*i]));
-    let mut outcomes = Vec::with_capacity(tables.len());
-    for wave in [first, later] {
-        let runs = wave.into_iter().map(|i| {
-            let table = tables[i];
-            let run = run_table(client, deps, integration, table, run_id, options, dispatch.progress.clone());
-            async move { (i, run.await) }
-        });
-        outcomes.extend(
-            futures::stream::iter(runs).buffer_unordered(dispatch.concurrency.max(1)).collect::<Vec<_>>().await,
-        );
-    }
+    // Started in catalog order, where a table precedes those that discover from its snapshot
+    // (a catalog test checks it): a waiting table's source has always started before it.
+    let position = |table: &TableSpec| catalog::TABLES.iter().position(|t| t.name == table.name);
+    let mut order: Vec<usize> = (0..tables.len()).collect();
+    order.sort_by_key(|i| position(tables[*i]));
+    let sources: std::collections::BTreeMap<&str, tokio::sync::watch::Sender<bool>> = tables
+        .iter()
+        .filter_map(|t| t.discovers_from())
+        .filter(|from| tables.iter().any(|t| t.name == *from))
+        .map(|from| (from, tokio::sync::watch::Sender::new(false)))
+        .collect();
+    let runs = order.into_iter().map(|i| {
+        let table = tables[i];
+        let source_done = table.discovers_from().and_then(|from| sources.get(from)).map(|done| done.subscribe());
+        let done = sources.get(table.name);
+        let run = run_table(client, deps, integration, table, run_id, options, dispatch.progress.clone());
+        async move {
+            if let Some(mut source_done) = source_done {
+                // Only its end matters (committed or not): the snapshot is used if it is there.
+                let _ = source_done.wait_for(|done| *done).await;
+            }
+            let outcome = run.await;
+            if let Some(done) = done {
+                done.send_replace(true);
+            }
+            (i, outcome)
+        }
+    });
+    let mut outcomes: Vec<(usize, TableRunOutcome)> =
+        futures::stream::iter(runs).buffered(dispatch.concurrency.max(1)).collect().await;
     outcomes.sort_by_key(|(i, _)| *i);
     let outcomes: Vec<TableRunOutcome> = outcomes.into_iter().map(|(_, outcome)| outcome).collect();
     if outcomes.iter().any(|o| o.record.state == RunState::Succeeded) {
