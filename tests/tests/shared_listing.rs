@@ -122,6 +122,28 @@ async fn a_change_after_the_tasks_snapshot_is_asked_by_the_next_recent_run_howev
 }
 
 #[tokio::test]
+async fn tracks_continued_one_batch_of_parents_an_invocation_keep_the_snapshot_they_discovered_from() {
+    let sim = start_sim(600, |_| {}).await;
+    let client = client_for(&sim, "test-token");
+    let local = Local::new();
+    let mut integration = tasks_and_tracks(&sim);
+    integration.recent_window = Some(RecentWindow { full_refresh_days: 7 });
+    let run = RunId::new(Utc::now());
+    local.sync_as(&client, &integration, &["tasks"], RunOptions::default(), &run).await;
+    sim.reset_stats();
+    // As a table-sync Lambda whose every invocation is past its deadline: one batch of parents,
+    // a checkpoint, the next invocation.
+    let invocations = local.run_in_slices(&client, &integration, "tracks", &run).await;
+    assert!(invocations > 3, "{invocations} invocations");
+    assert_eq!(sim.stats().count("GET /tasks"), 0, "the listing is not read by any invocation");
+    let tracks = manifest(&local, "tracks", &run);
+    assert_eq!(tracks.discovered_at, Some(manifest(&local, "tasks", &run).extracted_at), "kept across invocations");
+    let rows = local.rows("acme", "tracks", &run);
+    assert_eq!(ids(&rows).len(), rows.len(), "no track written twice");
+    assert_eq!(rows.len(), expected_counts(&sim)["tracks"], "every track of the account");
+}
+
+#[tokio::test]
 async fn a_tasks_column_selection_without_a_field_discovery_needs_reads_the_listing_and_says_why() {
     let sim = start_sim(300, |_| {}).await;
     let client = client_for(&sim, "test-token");
