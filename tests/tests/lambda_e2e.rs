@@ -200,7 +200,9 @@ async fn a_first_load_spans_rate_limit_windows_without_sleeping_in_lambda() {
     let windows = w.sim.rate_windows();
     let requests: u32 = windows.iter().sum();
     let minimum = requests.div_ceil(36);
-    assert!(windows.len() >= 5, "the load needs at least 5 windows: {windows:?}");
+    // ~150 requests: 4 windows when tracks find their parents in the tasks snapshot of the run
+    // (tasks committed before tracks started), 5 when they read /tasks themselves.
+    assert!(minimum >= 4 && windows.len() as u32 >= minimum, "the load spans windows: {windows:?}");
     assert!(windows.iter().all(|&n| n <= 36 + 2), "{windows:?}");
     let rejected = w.sim.stats().by_status.get(&429).copied().unwrap_or(0);
     assert!(rejected <= 3, "{rejected} requests were refused with 429");
