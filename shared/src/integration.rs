@@ -188,10 +188,11 @@ pub struct Integration {
 
 /// Recent-window mode: a run reads only what can have changed since the previous run (the
 /// newest entries, the tracks of parents whose tasks changed) and carries the rest over from the
-/// previous snapshot; a whole read every `full_refresh_days`.
+/// previous snapshot; everything is read again every `full_refresh_days` (entries whole, tracks a
+/// slice of their parents a day).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentWindow {
-    /// Days between whole reads (which catch what a window cannot: see the README).
+    /// Days within which everything is read again (catching what a window cannot: see the README).
     pub full_refresh_days: u32,
 }
 

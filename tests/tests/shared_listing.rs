@@ -21,6 +21,22 @@ fn tasks_and_tracks(sim: &SimHandle) -> Integration {
     integration
 }
 
+/// A simulated account and an integration reading tasks and tracks in recent-window mode.
+struct Recent {
+    sim: SimHandle,
+    client: capsule_shared::capsule::CapsuleClient,
+    local: Local,
+    integration: Integration,
+}
+
+async fn recent_tasks_and_tracks() -> Recent {
+    let sim = start_sim(600, |_| {}).await;
+    let client = client_for(&sim, "test-token");
+    let mut integration = tasks_and_tracks(&sim);
+    integration.recent_window = Some(RecentWindow { full_refresh_days: 7 });
+    Recent { sim, client, local: Local::new(), integration }
+}
+
 fn manifest(local: &Local, table: &str, run: &RunId) -> RunManifest {
     serde_json::from_value(local.manifest("acme", table, run)).unwrap()
 }
@@ -78,11 +94,7 @@ async fn tracks_read_their_parents_from_the_tasks_snapshot_of_the_same_sync_and_
 
 #[tokio::test]
 async fn a_change_after_the_tasks_snapshot_is_asked_by_the_next_recent_run_however_late_tracks_ran() {
-    let sim = start_sim(600, |_| {}).await;
-    let client = client_for(&sim, "test-token");
-    let local = Local::new();
-    let mut integration = tasks_and_tracks(&sim);
-    integration.recent_window = Some(RecentWindow { full_refresh_days: 7 });
+    let Recent { sim, client, local, integration } = recent_tasks_and_tracks().await;
     let (first, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
     let all_parents = parents(&local.rows("acme", "tracks", &first));
 
@@ -123,11 +135,7 @@ async fn a_change_after_the_tasks_snapshot_is_asked_by_the_next_recent_run_howev
 
 #[tokio::test]
 async fn tracks_continued_one_batch_of_parents_an_invocation_keep_the_snapshot_they_discovered_from() {
-    let sim = start_sim(600, |_| {}).await;
-    let client = client_for(&sim, "test-token");
-    let local = Local::new();
-    let mut integration = tasks_and_tracks(&sim);
-    integration.recent_window = Some(RecentWindow { full_refresh_days: 7 });
+    let Recent { sim, client, local, integration } = recent_tasks_and_tracks().await;
     let run = RunId::new(Utc::now());
     local.sync_as(&client, &integration, &["tasks"], RunOptions::default(), &run).await;
     sim.reset_stats();

@@ -69,7 +69,8 @@ pub struct CreateArgs {
     #[arg(long, value_enum, default_value_t = FanOutArg::Discover)]
     pub fan_out: FanOutArg,
     /// Entries and tracks: read only what changed since the previous run and carry the rest
-    /// over, with a whole read every DAYS days (`7`); `off` reads them whole every run.
+    /// over; everything read again every DAYS days (`7`: entries whole, tracks a slice of their
+    /// parents a day); `off` reads them whole every run.
     #[arg(long, value_name = "DAYS|off", default_value = "off")]
     pub recent_window: String,
     /// Don't call the API to check the token.

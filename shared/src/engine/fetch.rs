@@ -565,7 +565,8 @@ impl Extraction<'_> {
         if resume.discovery.is_none() && self.recent.is_some() {
             found.changed = Some(BTreeSet::new());
         }
-        let snapshot = self.listing_snapshot.take().filter(|_| resume.discovery.is_none());
+        // Set only for a fresh run (no saved parents, no discovery part way).
+        let snapshot = self.listing_snapshot.take();
         let not_shared = snapshot.as_ref().and_then(|s| s.as_ref().err()).map(|why| format!(" (read: {why})"));
         if let Some(Ok(snapshot)) = snapshot {
             self.discover_from_snapshot(routes, &snapshot, &mut found).await?;

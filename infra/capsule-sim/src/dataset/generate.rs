@@ -169,10 +169,7 @@ pub(crate) fn sample_texts(parties: usize) -> Vec<Vec<u8>> {
 }
 
 pub(crate) fn sample_texts_seeded(seed: u64, parties: usize) -> Vec<Vec<u8>> {
-    let a = generate_packed(seed, parties, Packing::Plain);
-    let records = a.records.values().flat_map(|m| m.values());
-    let all = records.chain(a.tasks.values()).chain(a.entries.values()).chain(a.tracks.values().map(|t| &t.record));
-    all.map(Stored::json).collect()
+    generate_packed(seed, parties, Packing::Plain).stored().map(Stored::json).collect()
 }
 
 fn generate_packed(seed: u64, party_count: usize, packing: Packing) -> Account {

@@ -255,14 +255,15 @@ impl Account {
         Some(removed)
     }
 
+    /// Every packed record: parties, opportunities, cases, tasks, entries and tracks.
+    pub fn stored(&self) -> impl Iterator<Item = &Stored> {
+        let records = self.records.values().flat_map(|m| m.values());
+        records.chain(self.tasks.values()).chain(self.entries.values()).chain(self.tracks.values().map(|t| &t.record))
+    }
+
     /// How many records the account packs, and their packed bytes (what a benchmark reports).
     pub fn packed_size(&self) -> (usize, usize) {
-        let records = self.records.values().flat_map(|m| m.values());
-        let all = records
-            .chain(self.tasks.values())
-            .chain(self.entries.values())
-            .chain(self.tracks.values().map(|t| &t.record));
-        all.fold((0, 0), |(n, bytes), r| (n + 1, bytes + r.packed.len()))
+        self.stored().fold((0, 0), |(n, bytes), r| (n + 1, bytes + r.packed.len()))
     }
 
     pub fn entity(&self, entity: Entity) -> &BTreeMap<i64, Stored> {

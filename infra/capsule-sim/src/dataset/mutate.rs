@@ -185,15 +185,16 @@ impl Account {
             if let Some(at) = entry_at {
                 record.body["entryAt"] = json!(timestamp(at));
             }
-            ids.push(record.id());
+            let id = record.id();
             match (m.kind.entity(), m.kind) {
                 (Some(entity), _) => generate::insert(g, self, entity, record),
                 (None, MutationKind::Entries) => self.insert_entry(g, record),
                 (None, _) => {
                     let stored = g.keep(record);
-                    self.collection_mut(m.kind).insert(*ids.last().expect("just pushed"), stored);
+                    self.collection_mut(m.kind).insert(id, stored);
                 }
             }
+            ids.push(id);
         }
         ids
     }

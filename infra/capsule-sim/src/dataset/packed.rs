@@ -59,11 +59,9 @@ thread_local! {
 }
 
 impl Packing {
-    /// Compressed with the process's dictionary (trained now if this is its first use).
+    /// Compressed with the process's dictionary.
     pub fn compressed() -> Packing {
-        Packing::Compressed(
-            DICTIONARY.get_or_init(|| Dictionary::train(&super::generate::sample_texts(SAMPLE_PARTIES))),
-        )
+        Packing::Compressed(dictionary())
     }
 
     /// `json` kept this way.
@@ -98,15 +96,17 @@ impl Packing {
 pub fn unpack(packed: &[u8]) -> Vec<u8> {
     match packed.split_first() {
         Some((&COMPRESSED, compressed)) => DECOMPRESSOR.with_borrow_mut(|decompressor| {
-            let decompressor = decompressor.get_or_insert_with(|| {
-                let Packing::Compressed(dictionary) = Packing::compressed() else { unreachable!() };
-                dictionary.decompressor()
-            });
+            let decompressor = decompressor.get_or_insert_with(|| dictionary().decompressor());
             decompressor.decompress(compressed, MAX_RECORD_BYTES).expect("a packed record decompresses")
         }),
         Some((_, plain)) => plain.to_vec(),
         None => Vec::new(),
     }
+}
+
+/// The process's dictionary, trained now if this is its first use.
+fn dictionary() -> &'static Dictionary {
+    DICTIONARY.get_or_init(|| Dictionary::train(&super::generate::sample_texts(SAMPLE_PARTIES)))
 }
 
 impl Dictionary {
