@@ -40,6 +40,10 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// Tables by their latest state.
     pub tables: BTreeMap<String, RunState>,
+    /// Tables the scheduler is still to send under this run id (held until another table's run
+    /// ends, or whose invoke failed): the latest dispatch's only, as a newer run supersedes it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub to_send: Vec<String>,
     pub rows: u64,
 }
 
@@ -57,25 +61,41 @@ impl Job {
 /// The newest `limit` jobs of an integration, newest first.
 pub async fn jobs(state: &dyn StateStore, integration: &str, limit: usize) -> Result<Vec<Job>> {
     let records = state.runs(Some(integration), 100_000).await?;
-    let scheduled: BTreeSet<RunId> =
-        state.dispatches(integration, 100_000).await?.into_iter().map(|d| d.run_id).collect();
+    let dispatches = state.dispatches(integration, 100_000).await?;
+    let to_send: Vec<String> = dispatches
+        .first()
+        .map_or_else(Vec::new, |latest| latest.failed.iter().chain(&latest.held).map(|(t, _)| t.clone()).collect());
+    let latest = dispatches.first().map(|d| d.run_id.clone());
+    let scheduled: BTreeSet<RunId> = dispatches.into_iter().map(|d| d.run_id).collect();
     let mut by_run: BTreeMap<RunId, Vec<TableRunRecord>> = BTreeMap::new();
     for r in records {
         by_run.entry(r.run_id.clone()).or_default().push(r); // each newest first
     }
-    let mut jobs: Vec<Job> =
-        by_run.into_iter().map(|(run_id, records)| job(integration, run_id, records, &scheduled)).collect();
+    let mut jobs: Vec<Job> = by_run
+        .into_iter()
+        .map(|(run_id, records)| {
+            let to_send = if latest.as_ref() == Some(&run_id) { to_send.clone() } else { Vec::new() };
+            job(integration, run_id, records, &scheduled, to_send)
+        })
+        .collect();
     jobs.sort_by_key(|j| std::cmp::Reverse(j.started_at));
     jobs.truncate(limit);
     Ok(jobs)
 }
 
-fn job(integration: &str, run_id: RunId, records: Vec<TableRunRecord>, scheduled: &BTreeSet<RunId>) -> Job {
+fn job(
+    integration: &str,
+    run_id: RunId,
+    records: Vec<TableRunRecord>,
+    scheduled: &BTreeSet<RunId>,
+    to_send: Vec<String>,
+) -> Job {
     let mut latest: BTreeMap<String, &TableRunRecord> = BTreeMap::new();
     for r in &records {
         latest.entry(r.table.clone()).or_insert(r);
     }
-    let open = latest.values().any(|r| matches!(r.state, RunState::Running | RunState::Continued));
+    let open =
+        !to_send.is_empty() || latest.values().any(|r| matches!(r.state, RunState::Running | RunState::Continued));
     Job {
         integration: integration.to_string(),
         started_by: if scheduled.contains(&run_id) { StartedBy::Schedule } else { StartedBy::Manual },
@@ -84,5 +104,6 @@ fn job(integration: &str, run_id: RunId, records: Vec<TableRunRecord>, scheduled
         finished_at: if open { None } else { latest.values().filter_map(|r| r.finished_at).max() },
         rows: latest.values().filter(|r| r.state == RunState::Succeeded).map(|r| r.rows).sum(),
         tables: latest.into_iter().map(|(t, r)| (t, r.state)).collect(),
+        to_send,
     }
 }

@@ -20,7 +20,8 @@ use crate::events::TableSyncEvent;
 use crate::integration::{Integration, IntegrationStatus, RunId};
 use crate::observe::Event;
 use crate::ports::{
-    ErrorRecord, Lease, ObjectSink, Parking, RunState, StateStore, TableRunRecord, TableState, is_lease_lost,
+    DispatchRecord, ErrorRecord, Lease, ObjectSink, Parking, RunState, StateStore, TableRunRecord, TableState,
+    is_lease_lost,
 };
 use crate::{Result, SyncError, output};
 
@@ -228,6 +229,38 @@ pub async fn recover_stranded(
             Ok(Recovery::Ended)
         }
     }
+}
+
+/// Whether a table the orchestrator held back for `awaited`'s run of the same sync (tracks for
+/// tasks: [`crate::catalog::TableSpec::waits_for`]) may be sent now, and why; None holds it
+/// another tick. The awaited run is going on while it holds a lease or a checkpoint of that run
+/// (a stranded one is healed by the same tick); it is over when it committed, or when no trace of
+/// it is left two lease TTLs after the dispatch: it failed, was skipped, or never started. Either
+/// way the held table then runs, reading the listing itself if there is no snapshot.
+pub async fn held_table_released(
+    state: &dyn StateStore,
+    record: &DispatchRecord,
+    awaited: &str,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Option<String>> {
+    if record.failed.iter().any(|(table, _)| table == awaited) {
+        return Ok(None);
+    }
+    let of_this_run = |run_id: Option<&RunId>| run_id == Some(&record.run_id);
+    let going_on = state.table_states(&record.integration).await?.into_iter().any(|t| {
+        t.table == awaited
+            && (t.lease.is_some_and(|l| of_this_run(l.run_id.as_ref()))
+                || t.checkpoint.is_some_and(|c| of_this_run(Some(&c.run_id))))
+    });
+    if going_on {
+        return Ok(None);
+    }
+    if state.bookmark(&record.integration, awaited).await?.is_some_and(|b| of_this_run(Some(&b.run_id))) {
+        return Ok(Some(format!("{awaited} committed")));
+    }
+    let grace = chrono::Duration::from_std(ttl * 2).unwrap_or_default();
+    Ok((now - record.dispatched_at >= grace).then(|| format!("the run of {awaited} ended without committing")))
 }
 
 /// Pending → Active after the first successful table load (a no-op otherwise).

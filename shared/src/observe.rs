@@ -54,6 +54,7 @@ pub enum Event {
     TableRunStarted,
     TableRunSucceeded,
     TableSyncDispatched,
+    TablesHeld,
     TypeMismatch,
     UnknownFields,
 }
@@ -107,6 +108,7 @@ impl Event {
         Event::TableRunStarted,
         Event::TableRunSucceeded,
         Event::TableSyncDispatched,
+        Event::TablesHeld,
         Event::TypeMismatch,
         Event::UnknownFields,
     ];
@@ -160,6 +162,7 @@ impl Event {
             Event::TableRunStarted => "table_run_started",
             Event::TableRunSucceeded => "table_run_succeeded",
             Event::TableSyncDispatched => "table_sync_dispatched",
+            Event::TablesHeld => "tables_held",
             Event::TypeMismatch => "type_mismatch",
             Event::UnknownFields => "unknown_fields",
         }

@@ -325,6 +325,11 @@ pub struct DispatchRecord {
     /// the next tick dispatches them under the same run id.
     #[serde(default)]
     pub failed: Vec<(String, String)>,
+    /// Tables held back until another table's run of the same sync ends (tracks until tasks:
+    /// [`crate::catalog::TableSpec::waits_for`]), each with the table it waits for: a later tick
+    /// sends them ([`crate::lifecycle::held_table_released`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<(String, String)>,
 }
 
 /// Where incremental replication of one table stands.

@@ -124,6 +124,7 @@ pub async fn run_due(
             tables,
             dispatched_at: now,
             failed: vec![],
+            held: vec![],
         };
         state.record_dispatch(&record).await?;
         let ok = sync(&integration, &run_id).await;

@@ -57,6 +57,7 @@ state_contract!(checkpoints_fence_continuations);
 state_contract!(commits_find_the_bookmark_they_started_from_and_are_idempotent);
 state_contract!(run_records_come_newest_first_and_a_final_one_replaces_running);
 state_contract!(dispatch_records_find_the_latest);
+state_contract!(a_held_table_is_released_when_the_run_it_waits_for_ends);
 sink_contract!(objects_appear_whole_or_not_at_all);
 
 mod budgets_are_updated_atomically {
@@ -445,6 +446,7 @@ async fn dispatch_records_find_the_latest(state: &dyn StateStore) {
             tables: vec!["parties".into()],
             dispatched_at: Utc::now() - chrono::Duration::minutes(minutes),
             failed: vec![],
+            held: vec![],
         };
         state.record_dispatch(&d).await.unwrap();
     }
@@ -453,4 +455,41 @@ async fn dispatch_records_find_the_latest(state: &dyn StateStore) {
     let all: Vec<String> = state.dispatches("acme", 10).await.unwrap().iter().map(|d| d.run_id.to_string()).collect();
     assert_eq!(all, ["20261128T090000Z-bbbbbb", "20261128T080000Z-aaaaaa"], "newest first");
     assert_eq!(state.dispatches("acme", 1).await.unwrap().len(), 1);
+}
+
+/// A table the orchestrator holds for another's run of the same sync (tracks for tasks) is sent
+/// once that run has committed, or has left no trace two lease TTLs after the dispatch; never
+/// while it holds a lease of this sync, or is itself still to be sent.
+async fn a_held_table_is_released_when_the_run_it_waits_for_ends(state: &dyn StateStore) {
+    use capsule_shared::lifecycle::held_table_released;
+    let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
+    let other: RunId = "20261127T080000Z-bbbbbb".parse().unwrap();
+    let ttl = Duration::from_secs(60);
+    let now = Utc::now();
+    let later = now + chrono::Duration::minutes(3);
+    let mut dispatch = DispatchRecord {
+        integration: "acme".into(),
+        run_id: run.clone(),
+        tables: vec!["tasks".into(), "tracks".into()],
+        dispatched_at: now,
+        failed: vec![("tasks".into(), "throttled".into())],
+        held: vec![("tracks".into(), "tasks".into())],
+    };
+    let released = |d: &DispatchRecord, at| {
+        let d = d.clone();
+        async move { held_table_released(state, &d, "tasks", ttl, at).await.unwrap() }
+    };
+    assert_eq!(released(&dispatch, later).await, None, "tasks itself is still to be sent");
+    dispatch.failed.clear();
+    assert_eq!(released(&dispatch, now).await, None, "tasks may not have started yet");
+    // Another sync's lease on tasks says nothing of this one's run.
+    let theirs = state.acquire_lease(&lease("tasks", "theirs", &other, ttl)).await.unwrap().lease;
+    assert_eq!(released(&dispatch, later).await.as_deref(), Some("the run of tasks ended without committing"));
+    state.record_failure(&theirs, &record("acme", "tasks", &other, RunState::Failed), None).await.unwrap();
+    let ours = state.acquire_lease(&lease("tasks", "ours", &run, ttl)).await.unwrap().lease;
+    assert_eq!(released(&dispatch, later).await, None, "tasks' run is going on, however long");
+    let bookmark = Bookmark { last_run_started: now, run_id: run.clone(), previous: None, generation: 1 };
+    let done = record("acme", "tasks", &run, RunState::Succeeded);
+    state.commit(&ours, &bookmark, BookmarkBase::Unchecked, &done).await.unwrap();
+    assert_eq!(released(&dispatch, now).await.as_deref(), Some("tasks committed"));
 }

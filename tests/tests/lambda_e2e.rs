@@ -24,12 +24,30 @@ async fn orchestrator_dispatches_every_table_and_a_second_run_is_incremental() {
     let summary = w.invoke("orchestrator", scheduled.clone()).await;
     let dispatched = &summary["dispatched"][0];
     assert_eq!(dispatched["integration"], "acme");
-    assert_eq!(dispatched["tables"].as_array().unwrap().len(), 22);
+    assert_eq!(dispatched["tables"].as_array().unwrap().len(), 21);
     assert!(dispatched["failed"].as_array().unwrap().is_empty());
+    // Tracks wait for tasks' run, to find their parents in its snapshot rather than in `/tasks`.
+    assert_eq!(dispatched["held"], json!([["tracks", "tasks"]]));
     let run1 = dispatched["run_id"].as_str().unwrap().to_string();
     w.lambda.wait_idle().await;
+    assert!(w.stack.state.bookmark("acme", "tracks").await.unwrap().is_none(), "not sent while held");
+    let job = &capsule_shared::jobs::jobs(&w.stack.state, "acme", 1).await.unwrap()[0];
+    assert_eq!((job.to_send.clone(), job.finished_at), (vec!["tracks".to_string()], None), "{job:?}");
+    // The next tick sends tracks under the same run id (the integration is not due again).
+    let summary = w.invoke("orchestrator", scheduled.clone()).await;
+    assert_eq!(
+        summary["dispatched"],
+        json!([{"integration": "acme", "run_id": run1, "tables": ["tracks"],
+                                             "failed": [], "held": []}])
+    );
+    w.lambda.wait_idle().await;
     assert!(w.lambda.errors().is_empty(), "{:?}", w.lambda.errors());
-    assert_eq!(w.lambda.invocations(), 1 + 22);
+    assert_eq!(w.lambda.invocations(), 1 + 21 + 1 + 1);
+    let job = &capsule_shared::jobs::jobs(&w.stack.state, "acme", 1).await.unwrap()[0];
+    assert!(job.to_send.is_empty() && job.finished_at.is_some() && job.tables.len() == 22, "{job:?}");
+    let (tasks, tracks) = (w.manifest("tasks", &run1).await, w.manifest("tracks", &run1).await);
+    assert_eq!(tracks["discovered_at"], tasks["extracted_at"], "tracks read the tasks snapshot");
+    assert_eq!(w.sim.stats().count("GET /tasks"), tasks["requests"].as_u64().unwrap(), "read once");
 
     let expected = expected_counts(&w.sim);
     let state = &w.stack.state;
@@ -200,9 +218,10 @@ async fn a_first_load_spans_rate_limit_windows_without_sleeping_in_lambda() {
     let windows = w.sim.rate_windows();
     let requests: u32 = windows.iter().sum();
     let minimum = requests.div_ceil(36);
-    // ~150 requests: 4 windows when tracks find their parents in the tasks snapshot of the run
-    // (tasks committed before tracks started), 5 when they read /tasks themselves.
+    // ~150 requests: tracks, held until tasks' run ended, find their parents in its snapshot.
     assert!(minimum >= 4 && windows.len() as u32 >= minimum, "the load spans windows: {windows:?}");
+    let (tasks, tracks) = (w.manifest("tasks", &run_id).await, w.manifest("tracks", &run_id).await);
+    assert_eq!(tracks["discovered_at"], tasks["extracted_at"], "tracks read the tasks snapshot");
     assert!(windows.iter().all(|&n| n <= 36 + 2), "{windows:?}");
     let rejected = w.sim.stats().by_status.get(&429).copied().unwrap_or(0);
     assert!(rejected <= 3, "{rejected} requests were refused with 429");
@@ -444,6 +463,7 @@ async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() 
     let failed: Vec<&str> =
         summary["dispatched"][0]["failed"].as_array().unwrap().iter().map(|f| f[0].as_str().unwrap()).collect();
     assert_eq!(failed, ["teams", "users"], "{summary}");
+    assert_eq!(summary["dispatched"][0]["held"], json!([["tracks", "tasks"]]));
     w.lambda.wait_idle().await;
     let record = state.last_dispatch("acme").await.unwrap().unwrap();
     assert_eq!(record.run_id.as_str(), run_id);
@@ -455,9 +475,11 @@ async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() 
     let dispatched = summary["dispatched"].as_array().unwrap();
     assert_eq!(dispatched.len(), 1, "{summary}");
     assert_eq!(dispatched[0]["run_id"], run_id.as_str());
-    assert_eq!(dispatched[0]["tables"], json!(["teams", "users"]));
+    // Tracks, held at the first tick for tasks' run, go too now that it has committed.
+    assert_eq!(dispatched[0]["tables"], json!(["teams", "users", "tracks"]));
     w.lambda.wait_idle().await;
-    assert!(state.last_dispatch("acme").await.unwrap().unwrap().failed.is_empty());
+    let record = state.last_dispatch("acme").await.unwrap().unwrap();
+    assert!(record.failed.is_empty() && record.held.is_empty(), "{record:?}");
     let runs = state.runs(Some("acme"), 100).await.unwrap();
     let succeeded = runs.iter().filter(|r| r.run_id.as_str() == run_id && r.state == RunState::Succeeded).count();
     assert_eq!(succeeded, 22, "every table of the one run");
@@ -477,6 +499,7 @@ async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() 
         tables,
         dispatched_at: Utc::now(),
         failed: pending,
+        held: vec![],
     };
     state.record_dispatch(&record).await.unwrap();
     let summary = w.invoke("orchestrator", scheduled_tick()).await;

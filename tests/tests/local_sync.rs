@@ -51,6 +51,16 @@ async fn every_table_lands_with_the_simulators_row_count_and_its_columns() {
         assert_eq!(manifest["files"].as_array().unwrap().len(), local.run_files("acme", table.name, &run_id).len());
         assert!(outcome.record.requests.requests >= 1);
     }
+    // Teams carry their memberships as the API embeds them, an empty team as `[]`.
+    let memberships: BTreeMap<String, Value> = local
+        .rows("acme", "teams", &run_id)
+        .into_iter()
+        .map(|r| (r["id"].to_string(), r["memberships"].clone()))
+        .collect();
+    let embedded: BTreeMap<String, Value> =
+        sim.with_account(|a| a.teams.iter().map(|t| (t["id"].to_string(), t["memberships"].clone())).collect());
+    assert_eq!(memberships, embedded);
+    assert!(memberships.values().any(|m| m.as_array().is_some_and(|m| !m.is_empty())), "{memberships:?}");
     // Bookmarks moved for every table, to the run's T0.
     for outcome in &outcomes {
         let b = local.state.bookmark("acme", &outcome.record.table).await.unwrap().expect("bookmark");

@@ -52,6 +52,7 @@ async fn history_older_than_the_retention_is_dropped_but_the_latest_dispatch_sta
             tables: vec![],
             dispatched_at: at,
             failed: vec![],
+            held: vec![],
         };
         state.record_dispatch(&d).await.unwrap();
     }

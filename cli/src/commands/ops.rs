@@ -285,7 +285,18 @@ pub async fn jobs(backend: &Backend, args: JobsArgs) -> anyhow::Result<()> {
     }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(["run", "started by", "started", "succeeded", "failed", "continued", "skipped", "rows", "seconds"]);
+    t.set_header([
+        "run",
+        "started by",
+        "started",
+        "succeeded",
+        "failed",
+        "continued",
+        "skipped",
+        "to send",
+        "rows",
+        "seconds",
+    ]);
     for job in &jobs {
         t.add_row(vec![
             job.run_id.to_string(),
@@ -295,6 +306,7 @@ pub async fn jobs(backend: &Backend, args: JobsArgs) -> anyhow::Result<()> {
             job.count(RunState::Failed).to_string(),
             (job.count(RunState::Continued) + job.count(RunState::Running)).to_string(),
             job.count(RunState::Skipped).to_string(),
+            job.to_send.join(","),
             job.rows.to_string(),
             job.seconds().map_or("-".into(), |s| format!("{s:.1}")),
         ]);

@@ -58,6 +58,9 @@ pub struct Dispatched {
     pub tables: Vec<String>,
     /// Tables whose invocation could not be started, with why.
     pub failed: Vec<(String, String)>,
+    /// Tables held back until another table's run of this sync ends, each with that table: a
+    /// later tick sends them (tracks wait for tasks, to read its snapshot instead of `/tasks`).
+    pub held: Vec<(String, String)>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -94,7 +97,7 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
             let resumed = resume(&integration, deps).await?;
             busy.extend(resumed.iter().filter(|r| r.invocation.is_some()).map(|r| r.table.clone()));
             summary.resumed.extend(resumed);
-            summary.dispatched.extend(dispatch_pending(&integration, last.clone(), deps).await?);
+            summary.dispatched.extend(dispatch_pending(&integration, last.clone(), deps, now).await?);
         }
         if let Err(e) = schedule::check_frequency(&integration, tick) {
             tracing::warn!(event = Event::FrequencyBelowTick.as_str(), integration = %integration.name, error = %e);
@@ -141,7 +144,9 @@ async fn resume(integration: &Integration, deps: &Deps) -> Result<Vec<Resumed>> 
 /// tick, or a manual full run that was due) records its intent first (every table pending),
 /// then what is still pending after the invokes: a crash or a retry of this invocation re-sends
 /// nothing that was sent, and a table whose invoke failed is sent by the next tick under the
-/// same run id. Forced and partial manual runs record nothing: they never postpone the schedule.
+/// same run id. Such a run also holds back a table that waits for another's run of the sync
+/// (tracks for tasks), for a later tick to send. Forced and partial manual runs record nothing:
+/// they never postpone the schedule, and hold nothing back (there is no record to send it from).
 async fn dispatch(
     integration: &Integration,
     tables: &[&'static catalog::TableSpec],
@@ -150,13 +155,20 @@ async fn dispatch(
     on_schedule: bool,
 ) -> Result<Dispatched> {
     let run_id = RunId::new(now);
-    let names: Vec<String> = tables.iter().map(|t| t.name.to_string()).collect();
+    let held: Vec<(String, String)> = tables
+        .iter()
+        .filter(|_| on_schedule)
+        .filter_map(|t| t.waits_for(tables).map(|awaited| (t.name.to_string(), awaited.to_string())))
+        .collect();
+    let names: Vec<String> =
+        tables.iter().map(|t| t.name.to_string()).filter(|t| !held.iter().any(|(h, _)| h == t)).collect();
     let mut record = DispatchRecord {
         integration: integration.name.clone(),
         run_id: run_id.clone(),
-        tables: names.clone(),
+        tables: tables.iter().map(|t| t.name.to_string()).collect(),
         dispatched_at: now,
         failed: names.iter().map(|t| (t.clone(), "not dispatched yet".to_string())).collect(),
+        held,
     };
     if on_schedule {
         deps.state.record_dispatch(&record).await?;
@@ -167,7 +179,17 @@ async fn dispatch(
     }
     tracing::info!(event = Event::IntegrationDispatched.as_str(), integration = %integration.name, run_id = %run_id,
                    tables = names.len(), failed = record.failed.len());
-    Ok(Dispatched { integration: integration.name.clone(), run_id, tables: names, failed: record.failed })
+    if !record.held.is_empty() {
+        tracing::info!(event = Event::TablesHeld.as_str(), integration = %integration.name, run_id = %run_id,
+                       held = ?record.held);
+    }
+    Ok(Dispatched {
+        integration: integration.name.clone(),
+        run_id,
+        tables: names,
+        failed: record.failed,
+        held: record.held,
+    })
 }
 
 /// Invokes table-sync for each table of a run; the tables whose invoke failed, with why.
@@ -191,25 +213,41 @@ async fn send(integration: &Integration, tables: &[String], run_id: &RunId, deps
     failed
 }
 
-/// The tables the last scheduled run could not dispatch, sent now under its run id.
+/// The tables the last scheduled run could not dispatch, and those it held back whose awaited
+/// run has ended ([`lifecycle::held_table_released`]), sent now under its run id.
 async fn dispatch_pending(
     integration: &Integration,
     last: Option<DispatchRecord>,
     deps: &Deps,
+    now: DateTime<Utc>,
 ) -> Result<Option<Dispatched>> {
     let Some(mut record) = last else { return Ok(None) };
-    if record.failed.is_empty() || integration.status == IntegrationStatus::Paused {
+    if integration.status == IntegrationStatus::Paused {
         return Ok(None);
     }
-    let pending: Vec<String> = record.failed.iter().map(|(t, _)| t.clone()).collect();
+    let mut released = Vec::new();
+    let mut still_held = Vec::new();
+    for (table, awaited) in record.held.clone() {
+        match lifecycle::held_table_released(deps.state.as_ref(), &record, &awaited, deps.lease_ttl, now).await? {
+            Some(why) => released.push((table, why)),
+            None => still_held.push((table, awaited)),
+        }
+    }
+    if record.failed.is_empty() && released.is_empty() {
+        return Ok(None);
+    }
+    let pending: Vec<String> =
+        record.failed.iter().map(|(t, _)| t.clone()).chain(released.iter().map(|(t, _)| t.clone())).collect();
+    record.held = still_held;
     record.failed = send(integration, &pending, &record.run_id, deps).await;
     deps.state.record_dispatch(&record).await?;
     tracing::info!(event = Event::PendingTablesDispatched.as_str(), integration = %integration.name, run_id = %record.run_id,
-                   tables = pending.len(), failed = record.failed.len());
+                   tables = pending.len(), failed = record.failed.len(), ?released);
     Ok(Some(Dispatched {
         integration: integration.name.clone(),
         run_id: record.run_id,
         tables: pending,
         failed: record.failed,
+        held: record.held,
     }))
 }

@@ -11,8 +11,9 @@ use serde_json::{Map, Value, json};
 use crate::config::LinkStyle;
 use crate::dataset::{Account, Entity, Stored};
 
-/// Keys present on parties, opportunities and kases only when asked for with `embed`.
-const EMBED_ONLY: [&str; 3] = ["tags", "fields", "missingImportantFields"];
+/// Keys present only when asked for with `embed`: on parties, opportunities and kases, and
+/// `memberships` on teams.
+const EMBED_ONLY: [&str; 4] = ["tags", "fields", "missingImportantFields", "memberships"];
 
 /// Largest `perPage` accepted (per-entity entries: 50, per the current docs).
 const MAX_PER_PAGE: usize = 100;
@@ -368,7 +369,7 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
             let defs = account.track_definitions.iter().filter(move |d| rule.is_none_or(|r| d["captureRule"] == r));
             page(ctx, &q, "trackDefinitions", defs, same, None)
         }
-        ["teams"] => page(ctx, &q, "teams", account.teams.iter(), same, None),
+        ["teams"] => page(ctx, &q, "teams", account.teams.iter(), embed_shape(&q), None),
         ["users"] => page(ctx, &q, "users", account.users.iter(), same, None),
         ["lostreasons"] => page(ctx, &q, "lostReasons", account.lost_reasons.iter(), same, None),
         ["pipelines"] => {

@@ -188,6 +188,13 @@ impl TableSpec {
         let first = discover.first()?.same_listing_as?;
         discover.iter().all(|r| r.same_listing_as == Some(first)).then_some(first)
     }
+
+    /// The table of `selection` whose run this table's run waits for in the same sync, to read
+    /// its snapshot rather than the listing again (tracks wait for tasks, when both are synced).
+    /// The local dispatcher and the orchestrator both hold the table back by this rule.
+    pub fn waits_for(&self, selection: &[&TableSpec]) -> Option<&'static str> {
+        self.discovers_from().filter(|from| selection.iter().any(|t| t.name == *from))
+    }
 }
 
 impl ParentDiscovery {

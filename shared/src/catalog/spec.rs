@@ -55,12 +55,6 @@ pub const NOT_PROVIDED: &[NotProvided] = &[
         reason: "not in Capsule API v2: GET /teams returns id, name, createdAt and updatedAt only",
     },
     NotProvided {
-        table: "teams",
-        columns: &["memberships"],
-        reason: "GET /teams?embed=memberships is documented but the shape of what it returns is unconfirmed \
-                 (Capsule's documentation does not show it), so it is not fetched; team members are `users.team`",
-    },
-    NotProvided {
         table: "track_definitions",
         columns: &["trackDateOn"],
         reason: "a field of each track (`tracks.trackDateOn`), not of its definition",

@@ -716,13 +716,12 @@ pub async fn run_tables(
     order.sort_by_key(|i| position(tables[*i]));
     let sources: std::collections::BTreeMap<&str, tokio::sync::watch::Sender<bool>> = tables
         .iter()
-        .filter_map(|t| t.discovers_from())
-        .filter(|from| tables.iter().any(|t| t.name == *from))
+        .filter_map(|t| t.waits_for(tables))
         .map(|from| (from, tokio::sync::watch::Sender::new(false)))
         .collect();
     let runs = order.into_iter().map(|i| {
         let table = tables[i];
-        let source_done = table.discovers_from().and_then(|from| sources.get(from)).map(|done| done.subscribe());
+        let source_done = table.waits_for(tables).and_then(|from| sources.get(from)).map(|done| done.subscribe());
         let done = sources.get(table.name);
         let run = run_table(client, deps, integration, table, run_id, options, dispatch.progress.clone());
         async move {

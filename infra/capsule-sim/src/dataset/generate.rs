@@ -174,9 +174,10 @@ pub(crate) fn sample_texts_seeded(seed: u64, parties: usize) -> Vec<Vec<u8>> {
 
 fn generate_packed(seed: u64, party_count: usize, packing: Packing) -> Account {
     let mut g = Gen::new(seed, packing);
+    let users = users(&mut g, (party_count / 1000).clamp(3, 25));
     let mut a = Account {
-        users: users(&mut g, (party_count / 1000).clamp(3, 25)),
-        teams: teams(),
+        teams: teams(&users),
+        users,
         lost_reasons: lost_reasons(),
         categories: categories(),
         activity_types: activity_types(),
@@ -640,12 +641,21 @@ fn users(g: &mut Gen, n: usize) -> Vec<Value> {
         .collect()
 }
 
-fn teams() -> Vec<Value> {
-    vec![
+/// The sample's three teams. Each keeps its `memberships` (served only with
+/// `embed=memberships`): every user in one team, the last team empty. Capsule does not show
+/// this shape (UNCONFIRMED); the connector keeps whatever it gets as JSON.
+fn teams(users: &[Value]) -> Vec<Value> {
+    let mut teams = vec![
         json!({"id": 3, "name": "The North", "createdAt": "2018-02-23T11:46:50Z", "updatedAt": "2018-02-26T12:48:22Z"}),
         json!({"id": 4, "name": "The South", "createdAt": "2018-02-23T11:46:56Z", "updatedAt": "2018-02-26T12:48:31Z"}),
         json!({"id": 5, "name": "Executives", "createdAt": "2018-03-01T10:38:55Z", "updatedAt": "2018-03-01T10:39:01Z"}),
-    ]
+    ];
+    let staffed = teams.len() - 1;
+    for (t, team) in teams.iter_mut().enumerate() {
+        let members = users.iter().enumerate().filter(|(u, _)| t < staffed && u % staffed == t);
+        team["memberships"] = members.map(|(_, user)| json!({"user": nested_user(user, false)})).collect();
+    }
+    teams
 }
 
 fn lost_reasons() -> Vec<Value> {
