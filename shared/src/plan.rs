@@ -73,8 +73,12 @@ pub async fn plan(
     let interval = Duration::minutes(i64::from(integration.frequency_minutes));
     let mut probe = Probe { client, requests: 0, newest: Vec::new() };
     let mut tables = Vec::new();
-    for spec in integration.selected_tables()? {
+    let selected = integration.selected_tables()?;
+    for &spec in &selected {
+        // A listing another selected table reads is read once (the dispatchers wait for it).
+        let shares = spec.waits_for(&selected);
         let table = match spec.fetch {
+            Fetch::Listings(_) if let Some(source) = shares => shared_listing(spec, source),
             Fetch::Listings(listings) => {
                 let mut table = probe.listings(spec, listings, (integration.history_start, now - interval)).await?;
                 if let Some(recent) = recent_share(integration, spec, &probe.newest, now - interval) {
@@ -82,7 +86,7 @@ pub async fn plan(
                 }
                 table
             }
-            Fetch::FanOut { discover, .. } => probe.fan_out(spec, discover, history).await?,
+            Fetch::FanOut { discover, .. } => probe.fan_out(spec, discover, history, shares.is_some()).await?,
         };
         tables.push(table);
     }
@@ -103,6 +107,19 @@ pub async fn plan(
         probe_requests: probe.requests,
         tables,
     })
+}
+
+/// A table whose rows are another selected table's snapshot of the same sync: no request.
+fn shared_listing(spec: &'static TableSpec, source: &str) -> TablePlan {
+    TablePlan {
+        table: spec.name,
+        replication: spec.replication.as_str(),
+        rows: None,
+        first_load_requests: 0,
+        scheduled_rows: None,
+        scheduled_requests: 0,
+        basis: format!("read from the {source} snapshot of the same sync (no request)"),
+    }
 }
 
 /// Pages of `n` records at `per_page` (an empty listing still takes one request).
@@ -279,6 +296,7 @@ impl Probe<'_> {
         spec: &'static TableSpec,
         discover: &[crate::catalog::ParentDiscovery],
         history: &[TableRunRecord],
+        shared: bool,
     ) -> Result<TablePlan> {
         let last = history
             .iter()
@@ -290,7 +308,10 @@ impl Probe<'_> {
             let listing = &route.listing;
             let (all, first, url) = self.count(listing, None).await?;
             let discovery_pages = pages(all, u64::from(listing.max_per_page));
-            requests += discovery_pages + guard(listing, all);
+            // Read by another table of the sync, the listing costs this one nothing.
+            if !shared {
+                requests += discovery_pages + guard(listing, all);
+            }
             let sample = self.sample(listing, &url, discovery_pages, first).await?;
             // Parents named in the sample, scaled to the whole listing (a parent's records sit
             // together, so a page names about as many parents as any other of its size).
@@ -306,7 +327,11 @@ impl Probe<'_> {
             Some(run) => (run.requests.requests, format!("as its last run ({})", run.run_id)),
             None => (
                 requests + parents_estimate.round() as u64,
-                "discovery pages + parents estimated from a sample of the first page".to_string(),
+                match shared {
+                    true => "parents estimated from a sample of the first page (the discovery listing is shared)",
+                    false => "discovery pages + parents estimated from a sample of the first page",
+                }
+                .to_string(),
             ),
         };
         Ok(TablePlan {

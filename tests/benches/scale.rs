@@ -60,9 +60,10 @@ const LEGEND: &str = "Per size: the account (parties; every other collection sca
 simulator), a first load of all 22 tables, and a daily run a day later (the first load's manifests are \
 dated a day back), after about 1 % of the account changed. \
 `min` is the fewest requests the table could take: `ceil(rows/100)` per listing (at least one per \
-listing; a deleted feed's restricted records ride on its pages and are not counted); for `employees`, a read of every party (first load); for fan-out tables, the discovery listing's pages \
-(none when another table of the sync reads that listing: tracks find their parents in the tasks snapshot) \
-plus one request per parent that has children. `over` is requests − min: the paging-shift guard \
+listing; a deleted feed's restricted records ride on its pages and are not counted), none for a listing \
+another table of the sync reads (employees come from the parties snapshot); for fan-out tables, the discovery \
+listing's pages (none when another table of the sync reads that listing: tracks find their parents in the \
+tasks snapshot) plus one request per parent that has children. `over` is requests − min: the paging-shift guard \
 (a count probe per multi-page listing with a deleted feed). \
 CPU and peak RSS are the `capsule-sync` process's own (the simulator runs in another process). \
 `raw` is the NDJSON before gzip. The integration reads entries and tracks in recent-window mode \
@@ -332,7 +333,10 @@ fn minimum(spec: &TableSpec, rows: &BTreeMap<String, u64>, parents: u64, riders:
             .and_then(|t| rows.get(t.name))
             .copied()
     };
+    // A listing another table of the sync reads is not read again (employees: parties).
+    let shared = |l: &catalog::Listing| l.same_listing_as.is_some_and(|t| rows.contains_key(t));
     match spec.fetch {
+        Fetch::Listings(listings) if listings.iter().all(shared) => 0,
         Fetch::Listings(listings) => {
             let own = rows[spec.name] - riders;
             let read =
@@ -341,8 +345,7 @@ fn minimum(spec: &TableSpec, rows: &BTreeMap<String, u64>, parents: u64, riders:
             if filtered > 0 { filtered } else { pages(own).max(listings.len() as u64) }
         }
         Fetch::FanOut { discover, .. } => {
-            // A listing another table of the sync reads is not read again (tracks: tasks).
-            let read = discover.iter().filter(|d| d.same_listing_as.is_none_or(|t| !rows.contains_key(t)));
+            let read = discover.iter().filter(|d| !shared(&d.listing));
             let discovery: u64 = read.map(|d| pages(rows_of_path(d.listing.path).unwrap_or(parents))).sum();
             discovery + parents
         }

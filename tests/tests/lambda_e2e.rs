@@ -24,30 +24,31 @@ async fn orchestrator_dispatches_every_table_and_a_second_run_is_incremental() {
     let summary = w.invoke("orchestrator", scheduled.clone()).await;
     let dispatched = &summary["dispatched"][0];
     assert_eq!(dispatched["integration"], "acme");
-    assert_eq!(dispatched["tables"].as_array().unwrap().len(), 21);
+    assert_eq!(dispatched["tables"].as_array().unwrap().len(), 20);
     assert!(dispatched["failed"].as_array().unwrap().is_empty());
-    // Tracks wait for tasks' run, to find their parents in its snapshot rather than in `/tasks`.
-    assert_eq!(dispatched["held"], json!([["tracks", "tasks"]]));
+    // Employees wait for parties' run and tracks for tasks', to read their snapshots rather than
+    // `/parties` and `/tasks` again.
+    assert_eq!(dispatched["held"], json!([["employees", "parties"], ["tracks", "tasks"]]));
     let run1 = dispatched["run_id"].as_str().unwrap().to_string();
     w.lambda.wait_idle().await;
     assert!(w.stack.state.bookmark("acme", "tracks").await.unwrap().is_none(), "not sent while held");
     let job = &capsule_shared::jobs::jobs(&w.stack.state, "acme", 1).await.unwrap()[0];
-    assert_eq!((job.to_send.clone(), job.finished_at), (vec!["tracks".to_string()], None), "{job:?}");
-    // The next tick sends tracks under the same run id (the integration is not due again).
+    assert_eq!((job.to_send.join(","), job.finished_at), ("employees,tracks".to_string(), None), "{job:?}");
+    // The next tick sends them under the same run id (the integration is not due again).
     let summary = w.invoke("orchestrator", scheduled.clone()).await;
-    assert_eq!(
-        summary["dispatched"],
-        json!([{"integration": "acme", "run_id": run1, "tables": ["tracks"],
-                                             "failed": [], "held": []}])
-    );
+    let sent =
+        json!([{"integration": "acme", "run_id": run1, "tables": ["employees", "tracks"], "failed": [], "held": []}]);
+    assert_eq!(summary["dispatched"], sent);
     w.lambda.wait_idle().await;
     assert!(w.lambda.errors().is_empty(), "{:?}", w.lambda.errors());
-    assert_eq!(w.lambda.invocations(), 1 + 21 + 1 + 1);
+    assert_eq!(w.lambda.invocations(), 1 + 20 + 1 + 2);
     let job = &capsule_shared::jobs::jobs(&w.stack.state, "acme", 1).await.unwrap()[0];
     assert!(job.to_send.is_empty() && job.finished_at.is_some() && job.tables.len() == 22, "{job:?}");
     let (tasks, tracks) = (w.manifest("tasks", &run1).await, w.manifest("tracks", &run1).await);
     assert_eq!(tracks["discovered_at"], tasks["extracted_at"], "tracks read the tasks snapshot");
     assert_eq!(w.sim.stats().count("GET /tasks"), tasks["requests"].as_u64().unwrap(), "read once");
+    let (parties, employees) = (w.manifest("parties", &run1).await, w.manifest("employees", &run1).await);
+    assert_eq!((employees["requests"].as_u64(), &employees["extracted_at"]), (Some(0), &parties["extracted_at"]));
 
     let expected = expected_counts(&w.sim);
     let state = &w.stack.state;
@@ -463,7 +464,7 @@ async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() 
     let failed: Vec<&str> =
         summary["dispatched"][0]["failed"].as_array().unwrap().iter().map(|f| f[0].as_str().unwrap()).collect();
     assert_eq!(failed, ["teams", "users"], "{summary}");
-    assert_eq!(summary["dispatched"][0]["held"], json!([["tracks", "tasks"]]));
+    assert_eq!(summary["dispatched"][0]["held"], json!([["employees", "parties"], ["tracks", "tasks"]]));
     w.lambda.wait_idle().await;
     let record = state.last_dispatch("acme").await.unwrap().unwrap();
     assert_eq!(record.run_id.as_str(), run_id);
@@ -475,8 +476,9 @@ async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() 
     let dispatched = summary["dispatched"].as_array().unwrap();
     assert_eq!(dispatched.len(), 1, "{summary}");
     assert_eq!(dispatched[0]["run_id"], run_id.as_str());
-    // Tracks, held at the first tick for tasks' run, go too now that it has committed.
-    assert_eq!(dispatched[0]["tables"], json!(["teams", "users", "tracks"]));
+    // Employees and tracks, held at the first tick for parties' and tasks' runs, go too now
+    // that those have committed.
+    assert_eq!(dispatched[0]["tables"], json!(["teams", "users", "employees", "tracks"]));
     w.lambda.wait_idle().await;
     let record = state.last_dispatch("acme").await.unwrap().unwrap();
     assert!(record.failed.is_empty() && record.held.is_empty(), "{record:?}");

@@ -49,7 +49,9 @@ async fn every_table_lands_with_the_simulators_row_count_and_its_columns() {
         let manifest = local.manifest("acme", table.name, &run_id);
         assert_eq!(manifest["rows"].as_u64().unwrap() as usize, rows.len());
         assert_eq!(manifest["files"].as_array().unwrap().len(), local.run_files("acme", table.name, &run_id).len());
-        assert!(outcome.record.requests.requests >= 1);
+        // Employees are the parties snapshot's persons with an organisation: no request.
+        let from_snapshot = matches!(table.fetch, catalog::Fetch::Listings(_)) && table.snapshot_source().is_some();
+        assert_eq!(outcome.record.requests.requests == 0, from_snapshot, "requests of {}", table.name);
     }
     // Teams carry their memberships as the API embeds them, an empty team as `[]`.
     let memberships: BTreeMap<String, Value> = local
@@ -61,10 +63,17 @@ async fn every_table_lands_with_the_simulators_row_count_and_its_columns() {
         sim.with_account(|a| a.teams.iter().map(|t| (t["id"].to_string(), t["memberships"].clone())).collect());
     assert_eq!(memberships, embedded);
     assert!(memberships.values().any(|m| m.as_array().is_some_and(|m| !m.is_empty())), "{memberships:?}");
-    // Bookmarks moved for every table, to the run's T0.
+    // Bookmarks moved for every table, to the run's T0; employees' to the parties snapshot's.
+    let started: BTreeMap<&str, _> = outcomes.iter().map(|o| (o.record.table.as_str(), o.record.started_at)).collect();
     for outcome in &outcomes {
         let b = local.state.bookmark("acme", &outcome.record.table).await.unwrap().expect("bookmark");
-        assert_eq!(b.last_run_started, outcome.record.started_at);
+        let table = catalog::table(&outcome.record.table).unwrap();
+        let rows_of = match table.fetch {
+            catalog::Fetch::Listings(_) => table.snapshot_source().unwrap_or(table.name),
+            catalog::Fetch::FanOut { .. } => table.name,
+        };
+        assert_eq!(b.last_run_started, started[rows_of], "{}", table.name);
+        assert_eq!(local.manifest("acme", table.name, &run_id)["extracted_at"], serde_json::json!(started[rows_of]));
     }
     let status = local.state.get_integration("acme").await.unwrap();
     assert!(status.is_none(), "run_tables doesn't create integrations");

@@ -1,16 +1,17 @@
-//! Tracks' parents come from the tasks table's snapshot of the same sync: the `/tasks` listing
-//! tasks has just read is not read again. The snapshot gives the same tracks as reading the
-//! listing; a change made after that snapshot is seen by the next run, however long after it
-//! tracks ran; a column selection that leaves out a field discovery needs reads the listing, and
-//! the log says why.
+//! Listings read once per sync. Tracks' parents come from the tasks table's snapshot of the same
+//! sync, and employees are the persons of the parties table's: `/tasks` and `/parties` are not
+//! read again. A snapshot gives the same rows as reading the listing; a change made after it is
+//! seen by the next run, however long after it the reading table ran; a column selection that
+//! leaves out a field used, or a snapshot over a shorter window, reads the listing, and the log
+//! says why.
 
 use std::collections::BTreeSet;
 
 use capsule_shared::engine::{self, RunOptions};
 use capsule_shared::integration::{Integration, RecentWindow, RunId};
 use capsule_shared::output::RunManifest;
-use capsule_shared::ports::{ObjectSink, RunState};
-use capsule_sync_e2e::capsule_sim::{MutationKind, MutationOp, SimHandle};
+use capsule_shared::ports::{ObjectSink, RunState, StateStore};
+use capsule_sync_e2e::capsule_sim::{Entity, MutationKind, MutationOp, SimHandle};
 use capsule_sync_e2e::*;
 use chrono::Utc;
 use serde_json::{Map, Value};
@@ -163,5 +164,100 @@ async fn a_tasks_column_selection_without_a_field_discovery_needs_reads_the_list
     let tracks = manifest(&local, "tracks", &run);
     assert_eq!(tracks.discovered_at, None);
     assert!(tracks.requests.requests > parents(&local.rows("acme", "tracks", &run)).len() as u64);
-    assert!(log_of(&local, &run, "tracks").contains("column selection leaves out `hasTrack`"));
+    assert!(log_of(&local, &run, "tracks").contains("the column selection of tasks leaves out `hasTrack`"));
+}
+
+fn parties_and_employees(sim: &SimHandle) -> Integration {
+    let mut integration = integration_for(sim, "acme", "UNUSED");
+    integration.tables = vec!["parties".into(), "employees".into()];
+    integration.lookback_minutes = 1;
+    integration
+}
+
+/// Rows without the columns a run stamps on them.
+fn contents(rows: Vec<Map<String, Value>>) -> BTreeSet<String> {
+    rows.into_iter()
+        .map(|mut r| {
+            r.remove("_run_id");
+            r.remove("_extracted_at");
+            serde_json::to_string(&r).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn employees_come_from_the_parties_snapshot_of_the_same_sync_as_the_listing_would_give_them() {
+    let sim = start_sim(600, |_| {}).await;
+    let client = client_for(&sim, "test-token");
+    let (alone, together) = (Local::new(), Local::new());
+    let mut employees_only = parties_and_employees(&sim);
+    employees_only.tables = vec!["employees".into()];
+    let (by_listing, _) = alone.sync(&client, &employees_only, &[], RunOptions::default()).await;
+    sim.reset_stats();
+    let (run, outcomes) = together.sync(&client, &parties_and_employees(&sim), &[], RunOptions::default()).await;
+    assert!(outcomes.iter().all(|o| o.record.state == RunState::Succeeded), "{outcomes:?}");
+    let (parties, employees) = (manifest(&together, "parties", &run), manifest(&together, "employees", &run));
+    let parties_read = sim.stats().count("GET /parties") + sim.stats().count("GET /parties/deleted");
+    assert_eq!(parties_read, parties.requests.requests, "read once, by parties");
+    assert_eq!(employees.requests.requests, 0);
+    let rows = together.rows("acme", "employees", &run);
+    assert!(rows.len() > 100, "{} employees", rows.len());
+    assert_eq!(contents(rows), contents(alone.rows("acme", "employees", &by_listing)), "the same rows");
+    // As of the parties snapshot: rows, manifest and bookmark.
+    assert_eq!((employees.extracted_at, employees.discovered_at), (parties.extracted_at, Some(parties.extracted_at)));
+    let bookmark = together.state.bookmark("acme", "employees").await.unwrap().unwrap();
+    assert_eq!(bookmark.last_run_started, parties.extracted_at);
+    assert!(log_of(&together, &run, "employees").contains("records of the snapshot `parties` committed in this sync"));
+
+    // A day later: a change after the parties snapshot of the same sync is the next run's.
+    sim.mutate_n(MutationKind::Parties, MutationOp::Update, 40).unwrap();
+    let (next_alone, _) = alone.sync(&client, &employees_only, &[], RunOptions::default()).await;
+    let next = RunId::new(Utc::now());
+    let integration = parties_and_employees(&sim);
+    together.sync_as(&client, &integration, &["parties"], RunOptions::default(), &next).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let late = sim.mutate_n(MutationKind::Parties, MutationOp::Update, 40).unwrap().ids;
+    together.sync_as(&client, &integration, &["employees"], RunOptions::default(), &next).await;
+    let daily = together.rows("acme", "employees", &next);
+    assert_eq!(manifest(&together, "employees", &next).requests.requests, 0);
+    assert_eq!(contents(daily), contents(alone.rows("acme", "employees", &next_alone)), "the changed persons, flagged");
+    let (last, _) = together.sync(&client, &integration, &[], RunOptions::default()).await;
+    let persons: BTreeSet<i64> = sim.with_account(|a| {
+        late.iter().filter(|id| a.records[&Entity::Parties][*id].body()["type"] == "person").copied().collect()
+    });
+    assert!(!persons.is_empty());
+    assert!(persons.is_subset(&ids(&together.rows("acme", "employees", &last))), "changed after the snapshot");
+}
+
+#[tokio::test]
+async fn employees_read_the_listing_when_the_parties_snapshot_cannot_stand_in_and_say_why() {
+    let sim = start_sim(300, |_| {}).await;
+    let client = client_for(&sim, "test-token");
+    let local = Local::new();
+    let integration = parties_and_employees(&sim);
+    local.sync(&client, &integration, &[], RunOptions::default()).await;
+    // Parties alone moves on: its next snapshot covers less than employees' window.
+    let changed = sim.mutate_n(MutationKind::Parties, MutationOp::Update, 30).unwrap().ids;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    local.sync(&client, &integration, &["parties"], RunOptions::default()).await;
+    let (run, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
+    let employees = manifest(&local, "employees", &run);
+    assert!(employees.requests.requests > 0 && employees.discovered_at.is_none());
+    assert!(
+        log_of(&local, &run, "employees").contains("parties read changes since"),
+        "{}",
+        log_of(&local, &run, "employees")
+    );
+    let persons: BTreeSet<i64> = sim.with_account(|a| {
+        changed.iter().filter(|id| a.records[&Entity::Parties][*id].body()["type"] == "person").copied().collect()
+    });
+    assert!(persons.is_subset(&ids(&local.rows("acme", "employees", &run))), "the changes parties read earlier");
+
+    // A parties selection without employees' columns cannot give their rows.
+    let other = Local::new();
+    let mut narrow = parties_and_employees(&sim);
+    narrow.columns.insert("parties".into(), vec!["id".into(), "type".into(), "updatedAt".into()]);
+    let (run, _) = other.sync(&client, &narrow, &[], RunOptions::default()).await;
+    assert!(manifest(&other, "employees", &run).requests.requests > 0);
+    assert!(log_of(&other, &run, "employees").contains("the column selection of parties leaves out `about`"));
 }

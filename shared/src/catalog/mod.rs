@@ -80,6 +80,14 @@ pub enum Filter {
     IsTrue(&'static str),
 }
 
+impl Filter {
+    /// The top-level field it reads.
+    pub fn field(&self) -> &'static str {
+        let (Filter::Equals(path, _) | Filter::IsObject(path) | Filter::IsTrue(path)) = *self;
+        path.split('.').next().unwrap_or(path)
+    }
+}
+
 /// Membership of an incremental table derived from another table's listing (employees are the
 /// persons of `/parties` with an organisation). Reading only changed records, a run cannot tell
 /// "never a member" from "no longer a member" (a person who left their organisation), so on a run
@@ -144,6 +152,11 @@ pub struct Listing {
     /// skipped; after reading, the engine asks this feed and re-reads the listing if anything
     /// was deleted meanwhile.
     pub deleted_feed: Option<&'static str>,
+    /// Another table that reads this very listing (same path and parameters, every record) and
+    /// keeps every column: when that table's run of the same sync has committed, over at least
+    /// this run's window, its snapshot is read instead of the listing, saving every page
+    /// ([`TableSpec::snapshot_source`]; employees from parties, tracks' discovery from tasks).
+    pub same_listing_as: Option<&'static str>,
 }
 
 impl Listing {
@@ -160,6 +173,7 @@ impl Listing {
             membership: None,
             max_per_page,
             deleted_feed: None,
+            same_listing_as: None,
         }
     }
 }
@@ -174,26 +188,47 @@ pub struct ParentDiscovery {
     /// track's tasks' `updatedAt`): with it, a recent read asks only the parents named by a
     /// record changed since the previous run, and carries the others' children over.
     pub changed_by: Option<&'static str>,
-    /// Another table that reads this very listing (same path and parameters) and keeps every
-    /// field discovery uses: when that table's run of the same sync has committed, its snapshot
-    /// is read instead of the listing ([`ParentDiscovery::fields`]), saving the listing's requests.
-    pub same_listing_as: Option<&'static str>,
 }
 
 impl TableSpec {
-    /// The table whose snapshot of the same sync can stand in for this table's discovery
-    /// listing (tracks: tasks), when every discovery route reads that table's listing.
-    pub fn discovers_from(&self) -> Option<&'static str> {
-        let Fetch::FanOut { discover, .. } = self.fetch else { return None };
-        let first = discover.first()?.same_listing_as?;
-        discover.iter().all(|r| r.same_listing_as == Some(first)).then_some(first)
+    /// The table whose snapshot of the same sync can stand in for this table's listings
+    /// (employees: parties; its rows are then that snapshot's records) or its discovery listing
+    /// (tracks: tasks; only the parents come from it), when every one of them reads that table's.
+    pub fn snapshot_source(&self) -> Option<&'static str> {
+        let listings: Vec<&Listing> = match self.fetch {
+            Fetch::Listings(listings) => listings.iter().collect(),
+            Fetch::FanOut { discover, .. } => discover.iter().map(|r| &r.listing).collect(),
+        };
+        let first = listings.first()?.same_listing_as?;
+        listings.iter().all(|l| l.same_listing_as == Some(first)).then_some(first)
+    }
+
+    /// The top-level fields a snapshot standing in for this table's listings must keep: what
+    /// discovery reads, or the selected columns plus what filters, membership and the window
+    /// read (`updatedAt`).
+    pub fn fields_from_snapshot<'c>(&self, selected: &'c [String]) -> BTreeSet<&'c str> {
+        match self.fetch {
+            Fetch::FanOut { discover, .. } => discover.iter().flat_map(|r| r.fields()).collect(),
+            Fetch::Listings(listings) => {
+                let read = listings.iter().flat_map(|l| {
+                    let conditions = l.membership.map_or(&[][..], |m| m.conditions);
+                    l.filters.iter().chain(conditions).map(Filter::field)
+                });
+                let window = self.replication.uses_since().then_some("updatedAt");
+                let mut fields: BTreeSet<&'c str> = selected.iter().map(String::as_str).collect();
+                for field in read.chain(window) {
+                    fields.insert(field);
+                }
+                fields
+            }
+        }
     }
 
     /// The table of `selection` whose run this table's run waits for in the same sync, to read
     /// its snapshot rather than the listing again (tracks wait for tasks, when both are synced).
     /// The local dispatcher and the orchestrator both hold the table back by this rule.
     pub fn waits_for(&self, selection: &[&TableSpec]) -> Option<&'static str> {
-        self.discovers_from().filter(|from| selection.iter().any(|t| t.name == *from))
+        self.snapshot_source().filter(|from| selection.iter().any(|t| t.name == *from))
     }
 }
 
@@ -201,9 +236,7 @@ impl ParentDiscovery {
     /// The top-level fields discovery reads from a record: filters, parent ids, `changed_by`.
     pub fn fields(&self) -> BTreeSet<&'static str> {
         let top = |path: &'static str| path.split('.').next().unwrap_or(path);
-        let filters = self.listing.filters.iter().map(|f| match *f {
-            Filter::Equals(field, _) | Filter::IsObject(field) | Filter::IsTrue(field) => top(field),
-        });
+        let filters = self.listing.filters.iter().map(Filter::field);
         let targets = self.targets.iter().map(|t| top(t.id_field));
         filters.chain(targets).chain(self.changed_by.map(top)).collect()
     }
@@ -344,30 +377,38 @@ mod spec_tests {
     }
 
     #[test]
-    fn a_discovery_that_shares_a_listing_names_a_table_reading_it_whole_with_every_field_it_uses() {
-        let mut shared = 0;
+    fn a_shared_listing_names_an_earlier_table_reading_it_whole_with_every_field_used() {
+        let mut shared = BTreeSet::new();
         for table in TABLES {
-            let Fetch::FanOut { discover, .. } = table.fetch else { continue };
-            for route in discover.iter().filter(|r| r.same_listing_as.is_some()) {
-                let other = super::table(route.same_listing_as.unwrap()).expect("a table");
-                let position = |name: &str| TABLES.iter().position(|t| t.name == name);
-                assert!(
-                    position(other.name) < position(table.name),
-                    "the local dispatcher starts {} first",
-                    other.name
-                );
-                let Fetch::Listings(listings) = other.fetch else { panic!("{} is a listing table", other.name) };
+            let Some(source) = table.snapshot_source() else { continue };
+            let other = super::table(source).expect("a table");
+            let position = |name: &str| TABLES.iter().position(|t| t.name == name);
+            assert!(position(other.name) < position(table.name), "the local dispatcher starts {} first", other.name);
+            let listings: Vec<&Listing> = match table.fetch {
+                Fetch::Listings(listings) => {
+                    assert_eq!(listings.len(), 1, "{}: a shared listing is the table's only one", table.name);
+                    assert!(listings[0].extra_envelopes.is_empty(), "{}: rows come from records only", table.name);
+                    listings.iter().collect()
+                }
+                Fetch::FanOut { discover, .. } => discover.iter().map(|r| &r.listing).collect(),
+            };
+            let Fetch::Listings(theirs) = other.fetch else { panic!("{} is a listing table", other.name) };
+            for listing in listings {
                 let same = |l: &&Listing| {
-                    (l.path, l.envelope, l.params) == (route.listing.path, route.listing.envelope, route.listing.params)
+                    (l.path, l.envelope, l.params) == (listing.path, listing.envelope, listing.params)
                         && l.filters.is_empty()
+                        && l.membership.is_none()
                 };
-                assert!(listings.iter().any(|l| same(&l)), "{} reads {} whole", other.name, route.listing.path);
-                let columns: BTreeSet<&str> = other.columns.iter().map(|c| c.name).collect();
-                assert!(route.fields().is_subset(&columns), "{} keeps {:?}", other.name, route.fields());
-                shared += 1;
+                assert!(theirs.iter().any(|l| same(&l)), "{} reads {} whole", other.name, listing.path);
             }
+            // With every column selected, the other table keeps every field this one reads.
+            let all: Vec<String> = table.columns.iter().map(|c| c.name.to_string()).collect();
+            let columns: BTreeSet<&str> = other.columns.iter().map(|c| c.name).collect();
+            let needed = table.fields_from_snapshot(&all);
+            assert!(needed.is_subset(&columns), "{} keeps {needed:?}", other.name);
+            shared.insert((table.name, other.name));
         }
-        assert_eq!(shared, 1, "tracks' discovery shares the tasks listing");
+        assert_eq!(shared, BTreeSet::from([("employees", "parties"), ("tracks", "tasks")]));
         let Fetch::FanOut { discover, .. } = super::table("tracks").unwrap().fetch else { unreachable!() };
         assert_eq!(discover[0].fields(), BTreeSet::from(["hasTrack", "opportunity", "kase", "updatedAt"]));
     }

@@ -228,11 +228,14 @@ pub const TABLES: &[TableSpec] = &[
         name: "employees",
         description: "People linked to an organisation (derived from /parties, incrementally: no call per organisation, no full re-read)",
         replication: Replication::Incremental,
+        // The parties table reads this very listing: its snapshot committed earlier in the same
+        // sync, over at least this run's window, stands in for reading every page again.
         fetch: Fetch::Listings(&[Listing {
             params: EMBED_TAGS_FIELDS,
             filters: &[Filter::Equals("type", "person")],
             membership: Some(Membership { conditions: &[Filter::IsObject("organisation")], removed_flag: "_removed" }),
             deleted_feed: Some("/parties/deleted"),
+            same_listing_as: Some("parties"),
             ..list("/parties", "parties")
         }]),
         primary_key: &["id"],
@@ -339,9 +342,13 @@ pub const TABLES: &[TableSpec] = &[
             // opportunities and cases named by such tasks: one pass over /tasks instead of a
             // call per opportunity and case.
             discover: &[ParentDiscovery {
+                // The tasks table reads this very listing (all statuses) and keeps the fields
+                // discovery uses: its snapshot committed earlier in the same sync stands in for
+                // reading it again.
                 listing: Listing {
                     params: ALL_TASK_STATUSES,
                     filters: &[Filter::IsTrue("hasTrack")],
+                    same_listing_as: Some("tasks"),
                     ..list("/tasks", "tasks")
                 },
                 targets: &[
@@ -355,9 +362,6 @@ pub const TABLES: &[TableSpec] = &[
                 // A track's tasks are the track: adding, completing or editing them bumps their
                 // `updatedAt` (what a recent read relies on; its blind spots are in the README).
                 changed_by: Some("updatedAt"),
-                // The tasks table reads this very listing (all statuses) and keeps these fields:
-                // its snapshot committed earlier in the same sync stands in for reading it again.
-                same_listing_as: Some("tasks"),
             }],
             exhaustive: &[
                 ParentDiscovery {
@@ -368,7 +372,6 @@ pub const TABLES: &[TableSpec] = &[
                         entity: Some("opportunities"),
                     }],
                     changed_by: None,
-                    same_listing_as: None,
                 },
                 ParentDiscovery {
                     listing: list("/kases", "kases"),
@@ -378,7 +381,6 @@ pub const TABLES: &[TableSpec] = &[
                         entity: Some("kases"),
                     }],
                     changed_by: None,
-                    same_listing_as: None,
                 },
             ],
             envelope: "tracks",
@@ -456,7 +458,6 @@ pub const TABLES: &[TableSpec] = &[
                 listing: Listing { params: &[("includeDeleted", "true")], ..list("/pipelines", "pipelines") },
                 targets: &[ParentTarget { id_field: "id", child_path: "/pipelines/{id}/milestones", entity: None }],
                 changed_by: None,
-                same_listing_as: None,
             }],
             exhaustive: &[],
             envelope: "milestones",

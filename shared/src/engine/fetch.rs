@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use url::Url;
@@ -19,7 +19,7 @@ use super::recent::RecentRead;
 use super::row::{RowBuilder, get_path, matches_all};
 use super::snapshot::SnapshotRows;
 use crate::capsule::{CapsuleClient, ListingPage, count_records};
-use crate::catalog::{Constant, Fetch, Listing, ParentDiscovery, TableSpec};
+use crate::catalog::{self, Constant, Fetch, Listing, METADATA_COLUMNS, ParentDiscovery, TableSpec};
 use crate::integration::{FanOutMode, RunId};
 use crate::observe::Event;
 use crate::output::{self, PartWriter, RunManifest};
@@ -197,6 +197,9 @@ impl Extraction<'_> {
         resume: Cursor,
         writer: &mut PartWriter<'_>,
     ) -> Result<(), Halt> {
+        if self.rows_from_snapshot(listings, writer).await? {
+            return Ok(());
+        }
         let mut at = resume;
         at.pass_started.get_or_insert(self.started);
         self.carry_over(&mut at, writer).await?;
@@ -221,6 +224,53 @@ impl Extraction<'_> {
             at = Cursor { listing: at.listing + 1, pass_started: Some(Utc::now()), ..Cursor::default() };
         }
         Ok(())
+    }
+
+    /// A fresh run of a table whose listing another table of this sync has read (employees:
+    /// parties): that table's snapshot stands in for every page, if it can (why not is logged).
+    /// Its records changed within this run's window become rows as a page's would. True when
+    /// the snapshot was read.
+    async fn rows_from_snapshot(&mut self, listings: &[Listing], writer: &mut PartWriter<'_>) -> Result<bool> {
+        let Some(snapshot) = self.listing_snapshot.take() else { return Ok(false) };
+        // A table whose listing is shared has that one listing (a catalog test checks it).
+        let [listing] = listings else { return Ok(false) };
+        let snapshot = match snapshot {
+            Ok(snapshot) => snapshot,
+            Err(why) => {
+                let message = format!("reading {}: {why}", listing.path);
+                self.log.info(Event::ListingShared, message, serde_json::json!({"why": why}));
+                return Ok(false);
+            }
+        };
+        let source = catalog::table(&snapshot.table);
+        let added = source.into_iter().flat_map(|t| t.added.iter().chain(METADATA_COLUMNS));
+        let not_of_the_record: Vec<&str> = added.map(|c| c.name).collect();
+        // What `since` would have returned (Capsule compares whole seconds).
+        let window = self.since.map(|since| since.with_nanosecond(0).unwrap_or(since));
+        let (mut records, written_before) = (0u64, writer.rows());
+        let mut rows = SnapshotRows::new(self.sink, &snapshot);
+        while let Some(mut record) = rows.next().await? {
+            not_of_the_record.iter().for_each(|name| drop(record.remove(*name)));
+            if window.is_some_and(|since| updated_at(&record).is_some_and(|at| at < since)) {
+                continue;
+            }
+            records += 1;
+            self.write_record(listing, record, writer).await?;
+        }
+        self.discovered_at = Some(snapshot.extracted_at);
+        let message = format!(
+            "{} rows from {records} records of the snapshot `{}` committed in this sync, as of {} (no page of {} read)",
+            writer.rows() - written_before,
+            snapshot.table,
+            snapshot.extracted_at,
+            listing.path
+        );
+        let fields = serde_json::json!({"from_table": snapshot.table, "records": records});
+        self.log.info(Event::ListingShared, message, fields);
+        if let Some(progress) = self.progress {
+            progress(writer.rows());
+        }
+        Ok(true)
     }
 
     /// A recent-window run's first step: the previous snapshot's older rows (once per run).
@@ -370,19 +420,7 @@ impl Extraction<'_> {
     async fn write_page(&mut self, listing: &Listing, page: ListingPage, writer: &mut PartWriter<'_>) -> Result<()> {
         for item in page.page.items {
             let record = into_object(item, listing.path, listing.envelope)?;
-            if !matches_all(&record, listing.filters) || self.recent.as_ref().is_some_and(|r| r.skips(&record)) {
-                continue;
-            }
-            let flag = match listing.membership {
-                None => None,
-                Some(m) => match matches_all(&record, m.conditions) {
-                    true => Some((m.removed_flag, Value::Bool(false))),
-                    // Perhaps a member before this change: the view needs to hear it left.
-                    false if self.from_bookmark => Some((m.removed_flag, Value::Bool(true))),
-                    false => continue,
-                },
-            };
-            writer.write_line(self.rows.write(record, listing.constants, flag.as_slice(), true)).await?;
+            self.write_record(listing, record, writer).await?;
         }
         for (extra, items) in listing.extra_envelopes.iter().zip(page.extras) {
             for item in items {
@@ -395,6 +433,30 @@ impl Extraction<'_> {
             progress(writer.rows());
         }
         Ok(())
+    }
+
+    /// A listed record as a row, if it is one: it passes the listing's filters, is within a
+    /// recent read's window, and is a member (or, on a run from a bookmark, one that may have
+    /// left: flagged).
+    async fn write_record(
+        &mut self,
+        listing: &Listing,
+        record: Map<String, Value>,
+        writer: &mut PartWriter<'_>,
+    ) -> Result<()> {
+        if !matches_all(&record, listing.filters) || self.recent.as_ref().is_some_and(|r| r.skips(&record)) {
+            return Ok(());
+        }
+        let flag = match listing.membership {
+            None => None,
+            Some(m) => match matches_all(&record, m.conditions) {
+                true => Some((m.removed_flag, Value::Bool(false))),
+                // Perhaps a member before this change: the view needs to hear it left.
+                false if self.from_bookmark => Some((m.removed_flag, Value::Bool(true))),
+                false => return Ok(()),
+            },
+        };
+        writer.write_line(self.rows.write(record, listing.constants, flag.as_slice(), true)).await
     }
 
     /// Recent-window reads: whether this page is the last one to read. A page out of
@@ -801,6 +863,12 @@ fn parse_cursor_url(url: &Option<String>) -> Result<Option<Url>> {
     url.as_deref()
         .map(|u| Url::parse(u).map_err(|e| SyncError::Internal(format!("checkpoint holds a bad URL `{u}`: {e}"))))
         .transpose()
+}
+
+/// A record's `updatedAt` as an instant.
+fn updated_at(record: &Map<String, Value>) -> Option<DateTime<Utc>> {
+    let text = record.get("updatedAt")?.as_str()?;
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
 }
 
 fn into_object(item: Value, path: &str, envelope: &str) -> Result<Map<String, Value>> {

@@ -99,6 +99,8 @@ pub struct TableRunOutcome {
 
 /// What a run wrote, for its manifest.
 struct Written<'a> {
+    /// The instant its rows are as of: T0, or the T0 of the snapshot they came from.
+    extracted_at: DateTime<Utc>,
     columns: Vec<String>,
     files: Vec<output::PartFile>,
     drift: Drift,
@@ -289,7 +291,8 @@ impl TableRun<'_> {
     ) -> TableRunOutcome {
         record.state = RunState::Succeeded;
         let bookmark = Bookmark {
-            last_run_started: start.started,
+            // T0, or the T0 of the snapshot the rows came from: later changes are the next run's.
+            last_run_started: record.bookmark_after.unwrap_or(start.started),
             run_id: self.run_id.clone(),
             previous: record.bookmark_before,
             generation: base.next_generation(),
@@ -307,7 +310,7 @@ impl TableRun<'_> {
         }
         log.info(
             Event::TableRunSucceeded,
-            format!("{} rows in {} files; bookmark moved to {}", record.rows, record.files, start.started),
+            format!("{} rows in {} files; bookmark moved to {}", record.rows, record.files, bookmark.last_run_started),
             serde_json::json!({"rows": record.rows, "files": record.files, "bytes": record.bytes,
                                "requests": record.requests}),
         );
@@ -460,9 +463,11 @@ impl TableRun<'_> {
         let (since, base) = self.window(start, record, log).await?;
         record.since = since;
         let window = (since, record.bookmark_before.is_some());
-        let mut extraction = self.extraction(client, start, window, columns.columns.clone(), log);
+        let listing_snapshot = self.listing_snapshot(start, since, &column_names).await;
+        let as_of = as_of(start, table, listing_snapshot.as_ref());
+        let mut extraction = self.extraction(client, start, as_of, window, columns.columns.clone(), log);
         extraction.recent = self.read_mode(start, &column_names, log).await?.map(|w| recent::RecentRead::new(*w));
-        extraction.listing_snapshot = self.listing_snapshot(&extraction.resume).await;
+        extraction.listing_snapshot = listing_snapshot;
         let mut writer = PartWriter::new(sink, &integration.name, table.name, run_id, self.options.writer);
         writer.resume_after(start.checkpoint.as_ref().map(|c| c.parts.clone()).unwrap_or_default());
         let extracted = match extraction.run(&mut writer).await {
@@ -484,8 +489,9 @@ impl TableRun<'_> {
         remove_stale_parts(sink, &integration.name, table.name, run_id, &files, log).await?;
         drift.log(log);
         count_files(record, &files);
-        record.bookmark_after = Some(start.started);
+        record.bookmark_after = Some(as_of);
         let written = Written {
+            extracted_at: as_of,
             columns: column_names,
             files,
             drift,
@@ -518,7 +524,7 @@ impl TableRun<'_> {
             run_id: self.run_id.clone(),
             replication: self.table.replication,
             compression: self.options.writer.compression,
-            extracted_at: start.started,
+            extracted_at: written.extracted_at,
             finished_at: Utc::now(),
             since: record.since,
             bookmark_before: record.bookmark_before,
@@ -537,16 +543,23 @@ impl TableRun<'_> {
         }
     }
 
-    /// For a fresh fan-out run whose discovery listing another table reads: that table's
-    /// snapshot of this sync, or why it cannot stand in ([`snapshot::of_same_listing`]).
-    async fn listing_snapshot(&self, resume: &Cursor) -> Option<std::result::Result<output::RunManifest, String>> {
-        let fresh = resume.parents_key.is_none() && resume.discovery.is_none();
-        let discover = self.integration.fan_out == crate::integration::FanOutMode::Discover;
-        if !fresh || !discover || self.table.discovers_from().is_none() {
+    /// For a run's first invocation, of a table whose listing (or discovery listing, when it
+    /// discovers) another table reads: that table's snapshot of this sync, or why it cannot
+    /// stand in ([`snapshot::of_same_listing`]).
+    async fn listing_snapshot(
+        &self,
+        start: &Start,
+        since: Option<DateTime<Utc>>,
+        columns: &[String],
+    ) -> Option<std::result::Result<output::RunManifest, String>> {
+        let exhaustive = matches!(self.table.fetch, catalog::Fetch::FanOut { .. })
+            && self.integration.fan_out != crate::integration::FanOutMode::Discover;
+        if start.checkpoint.is_some() || exhaustive || self.table.snapshot_source().is_none() {
             return None;
         }
         let stores = (self.deps.state, self.deps.sink);
-        Some(snapshot::of_same_listing(stores, self.integration, self.table, self.run_id).await)
+        let run = (self.integration, self.table, self.run_id);
+        Some(snapshot::of_same_listing(stores, run, since, columns).await)
     }
 
     /// A full table's read: a recent window if the integration asks for one and it can be used
@@ -572,11 +585,12 @@ impl TableRun<'_> {
         &'e self,
         client: &'e CapsuleClient,
         start: &Start,
+        as_of: DateTime<Utc>,
         (since, from_bookmark): (Option<DateTime<Utc>>, bool),
         columns: Vec<&'static catalog::Column>,
         log: &RunLog,
     ) -> fetch::Extraction<'e> {
-        let extracted_at = start.started.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let extracted_at = as_of.to_rfc3339_opts(SecondsFormat::Millis, true);
         let mut rows = RowBuilder::new(self.table, columns, self.run_id.as_str(), &extracted_at);
         if let Some(c) = &start.checkpoint {
             rows.unknown_fields.extend(c.unknown_fields.iter().cloned());
@@ -646,6 +660,21 @@ struct Resume {
 enum Published {
     Done(Box<RunManifest>, BookmarkBase),
     Paused(Box<Checkpoint>),
+}
+
+/// The instant a run's rows are as of: its T0, unless they are another table's snapshot of the
+/// same sync (employees from parties), whose T0 they then carry, so the bookmark does not pass
+/// changes made after that snapshot. (A discovery from a snapshot only finds parents: the rows
+/// are read now.)
+fn as_of(
+    start: &Start,
+    table: &TableSpec,
+    snapshot: Option<&std::result::Result<RunManifest, String>>,
+) -> DateTime<Utc> {
+    match (table.fetch, snapshot) {
+        (catalog::Fetch::Listings(_), Some(Ok(snapshot))) => snapshot.extracted_at,
+        _ => start.started,
+    }
 }
 
 fn add(a: RequestStats, b: RequestStats) -> RequestStats {

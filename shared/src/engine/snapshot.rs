@@ -6,26 +6,29 @@
 
 use std::io::Write;
 
+use chrono::{DateTime, Utc};
 use flate2::write::MultiGzDecoder;
 use serde_json::{Map, Value};
 
-use crate::catalog::{self, Fetch, TableSpec};
+use crate::catalog::{self, TableSpec};
 use crate::integration::{Integration, RunId};
 use crate::output::{self, Compression, RunManifest};
 use crate::ports::{ObjectSink, StateStore};
 use crate::{Result, SyncError};
 
-/// The snapshot the table named by `table.discovers_from()` committed earlier in this sync
-/// (`run_id`), if it can stand in for `table`'s discovery listing: committed by this very run,
-/// and keeping every field discovery reads. Why not, otherwise.
+/// The snapshot the table named by `table.snapshot_source()` committed earlier in this sync
+/// (`run_id`), if it can stand in for `table`'s listings or discovery listing: committed by this
+/// very run, read over at least this run's window (`since`; None: the whole table), and keeping
+/// every field this run reads ([`TableSpec::fields_from_snapshot`] of the `selected` columns).
+/// Why not, otherwise.
 pub async fn of_same_listing(
     (state, sink): (&dyn StateStore, &dyn ObjectSink),
-    integration: &Integration,
-    table: &TableSpec,
-    run_id: &RunId,
+    (integration, table, run_id): (&Integration, &TableSpec, &RunId),
+    since: Option<DateTime<Utc>>,
+    selected: &[String],
 ) -> std::result::Result<RunManifest, String> {
-    let Some(source) = table.discovers_from().and_then(catalog::table) else {
-        return Err("no other table reads its discovery listing".into());
+    let Some(source) = table.snapshot_source().and_then(catalog::table) else {
+        return Err("no other table reads its listing".into());
     };
     let not_yet = || format!("{} has not committed in this sync (yet)", source.name);
     let bookmark = state.bookmark(&integration.name, source.name).await.map_err(|e| e.to_string())?;
@@ -36,10 +39,19 @@ pub async fn of_same_listing(
     let body = sink.get(&key).await.map_err(|e| e.to_string())?.ok_or_else(not_yet)?;
     let snapshot: RunManifest =
         serde_json::from_slice(&body).map_err(|e| format!("{key} is not a run manifest: {e}"))?;
-    let Fetch::FanOut { discover, .. } = table.fetch else { unreachable!("discovers_from is a fan-out's") };
-    let needed = discover.iter().flat_map(|r| r.fields());
+    let needed = table.fields_from_snapshot(selected);
     if let Some(missing) = needed.into_iter().find(|f| !snapshot.columns.iter().any(|c| c == f)) {
-        return Err(format!("{}'s column selection leaves out `{missing}`", source.name));
+        return Err(format!("the column selection of {} leaves out `{missing}`", source.name));
+    }
+    let covers = match (snapshot.since, since) {
+        (None, _) => true,
+        (Some(theirs), Some(ours)) => theirs <= ours,
+        (Some(_), None) => false,
+    };
+    if !covers {
+        let theirs = snapshot.since.map_or_else(String::new, |t| t.to_rfc3339());
+        let ours = since.map_or_else(|| "the whole table".to_string(), |t| format!("changes since {}", t.to_rfc3339()));
+        return Err(format!("{} read changes since {theirs} only, and this run needs {ours}", source.name));
     }
     Ok(snapshot)
 }
