@@ -12,11 +12,10 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
-use serde_json::Value;
 use url::Url;
 
 use crate::Result;
-use crate::capsule::{CapsuleClient, count_records, count_requests, with_page};
+use crate::capsule::{CapsuleClient, ListingPage, RawRecord, count_records, count_requests, with_page};
 use crate::catalog::{Fetch, Listing, Replication, TableSpec};
 use crate::engine::recent::Recency;
 use crate::engine::{get_path, matches_all, since_param};
@@ -71,7 +70,7 @@ pub async fn plan(
     now: DateTime<Utc>,
 ) -> Result<Plan> {
     let interval = Duration::minutes(i64::from(integration.frequency_minutes));
-    let mut probe = Probe { client, requests: 0, newest: Vec::new() };
+    let mut probe = Probe { client, requests: 0, newest: None };
     let mut tables = Vec::new();
     let selected = integration.selected_tables()?;
     for &spec in &selected {
@@ -81,7 +80,7 @@ pub async fn plan(
             Fetch::Listings(_) if let Some(source) = shares => shared_listing(spec, source),
             Fetch::Listings(listings) => {
                 let mut table = probe.listings(spec, listings, (integration.history_start, now - interval)).await?;
-                if let Some(recent) = recent_share(integration, spec, &probe.newest, now - interval) {
+                if let Some(recent) = recent_share(integration, spec, probe.newest.as_ref(), now - interval) {
                     recent.apply(&mut table, integration);
                 }
                 table
@@ -151,17 +150,17 @@ struct RecentShare {
 fn recent_share(
     integration: &Integration,
     spec: &TableSpec,
-    newest: &[Value],
+    newest: Option<&ListingPage>,
     since: DateTime<Utc>,
 ) -> Option<RecentShare> {
     integration.recent_window?;
     let Some(Recency::NewestFirst(field)) = crate::engine::recent::recency(spec) else { return None };
     let Fetch::Listings([listing]) = spec.fetch else { return None };
     let cutoff = since - Duration::minutes(i64::from(integration.lookback_minutes));
-    let instants: Vec<DateTime<Utc>> = newest
-        .iter()
-        .filter_map(|r| r.get(field)?.as_str())
-        .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+    let instants: Vec<DateTime<Utc>> = newest?
+        .records()
+        .filter_map(|r| r.ok()?.str(field))
+        .filter_map(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc))
         .collect();
     let newer = instants.iter().filter(|t| **t >= cutoff).count() as u64;
@@ -202,12 +201,12 @@ struct Probe<'a> {
     client: &'a CapsuleClient,
     requests: u64,
     /// The first page of the last listing counted (its newest records, if it is newest first).
-    newest: Vec<Value>,
+    newest: Option<ListingPage>,
 }
 
 impl Probe<'_> {
     /// Records in a listing now (or changed since `since`), its first page's records and URL.
-    async fn count(&mut self, listing: &Listing, since: Option<DateTime<Utc>>) -> Result<(u64, Vec<Value>, Url)> {
+    async fn count(&mut self, listing: &Listing, since: Option<DateTime<Utc>>) -> Result<(u64, ListingPage, Url)> {
         let per_page = listing.max_per_page.to_string();
         let since = since.map(since_param);
         let mut params: Vec<(&str, &str)> = listing.params.to_vec();
@@ -220,24 +219,30 @@ impl Probe<'_> {
         let first = self.client.get_listing_page(&url, listing.envelope, &extra_keys).await?;
         self.requests += 1;
         // Rows from the other arrays of the body (a deleted feed's restricted records).
-        let extra = first.extras.iter().map(|e| e.len() as u64).sum::<u64>();
-        let on_first = first.page.items.len() as u64;
-        if on_first < u64::from(listing.max_per_page) || first.page.next.is_none() {
-            return Ok((on_first + extra, first.page.items, url));
+        let extra = first.extras_len() as u64;
+        let on_first = first.len() as u64;
+        if on_first < u64::from(listing.max_per_page) || first.next.is_none() {
+            return Ok((on_first + extra, first, url));
         }
         let counted = count_records(self.client, &url, listing.max_per_page as usize, listing.envelope).await?;
         self.requests += counted.requests;
-        Ok((counted.records as u64 + extra, first.page.items, url))
+        Ok((counted.records as u64 + extra, first, url))
     }
 
     /// Records from pages spread evenly over a listing of `pages` (page 1 is `first`): records
     /// are listed by id, and a sample of the first page alone would see only the oldest.
-    async fn sample(&mut self, listing: &Listing, url: &Url, pages: u64, first: Vec<Value>) -> Result<Vec<Value>> {
-        let mut sample = first;
+    async fn sample(
+        &mut self,
+        listing: &Listing,
+        url: &Url,
+        pages: u64,
+        first: ListingPage,
+    ) -> Result<Vec<ListingPage>> {
+        let mut sample = vec![first];
         let picks: BTreeSet<u64> = (1..SAMPLE_PAGES).map(|k| 1 + k * (pages - 1) / (SAMPLE_PAGES - 1)).collect();
         for page in picks.into_iter().filter(|p| *p > 1) {
             let url = with_page(url, page as usize);
-            sample.extend(self.client.get_listing_page(&url, listing.envelope, &[]).await?.page.items);
+            sample.push(self.client.get_listing_page(&url, listing.envelope, &[]).await?);
             self.requests += 1;
         }
         Ok(sample)
@@ -257,7 +262,7 @@ impl Probe<'_> {
             let per_page = u64::from(listing.max_per_page);
             let (all, first_page, _) =
                 self.count(listing, spec.replication.uses_since().then_some(history_start)).await?;
-            self.newest = first_page;
+            self.newest = Some(first_page);
             let load_pages = pages(all, per_page);
             first += load_pages + guard(listing, all);
             if listing.filters.is_empty() {
@@ -315,13 +320,13 @@ impl Probe<'_> {
             let sample = self.sample(listing, &url, discovery_pages, first).await?;
             // Parents named in the sample, scaled to the whole listing (a parent's records sit
             // together, so a page names about as many parents as any other of its size).
-            let named: BTreeSet<String> = sample
+            let records: Vec<RawRecord<'_>> = sample.iter().flat_map(ListingPage::records).collect::<Result<_>>()?;
+            let named: BTreeSet<String> = records
                 .iter()
-                .filter_map(Value::as_object)
                 .filter(|r| matches_all(r, listing.filters))
-                .flat_map(|r| route.targets.iter().filter_map(|t| get_path(r, t.id_field)).map(Value::to_string))
+                .flat_map(|r| route.targets.iter().filter_map(|t| get_path(r, t.id_field)).map(|id| id.to_string()))
                 .collect();
-            parents_estimate += named.len() as f64 * all as f64 / sample.len().max(1) as f64;
+            parents_estimate += named.len() as f64 * all as f64 / records.len().max(1) as f64;
         }
         let (total, basis) = match last {
             Some(run) => (run.requests.requests, format!("as its last run ({})", run.run_id)),

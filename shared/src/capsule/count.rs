@@ -26,7 +26,7 @@ pub async fn count_records(client: &CapsuleClient, first: &Url, per_page: usize,
     loop {
         let page = search.probe();
         requests += 1;
-        let items = client.get_listing_page(&with_page(first, page), envelope, &[]).await?.page.items.len();
+        let items = client.get_listing_page(&with_page(first, page), envelope, &[]).await?.len();
         if let Some(records) = search.saw(page, items) {
             return Ok(Counted { records, requests });
         }

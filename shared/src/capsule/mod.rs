@@ -7,6 +7,7 @@ pub mod budget;
 mod count;
 mod page;
 mod ratelimit;
+mod record;
 mod retry;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +25,9 @@ pub use budget::{
     BudgetChange, BudgetPolicy, Claim, MemoryBudgets, RateBudget, RateBudgetStore, budget_key, claim_by_update,
 };
 pub use count::{Counted, count_records, count_requests, with_page};
-pub use page::{Page, next_link, with_own_params};
+pub use page::{next_link, with_own_params};
 pub use ratelimit::RateLimitStatus;
+pub use record::{BodyError, ListingPage, RawRecord};
 pub use retry::{Attempt, RetryPolicy, StatusClass, classify_status};
 
 use crate::access::{self, AccessPolicy};
@@ -139,14 +141,6 @@ impl std::fmt::Debug for CapsuleClient {
     }
 }
 
-/// A listing page: the envelope's items, the extra envelopes' items (in the order asked), the
-/// next page.
-#[derive(Debug)]
-pub struct ListingPage {
-    pub page: Page<Value>,
-    pub extras: Vec<Vec<Value>>,
-}
-
 impl CapsuleClient {
     /// A client with a fixed token and a budget of its own (token checks, tests).
     pub fn new(base_url: &str, token: SecretString, options: ClientOptions) -> Result<CapsuleClient> {
@@ -236,43 +230,54 @@ impl CapsuleClient {
     }
 
     /// One page of a listing. `envelope` must be in the body; `extra_envelopes` may be absent.
+    /// The page keeps its text: records are parsed as they are read ([`ListingPage::records`]).
     pub async fn get_listing_page(&self, url: &Url, envelope: &str, extra_envelopes: &[&str]) -> Result<ListingPage> {
-        let (mut body, next) = self.get_json(url).await?;
         let request = describe(url);
-        let items = match body.remove(envelope) {
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(SyncError::BadResponse {
-                    request,
-                    message: format!("`{envelope}` is {} where an array was expected", json_kind(&other)),
-                });
-            }
-            None => {
-                let keys: Vec<&String> = body.keys().collect();
-                return Err(SyncError::BadResponse {
-                    request,
-                    message: format!("no `{envelope}` array in the response (keys present: {keys:?})"),
-                });
-            }
+        let parse = |text: String, next: Option<Url>| {
+            ListingPage::new(text, envelope, extra_envelopes, request.clone(), next).map_err(|e| self.bad_body(url, e))
         };
-        let extras = extra_envelopes
-            .iter()
-            .map(|key| match body.remove(*key) {
-                Some(Value::Array(values)) => values,
-                _ => Vec::new(),
-            })
-            .collect();
-        Ok(ListingPage { page: Page { items, next }, extras })
+        self.get(url, &parse).await
     }
 
     /// GETs `url` as a JSON object, waiting out 429s and retrying transient failures.
     /// Returns the body and the next page's URL (with our own query parameters kept).
     pub async fn get_json(&self, url: &Url) -> Result<(Map<String, Value>, Option<Url>)> {
+        let parse = |text: String, next: Option<Url>| match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => Ok((map, next)),
+            Ok(other) => {
+                let message = format!("body is a JSON {} where an object was expected", json_kind(&other));
+                Err(self.bad_body(url, BodyError::Shape(message)))
+            }
+            Err(e) => Err(self.bad_body(url, BodyError::Garbled(e.to_string()))),
+        };
+        self.get(url, &parse).await
+    }
+
+    /// What a body that cannot be read means: a cut or garbled body is what a flaky proxy or
+    /// connection produces (try again); a well-formed one of the wrong shape is Capsule's answer.
+    fn bad_body(&self, url: &Url, error: BodyError) -> Attempt {
+        let request = describe(url);
+        match error {
+            BodyError::Garbled(message) => Attempt::Transient(SyncError::Transient {
+                request,
+                message: format!("body is not valid JSON: {message}"),
+            }),
+            BodyError::Shape(message) => Attempt::Fatal(SyncError::BadResponse { request, message }),
+        }
+    }
+
+    /// GETs `url`, waiting out 429s and retrying transient failures, and reads the body with
+    /// `parse` (given the text and the next page's URL, with our own query parameters kept).
+    async fn get<T>(
+        &self,
+        url: &Url,
+        parse: &(dyn Fn(String, Option<Url>) -> std::result::Result<T, Attempt> + Sync),
+    ) -> Result<T> {
         let options = &self.inner.options;
         let mut rate_waits = 0;
         let mut token_reread = false;
         loop {
-            let outcome = (|| self.attempt(url))
+            let outcome = (|| async { self.attempt(url).await.and_then(|(text, next)| parse(text, next)) })
                 .retry(retry::backoff(&options.retry))
                 .when(|e| matches!(e, Attempt::Transient(_)))
                 .notify(|e, wait| {
@@ -375,7 +380,7 @@ impl CapsuleClient {
         }
     }
 
-    async fn attempt(&self, url: &Url) -> std::result::Result<(Map<String, Value>, Option<Url>), Attempt> {
+    async fn attempt(&self, url: &Url) -> std::result::Result<(String, Option<Url>), Attempt> {
         let inner = &self.inner;
         self.claim(url).await.map_err(Attempt::Fatal)?;
         if let Some(tokens) = &inner.tokens {
@@ -433,18 +438,11 @@ impl CapsuleClient {
                 return Err(Attempt::Fatal(SyncError::Rejected { request, status: status.as_u16(), message }));
             }
         }
-        let body = match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => map,
-            Ok(other) => {
-                let message = format!("body is a JSON {} where an object was expected", json_kind(&other));
-                return Err(Attempt::Fatal(SyncError::BadResponse { request, message }));
-            }
-            // A cut or garbled body is what a flaky proxy or connection produces: try again.
-            Err(e) => {
-                let message = format!("body is not valid JSON ({} bytes): {e}", bytes.len());
-                return Err(Attempt::Transient(SyncError::Transient { request, message }));
-            }
-        };
+        // A cut or garbled body is what a flaky proxy or connection produces: try again.
+        let body = String::from_utf8(bytes.to_vec()).map_err(|e| {
+            let message = format!("body is not valid UTF-8 ({} bytes): {e}", bytes.len());
+            Attempt::Transient(SyncError::Transient { request, message })
+        })?;
         let next = headers
             .get_all(LINK)
             .iter()

@@ -1,13 +1,7 @@
-//! One page of a Capsule listing and where the next one is (octocrab's `Page<T>` shape).
+//! Where the next page of a Capsule listing is: its `Link rel="next"` (the page itself is
+//! [`super::ListingPage`]).
 
 use url::Url;
-
-/// Items of one page and the URL of the next page, if any.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next: Option<Url>,
-}
 
 /// The `rel="next"` target of an RFC 8288 `Link` header, if present and a valid URL.
 pub fn next_link(header: &str) -> Option<Url> {

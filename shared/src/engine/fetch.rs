@@ -12,13 +12,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use chrono::{DateTime, Timelike, Utc};
 use futures::StreamExt;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use url::Url;
 
 use super::recent::RecentRead;
 use super::row::{RowBuilder, get_path, matches_all};
 use super::snapshot::SnapshotRows;
-use crate::capsule::{CapsuleClient, ListingPage, count_records};
+use crate::capsule::{CapsuleClient, ListingPage, RawRecord, count_records};
 use crate::catalog::{self, Constant, Fetch, Listing, METADATA_COLUMNS, ParentDiscovery, TableSpec};
 use crate::integration::{FanOutMode, RunId};
 use crate::observe::Event;
@@ -66,7 +66,7 @@ impl<'a> Pager<'a> {
         }
         match self.client.get_listing_page(&url, self.envelope, &self.extras).await {
             Ok(page) => {
-                self.next = page.page.next.clone();
+                self.next = page.next.clone();
                 Ok(Some(page))
             }
             Err(SyncError::Rejected { status: 404, .. }) if self.missing_ok => {
@@ -250,12 +250,14 @@ impl Extraction<'_> {
         let (mut records, written_before) = (0u64, writer.rows());
         let mut rows = SnapshotRows::new(self.sink, &snapshot);
         while let Some(mut record) = rows.next().await? {
-            not_of_the_record.iter().for_each(|name| drop(record.remove(*name)));
+            for name in &not_of_the_record {
+                record.remove(name);
+            }
             if window.is_some_and(|since| updated_at(&record).is_some_and(|at| at < since)) {
                 continue;
             }
             records += 1;
-            self.write_record(listing, record, writer).await?;
+            self.write_record(listing, &record, writer).await?;
         }
         self.discovered_at = Some(snapshot.extracted_at);
         let message = format!(
@@ -281,7 +283,7 @@ impl Extraction<'_> {
             return Ok(());
         }
         let window = &recent.window;
-        let keep = |row: &Map<String, Value>| !window.is_newer(row);
+        let keep = |row: &RawRecord<'_>| !window.is_newer(row);
         let carried = window.carry_over(self.sink, self.run_id, &keep, writer).await?;
         recent.carried = Some(carried);
         log_carried(&self.log, &recent.window, carried, "reading the newer ones");
@@ -392,9 +394,10 @@ impl Extraction<'_> {
             let Some(page) = pager.next_page().await.map_err(|e| halt_at(e, at))? else { break };
             self.pages_read += 1;
             let this_page = at.next_url.take();
-            at.count.read_page(page.page.items.len());
-            let last_page = self.reaches_cutoff(&page.page.items);
-            self.write_page(listing, page, writer).await?;
+            at.count.read_page(page.len());
+            let records = page.records().collect::<Result<Vec<_>>>()?;
+            let last_page = self.reaches_cutoff(&records);
+            self.write_page(listing, &page, records, writer).await?;
             if last_page {
                 break;
             }
@@ -417,16 +420,20 @@ impl Extraction<'_> {
         Ok(())
     }
 
-    async fn write_page(&mut self, listing: &Listing, page: ListingPage, writer: &mut PartWriter<'_>) -> Result<()> {
-        for item in page.page.items {
-            let record = into_object(item, listing.path, listing.envelope)?;
+    async fn write_page(
+        &mut self,
+        listing: &Listing,
+        page: &ListingPage,
+        records: Vec<RawRecord<'_>>,
+        writer: &mut PartWriter<'_>,
+    ) -> Result<()> {
+        for record in &records {
             self.write_record(listing, record, writer).await?;
         }
-        for (extra, items) in listing.extra_envelopes.iter().zip(page.extras) {
-            for item in items {
-                let record = into_object(item, listing.path, listing.envelope)?;
+        for (i, extra) in listing.extra_envelopes.iter().enumerate() {
+            for record in page.extra_records(i) {
                 let constants: &[Constant] = extra.constants;
-                writer.write_line(self.rows.write(record, constants, &[], false)).await?;
+                writer.write_line(self.rows.write(&record?, constants, &[], false)).await?;
             }
         }
         if let Some(progress) = self.progress {
@@ -441,15 +448,15 @@ impl Extraction<'_> {
     async fn write_record(
         &mut self,
         listing: &Listing,
-        record: Map<String, Value>,
+        record: &RawRecord<'_>,
         writer: &mut PartWriter<'_>,
     ) -> Result<()> {
-        if !matches_all(&record, listing.filters) || self.recent.as_ref().is_some_and(|r| r.skips(&record)) {
+        if !matches_all(record, listing.filters) || self.recent.as_ref().is_some_and(|r| r.skips(record)) {
             return Ok(());
         }
         let flag = match listing.membership {
             None => None,
-            Some(m) => match matches_all(&record, m.conditions) {
+            Some(m) => match matches_all(record, m.conditions) {
                 true => Some((m.removed_flag, Value::Bool(false))),
                 // Perhaps a member before this change: the view needs to hear it left.
                 false if self.from_bookmark => Some((m.removed_flag, Value::Bool(true))),
@@ -461,10 +468,10 @@ impl Extraction<'_> {
 
     /// Recent-window reads: whether this page is the last one to read. A page out of
     /// newest-first order is logged, and the rest of the listing is read whole.
-    fn reaches_cutoff(&mut self, items: &[Value]) -> bool {
+    fn reaches_cutoff(&mut self, records: &[RawRecord<'_>]) -> bool {
         let Some(recent) = self.recent.as_mut() else { return false };
         let was_disordered = recent.disordered;
-        let reached = recent.page_reaches_cutoff(items);
+        let reached = recent.page_reaches_cutoff(records);
         if recent.disordered && !was_disordered {
             let message = format!(
                 "the listing is not newest first by {} as documented: reading the rest of it whole \
@@ -536,9 +543,9 @@ impl Extraction<'_> {
             return Ok(ask);
         }
         let unchanged: BTreeSet<(Option<String>, i64)> = unchanged.into_iter().map(|(_, e, id)| (e, id)).collect();
-        let keep = |row: &Map<String, Value>| {
-            let entity = row.get("entity").and_then(Value::as_str).map(str::to_string);
-            let id = row.get(children.parent_id_column).and_then(Value::as_i64);
+        let keep = |row: &RawRecord<'_>| {
+            let entity = row.str("entity").map(|e| e.into_owned());
+            let id = row.get(children.parent_id_column).and_then(|id| id.get().parse::<i64>().ok());
             id.is_some_and(|id| unchanged.contains(&(entity, id)))
         };
         let carried = recent.window.carry_over(self.sink, self.run_id, &keep, writer).await?;
@@ -589,17 +596,16 @@ impl Extraction<'_> {
             .buffered(FAN_OUT_CONCURRENCY);
         let mut i = 0;
         while let Some(result) = fetched.next().await {
-            let (items, pages) = result.map_err(|e| halt_at(e, &at_parent(i)))?;
-            let (child_path, entity, id) = &todo[i];
+            let pages = result.map_err(|e| halt_at(e, &at_parent(i)))?;
+            let (_, entity, id) = &todo[i];
             let mut parent_columns: Vec<(&'static str, Value)> = vec![(children.parent_id_column, Value::from(*id))];
             if let Some(entity) = entity {
                 parent_columns.push(("entity", Value::String(entity.clone())));
             }
-            for item in items {
-                let record = into_object(item, child_path, children.envelope)?;
-                writer.write_line(self.rows.write(record, &[], &parent_columns, true)).await?;
+            for record in pages.iter().flat_map(ListingPage::records) {
+                writer.write_line(self.rows.write(&record?, &[], &parent_columns, true)).await?;
             }
-            self.pages_read += pages;
+            self.pages_read += pages.len() as u64;
             if let Some(progress) = self.progress {
                 progress(writer.rows());
             }
@@ -691,7 +697,7 @@ impl Extraction<'_> {
                 let Some(page) = pager.next_page().await.map_err(|e| halt_at(e, &cursor))? else { break };
                 self.pages_read += 1;
                 let this_page = at.next_url.clone();
-                at.count.read_page(page.page.items.len());
+                at.count.read_page(page.len());
                 if pager.peek_next().is_some() {
                     at.next_url = pager.peek_next().map(Url::to_string);
                     let cursor =
@@ -702,9 +708,8 @@ impl Extraction<'_> {
                         at.count.at_start = Some(total);
                     }
                 }
-                for item in page.page.items {
-                    let record = into_object(item, route.listing.path, route.listing.envelope)?;
-                    self.note_parents(route, &record, found);
+                for record in page.records() {
+                    self.note_parents(route, &record?, found);
                 }
                 if let Some(next) = pager.peek_next()
                     && self.should_pause()
@@ -726,13 +731,13 @@ impl Extraction<'_> {
 
     /// Adds the parents a discovery record names (if it passes the route's filters); for a
     /// recent read, notes them changed if the record changed since the cutoff.
-    fn note_parents(&self, route: &ParentDiscovery, record: &Map<String, Value>, found: &mut Found) {
+    fn note_parents(&self, route: &ParentDiscovery, record: &RawRecord<'_>, found: &mut Found) {
         if !matches_all(record, route.listing.filters) {
             return;
         }
         let changed = self.recent.as_ref().is_some_and(|r| r.window.marks_changed(record));
         for target in route.targets {
-            if let Some(id) = get_path(record, target.id_field).and_then(Value::as_i64) {
+            if let Some(id) = get_path(record, target.id_field).as_ref().and_then(Value::as_i64) {
                 found.add((target.child_path.to_string(), target.entity.map(str::to_string), id), changed);
             }
         }
@@ -837,26 +842,24 @@ const MAX_REREADS: u32 = 2;
 /// Parents whose children are fetched at the same time (they share the token's rate limit).
 const FAN_OUT_CONCURRENCY: usize = 4;
 
-/// Every page of one parent's children (a 404 means the parent is gone: no children). Returns
-/// the items and the number of pages read.
+/// Every page of one parent's children (a 404 means the parent is gone: no children).
 async fn read_children(
     client: &CapsuleClient,
     path: &str,
     envelope: &str,
     max_per_page: u32,
     log: RunLog,
-) -> Result<(Vec<Value>, u64)> {
+) -> Result<Vec<ListingPage>> {
     let per_page = max_per_page.to_string();
     let url = client.url(path, &[("perPage", per_page.as_str())])?;
     let mut pager = Pager::new(client, url, envelope, Vec::new());
     pager.missing_ok = true;
     pager.log = Some(log);
-    let (mut items, mut pages) = (Vec::new(), 0);
+    let mut pages = Vec::new();
     while let Some(page) = pager.next_page().await? {
-        items.extend(page.page.items);
-        pages += 1;
+        pages.push(page);
     }
-    Ok((items, pages))
+    Ok(pages)
 }
 
 fn parse_cursor_url(url: &Option<String>) -> Result<Option<Url>> {
@@ -866,17 +869,7 @@ fn parse_cursor_url(url: &Option<String>) -> Result<Option<Url>> {
 }
 
 /// A record's `updatedAt` as an instant.
-fn updated_at(record: &Map<String, Value>) -> Option<DateTime<Utc>> {
-    let text = record.get("updatedAt")?.as_str()?;
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
-}
-
-fn into_object(item: Value, path: &str, envelope: &str) -> Result<Map<String, Value>> {
-    match item {
-        Value::Object(map) => Ok(map),
-        other => Err(SyncError::BadResponse {
-            request: format!("GET {path}"),
-            message: format!("an item of `{envelope}` is not an object: {other}"),
-        }),
-    }
+fn updated_at(record: &RawRecord<'_>) -> Option<DateTime<Utc>> {
+    let text = record.str("updatedAt")?;
+    DateTime::parse_from_rfc3339(&text).ok().map(|t| t.with_timezone(&Utc))
 }

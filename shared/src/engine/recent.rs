@@ -18,9 +18,9 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 
 use super::snapshot::SnapshotRows;
+use crate::capsule::RawRecord;
 use crate::catalog::{Fetch, TableSpec};
 use crate::integration::{FanOutMode, Integration, RunId};
 use crate::output::{self, PartWriter, RunManifest, WindowSummary};
@@ -238,20 +238,20 @@ impl Window {
     /// Whether a record is at or after the cutoff: read from Capsule, not carried over. A
     /// record without a readable order field is not: it cannot be placed in the listing's order,
     /// so it comes with the older rows (from the whole read) and is never lost or written twice.
-    pub fn is_newer(&self, record: &Map<String, Value>) -> bool {
+    pub fn is_newer(&self, record: &RawRecord<'_>) -> bool {
         self.instant_of(record).is_some_and(|at| at >= self.cutoff)
     }
 
     /// Whether a discovery record marks its parent changed: changed since the cutoff, or of
     /// unknown date (asking a parent again is only a request; missing a change is a stale row).
-    pub fn marks_changed(&self, record: &Map<String, Value>) -> bool {
+    pub fn marks_changed(&self, record: &RawRecord<'_>) -> bool {
         self.instant_of(record).is_none_or(|at| at >= self.cutoff)
     }
 
     /// The record's order field as an instant.
-    pub fn instant_of(&self, record: &Map<String, Value>) -> Option<DateTime<Utc>> {
-        let text = record.get(self.recency.field())?.as_str()?;
-        DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+    pub fn instant_of(&self, record: &RawRecord<'_>) -> Option<DateTime<Utc>> {
+        let text = record.str(self.recency.field())?;
+        DateTime::parse_from_rfc3339(&text).ok().map(|t| t.with_timezone(&Utc))
     }
 
     /// Writes the previous snapshot's rows that `keep` accepts as rows of `run_id`; returns how
@@ -260,18 +260,31 @@ impl Window {
         &self,
         sink: &dyn ObjectSink,
         run_id: &RunId,
-        keep: &(dyn Fn(&Map<String, Value>) -> bool + Sync),
+        keep: &(dyn Fn(&RawRecord<'_>) -> bool + Sync),
         writer: &mut PartWriter<'_>,
     ) -> Result<u64> {
         let mut carried = 0;
         let mut rows = SnapshotRows::new(sink, &self.base);
-        while let Some(mut row) = rows.next().await? {
+        let run = serde_json::to_string(run_id.as_str()).map_err(|e| SyncError::Internal(e.to_string()))?;
+        let mut line = Vec::new();
+        while let Some(row) = rows.next().await? {
             if !keep(&row) {
                 continue;
             }
-            row.insert("_run_id".into(), Value::from(run_id.as_str()));
-            let text = serde_json::to_vec(&row).map_err(|e| SyncError::Output(format!("a carried row: {e}")))?;
-            writer.write_line(&text).await?;
+            // The row as it was written, now a row of this run (`_extracted_at` kept).
+            line.clear();
+            line.push(b'{');
+            for (i, (name, value)) in row.fields().enumerate() {
+                if i > 0 {
+                    line.push(b',');
+                }
+                serde_json::to_writer(&mut line, name).map_err(|e| SyncError::Internal(e.to_string()))?;
+                line.push(b':');
+                let value = if name == "_run_id" { run.as_str() } else { value.get() };
+                line.extend_from_slice(value.as_bytes());
+            }
+            line.push(b'}');
+            writer.write_line(&line).await?;
             carried += 1;
         }
         Ok(carried)
@@ -297,12 +310,12 @@ impl RecentRead {
 
     /// Whether this page reaches past the cutoff (the read stops after it). A page out of
     /// newest-first order sets `disordered` (the caller logs it) and never stops the read.
-    pub fn page_reaches_cutoff(&mut self, items: &[Value]) -> bool {
+    pub fn page_reaches_cutoff(&mut self, records: &[RawRecord<'_>]) -> bool {
         if self.disordered {
             return false;
         }
         let mut reached = false;
-        for at in items.iter().filter_map(|v| v.as_object().and_then(|o| self.window.instant_of(o))) {
+        for at in records.iter().filter_map(|r| self.window.instant_of(r)) {
             if self.last.is_some_and(|last| at > last) {
                 self.disordered = true;
                 return false;
@@ -323,7 +336,7 @@ impl RecentRead {
     }
 
     /// Whether a record read from Capsule is left out: not after the cutoff, so carried over.
-    pub fn skips(&self, record: &Map<String, Value>) -> bool {
+    pub fn skips(&self, record: &RawRecord<'_>) -> bool {
         !self.disordered && !self.window.is_newer(record)
     }
 }
@@ -373,8 +386,13 @@ mod tests {
         assert!(slices.refreshes(10) && slices.refreshes(-4) && !slices.refreshes(11));
     }
 
-    fn page(times: &[&str]) -> Vec<Value> {
-        times.iter().enumerate().map(|(i, t)| json!({"id": i, "entryAt": t})).collect()
+    /// A page's records' texts.
+    fn page(times: &[&str]) -> Vec<String> {
+        times.iter().enumerate().map(|(i, t)| json!({"id": i, "entryAt": t}).to_string()).collect()
+    }
+
+    fn records(texts: &[String]) -> Vec<RawRecord<'_>> {
+        texts.iter().map(|t| RawRecord::parse(t).unwrap()).collect()
     }
 
     #[test]
@@ -388,22 +406,25 @@ mod tests {
     #[test]
     fn the_read_stops_at_the_page_reaching_past_the_cutoff_and_skips_only_older_records() {
         let mut r = read("2026-11-28T12:00:00Z");
-        assert!(!r.page_reaches_cutoff(&page(&["2026-11-29T10:00:00Z", "2026-11-29T09:00:00Z"])));
+        assert!(!r.page_reaches_cutoff(&records(&page(&["2026-11-29T10:00:00Z", "2026-11-29T09:00:00Z"]))));
         let last = page(&["2026-11-28T13:00:00Z", "2026-11-28T11:00:00Z"]);
+        let last = records(&last);
         assert!(r.page_reaches_cutoff(&last));
-        assert!(!r.skips(last[0].as_object().unwrap()));
-        assert!(r.skips(last[1].as_object().unwrap()));
+        assert!(!r.skips(&last[0]));
+        assert!(r.skips(&last[1]));
         let undated = json!({"id": 9, "entryAt": "not a time"});
-        assert!(r.skips(undated.as_object().unwrap()), "an undated record comes with the carried rows, once");
+        let undated = undated.to_string();
+        assert!(r.skips(&RawRecord::parse(&undated).unwrap()), "an undated record comes with the carried rows, once");
     }
 
     #[test]
     fn a_page_out_of_order_makes_the_rest_of_the_listing_read_whole() {
         let mut r = read("2026-11-28T12:00:00Z");
-        assert!(!r.page_reaches_cutoff(&page(&["2026-11-29T10:00:00Z"])));
+        assert!(!r.page_reaches_cutoff(&records(&page(&["2026-11-29T10:00:00Z"]))));
         let out_of_order = page(&["2026-11-28T11:00:00Z", "2026-11-29T11:00:00Z"]);
+        let out_of_order = records(&out_of_order);
         assert!(!r.page_reaches_cutoff(&out_of_order), "never stops once disordered");
         assert!(r.disordered);
-        assert!(!r.skips(out_of_order[0].as_object().unwrap()), "older records are written too");
+        assert!(!r.skips(&out_of_order[0]), "older records are written too");
     }
 }

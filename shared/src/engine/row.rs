@@ -2,21 +2,25 @@
 //! type, so the files are what the warehouse DDL declares), the listing's constants, parent
 //! columns and metadata columns.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
+use crate::capsule::RawRecord;
 use crate::catalog::{Column, ColumnType, Constant, ConstantValue, Filter, METADATA_COLUMNS, TableSpec};
 
 /// Builds rows of one table run and notes fields the catalog doesn't know.
 ///
 /// A row is written straight to JSON text, column by column, rather than assembled as a map and
 /// then serialised: this is the connector's hot path, and a map per row (hashing every key,
-/// growing, freeing) cost more than the writing itself.
+/// growing, freeing) cost more than the writing itself. Values are copied from the record's raw
+/// text where it already is what the column holds ([`write_value`]).
 pub struct RowBuilder {
     columns: Vec<&'static Column>,
-    known: HashSet<&'static str>,
+    /// Every column name of the table, sorted (searched for each field of each record).
+    known: Vec<&'static str>,
     /// `"_run_id":"…","_extracted_at":"…"`, the same on every row.
     metadata: Vec<u8>,
     /// The row being written (reused: one allocation per run, not per row).
@@ -34,9 +38,11 @@ impl RowBuilder {
         for (column, value) in METADATA_COLUMNS.iter().zip(values.iter()) {
             write_field(&mut metadata, column.name, value);
         }
+        let mut known: Vec<&'static str> = table.all_columns().map(|c| c.name).collect();
+        known.sort_unstable();
         RowBuilder {
             columns,
-            known: table.all_columns().map(|c| c.name).collect(),
+            known,
             metadata,
             line: Vec::new(),
             unknown_fields: BTreeSet::new(),
@@ -49,7 +55,7 @@ impl RowBuilder {
     /// arrays whose extra fields are expected noise (the deleted feeds' restricted records).
     pub fn write(
         &mut self,
-        mut record: Map<String, Value>,
+        record: &RawRecord<'_>,
         constants: &[Constant],
         parent: &[(&'static str, Value)],
         watch_unknown: bool,
@@ -58,22 +64,22 @@ impl RowBuilder {
         out.clear();
         out.push(b'{');
         for column in &self.columns {
-            let value = match record.remove(column.name).map(|v| coerce(v, column.ty)) {
-                None => Value::Null,
-                Some(Coerced::Fits(v)) => v,
-                Some(Coerced::Mismatch(v)) => {
-                    if !self.type_mismatches.contains(column.name) {
-                        self.type_mismatches.insert(column.name.to_string());
-                    }
-                    v
+            write_key(out, column.name);
+            let fits = match record.get(column.name) {
+                None => {
+                    out.extend_from_slice(b"null");
+                    true
                 }
+                Some(raw) => write_value(out, raw, column.ty),
             };
-            write_field(out, column.name, &value);
+            if !fits && !self.type_mismatches.contains(column.name) {
+                self.type_mismatches.insert(column.name.to_string());
+            }
         }
         if watch_unknown {
             for key in record.keys() {
-                if !self.known.contains(key.as_str()) && !self.unknown_fields.contains(key) {
-                    self.unknown_fields.insert(key.clone());
+                if self.known.binary_search(&key).is_err() && !self.unknown_fields.contains(key) {
+                    self.unknown_fields.insert(key.to_string());
                 }
             }
         }
@@ -95,27 +101,68 @@ impl RowBuilder {
         &self.line
     }
 
-    /// The output row for `record`, as a value (for tests and callers off the hot path).
+    /// The output row for the record `text`, as a value (for tests and callers off the hot path).
     pub fn build(
         &mut self,
-        record: Map<String, Value>,
+        text: &str,
         constants: &[Constant],
         parent: &[(&'static str, Value)],
         watch_unknown: bool,
     ) -> Value {
-        serde_json::from_slice(self.write(record, constants, parent, watch_unknown)).expect("a written row is JSON")
+        let record = RawRecord::parse(text).expect("a JSON object");
+        serde_json::from_slice(self.write(&record, constants, parent, watch_unknown)).expect("a written row is JSON")
     }
+}
+
+/// `"name":`, after a comma unless it opens the object (or the buffer).
+fn write_key(out: &mut Vec<u8>, name: &str) {
+    if !matches!(out.last(), None | Some(b'{')) {
+        out.push(b',');
+    }
+    // Writing JSON into memory cannot fail: keys are strings.
+    serde_json::to_writer(&mut *out, name).expect("JSON into memory");
+    out.push(b':');
 }
 
 /// `"name":value`, after a comma unless it opens the object (or the buffer).
 fn write_field(out: &mut Vec<u8>, name: &str, value: &Value) {
-    if !matches!(out.last(), None | Some(b'{')) {
-        out.push(b',');
-    }
-    // Writing JSON into memory cannot fail: keys are strings and values are `Value`s.
-    serde_json::to_writer(&mut *out, name).expect("JSON into memory");
-    out.push(b':');
+    write_key(out, name);
     serde_json::to_writer(&mut *out, value).expect("JSON into memory");
+}
+
+/// Writes a raw value brought to its column's type ([`coerce`]'s rules); false if it was a
+/// mismatch. Where the text already is what [`coerce`] would write (text, integers, booleans,
+/// UTC timestamps, dates, records on one line) it is copied as it came; anything else is parsed
+/// and coerced. A test checks both ways give the same bytes.
+pub fn write_value(out: &mut Vec<u8>, raw: &RawValue, ty: ColumnType) -> bool {
+    let text = raw.get();
+    let as_is = match (ty, text.as_bytes()[0]) {
+        (_, b'n') => true,
+        // A record on several lines would break the NDJSON line: those are parsed and rewritten.
+        (ColumnType::Record, _) => !text.contains(['\n', '\r']),
+        (ColumnType::String, b'"') => true,
+        (ColumnType::Integer, b'-' | b'0'..=b'9') => text.len() < 19 && text.parse::<i64>().is_ok(),
+        (ColumnType::Boolean, b't' | b'f') => true,
+        (ColumnType::Timestamp, b'"') => is_utc_timestamp(text),
+        (ColumnType::Date, b'"') => text.len() == 12 && NaiveDate::parse_from_str(&text[1..11], "%Y-%m-%d").is_ok(),
+        _ => false,
+    };
+    if as_is {
+        out.extend_from_slice(text.as_bytes());
+        return true;
+    }
+    let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let (fits, value) = match coerce(value, ty) {
+        Coerced::Fits(v) => (true, v),
+        Coerced::Mismatch(v) => (false, v),
+    };
+    serde_json::to_writer(&mut *out, &value).expect("JSON into memory");
+    fits
+}
+
+/// `"2015-09-15T10:43:23Z"`: a timestamp in UTC to the second, as [`coerce`] writes it.
+fn is_utc_timestamp(quoted: &str) -> bool {
+    quoted.len() == 22 && quoted.as_bytes()[20] == b'Z' && DateTime::parse_from_rfc3339(&quoted[1..21]).is_ok()
 }
 
 /// A value brought to its column's type.
@@ -193,20 +240,19 @@ fn date(text: &str) -> Option<Value> {
 }
 
 /// The value at a dotted path (`opportunity.id`).
-pub fn get_path<'v>(record: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
-    let mut parts = path.split('.');
-    let mut current = record.get(parts.next()?)?;
-    for part in parts {
-        current = current.get(part)?;
-    }
-    Some(current)
+pub fn get_path(record: &RawRecord<'_>, path: &str) -> Option<Value> {
+    record.value(path)
 }
 
-pub fn matches_all(record: &Map<String, Value>, filters: &[Filter]) -> bool {
+pub fn matches_all(record: &RawRecord<'_>, filters: &[Filter]) -> bool {
     filters.iter().all(|f| match *f {
-        Filter::Equals(field, expected) => get_path(record, field).and_then(Value::as_str) == Some(expected),
-        Filter::IsObject(field) => get_path(record, field).is_some_and(Value::is_object),
-        Filter::IsTrue(field) => get_path(record, field) == Some(&Value::Bool(true)),
+        // Top-level fields (all the catalog's filters) are read from their text.
+        Filter::Equals(field, expected) if !field.contains('.') => record.str(field).as_deref() == Some(expected),
+        Filter::IsObject(field) if !field.contains('.') => record.get(field).is_some_and(|v| v.get().starts_with('{')),
+        Filter::IsTrue(field) if !field.contains('.') => record.get(field).is_some_and(|v| v.get() == "true"),
+        Filter::Equals(field, expected) => get_path(record, field).as_ref().and_then(Value::as_str) == Some(expected),
+        Filter::IsObject(field) => get_path(record, field).is_some_and(|v| v.is_object()),
+        Filter::IsTrue(field) => get_path(record, field) == Some(Value::Bool(true)),
     })
 }
 
@@ -251,7 +297,7 @@ mod tests {
         let table = crate::catalog::table("countries").unwrap();
         let mut b = RowBuilder::new(table, table.columns.iter().collect(), "run-1", "2026-01-01T00:00:00Z");
         let record = json!({"alpha2Code": "AF", "alpha3Code": "AFG", "numericCode": "four", "name": "Afghanistan"});
-        let row = b.build(record.as_object().unwrap().clone(), &[], &[], true);
+        let row = b.build(&record.to_string(), &[], &[], true);
         assert_eq!(row["numericCode"], Value::Null);
         assert_eq!(b.type_mismatches.iter().collect::<Vec<_>>(), vec!["numericCode"]);
     }
@@ -263,7 +309,7 @@ mod tests {
         let mut b = RowBuilder::new(table, columns, "run-1", "2026-01-01T00:00:00Z");
         let record = json!({"id": 7, "name": "Lead Score", "type": "number", "brandNew": 1});
         let constants = [Constant { column: "entity", value: ConstantValue::Str("kases") }];
-        let row = b.build(record.as_object().unwrap().clone(), &constants, &[], true);
+        let row = b.build(&record.to_string(), &constants, &[], true);
         assert_eq!(
             row,
             json!({"id": 7, "name": "Lead Score", "entity": "kases", "_run_id": "run-1",
@@ -278,7 +324,8 @@ mod tests {
         let mut b = RowBuilder::new(table, table.columns.iter().collect(), "r\"1", "2026-01-01T00:00:00Z");
         let record = json!({"name": "VIP", "id": "7", "dataTag": false, "description": null});
         let constants = [Constant { column: "entity", value: ConstantValue::Str("parties") }];
-        let line = b.write(record.as_object().unwrap().clone(), &constants, &[], true);
+        let text = record.to_string();
+        let line = b.write(&RawRecord::parse(&text).unwrap(), &constants, &[], true);
         assert_eq!(
             std::str::from_utf8(line).unwrap(),
             r#"{"id":7,"name":"VIP","description":null,"dataTag":false,"entity":"parties","_run_id":"r\"1","_extracted_at":"2026-01-01T00:00:00Z"}"#
@@ -287,12 +334,60 @@ mod tests {
 
     #[test]
     fn filters_and_paths() {
-        let r = json!({"type": "person", "organisation": {"id": 5}, "hasTrack": true, "kase": null});
-        let r = r.as_object().unwrap();
-        assert_eq!(get_path(r, "organisation.id"), Some(&json!(5)));
-        assert_eq!(get_path(r, "kase.id"), None);
-        assert!(matches_all(r, &[Filter::Equals("type", "person"), Filter::IsObject("organisation")]));
-        assert!(matches_all(r, &[Filter::IsTrue("hasTrack")]));
-        assert!(!matches_all(r, &[Filter::IsObject("kase")]));
+        let text = json!({"type": "person", "organisation": {"id": 5}, "hasTrack": true, "kase": null}).to_string();
+        let r = RawRecord::parse(&text).unwrap();
+        assert_eq!(get_path(&r, "organisation.id"), Some(json!(5)));
+        assert_eq!(get_path(&r, "kase.id"), None);
+        assert!(matches_all(&r, &[Filter::Equals("type", "person"), Filter::IsObject("organisation")]));
+        assert!(matches_all(&r, &[Filter::IsTrue("hasTrack")]));
+        assert!(!matches_all(&r, &[Filter::IsObject("kase")]));
+        assert!(!matches_all(&r, &[Filter::Equals("organisation.id", "5")]), "a number is not the text");
+    }
+
+    /// Copying a value's text as it came and parsing and coercing it write the same bytes.
+    #[test]
+    fn values_copied_as_they_came_are_what_coercing_them_writes() {
+        use ColumnType::*;
+        let values = [
+            "null",
+            "42",
+            "-7",
+            "4.0",
+            "4.5",
+            "12345678901234567890",
+            "\"42\"",
+            "true",
+            "false",
+            "\"true\"",
+            "\"Ann \\\"A\\\" \\u00e9\"",
+            "\"2015-09-15T10:43:23Z\"",
+            "\"2015-09-15T12:43:23.5+02:00\"",
+            "\"2015-09-15\"",
+            "\"2015-13-45\"",
+            "\"2015-09-15T25:00:00Z\"",
+            "{\"id\":1,\"name\":\"x\"}",
+            "[1,{\"a\":[]}]",
+            "{\n  \"id\" : 1\n}",
+            "[ 1, 2 ]",
+            "\"\"",
+        ];
+        for ty in [Integer, String, Record, Timestamp, Date, Boolean] {
+            for text in values {
+                let raw: &RawValue = serde_json::from_str(text).unwrap();
+                let mut out = Vec::new();
+                let fits = write_value(&mut out, raw, ty);
+                let (want_fits, want) = match coerce(serde_json::from_str(text).unwrap(), ty) {
+                    Coerced::Fits(v) => (true, v),
+                    Coerced::Mismatch(v) => (false, v),
+                };
+                let written: Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{ty:?} {text}: {e}"));
+                assert_eq!((fits, &written), (want_fits, &want), "{ty:?} {text}");
+                assert!(!out.contains(&b'\n'), "{ty:?} {text}: one line");
+                // Escapes (`\u00e9`) and a record's spacing are kept as they came.
+                if ty != Record && !text.contains('\\') {
+                    assert_eq!(out, serde_json::to_vec(&want).unwrap(), "{ty:?} {text}: the same bytes");
+                }
+            }
+        }
     }
 }

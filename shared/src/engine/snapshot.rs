@@ -8,8 +8,8 @@ use std::io::Write;
 
 use chrono::{DateTime, Utc};
 use flate2::write::MultiGzDecoder;
-use serde_json::{Map, Value};
 
+use crate::capsule::RawRecord;
 use crate::catalog::{self, TableSpec};
 use crate::integration::{Integration, RunId};
 use crate::output::{self, Compression, RunManifest};
@@ -78,14 +78,14 @@ impl<'a> SnapshotRows<'a> {
         SnapshotRows { sink, snapshot, file: 0, fetched: 0, decoder, start: 0, finished: false }
     }
 
-    /// The next row, or `None` after the last file's last row. A file that is missing, shorter
-    /// than the manifest says, not decompressible, or holds a line that is not a JSON object is
-    /// an error naming it.
-    pub async fn next(&mut self) -> Result<Option<Map<String, Value>>> {
-        loop {
+    /// The next row (borrowed from the text read: its fields' values are left raw), or `None`
+    /// after the last file's last row. A file that is missing, shorter than the manifest says,
+    /// not decompressible, or holds a line that is not a JSON object is an error naming it.
+    pub async fn next(&mut self) -> Result<Option<RawRecord<'_>>> {
+        let line = loop {
             let Some(file) = self.snapshot.files.get(self.file) else { return Ok(None) };
-            if let Some(row) = self.next_line(&file.key)? {
-                return Ok(Some(row));
+            if let Some(line) = self.next_line() {
+                break line;
             }
             if self.fetched < file.bytes {
                 self.fetch_slice(&file.key, file.bytes).await?;
@@ -99,22 +99,25 @@ impl<'a> SnapshotRows<'a> {
                 (self.fetched, self.start, self.finished) = (0, 0, false);
                 self.decoder = Decoder::new(self.snapshot.compression);
             }
-        }
+        };
+        let key = &self.snapshot.files[self.file].key;
+        let not_a_row =
+            |e: &dyn std::fmt::Display| SyncError::Output(format!("a row of {key} is not a JSON object: {e}"));
+        let text = std::str::from_utf8(&self.decoder.output()[line]).map_err(|e| not_a_row(&e))?;
+        RawRecord::parse(text).map(Some).map_err(|e| not_a_row(&e))
     }
 
-    /// The next complete line of the current file's text, parsed.
-    fn next_line(&mut self, key: &str) -> Result<Option<Map<String, Value>>> {
+    /// Where the next complete, non-empty line of the current file's text is.
+    fn next_line(&mut self) -> Option<std::ops::Range<usize>> {
         let text = self.decoder.output();
         while let Some(end) = text[self.start..].iter().position(|b| *b == b'\n') {
-            let line = &text[self.start..self.start + end];
+            let line = self.start..self.start + end;
             self.start += end + 1;
             if !line.is_empty() {
-                let row = serde_json::from_slice(line)
-                    .map_err(|e| SyncError::Output(format!("a row of {key} is not a JSON object: {e}")))?;
-                return Ok(Some(row));
+                return Some(line);
             }
         }
-        Ok(None)
+        None
     }
 
     async fn fetch_slice(&mut self, key: &str, bytes: u64) -> Result<()> {
