@@ -596,6 +596,9 @@ async fn the_spec_mapping_is_printed_and_spec_columns_get_their_reason() {
     let description = find("teams", "description").unwrap();
     assert!(description["column"].is_null() && description["not_provided"].as_str().unwrap().contains("not in"));
     assert!(find("teams", "memberships").is_none(), "memberships is a column of the same name");
+    let team = find("parties", "team").unwrap();
+    assert_eq!(team["column"], "team");
+    assert!(team["type_differs"].as_str().unwrap().contains("NUMERIC in the spec, a RECORD here"), "{team}");
     let create = ["integrations", "create", "acme", "--token", "env:CAPSULE_TEST_TOKEN", "--no-check"];
     let with = |columns: &'static str| create.iter().copied().chain(["--columns", columns]).collect::<Vec<_>>();
     cli.fails(&with("entries=id,firstname"), "not provided by Capsule API v2").await;

@@ -1,6 +1,6 @@
 //! `capsule-sync catalog`: the 22 tables, for people (a table) or machines (`--json`).
 
-use capsule_shared::catalog::spec::NOT_PROVIDED;
+use capsule_shared::catalog::spec::{NOT_PROVIDED, spec_type_of};
 use capsule_shared::catalog::{Fetch, TABLES};
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
@@ -25,18 +25,23 @@ struct SpecMapping {
     column: Option<&'static str>,
     /// Why there is none.
     not_provided: Option<&'static str>,
+    /// How its type differs from the spec's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    type_differs: Option<String>,
 }
 
 fn spec_mappings() -> Vec<SpecMapping> {
     let mut out = Vec::new();
     for table in TABLES {
         for column in table.columns {
-            for alias in column.aliases {
+            let type_differs = spec_type_of(column.name);
+            for spec_column in column.aliases.iter().chain(type_differs.is_some().then_some(&column.name)) {
                 out.push(SpecMapping {
                     table: table.name,
-                    spec_column: alias,
+                    spec_column,
                     column: Some(column.name),
                     not_provided: None,
+                    type_differs: type_differs.clone(),
                 });
             }
         }
@@ -47,6 +52,7 @@ fn spec_mappings() -> Vec<SpecMapping> {
                     spec_column: name,
                     column: None,
                     not_provided: Some(missing.reason),
+                    type_differs: None,
                 });
             }
         }
@@ -64,15 +70,18 @@ fn print_spec(json: bool) -> anyhow::Result<()> {
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(["table", "spec column", "is"]);
     for m in &mappings {
-        let is = match (m.column, m.not_provided) {
-            (Some(column), _) => format!("alias of `{column}`"),
-            (None, Some(reason)) => format!("not provided: {reason}"),
-            (None, None) => String::new(),
+        let is = match (m.column, m.not_provided, &m.type_differs) {
+            (Some(column), _, Some(types)) if column == m.spec_column => types.clone(),
+            (Some(column), _, _) => format!("alias of `{column}`"),
+            (None, Some(reason), _) => format!("not provided: {reason}"),
+            (None, None, _) => String::new(),
         };
         t.add_row(vec![m.table.to_string(), m.spec_column.to_string(), is]);
     }
     println!("{t}");
-    println!("Every other spec column has the same name here (`capsule-sync catalog --json` lists them all).");
+    println!(
+        "Every other spec column has the same name and type family here (`capsule-sync catalog --json` lists them all)."
+    );
     Ok(())
 }
 

@@ -362,6 +362,25 @@ mod spec_tests {
     }
 
     #[test]
+    fn the_nested_references_are_record_columns_and_the_readme_lists_them() {
+        let readme = include_str!("../../../README.md");
+        for name in spec::NESTED_REFERENCES {
+            let tables: Vec<&str> = TABLES
+                .iter()
+                .filter(|t| t.columns.iter().any(|c| c.name == *name && c.ty == ColumnType::Record))
+                .map(|t| t.name)
+                .collect();
+            assert!(!tables.is_empty(), "`{name}` is a RECORD column of some table");
+            assert!(
+                readme.contains(&format!("| `{name}` | {} |", tables.join(", "))),
+                "the README's row for `{name}`: {tables:?}"
+            );
+        }
+        assert!(spec::spec_type_of("team").unwrap().contains("`team.id`"));
+        assert_eq!(spec::spec_type_of("name"), None);
+    }
+
+    #[test]
     fn spec_columns_capsule_does_not_provide_are_refused_with_their_reason() {
         for missing in spec::NOT_PROVIDED {
             assert!(super::table(missing.table).is_some(), "{} is a table", missing.table);

@@ -76,6 +76,34 @@ pub const NOT_PROVIDED: &[NotProvided] = &[
     },
 ];
 
+/// Columns Capsule sends as a nested record (`{"id": 3, "name": "The North"}`) where a flat spec
+/// holds the related record's id as a number: the spec's NUMERIC `team` is the RECORD `team`
+/// here, its id at `team.id`. Every other column keeps the spec's type family (text, number,
+/// timestamp, date, boolean; lists and custom fields are records).
+pub const NESTED_REFERENCES: &[&str] = &[
+    "activityType",
+    "category",
+    "creator",
+    "kase",
+    "lastOpenMilestone",
+    "milestone",
+    "nextTask",
+    "opportunity",
+    "organisation",
+    "owner",
+    "party",
+    "pipeline",
+    "stage",
+    "team",
+    "trackDefinition",
+    "user",
+];
+
+/// The spec's type for a column that is a nested record here, and where its id is.
+pub fn spec_type_of(column: &str) -> Option<String> {
+    NESTED_REFERENCES.contains(&column).then(|| format!("NUMERIC in the spec, a RECORD here: its id is `{column}.id`"))
+}
+
 /// Why `column` is not a column of `table`, if the spec has it.
 pub fn not_provided(table: &str, column: &str) -> Option<&'static NotProvided> {
     NOT_PROVIDED.iter().find(|n| n.table == table && n.columns.iter().any(|c| c.eq_ignore_ascii_case(column.trim())))
