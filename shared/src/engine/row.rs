@@ -141,7 +141,8 @@ pub fn write_value(out: &mut Vec<u8>, raw: &RawValue, ty: ColumnType) -> bool {
         // A record on several lines would break the NDJSON line: those are parsed and rewritten.
         (ColumnType::Record, _) => !text.contains(['\n', '\r']),
         (ColumnType::String, b'"') => true,
-        (ColumnType::Integer, b'-' | b'0'..=b'9') => text.len() < 19 && text.parse::<i64>().is_ok(),
+        // (`-0` is read back as a float: coerced, it is written `0`.)
+        (ColumnType::Integer, b'-' | b'0'..=b'9') => text.len() < 19 && text != "-0" && text.parse::<i64>().is_ok(),
         (ColumnType::Boolean, b't' | b'f') => true,
         (ColumnType::Timestamp, b'"') => is_utc_timestamp(text),
         (ColumnType::Date, b'"') => text.len() == 12 && NaiveDate::parse_from_str(&text[1..11], "%Y-%m-%d").is_ok(),
@@ -160,9 +161,11 @@ pub fn write_value(out: &mut Vec<u8>, raw: &RawValue, ty: ColumnType) -> bool {
     fits
 }
 
-/// `"2015-09-15T10:43:23Z"`: a timestamp in UTC to the second, as [`coerce`] writes it.
+/// `"2015-09-15T10:43:23Z"`: a timestamp in UTC to the second, as [`coerce`] writes it (RFC 3339
+/// also allows `t`, `z` and a space, which [`coerce`] rewrites).
 fn is_utc_timestamp(quoted: &str) -> bool {
-    quoted.len() == 22 && quoted.as_bytes()[20] == b'Z' && DateTime::parse_from_rfc3339(&quoted[1..21]).is_ok()
+    let bytes = quoted.as_bytes();
+    quoted.len() == 22 && bytes[11] == b'T' && bytes[20] == b'Z' && DateTime::parse_from_rfc3339(&quoted[1..21]).is_ok()
 }
 
 /// A value brought to its column's type.
@@ -365,6 +368,11 @@ mod tests {
             "\"2015-09-15\"",
             "\"2015-13-45\"",
             "\"2015-09-15T25:00:00Z\"",
+            "\"2015-09-15 10:43:23Z\"",
+            "\"2015-09-15t10:43:23z\"",
+            "\"2015-09-15T10:43:23+00:00\"",
+            "-0",
+            "1e3",
             "{\"id\":1,\"name\":\"x\"}",
             "[1,{\"a\":[]}]",
             "{\n  \"id\" : 1\n}",

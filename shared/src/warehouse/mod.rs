@@ -21,6 +21,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use crate::integration::Integration;
 use crate::ports::ObjectSink;
@@ -133,6 +134,9 @@ pub fn kit_prefix(integration: &str, engine: Engine) -> String {
     format!("_meta/{integration}/warehouse/{engine}/")
 }
 
+/// Kit files written at the same time.
+const KIT_WRITES_AT_ONCE: usize = 8;
+
 /// Writes every engine's kit into the sink, for the sink's own location (each run does this, so
 /// the kits always match the integration's current selection). The kits change only when the
 /// selection does, so a fingerprint of them is kept beside them: a run reads it (one request)
@@ -150,9 +154,12 @@ pub async fn write_kits(sink: &dyn ObjectSink, integration: &Integration) -> Res
     if sink.get(&fingerprint_key).await?.is_some_and(|stored| stored == fingerprint.as_bytes()) {
         return Ok(());
     }
-    for (key, body) in files {
-        sink.put(&key, Bytes::from(body)).await?;
-    }
+    // Several at a time: on an integration's first sync every table run finds no fingerprint
+    // and writes the kits (34 files) before it commits; one by one, that held each commit back.
+    let puts = files.into_iter().map(|(key, body)| async move { sink.put(&key, Bytes::from(body)).await });
+    let written: Vec<Result<()>> = futures::stream::iter(puts).buffer_unordered(KIT_WRITES_AT_ONCE).collect().await;
+    written.into_iter().collect::<Result<()>>()?;
+    // Last: a kit half written is written again by the next run.
     sink.put(&fingerprint_key, Bytes::from(fingerprint)).await
 }
 
