@@ -157,12 +157,7 @@ fn recent_share(
     let Some(Recency::NewestFirst(field)) = crate::engine::recent::recency(spec) else { return None };
     let Fetch::Listings([listing]) = spec.fetch else { return None };
     let cutoff = since - Duration::minutes(i64::from(integration.lookback_minutes));
-    let instants: Vec<DateTime<Utc>> = newest?
-        .records()
-        .filter_map(|r| r.ok()?.str(field))
-        .filter_map(|t| DateTime::parse_from_rfc3339(&t).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .collect();
+    let instants: Vec<DateTime<Utc>> = newest?.records().filter_map(|r| r.ok()?.instant(field)).collect();
     let newer = instants.iter().filter(|t| **t >= cutoff).count() as u64;
     let window_rows = match (instants.first(), instants.last()) {
         // The page reaches past the cutoff: exact.

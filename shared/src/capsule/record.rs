@@ -11,9 +11,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
+use chrono::{DateTime, Utc};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 /// A JSON object's top-level fields, each value its raw text, borrowed from the text parsed.
 #[derive(Debug, Default, Clone)]
@@ -70,11 +71,9 @@ impl<'a> RawRecord<'a> {
         }
     }
 
-    /// The record as a map of parsed values (off the hot path: tests, small listings).
-    pub fn to_map(&self) -> Map<String, Value> {
-        self.fields()
-            .map(|(key, raw)| (key.to_string(), serde_json::from_str(raw.get()).unwrap_or(Value::Null)))
-            .collect()
+    /// A top-level field that is an RFC 3339 timestamp, as an instant (`updatedAt`, `entryAt`).
+    pub fn instant(&self, name: &str) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.str(name)?).ok().map(|t| t.with_timezone(&Utc))
     }
 }
 
@@ -207,14 +206,6 @@ impl ListingPage {
         self.extras.get(i).into_iter().flatten().map(|range| self.record(range))
     }
 
-    /// The envelope's items as values (off the hot path: samples, small listings).
-    pub fn values(&self) -> crate::Result<Vec<Value>> {
-        self.items
-            .iter()
-            .map(|range| serde_json::from_str(&self.text[range.clone()]).map_err(|e| self.bad(e)))
-            .collect()
-    }
-
     fn record(&self, range: &Range<usize>) -> crate::Result<RawRecord<'_>> {
         RawRecord::parse(&self.text[range.clone()]).map_err(|e| self.bad(e))
     }
@@ -280,7 +271,6 @@ mod tests {
         assert_eq!(ids, ["1", "2"]);
         assert_eq!(page.extra_records(0).count(), 1);
         assert_eq!(page.extra_records(1).count(), 0);
-        assert_eq!(page.values().unwrap()[1], serde_json::json!({"id": 2}));
         let err =
             ListingPage::new(r#"{"other": []}"#.into(), "parties", &[], "GET /x".into(), None).unwrap_err().to_string();
         assert!(err.contains("no `parties` array") && err.contains("other"), "{err}");

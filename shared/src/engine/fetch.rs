@@ -253,7 +253,7 @@ impl Extraction<'_> {
             for name in &not_of_the_record {
                 record.remove(name);
             }
-            if window.is_some_and(|since| updated_at(&record).is_some_and(|at| at < since)) {
+            if window.is_some_and(|since| record.instant("updatedAt").is_some_and(|at| at < since)) {
                 continue;
             }
             records += 1;
@@ -866,10 +866,4 @@ fn parse_cursor_url(url: &Option<String>) -> Result<Option<Url>> {
     url.as_deref()
         .map(|u| Url::parse(u).map_err(|e| SyncError::Internal(format!("checkpoint holds a bad URL `{u}`: {e}"))))
         .transpose()
-}
-
-/// A record's `updatedAt` as an instant.
-fn updated_at(record: &RawRecord<'_>) -> Option<DateTime<Utc>> {
-    let text = record.str("updatedAt")?;
-    DateTime::parse_from_rfc3339(&text).ok().map(|t| t.with_timezone(&Utc))
 }

@@ -250,8 +250,7 @@ impl Window {
 
     /// The record's order field as an instant.
     pub fn instant_of(&self, record: &RawRecord<'_>) -> Option<DateTime<Utc>> {
-        let text = record.str(self.recency.field())?;
-        DateTime::parse_from_rfc3339(&text).ok().map(|t| t.with_timezone(&Utc))
+        record.instant(self.recency.field())
     }
 
     /// Writes the previous snapshot's rows that `keep` accepts as rows of `run_id`; returns how
