@@ -59,8 +59,9 @@ async fn every_table_lands_with_the_simulators_row_count_and_its_columns() {
         .into_iter()
         .map(|r| (r["id"].to_string(), r["memberships"].clone()))
         .collect();
-    let embedded: BTreeMap<String, Value> =
-        sim.with_account(|a| a.teams.iter().map(|t| (t["id"].to_string(), t["memberships"].clone())).collect());
+    let embedded: BTreeMap<String, Value> = sim.with_account(|a| {
+        a.reference().teams.iter().map(|t| (t["id"].to_string(), t["memberships"].clone())).collect()
+    });
     assert_eq!(memberships, embedded);
     assert!(memberships.values().any(|m| m.as_array().is_some_and(|m| !m.is_empty())), "{memberships:?}");
     // Bookmarks moved for every table, to the run's T0; employees' to the parties snapshot's.

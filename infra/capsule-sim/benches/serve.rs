@@ -21,12 +21,9 @@ async fn main() {
     let started = Instant::now();
     let sim = capsule_sim::start(SimConfig { parties, rate_limit: u32::MAX, ..SimConfig::default() }).await.unwrap();
     let generated = started.elapsed().as_secs_f64();
-    let (records, packed) = sim.with_account(|a| a.packed_size());
+    let (records, kept, _) = sim.with_account(|a| a.kept_size());
     println!(
-        "generated {parties} parties in {generated:.2}s; {records} records packed into {:.0} MiB ({:.0} bytes each); \
-         peak RSS {:.0} MiB",
-        packed as f64 / (1 << 20) as f64,
-        packed as f64 / records as f64,
+        "generated {parties} parties in {generated:.2}s; {records} records, {kept} kept as text; peak RSS {:.0} MiB",
         peak_rss_mib()
     );
 

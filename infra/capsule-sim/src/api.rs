@@ -181,9 +181,9 @@ fn respond_stored<'a>(
             body.push(b',');
         }
         match shape {
-            RecordShape::Stored => body.extend_from_slice(&record.json()),
+            RecordShape::Stored => record.write_json(&mut body),
             RecordShape::Embedded(q) => {
-                serde_json::to_writer(&mut body, &embed_shape(q)(&record.body())).expect("writing to memory")
+                serde_json::to_writer(&mut body, &embed_shape(q)(record.body())).expect("writing to memory")
             }
         }
     }
@@ -228,9 +228,8 @@ fn ids_changed_since(records: &BTreeMap<i64, Stored>, since: Option<DateTime<Utc
 }
 
 /// Drops embed-only keys the request did not ask for.
-fn embed_shape(q: &ListQuery) -> impl Fn(&Value) -> Value + '_ {
-    move |v| {
-        let mut v = v.clone();
+fn embed_shape(q: &ListQuery) -> impl Fn(Value) -> Value + '_ {
+    move |mut v| {
         if let Value::Object(map) = &mut v {
             for key in EMBED_ONLY {
                 if !q.embeds(key) {
@@ -281,10 +280,10 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
             page(ctx, &q, e, deleted, same, Some((entity.restricted_key(), restricted)))
         }
         [e, "fields", "definitions"] if entity(e).is_some() => {
-            page(ctx, &q, "definitions", account.field_definitions[&entity(e).unwrap()].iter(), same, None)
+            page(ctx, &q, "definitions", account.reference().field_definitions[&entity(e).unwrap()].iter(), same, None)
         }
         [e, "tags"] if entity(e).is_some() => {
-            page(ctx, &q, "tags", account.tags[&entity(e).unwrap()].iter(), same, None)
+            page(ctx, &q, "tags", account.reference().tags[&entity(e).unwrap()].iter(), same, None)
         }
         ["parties", id, "people"] => {
             let Some(org) = id_of(id).filter(|id| account.entity(Entity::Parties).contains_key(id)) else {
@@ -295,7 +294,7 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
                 .values()
                 .map(Stored::body)
                 .filter(move |b| b["organisation"]["id"].as_i64() == Some(org));
-            page(ctx, &q, "parties", people, |b| embed_shape(&q)(&b), None)
+            page(ctx, &q, "parties", people, embed_shape(&q), None)
         }
         [e, id, "entries"] if entity(e).is_some() => {
             let entity = entity(e).unwrap();
@@ -322,7 +321,7 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
         [e, id] if entity(e).is_some() => {
             let entity = entity(e).unwrap();
             match id_of(id).and_then(|id| account.entity(entity).get(&id)) {
-                Some(r) => single(singular(entity), embed_shape(&q)(&r.body())),
+                Some(r) => single(singular(entity), embed_shape(&q)(r.body())),
                 None => not_found(),
             }
         }
@@ -366,28 +365,36 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
                 "opportunities" => Some("OPPORTUNITY"),
                 _ => return unprocessable("type", "type must be one of all, kases, opportunities"),
             };
-            let defs = account.track_definitions.iter().filter(move |d| rule.is_none_or(|r| d["captureRule"] == r));
+            let defs = account
+                .reference()
+                .track_definitions
+                .iter()
+                .filter(move |d| rule.is_none_or(|r| d["captureRule"] == r));
             page(ctx, &q, "trackDefinitions", defs, same, None)
         }
-        ["teams"] => page(ctx, &q, "teams", account.teams.iter(), embed_shape(&q), None),
-        ["users"] => page(ctx, &q, "users", account.users.iter(), same, None),
-        ["lostreasons"] => page(ctx, &q, "lostReasons", account.lost_reasons.iter(), same, None),
+        ["teams"] => page(ctx, &q, "teams", account.reference().teams.iter(), |t| embed_shape(&q)(t.clone()), None),
+        ["users"] => page(ctx, &q, "users", account.reference().users.iter(), same, None),
+        ["lostreasons"] => page(ctx, &q, "lostReasons", account.reference().lost_reasons.iter(), same, None),
         ["pipelines"] => {
             let include_deleted = q.param("includeDeleted") == Some("true");
-            let pipelines = account.pipelines.iter().filter(move |p| include_deleted || !p.deleted).map(|p| &p.body);
+            let pipelines =
+                account.reference().pipelines.iter().filter(move |p| include_deleted || !p.deleted).map(|p| &p.body);
             page(ctx, &q, "pipelines", pipelines, same, None)
         }
         ["pipelines", id, "milestones"] => {
-            let Some(pid) = id_of(id).filter(|id| account.pipelines.iter().any(|p| p.body["id"] == *id)) else {
+            let Some(pid) = id_of(id).filter(|id| account.reference().pipelines.iter().any(|p| p.body["id"] == *id))
+            else {
                 return not_found();
             };
-            let milestones = account.milestones.iter().filter(move |(p, _)| *p == pid).map(|(_, m)| m);
+            let milestones = account.reference().milestones.iter().filter(move |(p, _)| *p == pid).map(|(_, m)| m);
             page(ctx, &q, "milestones", milestones, same, None)
         }
         ["milestones"] => {
             // Legacy: the oldest active pipeline only, without the `pipeline` reference.
-            let oldest = account.pipelines.iter().filter(|p| !p.deleted).filter_map(|p| p.body["id"].as_i64()).min();
-            let milestones = account.milestones.iter().filter(move |(p, _)| Some(*p) == oldest).map(|(_, m)| m);
+            let oldest =
+                account.reference().pipelines.iter().filter(|p| !p.deleted).filter_map(|p| p.body["id"].as_i64()).min();
+            let milestones =
+                account.reference().milestones.iter().filter(move |(p, _)| Some(*p) == oldest).map(|(_, m)| m);
             let without_pipeline = |m: &Value| {
                 let mut m = m.clone();
                 if let Value::Object(map) = &mut m {
@@ -397,11 +404,11 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
             };
             page(ctx, &q, "milestones", milestones, without_pipeline, None)
         }
-        ["categories"] => page(ctx, &q, "categories", account.categories.iter(), same, None),
-        ["activitytypes"] => page(ctx, &q, "activityTypes", account.activity_types.iter(), same, None),
-        ["countries"] => page(ctx, &q, "countries", account.countries.iter(), same, None),
-        ["currencies"] => page(ctx, &q, "currencies", account.currencies.iter(), same, None),
-        ["resthooks"] => page(ctx, &q, "restHooks", account.rest_hooks.iter(), same, None),
+        ["categories"] => page(ctx, &q, "categories", account.reference().categories.iter(), same, None),
+        ["activitytypes"] => page(ctx, &q, "activityTypes", account.reference().activity_types.iter(), same, None),
+        ["countries"] => page(ctx, &q, "countries", account.reference().countries.iter(), same, None),
+        ["currencies"] => page(ctx, &q, "currencies", account.reference().currencies.iter(), same, None),
+        ["resthooks"] => page(ctx, &q, "restHooks", account.reference().rest_hooks.iter(), same, None),
         _ => not_found(),
     }
 }

@@ -9,7 +9,8 @@ use capsule_sim::{LinkStyle, SimConfig};
 use clap::Parser;
 
 /// mimalloc: generating a million-party account with glibc's malloc spent most of its time in
-/// the allocator's bins (short-lived `Value` trees between long-lived packed records).
+/// the allocator's bins (short-lived `Value` trees: every record is made as one, at generation
+/// and again on every read).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

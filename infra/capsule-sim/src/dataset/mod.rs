@@ -1,24 +1,31 @@
 //! The simulated Capsule account: every collection the 22 tables read, held in memory.
 //!
-//! Records are kept as the JSON text the API returns (field names and shapes follow the API
-//! samples), compressed one by one ([`packed`]), each beside its parsed `updatedAt` so `since`
-//! filters do not read the record. Packed text, not `Value` trees: a party is ~1 KB as text,
-//! ~150 bytes packed and ~10 KB as a tree, which is what lets one process hold an account of a
-//! million parties. A page unpacks only its own records. Maps are keyed by id, so listing order
-//! is ascending id: stable while records change, which is what a real offset-paged API gives.
+//! Records are the JSON text the API returns (field names and shapes follow the API samples).
+//! A generated record is not kept but made again whenever it is read ([`blueprint`]); a record
+//! that changed since is kept as its text ([`Stored`]). Each sits beside its `updatedAt`, so
+//! `since` filters do not make the record. That is what lets one process hold an account of a
+//! million parties in ~40 bytes a record (a party is ~1 KB as text, ~10 KB as a `Value` tree).
+//! Maps are keyed by id, so listing order is ascending id: stable while records change, which
+//! is what a real offset-paged API gives.
 
+mod blueprint;
 mod generate;
 mod mutate;
 mod names;
-mod packed;
+mod reference;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use blueprint::{Blueprint, Sizes};
 pub use mutate::{Mutation, MutationKind, MutationOp, MutationOutcome, is_employee};
+pub use reference::Reference;
+
+use blueprint::Recipe;
 
 /// The three entities that have `since`, deleted feeds, custom fields and tags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -55,55 +62,106 @@ impl Entity {
     }
 }
 
-/// One record, as packed JSON text, and the time it last changed.
+/// One record and the time it last changed.
 #[derive(Clone)]
 pub struct Stored {
     pub updated: DateTime<Utc>,
-    packed: Box<[u8]>,
+    text: Text,
+}
+
+/// Where a record's text comes from.
+#[derive(Clone)]
+enum Text {
+    /// Made again from the account's blueprint whenever it is read.
+    Generated(Arc<Blueprint>, Recipe),
+    /// Changed or created on the running account: its JSON text. Boxed twice so the pointer is
+    /// thin: a stored record stays 32 bytes, and only changed records pay the second box.
+    Kept(Box<Box<[u8]>>),
 }
 
 impl Stored {
-    fn new(updated: DateTime<Utc>, body: &Value, packing: packed::Packing) -> Stored {
+    pub(crate) fn generated(updated: DateTime<Utc>, blueprint: &Arc<Blueprint>, recipe: Recipe) -> Stored {
+        Stored { updated, text: Text::Generated(blueprint.clone(), recipe) }
+    }
+
+    pub(crate) fn kept(updated: DateTime<Utc>, body: &Value) -> Stored {
         let json = serde_json::to_vec(body).expect("a JSON value serialises");
-        Stored { updated, packed: packing.pack(&json) }
+        Stored { updated, text: Text::Kept(Box::new(json.into_boxed_slice())) }
     }
 
     /// The record as the API returns it.
     pub fn body(&self) -> Value {
-        serde_json::from_slice(&self.json()).expect("a stored record is JSON")
+        match &self.text {
+            Text::Generated(blueprint, recipe) => blueprint.make(*recipe).body,
+            Text::Kept(json) => serde_json::from_slice(json).expect("a kept record is JSON"),
+        }
     }
 
     /// The record's JSON text, as the API returns it.
     pub fn json(&self) -> Vec<u8> {
-        packed::unpack(&self.packed)
+        let mut json = Vec::new();
+        self.write_json(&mut json);
+        json
     }
 
-    /// Some fields of the record, read into `T` without building the whole record.
+    /// Appends the record's JSON text to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match &self.text {
+            Text::Generated(..) => serde_json::to_writer(out, &self.body()).expect("writing to memory"),
+            Text::Kept(json) => out.extend_from_slice(json),
+        }
+    }
+
+    /// Some fields of the record, read into `T`.
     pub fn read<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_slice(&self.json()).expect("a stored record reads as its typed view")
+        match &self.text {
+            Text::Generated(..) => T::deserialize(self.body()).expect("a generated record reads as its typed view"),
+            Text::Kept(json) => serde_json::from_slice(json).expect("a kept record reads as its typed view"),
+        }
     }
 
-    /// The fields a nested reference to this record copies.
+    /// The fields a nested reference to this record copies (a generated party, opportunity or
+    /// case's without making it).
     pub fn fields(&self) -> RefFields {
-        self.read()
+        match &self.text {
+            Text::Generated(blueprint, recipe) => match recipe.entity() {
+                Some(entity) => blueprint.identity(entity, recipe.index),
+                None => self.read(),
+            },
+            Text::Kept(_) => self.read(),
+        }
     }
 
-    /// Changes the record.
+    /// Changes the record; it is kept as text from then on.
     pub fn edit(&mut self, change: impl FnOnce(&mut Value)) {
         let mut body = self.body();
         change(&mut body);
-        *self = Stored::new(self.updated, &body, packed::Packing::of(&self.packed));
+        *self = Stored::kept(self.updated, &body);
+    }
+
+    /// The bytes of its text the account keeps for it (none for a generated record).
+    pub fn kept_bytes(&self) -> Option<usize> {
+        match &self.text {
+            Text::Generated(..) => None,
+            Text::Kept(json) => Some(json.len()),
+        }
     }
 }
 
 impl std::fmt::Debug for Stored {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stored").field("updated", &self.updated).field("packed_bytes", &self.packed.len()).finish()
+        let mut out = f.debug_struct("Stored");
+        out.field("updated", &self.updated);
+        match &self.text {
+            Text::Generated(_, recipe) => out.field("recipe", recipe),
+            Text::Kept(json) => out.field("kept_bytes", &json.len()),
+        };
+        out.finish()
     }
 }
 
 /// What nested references (`party`, `organisation`, …) copy from the record they point to.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RefFields {
     #[serde(default)]
@@ -143,8 +201,10 @@ pub struct Pipeline {
 }
 
 /// Everything one simulated Capsule account holds.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Account {
+    /// What the generated records are made from, and the reference data.
+    blueprint: Arc<Blueprint>,
     pub records: BTreeMap<Entity, BTreeMap<i64, Stored>>,
     pub deleted: BTreeMap<Entity, Vec<Tombstone>>,
     pub restricted: BTreeMap<Entity, Vec<Tombstone>>,
@@ -154,20 +214,6 @@ pub struct Account {
     entry_order: BTreeSet<(DateTime<Utc>, i64)>,
     pub tasks: BTreeMap<i64, Stored>,
     pub tracks: BTreeMap<i64, TrackInstance>,
-    pub track_definitions: Vec<Value>,
-    pub teams: Vec<Value>,
-    pub users: Vec<Value>,
-    pub field_definitions: BTreeMap<Entity, Vec<Value>>,
-    pub tags: BTreeMap<Entity, Vec<Value>>,
-    pub lost_reasons: Vec<Value>,
-    pub pipelines: Vec<Pipeline>,
-    /// Milestones with the id of their pipeline.
-    pub milestones: Vec<(i64, Value)>,
-    pub categories: Vec<Value>,
-    pub activity_types: Vec<Value>,
-    pub countries: Vec<Value>,
-    pub currencies: Vec<Value>,
-    pub rest_hooks: Vec<Value>,
     /// The ids of recent listings (emptied by every change), so page N is not found by
     /// skipping N-1 pages of records: paging a million records stays linear.
     pub listings: ListingCache,
@@ -225,6 +271,29 @@ impl Account {
         generate::generate(seed, parties)
     }
 
+    /// An account without records yet.
+    fn new(blueprint: Arc<Blueprint>) -> Account {
+        fn per_entity<T: Default>() -> BTreeMap<Entity, T> {
+            Entity::ALL.into_iter().map(|e| (e, T::default())).collect()
+        }
+        Account {
+            blueprint,
+            records: per_entity(),
+            deleted: per_entity(),
+            restricted: per_entity(),
+            entries: BTreeMap::new(),
+            entry_order: BTreeSet::new(),
+            tasks: BTreeMap::new(),
+            tracks: BTreeMap::new(),
+            listings: ListingCache::default(),
+        }
+    }
+
+    /// Users, teams, definitions and the other small collections.
+    pub fn reference(&self) -> &Reference {
+        &self.blueprint.reference
+    }
+
     /// Entry ids as `GET /entries` lists them: newest `entryAt` first, ties higher id first.
     pub fn newest_entries(&self) -> impl Iterator<Item = i64> + '_ {
         self.entry_order.iter().rev().map(|(_, id)| *id)
@@ -255,15 +324,19 @@ impl Account {
         Some(removed)
     }
 
-    /// Every packed record: parties, opportunities, cases, tasks, entries and tracks.
+    /// Every stored record: parties, opportunities, cases, tasks, entries and tracks.
     pub fn stored(&self) -> impl Iterator<Item = &Stored> {
         let records = self.records.values().flat_map(|m| m.values());
         records.chain(self.tasks.values()).chain(self.entries.values()).chain(self.tracks.values().map(|t| &t.record))
     }
 
-    /// How many records the account packs, and their packed bytes (what a benchmark reports).
-    pub fn packed_size(&self) -> (usize, usize) {
-        self.stored().fold((0, 0), |(n, bytes), r| (n + 1, bytes + r.packed.len()))
+    /// How many records the account holds, how many of them it keeps as text (changed or
+    /// created since it was generated), and their bytes: what a benchmark reports.
+    pub fn kept_size(&self) -> (usize, usize, usize) {
+        self.stored().fold((0, 0, 0), |(n, kept, bytes), r| match r.kept_bytes() {
+            Some(b) => (n + 1, kept + 1, bytes + b),
+            None => (n + 1, kept, bytes),
+        })
     }
 
     pub fn entity(&self, entity: Entity) -> &BTreeMap<i64, Stored> {
@@ -285,23 +358,24 @@ impl Account {
         }
         let employees = self.entity(Entity::Parties).values().map(Stored::body).filter(mutate::is_employee).count();
         let per_entity = |m: &BTreeMap<Entity, Vec<Value>>| m.values().map(Vec::len).sum::<usize>();
+        let reference = self.reference();
         for (table, n) in [
             ("entries", self.entries.len()),
             ("employees", employees),
-            ("track_definitions", self.track_definitions.len()),
-            ("teams", self.teams.len()),
-            ("users", self.users.len()),
+            ("track_definitions", reference.track_definitions.len()),
+            ("teams", reference.teams.len()),
+            ("users", reference.users.len()),
             ("tasks", self.tasks.len()),
             ("tracks", self.tracks.len()),
-            ("custom_fields", per_entity(&self.field_definitions)),
-            ("tag_definitions", per_entity(&self.tags)),
-            ("lost_reasons", self.lost_reasons.len()),
-            ("milestones", self.milestones.len()),
-            ("task_categories", self.categories.len()),
-            ("activity_types", self.activity_types.len()),
-            ("countries", self.countries.len()),
-            ("currencies", self.currencies.len()),
-            ("rest_hooks", self.rest_hooks.len()),
+            ("custom_fields", per_entity(&reference.field_definitions)),
+            ("tag_definitions", per_entity(&reference.tags)),
+            ("lost_reasons", reference.lost_reasons.len()),
+            ("milestones", reference.milestones.len()),
+            ("task_categories", reference.categories.len()),
+            ("activity_types", reference.activity_types.len()),
+            ("countries", reference.countries.len()),
+            ("currencies", reference.currencies.len()),
+            ("rest_hooks", reference.rest_hooks.len()),
         ] {
             counts.insert(table.to_string(), n);
         }

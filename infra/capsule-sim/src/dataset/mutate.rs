@@ -6,7 +6,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::generate::{self, Gen};
+use super::generate::{self, Gen, Source};
 use super::{Account, Entity, Stored, Tombstone, timestamp};
 
 /// Share of created entries whose `entryAt` is set in the past (as generated entries are).
@@ -167,12 +167,12 @@ impl Account {
             let mut record = match m.kind {
                 MutationKind::Parties => {
                     let organisation = g.chance(0.3);
-                    generate::new_party(g, self, organisation)
+                    generate::new_party(g, Source::Live(self), organisation)
                 }
-                MutationKind::Opportunities => generate::new_opportunity(g, self),
-                MutationKind::Kases => generate::new_kase(g, self),
-                MutationKind::Tasks => generate::new_task(g, self, None),
-                MutationKind::Entries => generate::new_entry(g, self),
+                MutationKind::Opportunities => generate::new_opportunity(g, Source::Live(self)),
+                MutationKind::Kases => generate::new_kase(g, Source::Live(self)),
+                MutationKind::Tasks => generate::new_task(g, Source::Live(self), None),
+                MutationKind::Entries => generate::new_entry(g, Source::Live(self)),
             };
             record.updated = now;
             // A new entry is dated now, unless logged back-dated (an old email, a late note).
