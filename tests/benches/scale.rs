@@ -5,7 +5,7 @@
 //! `docs/benchmarks.md` keeps; `--write` rewrites that file.
 //!
 //! Run: `cargo bench -p capsule-sync-e2e --bench scale -- [--write] [PARTIES...]`
-//! (default sizes 10000 100000; 1000000 takes about five minutes and ~1 GiB for the simulator).
+//! (default sizes 10000 100000; 1000000 takes about five minutes and ~300 MiB for the simulator).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
