@@ -182,9 +182,7 @@ fn respond_stored<'a>(
         }
         match shape {
             RecordShape::Stored => record.write_json(&mut body),
-            RecordShape::Embedded(q) => {
-                serde_json::to_writer(&mut body, &embed_shape(q)(record.body())).expect("writing to memory")
-            }
+            RecordShape::Embedded(q) => record.write_json_without(&mut body, |key| not_embedded(q, key)),
         }
     }
     body.extend_from_slice(b"]}");
@@ -231,14 +229,15 @@ fn ids_changed_since(records: &BTreeMap<i64, Stored>, since: Option<DateTime<Utc
 fn embed_shape(q: &ListQuery) -> impl Fn(Value) -> Value + '_ {
     move |mut v| {
         if let Value::Object(map) = &mut v {
-            for key in EMBED_ONLY {
-                if !q.embeds(key) {
-                    map.remove(key);
-                }
-            }
+            map.retain(|key, _| !not_embedded(q, key));
         }
         v
     }
+}
+
+/// An embed-only key the request did not ask for.
+fn not_embedded(q: &ListQuery, key: &str) -> bool {
+    EMBED_ONLY.contains(&key) && !q.embeds(key)
 }
 
 fn same(v: &Value) -> Value {

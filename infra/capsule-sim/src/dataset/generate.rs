@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 use super::blueprint::{Blueprint, Collection, ID_BLOCK, Part, Recipe};
+use super::fields::{Fields, fields};
 use super::names::*;
 use super::reference::{Reference, initials, nested_user, picture};
 use super::{Account, Entity, RefFields, Stored, Tombstone, TrackInstance, entry_at, timestamp};
@@ -70,7 +71,7 @@ struct LiveRefs {
 /// A record just made, before it is stored in the account.
 pub(crate) struct Fresh {
     pub updated: DateTime<Utc>,
-    pub body: Value,
+    pub body: Fields,
 }
 
 impl Fresh {
@@ -254,7 +255,7 @@ pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
         let recipe = Recipe::whole(Collection::Entries, index);
         let entry = bp.make(recipe);
         let (id, record) = stored(recipe, &entry);
-        (entry_at(&entry.body), id, record)
+        (entry_at(&entry.body["entryAt"]), id, record)
     });
     a.set_entries(entries.collect());
     let mut history = Gen::beyond(ChaCha8Rng::seed_from_u64(seed), bp.end_of_ids(), LiveRefs::default());
@@ -363,7 +364,7 @@ pub(crate) fn new_party(g: &mut Gen, src: Source, organisation: bool) -> Fresh {
     let id = g.record_id();
     let who = identity(Entity::Parties, g.identity_rng(), id, organisation);
     let (city, country) = *g.pick(CITIES);
-    let mut p = json!({
+    let mut p = fields!({
         "id": id,
         "owner": random_owner(g, src),
         "team": random_team(g, src),
@@ -423,7 +424,7 @@ pub(crate) fn new_opportunity(g: &mut Gen, src: Source) -> Fresh {
     } else {
         Value::Null
     };
-    let o = json!({
+    let o = fields!({
         "id": id,
         "createdAt": timestamp(created),
         "updatedAt": timestamp(updated),
@@ -457,7 +458,7 @@ pub(crate) fn new_kase(g: &mut Gen, src: Source) -> Fresh {
     let opportunity =
         if g.chance(0.3) { g.pick_ref(src, Entity::Opportunities).unwrap_or(Value::Null) } else { Value::Null };
     let stage = *g.pick(&[(271006, "Planning"), (104607, "Project Brief"), (149, "Delivery")]);
-    let k = json!({
+    let k = fields!({
         "id": id,
         "owner": random_owner(g, src),
         "team": random_team(g, src),
@@ -490,7 +491,7 @@ pub(crate) fn new_task(g: &mut Gen, src: Source, track_parent: Option<(Entity, V
     } else {
         Value::Null
     };
-    let mut t = json!({
+    let mut t = fields!({
         "id": g.record_id(),
         "category": category,
         "description": *g.pick(TASK_WORDS),
@@ -559,7 +560,7 @@ pub(crate) fn tracks_on(g: &mut Gen, bp: &Blueprint, entity: Entity, index: u32)
             tasks.push(new_task(g, Source::Base(bp), Some((entity, parent.clone(), desc))));
         }
         let updated = dataset_epoch();
-        let body = json!({
+        let body = fields!({
             "id": g.id(),
             "tasks": tasks.iter().map(|t| json!({"id": t.id(), "description": t.body["description"]})).collect::<Vec<_>>(),
             "description": def["description"],
@@ -584,7 +585,7 @@ pub(crate) fn new_entry(g: &mut Gen, src: Source) -> Fresh {
     let creator = g.pick(&src.reference().users);
     // entryAt is user-settable: sometimes back-dated before createdAt.
     let entry_at = if g.chance(0.2) { created - Duration::days(g.rng.random_range(1..400)) } else { created };
-    let mut e = json!({
+    let mut e = fields!({
         "id": g.record_id(),
         "type": kind,
         "creator": nested_user(creator, false),

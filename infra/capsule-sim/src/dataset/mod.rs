@@ -9,6 +9,7 @@
 //! is what a real offset-paged API gives.
 
 mod blueprint;
+mod fields;
 mod generate;
 mod mutate;
 mod names;
@@ -84,7 +85,7 @@ impl Stored {
         Stored { updated, text: Text::Generated(blueprint.clone(), recipe) }
     }
 
-    pub(crate) fn kept(updated: DateTime<Utc>, body: &Value) -> Stored {
+    pub(crate) fn kept(updated: DateTime<Utc>, body: &impl Serialize) -> Stored {
         let json = serde_json::to_vec(body).expect("a JSON value serialises");
         Stored { updated, text: Text::Kept(Box::new(json.into_boxed_slice())) }
     }
@@ -92,7 +93,7 @@ impl Stored {
     /// The record as the API returns it.
     pub fn body(&self) -> Value {
         match &self.text {
-            Text::Generated(blueprint, recipe) => blueprint.make(*recipe).body,
+            Text::Generated(blueprint, recipe) => blueprint.make(*recipe).body.into_value(),
             Text::Kept(json) => serde_json::from_slice(json).expect("a kept record is JSON"),
         }
     }
@@ -107,8 +108,23 @@ impl Stored {
     /// Appends the record's JSON text to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         match &self.text {
-            Text::Generated(..) => serde_json::to_writer(out, &self.body()).expect("writing to memory"),
+            Text::Generated(blueprint, recipe) => blueprint.make(*recipe).body.write_json(out, |_| false),
             Text::Kept(json) => out.extend_from_slice(json),
+        }
+    }
+
+    /// Appends the record's JSON text to `out`, without the top-level keys `drop` names (the
+    /// others in their order).
+    pub fn write_json_without(&self, out: &mut Vec<u8>, drop: impl Fn(&str) -> bool) {
+        match &self.text {
+            Text::Generated(blueprint, recipe) => blueprint.make(*recipe).body.write_json(out, drop),
+            Text::Kept(_) => {
+                let mut body = self.body();
+                if let Value::Object(map) = &mut body {
+                    map.retain(|key, _| !drop(key));
+                }
+                serde_json::to_writer(out, &body).expect("writing to memory");
+            }
         }
     }
 
@@ -303,7 +319,7 @@ impl Account {
     pub(crate) fn insert_entry(&mut self, g: &generate::Gen, entry: generate::Fresh) {
         let id = entry.id();
         self.remove_entry(id);
-        self.entry_order.insert((entry_at(&entry.body), id));
+        self.entry_order.insert((entry_at(&entry.body["entryAt"]), id));
         self.entries.insert(id, g.keep(entry));
     }
 
@@ -320,7 +336,7 @@ impl Account {
     /// Removes an entry, keeping the listing order.
     pub(crate) fn remove_entry(&mut self, id: i64) -> Option<Stored> {
         let removed = self.entries.remove(&id)?;
-        self.entry_order.remove(&(entry_at(&removed.body()), id));
+        self.entry_order.remove(&(entry_at(&removed.body()["entryAt"]), id));
         Some(removed)
     }
 
@@ -383,9 +399,9 @@ impl Account {
     }
 }
 
-/// An entry's `entryAt` (the epoch if it has none: generated entries always have one).
-pub(crate) fn entry_at(body: &Value) -> DateTime<Utc> {
-    let at = body["entryAt"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+/// An entry's `entryAt`, from its value (the epoch if it has none: generated entries always have one).
+pub(crate) fn entry_at(value: &Value) -> DateTime<Utc> {
+    let at = value.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
     at.map_or(DateTime::UNIX_EPOCH, |t| t.with_timezone(&Utc))
 }
 
