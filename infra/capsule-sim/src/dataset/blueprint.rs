@@ -35,6 +35,15 @@ const FIRST_ID: i64 = 100_000;
 const BODY_STREAM: u64 = 0;
 const IDENTITY_STREAM: u64 = 1;
 
+/// What is drawn once per account, on streams no record's position reaches.
+#[derive(Clone, Copy)]
+pub(crate) enum AccountStream {
+    /// The reference data (users' last logins).
+    Reference = 0,
+    /// The deletions before the epoch.
+    History = 1,
+}
+
 /// How many records each generated collection holds, from the party count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sizes {
@@ -153,8 +162,16 @@ impl Blueprint {
     pub(crate) fn new(seed: u64, parties: usize) -> Arc<Blueprint> {
         let key = ChaCha8Rng::seed_from_u64(seed).get_seed();
         let sizes = Sizes::of(parties);
-        let reference = Reference::new(&mut ChaCha8Rng::from_seed(key), parties);
-        Arc::new(Blueprint { key, sizes, reference })
+        let mut blueprint = Blueprint { key, sizes, reference: Reference::default() };
+        blueprint.reference = Reference::new(&mut blueprint.account_stream(AccountStream::Reference), parties);
+        Arc::new(blueprint)
+    }
+
+    /// One of the account's own random streams.
+    pub(crate) fn account_stream(&self, stream: AccountStream) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::from_seed(self.key);
+        rng.set_stream(u64::MAX - stream as u64);
+        rng
     }
 
     /// The record's position among all generated records.

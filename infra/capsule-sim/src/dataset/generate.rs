@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng, seq::IndexedRandom};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use super::blueprint::{Blueprint, Collection, ID_BLOCK, Part, Recipe};
+use super::blueprint::{AccountStream, Blueprint, Collection, ID_BLOCK, Part, Recipe};
 use super::fields::{Fields, fields};
 use super::names::*;
 use super::reference::{Reference, initials, nested_user, picture};
@@ -258,7 +258,7 @@ pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
         (entry_at(&entry.body["entryAt"]), id, record)
     });
     a.set_entries(entries.collect());
-    let mut history = Gen::beyond(ChaCha8Rng::seed_from_u64(seed), bp.end_of_ids(), LiveRefs::default());
+    let mut history = Gen::beyond(bp.account_stream(AccountStream::History), bp.end_of_ids(), LiveRefs::default());
     add_history_of_deletions(&mut history, &mut a, party_count);
     a
 }
