@@ -379,6 +379,9 @@ async fn a_sync_killed_with_sigkill_is_taken_over_at_once() {
     child.kill().await.unwrap(); // SIGKILL: no cleanup at all
     let state = StateFile::new(dir.path());
     assert_eq!(state.table_states("acme").await.unwrap().len(), 1, "the dead process's lease is left behind");
+    let status = cli.ok(&["status", "acme"]).await;
+    assert!(status.contains("interrupted (the next sync takes it over)"), "{status}");
+    assert_eq!(cli.json(&["status", "acme", "--json"]).await["parties"]["interrupted"], true);
 
     sim.clear_faults();
     let started = std::time::Instant::now();
@@ -392,6 +395,7 @@ async fn a_sync_killed_with_sigkill_is_taken_over_at_once() {
     let data = walk(&dir.path().join("output").join("acme").join("parties"));
     assert!(data.iter().all(|p| !p.contains(&format!("run={}", killed.run_id))), "{data:?}");
     assert_eq!(cli.last_rows("acme").await["parties"].1 as usize, expected_counts(&sim)["parties"]);
+    assert_eq!(cli.json(&["status", "acme", "--json"]).await["parties"]["interrupted"], false);
 
     // A live holder (this test process): the table is skipped and sync says so with a failure.
     let now = chrono::Utc::now();

@@ -11,7 +11,7 @@ use crate::capsule::CapsuleClient;
 use crate::catalog::{Fetch, TableSpec};
 use crate::engine::since_param;
 use crate::integration::RunId;
-use crate::ports::{ErrorRecord, RunState, TableRunRecord};
+use crate::ports::{ErrorRecord, RunState, TableRunRecord, TableState};
 
 /// How one table of an integration is doing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -28,6 +28,10 @@ pub struct TableHealth {
     pub last_rows: u64,
     /// The last run is continued and waits for the rate-limit window (or Capsule) until then.
     pub resumes_at: Option<DateTime<Utc>>,
+    /// The last run is recorded as running, but nothing runs it any more (its process was
+    /// killed, or its invocation timed out): the next sync takes the table over. Known only
+    /// once [`note_interrupted`] has looked at the leases.
+    pub interrupted: bool,
 }
 
 /// Health per table from run records (any order).
@@ -47,6 +51,7 @@ pub fn table_health(runs: &[TableRunRecord]) -> BTreeMap<String, TableHealth> {
             consecutive_failures: 0,
             last_rows: 0,
             resumes_at: None,
+            interrupted: false,
         });
         h.last_state = r.state;
         h.last_run = r.run_id.clone();
@@ -66,6 +71,16 @@ pub fn table_health(runs: &[TableRunRecord]) -> BTreeMap<String, TableHealth> {
         }
     }
     health
+}
+
+/// Marks the tables whose last run is recorded as running while no live holder of that run
+/// holds their lease ([`crate::ports::Lease::holder_stopped`], or no lease of that run at all).
+pub fn note_interrupted(health: &mut BTreeMap<String, TableHealth>, states: &[TableState], now: DateTime<Utc>) {
+    for h in health.values_mut().filter(|h| h.last_state == RunState::Running) {
+        let lease = states.iter().find(|s| s.table == h.table).and_then(|s| s.lease.as_ref());
+        let held = lease.is_some_and(|l| l.run_id.as_ref() == Some(&h.last_run) && !l.holder_stopped(now));
+        h.interrupted = !held;
+    }
 }
 
 /// One cheap authenticated request (`GET /users?perPage=1`): proves the token and the base URL.
@@ -137,5 +152,39 @@ mod tests {
         assert_eq!(h["parties"].last_error.as_ref().unwrap().error_type, "CapsuleAuthError");
         assert!(h["parties"].last_success.unwrap() < h["parties"].last_failure.unwrap());
         assert_eq!(h["users"].consecutive_failures, 0);
+    }
+
+    #[test]
+    fn a_running_run_without_a_live_holder_is_interrupted() {
+        use crate::ports::Lease;
+        let runs: Vec<TableRunRecord> = ["held", "expired", "taken", "unleased", "gone"]
+            .iter()
+            .map(|table| record(table, RunState::Running, 1))
+            .chain([record("done", RunState::Succeeded, 1)])
+            .collect();
+        let run_id = runs[0].run_id.clone();
+        let now = Utc::now();
+        let lease = |table: &str, run: &RunId, ttl_secs: i64, process: Option<&str>| TableState {
+            table: table.into(),
+            lease: Some(Lease {
+                expires_at: now + chrono::Duration::seconds(ttl_secs),
+                process: process.map(str::to_string),
+                ..Lease::first("acme", table, "owner", run, now, std::time::Duration::ZERO)
+            }),
+            checkpoint: None,
+        };
+        let other_run = RunId::new(now);
+        let states = vec![
+            lease("held", &run_id, 300, None),
+            lease("expired", &run_id, -1, None),
+            lease("taken", &other_run, 300, None),
+            // A process on this host that does not exist (pids never reach this).
+            lease("gone", &run_id, 300, Some(&format!("{}:4294967295", crate::local::process::this_host()))),
+        ];
+        let mut h = table_health(&runs);
+        assert!(h.values().all(|h| !h.interrupted), "nothing is known before the leases are read");
+        note_interrupted(&mut h, &states, now);
+        let interrupted: Vec<&str> = h.values().filter(|h| h.interrupted).map(|h| h.table.as_str()).collect();
+        assert_eq!(interrupted, ["expired", "gone", "taken", "unleased"]);
     }
 }

@@ -449,6 +449,12 @@ impl Lease {
         self.expires_at <= now
     }
 
+    /// Whether its holder has stopped: the lease expired, or the local process that held it is
+    /// gone from this host. Such a lease can be taken over, and its run is no longer running.
+    pub fn holder_stopped(&self, now: DateTime<Utc>) -> bool {
+        self.expired(now) || self.process.as_deref().is_some_and(crate::local::process::gone)
+    }
+
     /// The lease a parking leaves: no invocation, waiting for the checkpoint's next one.
     pub fn parked(&self, parking: &Parking) -> Lease {
         Lease {

@@ -1,6 +1,6 @@
 //! Operations: `status`, `check`, `runs`, `jobs`, `logs`.
 
-use capsule_shared::health::{probe_table, table_health, verify_token};
+use capsule_shared::health::{note_interrupted, probe_table, table_health, verify_token};
 use capsule_shared::integration::RunId;
 use capsule_shared::output;
 use capsule_shared::ports::{RunState, TableRunRecord};
@@ -76,7 +76,11 @@ pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
     if let Some(name) = args.name {
         let integration = backend.integration(&name).await?;
         let runs = backend.state.runs(Some(&name), HISTORY).await?;
-        let health = table_health(&runs);
+        let mut health = table_health(&runs);
+        if health.values().any(|h| h.last_state == RunState::Running) {
+            let states = backend.state.table_states(&name).await?;
+            note_interrupted(&mut health, &states, Utc::now());
+        }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&health)?);
             return Ok(());
@@ -101,6 +105,7 @@ pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
                     h.last_run.to_string(),
                     match h.resumes_at {
                         Some(at) => format!("waiting until {}", when(Some(at))),
+                        None if h.interrupted => "interrupted (the next sync takes it over)".into(),
                         None => state(h.last_state),
                     },
                     when(h.last_success),

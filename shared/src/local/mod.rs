@@ -4,6 +4,7 @@
 mod credentials;
 mod files;
 mod modes;
+pub(crate) mod process;
 mod state_file;
 
 pub use credentials::{EnvToken, FileToken, local_token_provider};

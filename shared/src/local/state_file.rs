@@ -23,6 +23,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::FileModes;
+use super::process;
 use crate::capsule::{BudgetChange, RateBudget, RateBudgetStore};
 use crate::integration::Integration;
 use crate::integration::RunId;
@@ -100,41 +101,6 @@ impl StateFile {
             .await
             .map_err(|e| SyncError::Internal(format!("state file task failed: {e}")))?
     }
-}
-
-/// This process, as leases record it: `host:pid`.
-fn this_process() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}:{}", host.trim(), std::process::id())
-}
-
-/// Whether a lease's process is known to be gone: it ran on this host and its pid no longer
-/// names a live process (Linux `/proc`; elsewhere nothing is known and the lease runs to its
-/// expiry).
-fn process_gone(process: &str) -> bool {
-    let Some((host, pid)) = process.rsplit_once(':') else { return false };
-    let here = this_process();
-    let same_host = here.rsplit_once(':').is_some_and(|(h, _)| h == host);
-    same_host && Path::new("/proc/self").exists() && !process_alive(pid)
-}
-
-/// Whether `pid` is a live process. A killed process that its parent has not reaped yet (a
-/// zombie, state `Z`) still holds its pid but will never renew a lease, so it is not alive.
-/// Anything unreadable other than a missing pid counts as alive: the lease then runs to expiry.
-fn process_alive(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // `pid (comm) state …`; comm may hold spaces and parentheses, so read after the last `)`.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| !matches!(state, "Z" | "X")),
-        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
-    }
-}
-
-/// Whether a lease can be taken from its holder: expired, or its process is gone.
-fn holder_stopped(lease: &Lease) -> bool {
-    lease.expired(Utc::now()) || lease.process.as_deref().is_some_and(process_gone)
 }
 
 fn state_err(what: &str, path: &Path, e: impl std::fmt::Display) -> SyncError {
@@ -328,12 +294,12 @@ impl StateStore for StateFile {
     }
 
     async fn acquire_lease(&self, wanted: &Lease) -> Result<LeaseGrant> {
-        let lease = Lease { process: Some(this_process()), ..wanted.clone() };
+        let lease = Lease { process: Some(process::this_process()), ..wanted.clone() };
         self.transact(true, move |doc| {
             let k = key(&lease.integration, &lease.table);
             let displaced = match doc.leases.get(&k) {
                 Some(held) if held.owner == lease.owner => None,
-                Some(held) if !holder_stopped(held) => {
+                Some(held) if !held.holder_stopped(Utc::now()) => {
                     return Err(SyncError::LeaseHeld {
                         integration: lease.integration.clone(),
                         table: lease.table.clone(),
@@ -363,11 +329,11 @@ impl StateStore for StateFile {
             let lease = doc
                 .leases
                 .get_mut(&key(&integration, &table))
-                .filter(|l| l.owner == owner && l.next == seq && (l.invocation == 0 || holder_stopped(l)));
+                .filter(|l| l.owner == owner && l.next == seq && (l.invocation == 0 || l.holder_stopped(Utc::now())));
             let Some(lease) = lease else { return Err(not_waiting_for(&integration, &table, &owner, seq)) };
             lease.invocation = seq;
             lease.expires_at = expires_at;
-            lease.process = Some(this_process());
+            lease.process = Some(process::this_process());
             Ok(lease.clone())
         })
         .await
@@ -523,29 +489,5 @@ impl StateStore for StateFile {
         let integration = integration.to_string();
         self.transact(false, move |doc| Ok(doc.dispatches.iter().rev().find(|d| d.integration == integration).cloned()))
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_killed_unreaped_process_is_gone_and_a_running_one_is_not() {
-        let host = this_process().rsplit_once(':').map(|(h, _)| h.to_string()).unwrap();
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let lease_of = |pid: u32| format!("{host}:{pid}");
-        assert!(!process_gone(&lease_of(child.id())), "a running process holds its lease");
-        child.kill().unwrap(); // SIGKILL, not reaped: a zombie until `wait`
-        let zombie = || std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
-        let started = std::time::Instant::now();
-        while !zombie().contains(") Z") && started.elapsed() < std::time::Duration::from_secs(5) {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert!(Path::new(&format!("/proc/{}", child.id())).exists(), "still a zombie: not reaped");
-        assert!(process_gone(&lease_of(child.id())), "a zombie will never renew its lease");
-        child.wait().unwrap();
-        assert!(process_gone(&lease_of(child.id())), "a reaped process is gone");
-        assert!(!process_gone(&format!("another-host:{}", child.id())), "another host's process is not known");
     }
 }
