@@ -70,7 +70,7 @@ impl Sizes {
         }
     }
 
-    fn of_collection(&self, collection: Collection) -> u32 {
+    pub(crate) fn of_collection(&self, collection: Collection) -> u32 {
         match collection {
             Collection::Parties => self.parties,
             Collection::Opportunities | Collection::OpportunityTracks => self.opportunities,

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::{Rng, SeedableRng, seq::IndexedRandom};
@@ -222,45 +223,61 @@ impl Gen {
 pub(crate) fn generate(seed: u64, party_count: usize) -> Account {
     let blueprint = Blueprint::new(seed, party_count);
     let mut a = Account::new(blueprint.clone());
-    let bp = &*blueprint;
-    let stored = |recipe: Recipe, record: &Fresh| (record.id(), Stored::generated(record.updated, &blueprint, recipe));
-    let whole = |collection: Collection, index: u32| {
-        let recipe = Recipe::whole(collection, index);
-        stored(recipe, &bp.make(recipe))
-    };
     for entity in Entity::ALL {
-        let collection = Collection::of_entity(entity);
         // Collected in ascending id order: the map is built with full nodes.
-        let records = (0..bp.sizes.of_entity(entity)).map(|index| whole(collection, index)).collect();
-        a.records.insert(entity, records);
+        a.records.insert(entity, every_record_of(&blueprint, Collection::of_entity(entity)).collect());
     }
-    let mut tasks: Vec<(i64, Stored)> = (0..bp.sizes.tasks).map(|index| whole(Collection::Tasks, index)).collect();
+    let mut tasks: Vec<(i64, Stored)> = every_record_of(&blueprint, Collection::Tasks).collect();
+    add_tracks(&blueprint, &mut a, &mut tasks);
+    a.tasks = tasks.into_iter().collect();
+    let entries = (0..blueprint.sizes.entries).map(|index| {
+        let recipe = Recipe::whole(Collection::Entries, index);
+        let entry = blueprint.make(recipe);
+        let (id, record) = kept_as_recipe(&blueprint, recipe, &entry);
+        (entry_at(&entry.body["entryAt"]), id, record)
+    });
+    a.set_entries(entries.collect());
+    let mut history =
+        Gen::beyond(blueprint.account_stream(AccountStream::History), blueprint.end_of_ids(), LiveRefs::default());
+    add_history_of_deletions(&mut history, &mut a, party_count);
+    a
+}
+
+/// A made record as the account keeps it: its id, and its recipe beside its `updatedAt`.
+fn kept_as_recipe(blueprint: &Arc<Blueprint>, recipe: Recipe, record: &Fresh) -> (i64, Stored) {
+    (record.id(), Stored::generated(record.updated, blueprint, recipe))
+}
+
+/// Every record of a collection, made once, in ascending id order.
+fn every_record_of(blueprint: &Arc<Blueprint>, collection: Collection) -> impl Iterator<Item = (i64, Stored)> + '_ {
+    (0..blueprint.sizes.of_collection(collection)).map(move |index| {
+        let recipe = Recipe::whole(collection, index);
+        kept_as_recipe(blueprint, recipe, &blueprint.make(recipe))
+    })
+}
+
+/// The tracks on every opportunity and case, and their tasks (added to `tasks`).
+fn add_tracks(blueprint: &Arc<Blueprint>, a: &mut Account, tasks: &mut Vec<(i64, Stored)>) {
     for (entity, collection) in
         [(Entity::Opportunities, Collection::OpportunityTracks), (Entity::Kases, Collection::KaseTracks)]
     {
-        for index in 0..bp.sizes.of_entity(entity) {
-            let tracks = tracks_on(&mut bp.gen_for(collection, index), bp, entity, index);
-            let parent_id = bp.first_id(Collection::of_entity(entity), index);
+        for index in 0..blueprint.sizes.of_entity(entity) {
+            let tracks = tracks_on(&mut blueprint.gen_for(collection, index), blueprint, entity, index);
+            let parent_id = blueprint.first_id(Collection::of_entity(entity), index);
             for (n, (track, track_tasks)) in (0u8..).zip(tracks) {
                 for (k, task) in (0u8..).zip(track_tasks) {
-                    tasks.push(stored(Recipe { collection, part: Part::TrackTask(n, k), index }, &task));
+                    tasks.push(kept_as_recipe(
+                        blueprint,
+                        Recipe { collection, part: Part::TrackTask(n, k), index },
+                        &task,
+                    ));
                 }
-                let (id, record) = stored(Recipe { collection, part: Part::Track(n), index }, &track);
+                let (id, record) =
+                    kept_as_recipe(blueprint, Recipe { collection, part: Part::Track(n), index }, &track);
                 a.tracks.insert(id, TrackInstance { parent: entity, parent_id, record });
             }
         }
     }
-    a.tasks = tasks.into_iter().collect();
-    let entries = (0..bp.sizes.entries).map(|index| {
-        let recipe = Recipe::whole(Collection::Entries, index);
-        let entry = bp.make(recipe);
-        let (id, record) = stored(recipe, &entry);
-        (entry_at(&entry.body["entryAt"]), id, record)
-    });
-    a.set_entries(entries.collect());
-    let mut history = Gen::beyond(bp.account_stream(AccountStream::History), bp.end_of_ids(), LiveRefs::default());
-    add_history_of_deletions(&mut history, &mut a, party_count);
-    a
 }
 
 pub(crate) fn insert(g: &mut Gen, a: &mut Account, entity: Entity, record: Fresh) {
