@@ -18,7 +18,7 @@ use crate::Result;
 use crate::capsule::{CapsuleClient, ListingPage, RawRecord, count_records, count_requests, with_page};
 use crate::catalog::{Fetch, Listing, Replication, TableSpec};
 use crate::engine::recent::Recency;
-use crate::engine::{get_path, matches_all, since_param};
+use crate::engine::{matches_all, since_param};
 use crate::integration::Integration;
 use crate::ports::{RunState, TableRunRecord};
 
@@ -319,7 +319,7 @@ impl Probe<'_> {
             let named: BTreeSet<String> = records
                 .iter()
                 .filter(|r| matches_all(r, listing.filters))
-                .flat_map(|r| route.targets.iter().filter_map(|t| get_path(r, t.id_field)).map(|id| id.to_string()))
+                .flat_map(|r| route.targets.iter().filter_map(|t| r.value(t.id_field)).map(|id| id.to_string()))
                 .collect();
             parents_estimate += named.len() as f64 * all as f64 / records.len().max(1) as f64;
         }

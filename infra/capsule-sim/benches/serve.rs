@@ -21,7 +21,7 @@ async fn main() {
     let started = Instant::now();
     let sim = capsule_sim::start(SimConfig { parties, rate_limit: u32::MAX, ..SimConfig::default() }).await.unwrap();
     let generated = started.elapsed().as_secs_f64();
-    let (records, kept, _) = sim.with_account(|a| a.kept_size());
+    let (records, kept) = sim.with_account(|a| a.kept_size());
     println!(
         "generated {parties} parties in {generated:.2}s; {records} records, {kept} kept as text; peak RSS {:.0} MiB",
         peak_rss_mib()

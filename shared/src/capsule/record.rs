@@ -223,14 +223,11 @@ impl ListingPage {
 fn ranges_in(text: &str, raw: &RawValue) -> Option<Vec<Range<usize>>> {
     let items: Vec<&RawValue> = serde_json::from_str(raw.get()).ok()?;
     let base = text.as_ptr() as usize;
-    Some(
-        items
-            .iter()
-            .map(|item| item.get().as_ptr() as usize - base)
-            .zip(items.iter())
-            .map(|(start, item)| start..start + item.get().len())
-            .collect(),
-    )
+    let range = |item: &&RawValue| {
+        let start = item.get().as_ptr() as usize - base;
+        start..start + item.get().len()
+    };
+    Some(items.iter().map(range).collect())
 }
 
 /// What kind of JSON value a raw value is, for errors.

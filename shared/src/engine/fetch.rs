@@ -16,7 +16,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::recent::RecentRead;
-use super::row::{RowBuilder, get_path, matches_all};
+use super::row::{RowBuilder, matches_all};
 use super::snapshot::SnapshotRows;
 use crate::capsule::{CapsuleClient, ListingPage, RawRecord, count_records};
 use crate::catalog::{self, Constant, Fetch, Listing, METADATA_COLUMNS, ParentDiscovery, TableSpec};
@@ -737,7 +737,7 @@ impl Extraction<'_> {
         }
         let changed = self.recent.as_ref().is_some_and(|r| r.window.marks_changed(record));
         for target in route.targets {
-            if let Some(id) = get_path(record, target.id_field).as_ref().and_then(Value::as_i64) {
+            if let Some(id) = record.value(target.id_field).as_ref().and_then(Value::as_i64) {
                 found.add((target.child_path.to_string(), target.entity.map(str::to_string), id), changed);
             }
         }

@@ -27,7 +27,7 @@ use futures::StreamExt;
 use rand::Rng;
 
 pub use fetch::{Extracted, Pager, since_param};
-pub use row::{RowBuilder, coerce, get_path, matches_all};
+pub use row::{RowBuilder, coerce, matches_all};
 
 use crate::capsule::{CapsuleClient, RequestStats};
 use crate::catalog::{self, TableSpec};

@@ -242,20 +242,15 @@ fn date(text: &str) -> Option<Value> {
     ok.then(|| Value::String(day.to_string()))
 }
 
-/// The value at a dotted path (`opportunity.id`).
-pub fn get_path(record: &RawRecord<'_>, path: &str) -> Option<Value> {
-    record.value(path)
-}
-
 pub fn matches_all(record: &RawRecord<'_>, filters: &[Filter]) -> bool {
     filters.iter().all(|f| match *f {
         // Top-level fields (all the catalog's filters) are read from their text.
         Filter::Equals(field, expected) if !field.contains('.') => record.str(field).as_deref() == Some(expected),
         Filter::IsObject(field) if !field.contains('.') => record.get(field).is_some_and(|v| v.get().starts_with('{')),
         Filter::IsTrue(field) if !field.contains('.') => record.get(field).is_some_and(|v| v.get() == "true"),
-        Filter::Equals(field, expected) => get_path(record, field).as_ref().and_then(Value::as_str) == Some(expected),
-        Filter::IsObject(field) => get_path(record, field).is_some_and(|v| v.is_object()),
-        Filter::IsTrue(field) => get_path(record, field) == Some(Value::Bool(true)),
+        Filter::Equals(field, expected) => record.value(field).as_ref().and_then(Value::as_str) == Some(expected),
+        Filter::IsObject(field) => record.value(field).is_some_and(|v| v.is_object()),
+        Filter::IsTrue(field) => record.value(field) == Some(Value::Bool(true)),
     })
 }
 
@@ -339,8 +334,8 @@ mod tests {
     fn filters_and_paths() {
         let text = json!({"type": "person", "organisation": {"id": 5}, "hasTrack": true, "kase": null}).to_string();
         let r = RawRecord::parse(&text).unwrap();
-        assert_eq!(get_path(&r, "organisation.id"), Some(json!(5)));
-        assert_eq!(get_path(&r, "kase.id"), None);
+        assert_eq!(r.value("organisation.id"), Some(json!(5)));
+        assert_eq!(r.value("kase.id"), None);
         assert!(matches_all(&r, &[Filter::Equals("type", "person"), Filter::IsObject("organisation")]));
         assert!(matches_all(&r, &[Filter::IsTrue("hasTrack")]));
         assert!(!matches_all(&r, &[Filter::IsObject("kase")]));
