@@ -111,7 +111,7 @@ impl Backend {
 
     fn token_provider(&self, integration: &Integration) -> anyhow::Result<Box<dyn TokenProvider>> {
         Ok(match &self.aws {
-            Some(clients) => aws::token_provider(integration, clients, &self.access)?,
+            Some(clients) => aws::token_provider(integration, clients, &self.access, self.state.clone())?,
             None => local_token_provider(&integration.token)?,
         })
     }

@@ -458,6 +458,7 @@ async fn status_shows_a_table_waiting_for_its_rate_limit_window() {
         options: RunOptions::default(),
         progress: None,
         deadline: None,
+        kill_at: None,
         invocation: Invocation::First,
     };
     let outcome = run.run().await;

@@ -64,6 +64,11 @@ pub enum SyncError {
     #[error("state store: {0}")]
     State(String),
 
+    /// The run's lease is no longer its own (taken over, or not renewed in time: self-fenced):
+    /// it may write nothing more.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
+
     /// Writing output (local files, S3) failed.
     #[error("output: {0}")]
     Output(String),
@@ -71,8 +76,10 @@ pub enum SyncError {
     /// Nothing can be sent to Capsule before `until` (the token's rate-limit budget is spent, or
     /// Capsule kept failing): longer than this process waits in place, so the run checkpoints and
     /// resumes then.
+    /// `failing` names the request when it is Capsule failing (not a rate-limit wait): such
+    /// pauses are counted, and a run whose same request keeps failing ends.
     #[error("{reason}; resuming at {until}")]
-    Throttled { until: chrono::DateTime<chrono::Utc>, reason: String },
+    Throttled { until: chrono::DateTime<chrono::Utc>, reason: String, failing: Option<String> },
 
     /// A duplicate or out-of-date invocation of a run (an event delivered twice, a continuation
     /// the run has moved past): refused without writing or deleting anything.
@@ -83,6 +90,11 @@ pub enum SyncError {
     /// was refused; the next run starts from the new bookmark.
     #[error("{0}")]
     BookmarkMoved(String),
+
+    /// The run tried as often as it may (killed every time, or one request failing in every
+    /// invocation) and ends failed; a retry of the same thing would fail the same way.
+    #[error("gave up: {0}")]
+    GaveUp(String),
 
     /// A broken invariant.
     #[error("internal error: {0}")]
@@ -102,9 +114,11 @@ impl SyncError {
             | SyncError::BadResponse { .. }
             | SyncError::LeaseHeld { .. }
             | SyncError::State(_)
+            | SyncError::LeaseLost(_)
             | SyncError::Output(_)
             | SyncError::Throttled { .. }
             | SyncError::Superseded(_)
+            | SyncError::GaveUp(_)
             | SyncError::BookmarkMoved(_) => Fault::External,
             SyncError::Internal(_) => Fault::Internal,
         }
@@ -135,10 +149,12 @@ impl SyncError {
             SyncError::Credentials(_) => "CredentialsError",
             SyncError::LeaseHeld { .. } => "LeaseHeld",
             SyncError::State(_) => "StateStoreError",
+            SyncError::LeaseLost(_) => "LeaseLost",
             SyncError::Output(_) => "OutputError",
             SyncError::Throttled { .. } => "CapsuleThrottled",
             SyncError::Superseded(_) => "StaleInvocation",
             SyncError::BookmarkMoved(_) => "BookmarkMoved",
+            SyncError::GaveUp(_) => "GaveUp",
             SyncError::Internal(_) => "InternalError",
         }
     }

@@ -184,6 +184,12 @@ pub struct Integration {
     /// Every change made to the settings, oldest first.
     #[serde(default)]
     pub changes: Vec<Change>,
+    /// Backfills ordered, per table: a counter an edit raises in the same write as the change
+    /// that needs it. A bookmark written under a lower count is not read from (the table's next
+    /// run starts from the history start), so a backfill ordered while a run is in flight — even
+    /// a first load, which has no bookmark to drop — takes effect on the run after it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backfills: BTreeMap<String, u64>,
 }
 
 /// Recent-window mode: a run reads only what can have changed since the previous run (the
@@ -259,7 +265,18 @@ impl Integration {
             created_at: now,
             updated_at: now,
             changes: vec![Change { at: now, what: "created".into() }],
+            backfills: BTreeMap::new(),
         }
+    }
+
+    /// The backfill count of `table` (see [`Integration::backfills`]).
+    pub fn backfill_generation(&self, table: &str) -> u64 {
+        self.backfills.get(table).copied().unwrap_or(0)
+    }
+
+    /// Orders a backfill of `table`: its next run after the current one reads from the history start.
+    pub fn order_backfill(&mut self, table: &str) {
+        *self.backfills.entry(table.to_string()).or_default() += 1;
     }
 
     /// Records a change and bumps `updated_at`.

@@ -28,11 +28,38 @@ use crate::{Result, SyncError, output};
 /// Failed (or stranded) invocations in a row, resuming one checkpoint, before the run fails for good.
 pub const MAX_RESUME_FAILURES: u32 = 5;
 
+/// Invocations in a row that may end on the same failing request before the run ends failed
+/// (on Lambda, with Capsule's outages waited out 5 minutes at a time: about half an hour).
+pub const MAX_STALLED_INVOCATIONS: u32 = 6;
+
+/// The stall count after an invocation paused (`failing`: the request that kept failing, None
+/// for a rate-limit wait or the time budget); past [`MAX_STALLED_INVOCATIONS`] on the same
+/// request the run gives up, naming it.
+pub fn stalls_after(
+    checkpoint: Option<&crate::ports::Checkpoint>,
+    failing: Option<String>,
+) -> Result<crate::ports::Stalls> {
+    let Some(request) = failing else { return Ok(crate::ports::Stalls::default()) };
+    let before = checkpoint.map(|c| &c.stalls).filter(|s| s.request.as_deref() == Some(request.as_str()));
+    let count = before.map_or(0, |s| s.count) + 1;
+    if count >= MAX_STALLED_INVOCATIONS {
+        tracing::error!(event = Event::RunStalled.as_str(), %request, invocations = count);
+        return Err(SyncError::GaveUp(format!(
+            "{request} kept failing in {count} invocations in a row; the run ends here without moving the bookmark"
+        )));
+    }
+    Ok(crate::ports::Stalls { request: Some(request), count })
+}
+
 /// Which invocation of a run this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invocation {
-    /// The run's first: a new lease owner and T0.
+    /// The run's first: a new lease owner and T0. Refused, writing nothing, if the run already
+    /// committed or a later run did (a duplicate event).
     First,
+    /// An operator re-running a run id on purpose (`capsule-sync sync --run-id`): a first
+    /// invocation that may redo even a committed run, overwriting its files.
+    Redo,
     /// A continuation from the run's checkpoint; `seq` fences it (None: whichever is next).
     Continue { seq: Option<u32> },
 }
@@ -45,32 +72,88 @@ impl Invocation {
 
 /// Whether a fresh run of the integration may start at all.
 pub fn refuse_paused(integration: &Integration, invocation: Invocation) -> Option<String> {
-    (integration.status == IntegrationStatus::Paused && invocation == Invocation::First)
+    (integration.status == IntegrationStatus::Paused && matches!(invocation, Invocation::First | Invocation::Redo))
         .then(|| format!("integration `{}` is paused", integration.name))
 }
 
-/// How long a parked lease waits for its next invocation: until `not_before` (or now), plus a TTL.
-pub fn hold_until(not_before: Option<DateTime<Utc>>, ttl: Duration) -> DateTime<Utc> {
+/// How long a parked lease waits for its next invocation: until `not_before` (or now), plus
+/// `hold` ([`crate::engine::RunOptions::parked_hold`]: as long as Lambda may keep the
+/// continuation's event queued, so a newer run never takes a waiting run's table away).
+pub fn hold_until(not_before: Option<DateTime<Utc>>, hold: Duration) -> DateTime<Utc> {
     let now = Utc::now();
-    not_before.map_or(now, |t| t.max(now)) + chrono::Duration::from_std(ttl).unwrap_or_default()
+    not_before.map_or(now, |t| t.max(now)) + chrono::Duration::from_std(hold).unwrap_or_default()
 }
 
-/// Runs `work` while renewing `lease` every third of `ttl`. If the lease is lost (it expired and
-/// another run took it) the work is dropped and the run fails: it may no longer write.
+/// How long an invocation's lease lasts: `ttl` from each renewal, but never past the instant the
+/// runtime kills the invocation (`kill_at`) plus `grace` (clock skew between hosts). So the lease
+/// of an invocation killed at its deadline is free for Lambda's retry a minute later.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseTiming {
+    pub ttl: Duration,
+    pub kill_at: Option<DateTime<Utc>>,
+    pub grace: Duration,
+}
+
+impl LeaseTiming {
+    /// The lease time to ask for now; at least a second.
+    pub fn ttl_now(&self) -> Duration {
+        let Some(kill_at) = self.kill_at else { return self.ttl };
+        let until_kill = (kill_at - Utc::now()).to_std().unwrap_or_default() + self.grace;
+        self.ttl.min(until_kill).max(Duration::from_secs(1))
+    }
+}
+
+/// Attempts of a run's first invocation (Lambda's retries of a killed one, the tick's redo of one
+/// stranded before its first checkpoint) before the run ends failed.
+pub const MAX_FIRST_ATTEMPTS: u32 = 5;
+
+/// The attempt number of a first invocation taking `previous` over: one more than an earlier
+/// attempt of the same run, else 1.
+pub fn attempt_after(previous: Option<&Lease>, wanted: &Lease) -> u32 {
+    match previous {
+        Some(p) if p.same_run(wanted) && p.owner != wanted.owner => p.attempt.max(1) + 1,
+        _ => 1,
+    }
+}
+
+/// Runs `work` while renewing `lease` every third of its TTL (never past the kill time: see
+/// [`LeaseTiming`]). The work is dropped, and the run fails without writing anything more, when
+/// the lease is lost (another invocation took it) or when it could not be renewed before it
+/// would expire (self-fencing: past its expiry another invocation may take it, and two writers
+/// must never overlap).
 pub async fn with_heartbeat<T>(
     state: &dyn StateStore,
     lease: &Lease,
-    ttl: Duration,
+    timing: LeaseTiming,
     work: impl Future<Output = Result<T>>,
 ) -> Result<T> {
+    let ttl = timing.ttl;
     let beat = async {
+        let margin = chrono::Duration::from_std(ttl / 10).unwrap_or_default();
+        let mut held_until = lease.expires_at;
+        let mut failing = false;
         loop {
-            tokio::time::sleep(ttl / 3).await;
-            match state.renew_lease(&Lease { expires_at: crate::from_now(ttl), ..lease.clone() }).await {
-                Ok(()) => {}
+            // After a failed renewal, try again sooner, and give up in time.
+            let wait = if failing {
+                (held_until - margin - Utc::now()).to_std().unwrap_or_default().min(ttl / 10)
+            } else {
+                ttl / 3
+            };
+            tokio::time::sleep(wait).await;
+            if failing && Utc::now() >= held_until - margin {
+                return self_fenced(lease, held_until);
+            }
+            let renewed = Lease { expires_at: crate::from_now(timing.ttl_now()), ..lease.clone() };
+            // A renewal that hangs is a failed one once the margin is reached.
+            let time_left = (held_until - margin - Utc::now()).to_std().unwrap_or_default();
+            let answer = tokio::time::timeout(time_left, state.renew_lease(&renewed)).await;
+            match answer.unwrap_or_else(|_| Err(SyncError::State("the lease renewal did not answer in time".into()))) {
+                Ok(()) => (held_until, failing) = (renewed.expires_at, false),
                 Err(error) if is_lease_lost(&error) => return error,
-                // A state store hiccup: the lease still has two thirds of its TTL; try again.
-                Err(error) => tracing::warn!(event = Event::LeaseRenewalFailed.as_str(), %error),
+                Err(error) => {
+                    tracing::warn!(event = Event::LeaseRenewalFailed.as_str(), %error);
+                    failing = true;
+                }
             }
         }
     };
@@ -78,6 +161,17 @@ pub async fn with_heartbeat<T>(
         result = work => result,
         error = beat => Err(error),
     }
+}
+
+/// The error of a heartbeat that could not renew its lease before it would expire.
+fn self_fenced(lease: &Lease, held_until: DateTime<Utc>) -> SyncError {
+    tracing::error!(event = Event::LeaseSelfFenced.as_str(), integration = %lease.integration, table = %lease.table,
+                    owner = %lease.owner, %held_until);
+    SyncError::LeaseLost(format!(
+        "the lease on {}/{} could not be renewed before it expires at {held_until} (the state store kept failing): \
+         this invocation stopped writing, so that no other may overlap it",
+        lease.integration, lease.table
+    ))
 }
 
 /// After taking a lease from a run whose holder stopped: that run ends visibly (`failed`,
@@ -98,12 +192,25 @@ pub async fn clean_up_after(
     record.finished_at = Some(Utc::now());
     let error = SyncError::State(format!(
         "abandoned: invocation {} stopped renewing its lease (killed, timed out or crashed); run {taken_by} took \
-         the table over and removed this run's files",
+         the table over and removed this run's unpublished files",
         displaced.invocation
     ));
     record.error = Some(ErrorRecord::from(&error));
     tracing::warn!(event = Event::RunTakenOver.as_str(), %integration, %table, run_id = %run_id, by = %taken_by);
     state.record_run(&record).await
+}
+
+/// After taking the lease from a killed earlier attempt of the same run's first invocation: its
+/// checkpoint (if any) and unpublished files go; the run goes on as this attempt, recorded once.
+pub async fn clean_up_attempt(state: &dyn StateStore, sink: &dyn ObjectSink, displaced: &Lease) -> Result<()> {
+    let (integration, table) = (&displaced.integration, &displaced.table);
+    state.discard_checkpoint(integration, table).await?;
+    if let Some(run_id) = &displaced.run_id {
+        output::remove_run_outputs(sink, integration, table, run_id).await?;
+    }
+    tracing::warn!(event = Event::RunTakenOver.as_str(), %integration, %table, owner = %displaced.owner,
+                   attempt = displaced.attempt, "an earlier attempt of this run was killed; redone");
+    Ok(())
 }
 
 /// What a failed invocation leaves: a retryable failure of a continued run keeps its checkpoint
@@ -112,7 +219,7 @@ pub async fn clean_up_after(
 pub fn retry_parking(
     checkpoint: Option<&crate::ports::Checkpoint>,
     error: &SyncError,
-    ttl: Duration,
+    hold: Duration,
 ) -> Option<Parking> {
     let checkpoint = checkpoint?;
     if !error.is_retryable() || checkpoint.failures + 1 >= MAX_RESUME_FAILURES {
@@ -120,14 +227,15 @@ pub fn retry_parking(
     }
     let checkpoint =
         crate::ports::Checkpoint { failures: checkpoint.failures + 1, not_before: None, ..checkpoint.clone() };
-    Some(Parking { checkpoint, hold_until: hold_until(None, ttl) })
+    Some(Parking { checkpoint, hold_until: hold_until(None, hold) })
 }
 
 /// The tick's decisions for an integration, read-only (the orchestrator writes nothing but its
 /// dispatch records): parked runs whose `not_before` has passed are continued; a run whose
 /// invocation stopped renewing its lease gets a continuation that first records that invocation
-/// failed ([`recover_stranded`], in table-sync) and then goes on from the checkpoint, or ends
-/// the run when there is nothing to resume.
+/// failed ([`recover_stranded`], in table-sync) and then goes on from the checkpoint (or ends the
+/// run after too many failures); one stranded before its first checkpoint gets its first
+/// invocation again, under the same run id.
 pub async fn resume_due(
     state: &dyn StateStore,
     integration: &Integration,
@@ -153,6 +261,12 @@ pub async fn resume_due(
         match (&checkpoint, lease.invocation) {
             (Some(c), 0) if c.not_before.is_none_or(|t| t <= now) => {
                 out.push(event(Some(lease.next), &c.run_id, None));
+            }
+            (None, invocation) if invocation > 0 && lease.expired(now) => {
+                // Stranded before its first checkpoint: its first invocation is redone, same run
+                // id (it takes the dead attempt's lease over, up to MAX_FIRST_ATTEMPTS).
+                let Some(run_id) = lease.run_id.clone() else { continue };
+                out.push(TableSyncEvent { continuation: false, ..event(None, &run_id, None) });
             }
             (_, invocation) if invocation > 0 && lease.expired(now) => {
                 let run_id = lease.run_id.clone().or_else(|| checkpoint.as_ref().map(|c| c.run_id.clone()));

@@ -104,6 +104,10 @@ pub trait StateStore: RateBudgetStore + Send + Sync {
     /// Extends a held lease to `lease.expires_at` (the heartbeat); fails if it is no longer held.
     async fn renew_lease(&self, lease: &Lease) -> Result<()>;
 
+    /// Gives a held lease up without a record (a first invocation that found its run already
+    /// committed); nothing happens if it is no longer held.
+    async fn release_lease(&self, lease: &Lease) -> Result<()>;
+
     /// Success: stores the bookmark and the run record and releases the lease — all only if
     /// `lease` is still held ([`Lease::lost`] otherwise) and the stored bookmark is still `base`,
     /// the one the run started from ([`SyncError::BookmarkMoved`] otherwise: an edit dropped it
@@ -141,6 +145,13 @@ pub trait StateStore: RateBudgetStore + Send + Sync {
 
     /// Tables of an integration with a lease or a checkpoint: runs in progress or waiting.
     async fn table_states(&self, integration: &str) -> Result<Vec<TableState>>;
+
+    /// Takes the lock `name` of an integration for `holder` until `ttl` passes, unless another
+    /// holder's unexpired lock stands (then false). Taking it again as its holder extends it.
+    async fn try_lock(&self, integration: &str, name: &str, holder: &str, ttl: Duration) -> Result<bool>;
+
+    /// Releases the lock if `holder` still holds it.
+    async fn unlock(&self, integration: &str, name: &str, holder: &str) -> Result<()>;
 
     /// Records a scheduled run's dispatch; a record of the same run replaces the earlier one.
     async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()>;
@@ -281,6 +292,28 @@ pub struct Checkpoint {
     /// The bookmark the run started from (its commit checks it is still there).
     #[serde(default)]
     pub bookmark_base: BookmarkBase,
+    /// The integration's backfill count for the table when the run started (its bookmark carries it).
+    #[serde(default)]
+    pub backfill: u64,
+    /// Invocations in a row that paused because the same request kept failing.
+    #[serde(default, skip_serializing_if = "Stalls::is_none")]
+    pub stalls: Stalls,
+}
+
+/// How many invocations in a row ended on the same failing request (a page that fails every
+/// time: persistent 5xx, a malformed body): a checkpoint does not reset it, so the count
+/// holds across continuations and the run ends once it reaches
+/// [`crate::lifecycle::MAX_STALLED_INVOCATIONS`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Stalls {
+    pub request: Option<String>,
+    pub count: u32,
+}
+
+impl Stalls {
+    pub fn is_none(&self) -> bool {
+        self.count == 0
+    }
 }
 
 impl Checkpoint {
@@ -346,6 +379,17 @@ pub struct Bookmark {
     /// generations existed).
     #[serde(default)]
     pub generation: u64,
+    /// The integration's backfill count for this table when the committing run started
+    /// ([`Integration::backfill_generation`]); below the current count, the bookmark is not read from.
+    #[serde(default)]
+    pub backfill: u64,
+}
+
+impl Bookmark {
+    /// Whether runs read from this bookmark: no backfill was ordered since it was written.
+    pub fn current_for(&self, integration: &Integration, table: &str) -> bool {
+        self.backfill >= integration.backfill_generation(table)
+    }
 }
 
 /// The bookmark a run started from, which its commit must still find.
@@ -415,6 +459,16 @@ pub struct Lease {
     /// `host:pid` of a local process holding it: once that process is gone, the lease is free.
     #[serde(default)]
     pub process: Option<String>,
+    /// The fencing number: set when a run takes the lease (the instant, in microseconds) and
+    /// one higher at every park, resume and recovery, so no two holdings ever share one. Every
+    /// write of a run is conditioned on it (with `owner`): an invocation that was presumed dead
+    /// and replaced can write nothing, even when it carries the same invocation number.
+    #[serde(default)]
+    pub fence: u64,
+    /// Attempts of this run's first invocation so far: a Lambda retry or the tick's redo of a
+    /// killed first invocation takes the lease over as attempt + 1.
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 impl Lease {
@@ -437,12 +491,19 @@ impl Lease {
             invocation: 1,
             next: 1,
             process: None,
+            fence: Utc::now().timestamp_micros().max(1) as u64,
+            attempt: 1,
         }
     }
 
-    /// Whether `other` is this same holding (run and invocation).
+    /// Whether `other` is this same holding (run, invocation and fencing number).
     pub fn same_holder(&self, other: &Lease) -> bool {
-        self.owner == other.owner && self.invocation == other.invocation
+        self.owner == other.owner && self.fence == other.fence
+    }
+
+    /// Whether `other` is a holding of the same run (an earlier attempt of its first invocation).
+    pub fn same_run(&self, other: &Lease) -> bool {
+        self.run_id.is_some() && self.run_id == other.run_id
     }
 
     pub fn expired(&self, now: DateTime<Utc>) -> bool {
@@ -461,25 +522,29 @@ impl Lease {
             invocation: 0,
             next: parking.checkpoint.next_invocation(),
             expires_at: parking.hold_until,
-            process: None,
+            fence: self.fence + 1,
             ..self.clone()
         }
     }
 
+    /// The lease taken for invocation `seq` from a parked (or stranded) one: a new fencing number.
+    pub fn resumed(&self, seq: u32, expires_at: DateTime<Utc>) -> Lease {
+        Lease { invocation: seq, expires_at, fence: self.fence + 1, ..self.clone() }
+    }
+
     /// The error of a write fenced on this lease after it was lost.
     pub fn lost(&self) -> SyncError {
-        SyncError::State(format!(
-            "the lease on {}/{} {LEASE_LOST} by {} (it expired and another run took it); nothing was committed",
-            self.integration, self.table, self.owner
+        SyncError::LeaseLost(format!(
+            "the lease on {}/{} is no longer held by {} (fence {}; it expired and another invocation took it); \
+             nothing was committed",
+            self.integration, self.table, self.owner, self.fence
         ))
     }
 }
 
-const LEASE_LOST: &str = "is no longer held";
-
-/// Whether `error` is [`Lease::lost`]'s: the run may no longer write.
+/// Whether `error` is [`Lease::lost`]'s (or a self-fenced heartbeat's): the run may no longer write.
 pub fn is_lease_lost(error: &SyncError) -> bool {
-    matches!(error, SyncError::State(message) if message.contains(LEASE_LOST))
+    matches!(error, SyncError::LeaseLost(_))
 }
 
 /// The refusal of a continuation the lease is not waiting for (a duplicate or stale invocation).

@@ -137,6 +137,9 @@ pub type Function = Arc<
 pub struct LambdaBehaviour {
     pub timeout: Option<std::time::Duration>,
     pub retry_delays: Vec<std::time::Duration>,
+    /// At-least-once delivery: every asynchronous event is delivered a second time, after
+    /// these delays in turn (some while the first copy runs, some after it finished).
+    pub duplicate_after: Vec<std::time::Duration>,
 }
 
 impl Default for LambdaBehaviour {
@@ -144,6 +147,7 @@ impl Default for LambdaBehaviour {
         LambdaBehaviour {
             timeout: None,
             retry_delays: vec![std::time::Duration::from_millis(200), std::time::Duration::from_millis(400)],
+            duplicate_after: Vec::new(),
         }
     }
 }
@@ -157,6 +161,8 @@ struct Invoker {
     errors: std::sync::Mutex<Vec<String>>,
     /// Wall time of every invocation (what Lambda bills).
     durations: std::sync::Mutex<Vec<std::time::Duration>>,
+    /// Asynchronous events delivered so far (picks each duplicate's delay).
+    delivered: AtomicUsize,
     /// Events for these tables are refused by the Invoke API itself (as when it is throttled
     /// or denied), before anything runs.
     refused_tables: std::sync::Mutex<Vec<String>>,
@@ -183,6 +189,7 @@ impl LocalLambda {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             invocations: AtomicUsize::new(0),
+            delivered: AtomicUsize::new(0),
             errors: Default::default(),
             durations: Default::default(),
             refused_tables: Default::default(),
@@ -286,10 +293,19 @@ async fn invoke(
         r.headers_mut().insert("x-amzn-errortype", "InvalidParameterValueException".parse().unwrap());
         return r;
     }
-    invoker.in_flight.fetch_add(1, Ordering::SeqCst);
-    let run = {
+    let copies = if asynchronous && !invoker.behaviour.duplicate_after.is_empty() {
+        let delays = &invoker.behaviour.duplicate_after;
+        vec![std::time::Duration::ZERO, delays[invoker.delivered.fetch_add(1, Ordering::SeqCst) % delays.len()]]
+    } else {
+        vec![std::time::Duration::ZERO]
+    };
+    let mut runs = Vec::new();
+    for delay in copies {
+        invoker.in_flight.fetch_add(1, Ordering::SeqCst);
         let invoker = invoker.clone();
-        async move {
+        let (function, event) = (function.clone(), event.clone());
+        runs.push(async move {
+            tokio::time::sleep(delay).await;
             let mut result = run_once(&invoker, &function, event.clone()).await;
             if asynchronous {
                 // Lambda retries a failed asynchronous event, the same event, twice.
@@ -305,12 +321,15 @@ async fn invoke(
                 invoker.idle.notify_waiters();
             }
             result
-        }
-    };
+        });
+    }
     if asynchronous {
-        tokio::spawn(run);
+        for run in runs {
+            tokio::spawn(run);
+        }
         return StatusCode::ACCEPTED.into_response();
     }
+    let run = runs.pop().expect("one copy");
     match run.await {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => {

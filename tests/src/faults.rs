@@ -93,6 +93,13 @@ impl Injection {
         Injection { step, fault, fired: Arc::default(), crashed: Arc::default() }
     }
 
+    /// An injection that never fires (for a run broken only in [`Broken`]'s ways).
+    pub fn none() -> Injection {
+        let injection = Injection::new(Step::LogWritten, Fault::Fail);
+        injection.fired.store(true, Ordering::SeqCst);
+        injection
+    }
+
     pub fn fired(&self) -> bool {
         self.fired.load(Ordering::SeqCst)
     }
@@ -118,10 +125,27 @@ impl Injection {
     }
 }
 
-/// A state store that injects at the commit and the `running` record.
+/// A state store that injects at the commit and the `running` record, and can be broken for
+/// good in other places ([`Broken`]).
 pub struct FaultyState {
     pub inner: Arc<dyn StateStore>,
     pub injection: Injection,
+    pub broken: Broken,
+}
+
+/// State store calls that fail every time.
+#[derive(Debug, Default)]
+pub struct Broken {
+    /// Every lease renewal fails (a state store the heartbeat cannot reach).
+    pub renewals: bool,
+    /// Every bookmark read fails once a commit was tried (its answer and its confirmation lost).
+    pub bookmark_reads_after_commit: bool,
+    /// Set by the first commit.
+    pub committed: std::sync::atomic::AtomicBool,
+}
+
+fn broken(what: &str) -> SyncError {
+    SyncError::State(format!("injected: {what} failed"))
 }
 
 #[async_trait]
@@ -159,6 +183,9 @@ impl StateStore for FaultyState {
         self.inner.delete_integration(name).await
     }
     async fn bookmark(&self, integration: &str, table: &str) -> Result<Option<Bookmark>> {
+        if self.broken.bookmark_reads_after_commit && self.broken.committed.load(Ordering::SeqCst) {
+            return Err(broken("the bookmark read"));
+        }
         self.inner.bookmark(integration, table).await
     }
     async fn delete_bookmark(&self, integration: &str, table: &str) -> Result<()> {
@@ -178,7 +205,13 @@ impl StateStore for FaultyState {
         self.inner.resume_lease(integration, table, owner, seq, ttl).await
     }
     async fn renew_lease(&self, lease: &Lease) -> Result<()> {
+        if self.broken.renewals {
+            return Err(broken("the lease renewal"));
+        }
         self.inner.renew_lease(lease).await
+    }
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        self.inner.release_lease(lease).await
     }
     async fn commit(
         &self,
@@ -188,6 +221,7 @@ impl StateStore for FaultyState {
         record: &TableRunRecord,
     ) -> Result<()> {
         self.injection.at(Step::BeforeCommit).await?;
+        self.broken.committed.store(true, Ordering::SeqCst);
         self.inner.commit(lease, bookmark, base, record).await?;
         self.injection.at(Step::AfterCommit).await
     }
@@ -214,6 +248,12 @@ impl StateStore for FaultyState {
     }
     async fn table_states(&self, integration: &str) -> Result<Vec<TableState>> {
         self.inner.table_states(integration).await
+    }
+    async fn try_lock(&self, integration: &str, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        self.inner.try_lock(integration, name, holder, ttl).await
+    }
+    async fn unlock(&self, integration: &str, name: &str, holder: &str) -> Result<()> {
+        self.inner.unlock(integration, name, holder).await
     }
     async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()> {
         self.inner.record_dispatch(dispatch).await

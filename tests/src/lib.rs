@@ -118,7 +118,7 @@ impl Local {
             &specs,
             run_id,
             options,
-            engine::LocalDispatch { concurrency: 4, progress: None },
+            engine::LocalDispatch { concurrency: 4, progress: None, redo: true },
         )
         .await
     }
@@ -144,6 +144,7 @@ impl Local {
                 options: RunOptions::default(),
                 progress: None,
                 deadline: Some(std::time::Instant::now()),
+                kill_at: None,
                 invocation,
             }
             .run()

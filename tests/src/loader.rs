@@ -10,6 +10,7 @@ use capsule_shared::output::RunManifest;
 use capsule_shared::ports::{ObjectSink, RunState, StateStore};
 use serde_json::{Map, Value};
 
+use crate::capsule_sim::{Entity, SimHandle};
 use crate::ndjson_rows;
 
 pub type Row = Map<String, Value>;
@@ -110,4 +111,48 @@ impl LoadedTable {
 fn updated(row: &Row) -> chrono::DateTime<chrono::Utc> {
     let text = row.get("updatedAt").and_then(Value::as_str).unwrap_or("1970-01-01T00:00:00Z");
     chrono::DateTime::parse_from_rfc3339(text).map(|t| t.to_utc()).unwrap_or_default()
+}
+
+/// The incremental tables with their deleted feeds and the account's collection.
+pub const INCREMENTAL: [(&str, &str, Entity); 3] = [
+    ("parties", "deleted_parties", Entity::Parties),
+    ("opportunities", "deleted_opportunities", Entity::Opportunities),
+    ("cases", "deleted_cases", Entity::Kases),
+];
+
+/// What a loader builds from every published manifest equals the account: each incremental
+/// table's latest rows minus its tombstones (ids and `updatedAt`), and the tasks' and entries'
+/// latest snapshots.
+pub async fn assert_current_state_is_the_account(
+    sim: &SimHandle,
+    state: &dyn StateStore,
+    sink: &dyn ObjectSink,
+    context: &str,
+) {
+    for (table, deleted, entity) in INCREMENTAL {
+        let gone = load(sink, state, "acme", deleted, Settled::Yes).await.ids();
+        let current = load(sink, state, "acme", table, Settled::Yes).await.current(&gone);
+        let account: Vec<(i64, chrono::DateTime<chrono::Utc>)> =
+            sim.with_account(|a| a.entity(entity).iter().map(|(id, r)| (*id, r.updated)).collect());
+        let loaded: BTreeSet<i64> = current.keys().copied().collect();
+        let expected: BTreeSet<i64> = account.iter().map(|(id, _)| *id).collect();
+        assert_eq!(
+            loaded,
+            expected,
+            "{context}: {table} ids (missing, then extra): {:?} {:?}",
+            expected.difference(&loaded).collect::<Vec<_>>(),
+            loaded.difference(&expected).collect::<Vec<_>>()
+        );
+        for (id, updated) in account {
+            let row = &current[&id];
+            let seen = chrono::DateTime::parse_from_rfc3339(row["updatedAt"].as_str().unwrap()).unwrap();
+            assert_eq!(seen.timestamp(), updated.timestamp(), "{context}: {table} {id} is not the latest version");
+        }
+    }
+    let tasks: BTreeSet<i64> = sim.with_account(|a| a.tasks.keys().copied().collect());
+    let entries: BTreeSet<i64> = sim.with_account(|a| a.entries.keys().copied().collect());
+    for (table, expected) in [("tasks", tasks), ("entries", entries)] {
+        let snapshot = load(sink, state, "acme", table, Settled::Yes).await.latest_snapshot();
+        assert_eq!(snapshot, expected, "{context}: {table}");
+    }
 }

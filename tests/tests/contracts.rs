@@ -58,6 +58,9 @@ state_contract!(commits_find_the_bookmark_they_started_from_and_are_idempotent);
 state_contract!(run_records_come_newest_first_and_a_final_one_replaces_running);
 state_contract!(dispatch_records_find_the_latest);
 state_contract!(a_held_table_is_released_when_the_run_it_waits_for_ends);
+state_contract!(fencing_numbers_rise_and_a_replaced_invocation_can_write_nothing);
+state_contract!(a_lease_is_released_only_by_its_holder);
+state_contract!(locks_exclude_other_holders_until_they_expire);
 sink_contract!(objects_appear_whole_or_not_at_all);
 
 mod budgets_are_updated_atomically {
@@ -123,17 +126,19 @@ async fn leases_exclude_other_runs_and_only_the_holder_commits(state: &dyn State
     assert!(a.displaced.is_none());
     let held = state.acquire_lease(&lease("parties", "run-b", &run_b, ttl)).await.unwrap_err();
     assert!(matches!(held, SyncError::LeaseHeld { ref holder, .. } if holder == "run-a"), "{held}");
-    state.acquire_lease(&lease("parties", "run-a", &run_a, ttl)).await.expect("the holder may take it again");
+    let a = state.acquire_lease(&lease("parties", "run-a", &run_a, ttl)).await.expect("the holder may take it again");
     state.acquire_lease(&lease("tasks", "run-b", &run_b, ttl)).await.expect("another table is independent");
 
-    let bookmark = Bookmark { last_run_started: Utc::now(), run_id: run_a.clone(), previous: None, generation: 1 };
+    let bookmark =
+        Bookmark { last_run_started: Utc::now(), run_id: run_a.clone(), previous: None, generation: 1, backfill: 0 };
     state
         .commit(&a.lease, &bookmark, BookmarkBase::Unchecked, &record("acme", "parties", &run_a, RunState::Succeeded))
         .await
         .unwrap();
     assert_eq!(state.bookmark("acme", "parties").await.unwrap(), Some(bookmark.clone()));
     // Committing again without the lease changes nothing.
-    let again = Bookmark { last_run_started: Utc::now(), run_id: run_b.clone(), previous: None, generation: 1 };
+    let again =
+        Bookmark { last_run_started: Utc::now(), run_id: run_b.clone(), previous: None, generation: 1, backfill: 0 };
     let err = state
         .commit(&a.lease, &again, BookmarkBase::Unchecked, &record("acme", "parties", &run_b, RunState::Succeeded))
         .await
@@ -154,7 +159,8 @@ async fn a_stale_lease_is_taken_over_and_its_old_holder_cannot_commit(state: &dy
     assert_eq!(fresh.lease.owner, "new-run");
     assert_eq!(fresh.displaced.as_ref().map(|l| l.owner.as_str()), Some("crashed-run"), "the takeover is reported");
 
-    let bookmark = Bookmark { last_run_started: Utc::now(), run_id: run.clone(), previous: None, generation: 1 };
+    let bookmark =
+        Bookmark { last_run_started: Utc::now(), run_id: run.clone(), previous: None, generation: 1, backfill: 0 };
     let err = state
         .commit(&stale, &bookmark, BookmarkBase::Unchecked, &record("acme", "parties", &run, RunState::Succeeded))
         .await;
@@ -188,6 +194,8 @@ fn checkpoint(run: &RunId, owner: &str, invocations: u32) -> Checkpoint {
         not_before: None,
         failures: 0,
         bookmark_base: BookmarkBase::Absent,
+        stalls: Default::default(),
+        backfill: 0,
     }
 }
 
@@ -217,7 +225,13 @@ async fn checkpoints_fence_continuations(state: &dyn StateStore) {
         assert!(matches!(refused, SyncError::Superseded(_)), "{seq}: {refused}");
     }
     // The first invocation can write nothing any more.
-    let bookmark = Bookmark { last_run_started: saved.started_at, run_id: run.clone(), previous: None, generation: 1 };
+    let bookmark = Bookmark {
+        last_run_started: saved.started_at,
+        run_id: run.clone(),
+        previous: None,
+        generation: 1,
+        backfill: 0,
+    };
     assert!(
         state
             .commit(&first, &bookmark, BookmarkBase::Unchecked, &record("acme", "parties", &run, RunState::Succeeded))
@@ -274,6 +288,7 @@ async fn commits_find_the_bookmark_they_started_from_and_are_idempotent(state: &
         run_id: run.clone(),
         previous: None,
         generation: base.next_generation(),
+        backfill: 0,
     };
 
     let first = state.acquire_lease(&lease("parties", "o1", &runs[0], ttl)).await.unwrap().lease;
@@ -488,8 +503,84 @@ async fn a_held_table_is_released_when_the_run_it_waits_for_ends(state: &dyn Sta
     state.record_failure(&theirs, &record("acme", "tasks", &other, RunState::Failed), None).await.unwrap();
     let ours = state.acquire_lease(&lease("tasks", "ours", &run, ttl)).await.unwrap().lease;
     assert_eq!(released(&dispatch, later).await, None, "tasks' run is going on, however long");
-    let bookmark = Bookmark { last_run_started: now, run_id: run.clone(), previous: None, generation: 1 };
+    let bookmark = Bookmark { last_run_started: now, run_id: run.clone(), previous: None, generation: 1, backfill: 0 };
     let done = record("acme", "tasks", &run, RunState::Succeeded);
     state.commit(&ours, &bookmark, BookmarkBase::Unchecked, &done).await.unwrap();
     assert_eq!(released(&dispatch, now).await.as_deref(), Some("tasks committed"));
+}
+
+/// Every park, resume and recovery gives the lease a greater fencing number, and every write is
+/// conditioned on it: an invocation presumed dead (stranded) and replaced under the *same*
+/// invocation number — as a recovery does — can no longer renew, park or commit.
+async fn fencing_numbers_rise_and_a_replaced_invocation_can_write_nothing(state: &dyn StateStore) {
+    let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
+    let ttl = Duration::from_secs(600);
+    let first = state.acquire_lease(&lease("parties", "owner-1", &run, ttl)).await.unwrap().lease;
+    let saved = checkpoint(&run, "owner-1", 1);
+    let parking = Parking { checkpoint: saved.clone(), hold_until: Utc::now() + chrono::Duration::minutes(10) };
+    state.save_checkpoint(&first, &parking, &record("acme", "parties", &run, RunState::Continued)).await.unwrap();
+    let parked = state.table_states("acme").await.unwrap()[0].lease.clone().unwrap();
+    assert!(parked.fence > first.fence, "parking raises the fence: {} -> {}", first.fence, parked.fence);
+
+    let slow = state.resume_lease("acme", "parties", "owner-1", 2, ttl).await.unwrap();
+    assert!(slow.fence > parked.fence);
+    // Presumed dead: its recovery parks the lease for a retry of the same invocation number 2.
+    let retry = Parking { checkpoint: Checkpoint { failures: 1, ..saved.clone() }, hold_until: Utc::now() };
+    state.record_failure(&slow, &record("acme", "parties", &run, RunState::Failed), Some(&retry)).await.unwrap();
+    let replacement = state.resume_lease("acme", "parties", "owner-1", 2, ttl).await.unwrap();
+    assert_eq!(replacement.invocation, slow.invocation, "the same invocation number");
+    assert!(replacement.fence > slow.fence, "but a greater fence: {} -> {}", slow.fence, replacement.fence);
+
+    // The slow one wakes up: every write it tries is refused.
+    let renewed = Lease { expires_at: Utc::now() + chrono::Duration::minutes(10), ..slow.clone() };
+    let lost = state.renew_lease(&renewed).await.unwrap_err();
+    assert!(capsule_shared::ports::is_lease_lost(&lost), "{lost}");
+    assert!(
+        state.save_checkpoint(&slow, &parking, &record("acme", "parties", &run, RunState::Continued)).await.is_err()
+    );
+    let bookmark = Bookmark {
+        last_run_started: saved.started_at,
+        run_id: run.clone(),
+        previous: None,
+        generation: 1,
+        backfill: 0,
+    };
+    let done = record("acme", "parties", &run, RunState::Succeeded);
+    assert!(state.commit(&slow, &bookmark, BookmarkBase::Absent, &done).await.is_err());
+    assert!(state.bookmark("acme", "parties").await.unwrap().is_none(), "the slow one committed nothing");
+    let held = state.table_states("acme").await.unwrap()[0].lease.clone().unwrap();
+    assert_eq!(held.fence, replacement.fence, "the replacement still holds the lease");
+    state.commit(&replacement, &bookmark, BookmarkBase::Absent, &done).await.unwrap();
+
+    // A new run's lease starts above every fence before it.
+    let next: RunId = "20261128T090000Z-bbbbbb".parse().unwrap();
+    let again = state.acquire_lease(&lease("parties", "owner-2", &next, ttl)).await.unwrap().lease;
+    assert!(again.fence > replacement.fence);
+}
+
+/// Releasing a lease frees the table, but only when the releasing invocation still holds it.
+async fn a_lease_is_released_only_by_its_holder(state: &dyn StateStore) {
+    let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
+    let ttl = Duration::from_secs(600);
+    let held = state.acquire_lease(&lease("parties", "owner-1", &run, ttl)).await.unwrap().lease;
+    let stale = Lease { fence: held.fence - 1, ..held.clone() };
+    state.release_lease(&stale).await.expect("a stale release is no error");
+    assert_eq!(state.table_states("acme").await.unwrap().len(), 1, "and releases nothing");
+    state.release_lease(&held).await.unwrap();
+    assert!(state.table_states("acme").await.unwrap().is_empty());
+}
+
+/// A lock excludes other holders until it expires or is unlocked; its holder may take it again.
+async fn locks_exclude_other_holders_until_they_expire(state: &dyn StateStore) {
+    let ttl = Duration::from_secs(60);
+    assert!(state.try_lock("acme", "oauth#s", "a", ttl).await.unwrap());
+    assert!(!state.try_lock("acme", "oauth#s", "b", ttl).await.unwrap(), "held by a");
+    assert!(state.try_lock("acme", "oauth#s", "a", ttl).await.unwrap(), "a extends it");
+    assert!(state.try_lock("other", "oauth#s", "b", ttl).await.unwrap(), "another integration's lock");
+    state.unlock("acme", "oauth#s", "b").await.unwrap();
+    assert!(!state.try_lock("acme", "oauth#s", "b", ttl).await.unwrap(), "b cannot unlock a's lock");
+    state.unlock("acme", "oauth#s", "a").await.unwrap();
+    assert!(state.try_lock("acme", "oauth#s", "b", Duration::from_millis(300)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(state.try_lock("acme", "oauth#s", "c", ttl).await.unwrap(), "an expired lock is taken over");
 }

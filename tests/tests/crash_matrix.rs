@@ -52,11 +52,11 @@ fn how(step: Step, fault: Fault) -> &'static str {
             "logged; the waiting manifest is cleaned up (and republished) by the next run"
         }
         (_, Fault::Crash) if expected(step, fault) == RunState::Failed => {
-            "the next run takes the lease over after its TTL, records the killed run `failed` (abandoned) and removes its manifest and files"
+            "the next run takes the lease over after its TTL, records the killed run `failed` (abandoned) and removes its unpublished manifest and files"
         }
         (_, Fault::Crash) => "nothing to repair: the next run starts from the moved bookmark",
         (Step::RunningRecord | Step::LogWritten, Fault::Fail) => "logged as a warning; the run goes on",
-        (_, Fault::Fail) => "the run fails; its manifest and files are removed; the bookmark stays",
+        (_, Fault::Fail) => "the run fails; its unpublished manifest and files are removed; the bookmark stays",
     }
 }
 
@@ -87,7 +87,7 @@ async fn sync_parties(
     run_id: RunId,
     options: RunOptions,
 ) -> Vec<engine::TableRunOutcome> {
-    let dispatch = LocalDispatch { concurrency: 1, progress: None };
+    let dispatch = LocalDispatch { concurrency: 1, progress: None, redo: false };
     engine::run_tables(client, deps, integration, tables, &run_id, options, dispatch).await
 }
 
@@ -99,6 +99,7 @@ async fn case(step: Step, fault: Fault, backend: Backend) {
     let options = RunOptions {
         writer: WriterOptions { part_max_bytes: 16 * 1024, chunk_bytes: 4 * 1024, ..WriterOptions::default() },
         lease_ttl: Duration::from_secs(1),
+        ..RunOptions::default()
     };
     let tables = capsule_shared::catalog::resolve_tables(&["parties".to_string()]).unwrap();
     let sync =
@@ -106,7 +107,7 @@ async fn case(step: Step, fault: Fault, backend: Backend) {
 
     // The faulted run.
     let injection = Injection::new(step, fault);
-    let faulty_state = FaultyState { inner: state.clone(), injection: injection.clone() };
+    let faulty_state = FaultyState { inner: state.clone(), injection: injection.clone(), broken: Default::default() };
     let faulty_sink = FaultySink { inner: sink.clone(), injection: injection.clone() };
     let faulted = RunId::new(chrono::Utc::now());
     let crashed = tokio::select! {
@@ -214,8 +215,121 @@ fn reliability_doc() -> String {
     for (file, test, how, expected) in OTHER_FAULTS {
         doc.push_str(&format!("| {} | {how} | {expected} | `{file}::{test}` |\n", test.replace('_', " ")));
     }
+    doc.push_str(
+        "\n## The delivery model: what Lambda does, and what the design guarantees\n\n\
+         Lambda delivers asynchronous events at least once (any event may come again, even after its\n\
+         first copy finished), kills an invocation at its deadline without cleanup, and retries a\n\
+         failed or killed event twice, about 1 and 2 minutes later (and may hold an event queued up to\n\
+         6 hours). The state store may fail or answer late; a lease renewal may be lost. Each row is\n\
+         asserted by the test named (this test checks that each still exists under that name).\n\n\
+         | what happens | what the design guarantees | test |\n|---|---|---|\n",
+    );
+    for (what, guarantee, file, test) in DELIVERY_MODEL {
+        doc.push_str(&format!("| {what} | {guarantee} | `{file}::{test}` |\n"));
+    }
     doc
 }
+
+/// The delivery model: (what Lambda or the state store does, what the design guarantees, test
+/// file, test).
+const DELIVERY_MODEL: &[(&str, &str, &str, &str)] = &[
+    (
+        "every event delivered twice, some copies long after the first committed, the account changing between syncs",
+        "a first invocation of a run that committed (the bookmark or a published manifest names it) or that a later run superseded is refused before and after taking the lease: no second record, no file, manifest or bookmark touched; each table commits once per run; no published file changes",
+        "tests/tests/exactly_once.rs",
+        "every_event_delivered_twice_commits_each_table_once",
+    ),
+    (
+        "a committed run's event arrives again after the account changed",
+        "refused; the next run reads every change since the committed one: a loader that loads each manifest once has the account",
+        "tests/tests/exactly_once.rs",
+        "a_late_copy_of_a_committed_event_changes_nothing",
+    ),
+    (
+        "a duplicate continuation",
+        "the parked lease waits for one invocation number: the copy is refused without writing",
+        "tests/tests/lambda_e2e.rs",
+        "a_continuation_delivered_twice_runs_once",
+    ),
+    (
+        "a first invocation killed at its deadline before its first checkpoint, Lambda retrying it",
+        "a lease never outlives its invocation's kill time (plus a grace for clock skew): Lambda's retry takes it over and redoes the run under the same run id",
+        "tests/tests/exactly_once.rs",
+        "a_killed_first_invocation_is_redone_by_lambdas_retry",
+    ),
+    (
+        "the same, and no retry comes",
+        "the orchestrator's next tick redoes the first invocation under the same run id (at most 5 attempts, then the run ends `failed`, visibly)",
+        "tests/tests/exactly_once.rs",
+        "a_first_invocation_stranded_before_its_checkpoint_is_redone_by_the_tick",
+    ),
+    (
+        "a continuation killed or stranded (its holder stopped renewing)",
+        "the next tick records it `failed` and continues the run from its checkpoint (at most 5 failures in a row)",
+        "tests/tests/lambda_e2e.rs",
+        "a_stranded_invocation_is_continued_by_the_next_tick",
+    ),
+    (
+        "an invocation presumed dead is only slow, and wakes up after it was replaced",
+        "every take, park, resume and recovery raises the lease's fencing number, and every write is conditioned on it: the old invocation can renew, park or commit nothing",
+        "tests/tests/contracts.rs",
+        "fencing_numbers_rise_and_a_replaced_invocation_can_write_nothing",
+    ),
+    (
+        "lease renewals fail (the state store unreachable or hanging)",
+        "the invocation stops writing before its lease can expire (self-fencing); AWS calls have connect, attempt and operation timeouts",
+        "tests/tests/bounds.rs",
+        "a_run_that_cannot_renew_its_lease_stops_before_it_expires",
+    ),
+    (
+        "a rate-limit wait or a retry backoff longer than the invocation has left",
+        "not slept: the run checkpoints and the tick resumes it when the wait is over",
+        "tests/tests/bounds.rs",
+        "a_rate_limit_wait_past_the_deadline_pauses_instead",
+    ),
+    (
+        "a continuation's event held in Lambda's queue (up to 6 hours)",
+        "a parked lease and its checkpoint wait that long: no newer run takes the table from it",
+        "tests/tests/lambda_e2e.rs",
+        "a_continuation_whose_invoke_fails_is_resumed_by_the_next_tick",
+    ),
+    (
+        "a request that fails in every invocation (persistent 5xx, a malformed body)",
+        "counted across continuations: after 6 invocations in a row the run ends `failed`, naming the request",
+        "tests/tests/bounds.rs",
+        "a_request_that_fails_in_every_invocation_ends_the_run",
+    ),
+    (
+        "a commit whose answer is lost, and whose confirming read fails too",
+        "the outputs are kept; the next run publishes them if the stored bookmark names the run, and records it `succeeded`",
+        "tests/tests/bounds.rs",
+        "a_commit_of_unknown_outcome_keeps_its_outputs",
+    ),
+    (
+        "one integration's state cannot be read",
+        "the tick reports it and goes on with the others",
+        "tests/tests/exactly_once.rs",
+        "one_broken_integration_does_not_stop_the_tick",
+    ),
+    (
+        "a backfill ordered while a first load runs",
+        "ordered in the same write as the edit (a per-table count): the load commits, and the run after it reads from the new history start",
+        "tests/tests/bounds.rs",
+        "a_backfill_ordered_during_a_first_load_takes_effect",
+    ),
+    (
+        "many invocations find the OAuth access token expired at once",
+        "one refreshes under a lock (the secret read again under it); the others use its token",
+        "tests/tests/bounds.rs",
+        "concurrent_oauth_refreshes_of_one_secret_are_serialised",
+    ),
+    (
+        "a page larger than the limit (32 MiB by default)",
+        "that request fails with a clear error; error bodies kept in records are truncated",
+        "tests/tests/bounds.rs",
+        "an_oversized_page_fails_clearly",
+    ),
+];
 
 /// Faults other tests inject: (test file, test, how, what they assert).
 const OTHER_FAULTS: &[(&str, &str, &str, &str)] = &[
@@ -340,7 +454,8 @@ fn the_reliability_document_lists_every_case() {
     let found = std::fs::read_to_string(path).unwrap_or_default();
     assert!(found == wanted, "docs/reliability.md is out of date: run with UPDATE_RELIABILITY_DOC=1");
     assert!(Step::ALL.iter().all(|s| CASES.iter().any(|(c, _)| c == s)), "every step has a case");
-    for (file, test, _, _) in OTHER_FAULTS {
+    let named = OTHER_FAULTS.iter().map(|(file, test, _, _)| (file, test));
+    for (file, test) in named.chain(DELIVERY_MODEL.iter().map(|(_, _, file, test)| (file, test))) {
         let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert!(text.contains(&format!("fn {test}(")), "{file} has no test `{test}` any more");

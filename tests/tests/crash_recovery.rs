@@ -19,6 +19,7 @@ fn options() -> RunOptions {
     RunOptions {
         writer: WriterOptions { part_max_bytes: 4096, compression: Compression::None, ..WriterOptions::default() },
         lease_ttl: Duration::from_secs(1),
+        ..RunOptions::default()
     }
 }
 
@@ -37,6 +38,7 @@ async fn killed_mid_page_then_taken_over(deps: Deps<'_>) {
         options: options(),
         progress: None,
         deadline: None,
+        kill_at: None,
         invocation: Invocation::First,
     };
     let killed: RunId = RunId::new(Utc::now() - chrono::Duration::seconds(5));

@@ -14,7 +14,6 @@
 //! `CAPSULE_PROPERTY_CASES` cases (default 4); set it higher to search longer, and
 //! `CAPSULE_PROPERTY_SEED` to replay one case.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +21,9 @@ use capsule_shared::engine::{self, Deps, LocalDispatch, RunOptions};
 use capsule_shared::integration::RunId;
 use capsule_shared::output::WriterOptions;
 use capsule_shared::ports::{ObjectSink, StateStore};
-use capsule_sync_e2e::capsule_sim::{Entity, Fault as SimFault, FaultRule, Mutation, MutationKind, MutationOp};
+use capsule_sync_e2e::capsule_sim::{Fault as SimFault, FaultRule, Mutation, MutationKind, MutationOp};
 use capsule_sync_e2e::faults::{Fault, FaultySink, FaultyState, Injection, Step};
-use capsule_sync_e2e::loader::{Settled, load};
+use capsule_sync_e2e::loader::{Settled, assert_current_state_is_the_account, load};
 use capsule_sync_e2e::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -38,13 +37,6 @@ const TABLES: [&str; 8] = [
     "deleted_cases",
     "tasks",
     "entries",
-];
-
-/// Incremental tables and the deleted feed whose ids leave them; the simulator's collection.
-const INCREMENTAL: [(&str, &str, Entity); 3] = [
-    ("parties", "deleted_parties", Entity::Parties),
-    ("opportunities", "deleted_opportunities", Entity::Opportunities),
-    ("cases", "deleted_cases", Entity::Kases),
 ];
 
 /// How one sync of the schedule goes wrong, if it does.
@@ -87,10 +79,11 @@ async fn run_case(seed: u64, aws: bool) {
     let options = RunOptions {
         writer: WriterOptions { part_max_bytes: 32 * 1024, chunk_bytes: 8 * 1024, ..WriterOptions::default() },
         lease_ttl: Duration::from_secs(1),
+        ..RunOptions::default()
     };
     let tables = capsule_shared::catalog::resolve_tables(&TABLES.map(String::from)).unwrap();
     let sync = async |state: &dyn StateStore, sink: &dyn ObjectSink| {
-        let dispatch = LocalDispatch { concurrency: 2, progress: None };
+        let dispatch = LocalDispatch { concurrency: 2, progress: None, redo: false };
         let run_id = RunId::new(chrono::Utc::now());
         engine::run_tables(&client, Deps { state, sink }, &integration, &tables, &run_id, options, dispatch).await
     };
@@ -112,7 +105,8 @@ async fn run_case(seed: u64, aws: bool) {
             }
             Trouble::Injected(at, fault) => {
                 let injection = Injection::new(at, fault);
-                let faulty_state = FaultyState { inner: state.clone(), injection: injection.clone() };
+                let faulty_state =
+                    FaultyState { inner: state.clone(), injection: injection.clone(), broken: Default::default() };
                 let faulty_sink = FaultySink { inner: sink.clone(), injection: injection.clone() };
                 let crashed = tokio::select! {
                     _ = sync(&faulty_state, &faulty_sink) => false,
@@ -163,39 +157,5 @@ fn random_trouble(rng: &mut StdRng) -> Trouble {
             // Kills cost a lease TTL of waiting: one in four injections.
             Trouble::Injected(step, if n == 9 { Fault::Crash } else { Fault::Fail })
         }
-    }
-}
-
-async fn assert_current_state_is_the_account(
-    sim: &capsule_sync_e2e::capsule_sim::SimHandle,
-    state: &dyn StateStore,
-    sink: &dyn ObjectSink,
-    context: &str,
-) {
-    for (table, deleted, entity) in INCREMENTAL {
-        let gone = load(sink, state, "acme", deleted, Settled::Yes).await.ids();
-        let current = load(sink, state, "acme", table, Settled::Yes).await.current(&gone);
-        let account: Vec<(i64, chrono::DateTime<chrono::Utc>)> =
-            sim.with_account(|a| a.entity(entity).iter().map(|(id, r)| (*id, r.updated)).collect());
-        let loaded: BTreeSet<i64> = current.keys().copied().collect();
-        let expected: BTreeSet<i64> = account.iter().map(|(id, _)| *id).collect();
-        assert_eq!(
-            loaded,
-            expected,
-            "{context}: {table} ids (missing, then extra): {:?} {:?}",
-            expected.difference(&loaded).collect::<Vec<_>>(),
-            loaded.difference(&expected).collect::<Vec<_>>()
-        );
-        for (id, updated) in account {
-            let row = &current[&id];
-            let seen = chrono::DateTime::parse_from_rfc3339(row["updatedAt"].as_str().unwrap()).unwrap();
-            assert_eq!(seen.timestamp(), updated.timestamp(), "{context}: {table} {id} is not the latest version");
-        }
-    }
-    let tasks: BTreeSet<i64> = sim.with_account(|a| a.tasks.keys().copied().collect());
-    let entries: BTreeSet<i64> = sim.with_account(|a| a.entries.keys().copied().collect());
-    for (table, expected) in [("tasks", tasks), ("entries", entries)] {
-        let snapshot = load(sink, state, "acme", table, Settled::Yes).await.latest_snapshot();
-        assert_eq!(snapshot, expected, "{context}: {table}");
     }
 }

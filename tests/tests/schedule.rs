@@ -44,7 +44,7 @@ async fn an_integration_is_synced_when_due_and_only_then() {
     let mut sync = async |integration: &Integration, run_id: &RunId| {
         synced_at.lock().unwrap().push(clock.now());
         let tables = integration.selected_tables().unwrap();
-        let dispatch = LocalDispatch { concurrency: 1, progress: None };
+        let dispatch = LocalDispatch { concurrency: 1, progress: None, redo: false };
         let outcomes =
             engine::run_tables(&client, local.deps(), integration, &tables, run_id, RunOptions::default(), dispatch)
                 .await;

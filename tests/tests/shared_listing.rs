@@ -84,7 +84,7 @@ async fn tracks_read_their_parents_from_the_tasks_snapshot_of_the_same_sync_and_
     let one_at_a_time = Local::new();
     let specs = capsule_shared::catalog::resolve_tables(&["tracks".into(), "tasks".into()]).unwrap();
     let run = RunId::new(Utc::now());
-    let dispatch = engine::LocalDispatch { concurrency: 1, progress: None };
+    let dispatch = engine::LocalDispatch { concurrency: 1, progress: None, redo: false };
     let integration = tasks_and_tracks(&sim);
     let deps = one_at_a_time.deps();
     let outcomes = engine::run_tables(&client, deps, &integration, &specs, &run, RunOptions::default(), dispatch).await;

@@ -334,11 +334,13 @@ async fn edit(backend: &Backend, args: EditArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // Ordered in the same write as the change: a run in flight (a first load too) commits as
+    // before, and the table's next run reads from the history start.
+    for table in &backfill {
+        after.order_backfill(table);
+    }
     after.record_change(what.join("; "), Utc::now());
     backend.state.update_integration(&after).await?;
-    for table in &backfill {
-        backend.state.delete_bookmark(&after.name, table).await?;
-    }
     println!("updated `{}`: {}", after.name, what.join("; "));
     if !backfill.is_empty() {
         println!("backfill on the next run: {}", backfill.into_iter().collect::<Vec<_>>().join(", "));

@@ -120,7 +120,7 @@ pub async fn sync_now(
         tables,
         &run_id,
         args.options(),
-        engine::LocalDispatch { concurrency: args.concurrency, progress: callback },
+        engine::LocalDispatch { concurrency: args.concurrency, progress: callback, redo: args.run_id.is_some() },
     )
     .await;
     if let Some(p) = progress {

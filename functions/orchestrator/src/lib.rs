@@ -35,6 +35,10 @@ pub struct Summary {
     pub skipped: Vec<Skipped>,
     /// Waiting or stranded runs this tick continued (or ended).
     pub resumed: Vec<Resumed>,
+    /// Integrations this tick could not handle (their state unreadable, say), with why: the
+    /// others went on; the next tick tries these again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<Skipped>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -85,39 +89,64 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
     };
     let tables_asked = if request.tables.is_empty() { None } else { Some(catalog::resolve_tables(&request.tables)?) };
     let now = Utc::now();
-    let tick = schedule::deployment_tick();
     let mut summary = Summary::default();
+    let tick = Tick { deps, request: &request, tables_asked: tables_asked.as_deref(), scheduled, now };
     for integration in integrations {
+        // Each integration on its own: an error is logged and reported for it, and the tick
+        // goes on with the others.
+        if let Err(error) = tick.integration(&integration, &mut summary).await {
+            tracing::error!(event = Event::IntegrationTickFailed.as_str(), integration = %integration.name,
+                            error_type = error.error_type(), %error, "the next tick tries it again");
+            summary.failed.push(Skipped { integration: integration.name.clone(), reason: error.to_string() });
+        }
+    }
+    Ok(summary)
+}
+
+/// One tick's request, applied to each integration in turn.
+struct Tick<'a> {
+    deps: &'a Deps,
+    request: &'a ManualRun,
+    tables_asked: Option<&'a [&'static catalog::TableSpec]>,
+    scheduled: bool,
+    now: DateTime<Utc>,
+}
+
+impl Tick<'_> {
+    /// Resumes the integration's waiting runs, sends its pending tables, and dispatches a new
+    /// run if it is due.
+    async fn integration(&self, integration: &Integration, summary: &mut Summary) -> Result<()> {
+        let (deps, now) = (self.deps, self.now);
         // Read once: the pending tables it names and when the integration is next due.
         let last = deps.state.last_dispatch(&integration.name).await?;
         // Tables whose run this tick continues are busy: a new run of one would race the
         // continuation for the stranded lease, and abandon the run it could have finished.
         let mut busy = BTreeSet::new();
-        if scheduled {
-            let resumed = resume(&integration, deps).await?;
+        if self.scheduled {
+            let resumed = resume(integration, deps).await?;
             busy.extend(resumed.iter().filter(|r| r.invocation.is_some()).map(|r| r.table.clone()));
             summary.resumed.extend(resumed);
-            summary.dispatched.extend(dispatch_pending(&integration, last.clone(), deps, now).await?);
+            summary.dispatched.extend(dispatch_pending(integration, last.clone(), deps, now).await?);
         }
-        if let Err(e) = schedule::check_frequency(&integration, tick) {
+        if let Err(e) = schedule::check_frequency(integration, schedule::deployment_tick()) {
             tracing::warn!(event = Event::FrequencyBelowTick.as_str(), integration = %integration.name, error = %e);
         }
-        let force = request.force && !scheduled;
-        if let Some(reason) = schedule::why_not_due(&integration, last.as_ref(), now, force) {
+        let force = self.request.force && !self.scheduled;
+        if let Some(reason) = schedule::why_not_due(integration, last.as_ref(), now, force) {
             tracing::info!(event = Event::IntegrationSkipped.as_str(), integration = %integration.name, %reason);
             summary.skipped.push(Skipped { integration: integration.name.clone(), reason });
-            continue;
+            return Ok(());
         }
-        let mut tables = match &tables_asked {
-            Some(tables) => tables.clone(),
+        let mut tables = match self.tables_asked {
+            Some(tables) => tables.to_vec(),
             None => integration.selected_tables()?,
         };
         tables.retain(|t| !busy.contains(t.name));
         // A forced or partial manual run leaves the schedule as it was.
-        let on_schedule = scheduled || (!request.force && tables_asked.is_none());
-        summary.dispatched.push(dispatch(&integration, &tables, deps, now, on_schedule).await?);
+        let on_schedule = self.scheduled || (!self.request.force && self.tables_asked.is_none());
+        summary.dispatched.push(dispatch(integration, &tables, deps, now, on_schedule).await?);
+        Ok(())
     }
-    Ok(summary)
 }
 
 /// Continues the integration's runs whose window has reset, and heals stranded ones (table-sync
@@ -132,7 +161,8 @@ async fn resume(integration: &Integration, deps: &Deps) -> Result<Vec<Resumed>> 
             integration: event.integration,
             table: event.table,
             run_id: event.run_id,
-            invocation: event.seq,
+            // A redo of a first invocation is invocation 1 again.
+            invocation: if event.continuation { event.seq } else { Some(1) },
             stranded: event.stranded,
             error,
         });

@@ -64,6 +64,12 @@ pub fn time_budget(remaining: Option<Duration>, max_seconds: Option<u64>) -> Dur
     budget.max(Duration::from_secs(1))
 }
 
+/// When the runtime kills this invocation: now plus what Lambda says is left (sane values only).
+pub fn kill_at(remaining: Option<Duration>) -> Option<DateTime<Utc>> {
+    let remaining = remaining.filter(|r| !r.is_zero() && *r <= LAMBDA_MAX)?;
+    Some(capsule_shared::from_now(remaining))
+}
+
 pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps: &Deps) -> Result<Summary> {
     let mut event = TableSyncEvent::parse(event)?;
     let integration = deps
@@ -102,6 +108,8 @@ pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps
         }
     };
     let budget = time_budget(remaining, event.max_seconds);
+    let kill_at = kill_at(remaining);
+    let client = client.with_deadline(Instant::now() + budget);
     let run = TableRun {
         client: &client,
         deps: EngineDeps { state: deps.state.as_ref(), sink: deps.sink.as_ref() },
@@ -111,6 +119,7 @@ pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps
         options: deps.options,
         progress: None,
         deadline: Some(Instant::now() + budget),
+        kill_at,
         invocation: Invocation::of(&event),
     };
     let outcome = run.run().await;
@@ -157,9 +166,9 @@ impl Summary {
 
 /// Records a stranded invocation failed; the event to continue as, or None when the run ended.
 async fn recover(deps: &Deps, event: &TableSyncEvent, stranded: u32) -> Result<Option<TableSyncEvent>> {
-    let ttl = deps.options.lease_ttl;
+    let hold = deps.options.parked_hold;
     let (state, sink) = (deps.state.as_ref(), deps.sink.as_ref());
-    match lifecycle::recover_stranded(state, sink, &event.integration, &event.table, stranded, ttl).await? {
+    match lifecycle::recover_stranded(state, sink, &event.integration, &event.table, stranded, hold).await? {
         Recovery::ContinueAs(seq) => Ok(Some(TableSyncEvent { seq: Some(seq), stranded: None, ..event.clone() })),
         Recovery::Ended => Ok(None),
     }
@@ -169,7 +178,7 @@ async fn recover(deps: &Deps, event: &TableSyncEvent, stranded: u32) -> Result<O
 /// token's budget in the state table.
 async fn connect(integration: &Integration, deps: &Deps) -> Result<CapsuleClient> {
     let tokens: Arc<dyn TokenProvider> =
-        Arc::from(token_provider(integration, &deps.clients, &deps.client_options.access)?);
+        Arc::from(token_provider(integration, &deps.clients, &deps.client_options.access, deps.state.clone())?);
     let store: Arc<dyn RateBudgetStore> = deps.state.clone();
     CapsuleClient::for_integration(integration, tokens, store, deps.client_options.clone()).await
 }

@@ -4,8 +4,9 @@
 //! |---|---|---|
 //! | `INT#<name>` | `INTEGRATION` | the integration's settings |
 //! | `INT#<name>` | `BOOKMARK#<table>` | the bookmark |
-//! | `INT#<name>` | `LEASE#<table>` | `owner`, `invocation`, `next`, `expires_at`, `ttl` (DynamoDB TTL removes stale leases) |
+//! | `INT#<name>` | `LEASE#<table>` | `owner`, `fence`, `invocation`, `next`, `expires_at`, `ttl` (DynamoDB TTL removes stale leases) |
 //! | `INT#<name>` | `CHECKPOINT#<table>` | a paused run's checkpoint |
+//! | `INT#<name>` | `LOCK#<name>` | a short lock (`holder`, `expires_ms`): OAuth refreshes of the integration's secret |
 //! | `INT#<name>` | `RUN#<finished_at>#<run_id>#<table>` | a table run record (newest = highest) |
 //! | `DISPATCH#<name>` | `DISPATCH#<run_id>` | a scheduler dispatch (its own partition: the orchestrator's IAM role may write only `DISPATCH#` partitions) |
 //! | `BUDGET#<key>` | `BUDGET` | a token's rate-limit window (`ver` for optimistic updates) |
@@ -19,8 +20,8 @@
 //! only if absent, expired or already ours; commit is one transaction that deletes our lease
 //! (conditioned on still owning it), writes the bookmark and the run record and drops the
 //! checkpoint — so two runs of one table can never both advance a bookmark. Lease conditions
-//! check the invocation too (`#owner = :owner AND invocation = :inv`): a duplicate invocation of
-//! the same run can write nothing either.
+//! check the fencing number too (`#owner = :owner AND fence = :fence`, [`Lease::fence`]): a
+//! duplicate, stale or replaced invocation of the same run can write nothing either.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -115,10 +116,14 @@ fn lease_item(lease: &Lease) -> Result<Item> {
     item.insert("owner".into(), s(&lease.owner));
     item.insert("invocation".into(), n(i64::from(lease.invocation)));
     item.insert("next".into(), n(i64::from(lease.next)));
+    item.insert("fence".into(), n(lease.fence as i64));
     item.insert("expires_at".into(), n(lease.expires_at.timestamp()));
     item.insert("ttl".into(), n(lease.expires_at.timestamp() + 86_400));
     Ok(item)
 }
+
+/// The condition of every write fenced on a lease: still this holding.
+const HELD: &str = "#owner = :owner AND fence = :fence";
 
 fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
     e: &aws_sdk_dynamodb::error::SdkError<E>,
@@ -294,10 +299,10 @@ impl DynamoState {
             .table_name(&self.table)
             .key("pk", p)
             .key("sk", k)
-            .condition_expression("#owner = :owner AND invocation = :inv")
+            .condition_expression(HELD)
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":owner", s(&lease.owner))
-            .expression_attribute_values(":inv", n(i64::from(lease.invocation)))
+            .expression_attribute_values(":fence", n(lease.fence as i64))
             .build()
             .expect("table, key and condition are set");
         TransactWriteItem::builder().delete(delete).build()
@@ -308,10 +313,10 @@ impl DynamoState {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(lease_item(next)?))
-            .condition_expression("#owner = :owner AND invocation = :inv")
+            .condition_expression(HELD)
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":owner", s(&held.owner))
-            .expression_attribute_values(":inv", n(i64::from(held.invocation)))
+            .expression_attribute_values(":fence", n(held.fence as i64))
             .build()
             .expect("table, item and condition are set");
         Ok(TransactWriteItem::builder().put(put).build())
@@ -434,8 +439,16 @@ impl StateStore for DynamoState {
         if names.is_empty() {
             return self.list_and_index_legacy_integrations().await;
         }
-        let docs = futures::future::try_join_all(names.iter().map(|name| self.get_integration(name))).await?;
-        let mut out: Vec<Integration> = docs.into_iter().flatten().collect();
+        let docs = futures::future::join_all(names.iter().map(|name| self.get_integration(name))).await;
+        let mut out = Vec::new();
+        for (name, doc) in names.iter().zip(docs) {
+            match doc {
+                Ok(doc) => out.extend(doc),
+                // One unreadable integration must not hide the others (nor stop the tick).
+                Err(error) => tracing::error!(event = Event::IntegrationTickFailed.as_str(), integration = %name,
+                                              %error, "listed without it"),
+            }
+        }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -485,7 +498,10 @@ impl StateStore for DynamoState {
             Ok(out) => {
                 let previous: Option<Lease> = out.attributes.as_ref().map(from_item).transpose()?;
                 let displaced = previous.filter(|p| p.owner != wanted.owner);
-                Ok(LeaseGrant { lease: wanted.clone(), displaced })
+                // The attempt count is returned; the caller stores it when it renews the lease
+                // of a run it took over from itself.
+                let attempt = crate::lifecycle::attempt_after(displaced.as_ref(), wanted);
+                Ok(LeaseGrant { lease: Lease { attempt, ..wanted.clone() }, displaced })
             }
             Err(e) if is_conditional_failure(&e) => {
                 let held = self.lease(&wanted.integration, &wanted.table).await?;
@@ -511,16 +527,19 @@ impl StateStore for DynamoState {
         let now = Utc::now();
         let superseded = || not_waiting_for(integration, table, owner, seq);
         let current = self.lease(integration, table).await?.ok_or_else(superseded)?;
-        let taken = Lease { invocation: seq, expires_at: crate::from_now(ttl), ..current };
+        let taken = current.resumed(seq, crate::from_now(ttl));
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(lease_item(&taken)?))
-            .condition_expression("#owner = :owner AND #next = :seq AND (invocation = :zero OR expires_at < :now)")
+            .condition_expression(
+                "#owner = :owner AND fence = :fence AND #next = :seq AND (invocation = :zero OR expires_at < :now)",
+            )
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#next", "next")
             .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":fence", n(current.fence as i64))
             .expression_attribute_values(":seq", n(i64::from(seq)))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":now", n(now.timestamp()))
@@ -539,16 +558,23 @@ impl StateStore for DynamoState {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(lease_item(lease)?))
-            .condition_expression("#owner = :owner AND invocation = :inv")
+            .condition_expression(HELD)
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":owner", s(&lease.owner))
-            .expression_attribute_values(":inv", n(i64::from(lease.invocation)))
+            .expression_attribute_values(":fence", n(lease.fence as i64))
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
             Err(e) if is_conditional_failure(&e) => Err(lease.lost()),
             Err(e) => Err(db_err("PutItem", e)),
+        }
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        match self.send_transaction(vec![self.release_ours(lease)]).await {
+            Ok(()) | Err(Cancelled::Conditions(_)) => Ok(()),
+            Err(Cancelled::Other(e)) => Err(e),
         }
     }
 
@@ -598,7 +624,7 @@ impl StateStore for DynamoState {
         };
         match result {
             // The lease is gone already: still keep the record of what happened.
-            Err(SyncError::State(_)) => self.record_run(record).await,
+            Err(SyncError::LeaseLost(_)) => self.record_run(record).await,
             other => other,
         }
     }
@@ -681,6 +707,51 @@ impl StateStore for DynamoState {
             state(&mut states, table).checkpoint = Some(checkpoint);
         }
         Ok(states.into_values().collect())
+    }
+
+    async fn try_lock(&self, integration: &str, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now = Utc::now();
+        let until = crate::from_now(ttl);
+        let item = HashMap::from([
+            ("pk".to_string(), pk(integration)),
+            ("sk".to_string(), s(format!("LOCK#{name}"))),
+            ("holder".to_string(), s(holder)),
+            ("expires_ms".to_string(), n(until.timestamp_millis())),
+            ("ttl".to_string(), n(until.timestamp() + 86_400)),
+        ]);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR holder = :holder OR expires_ms <= :now")
+            .expression_attribute_values(":holder", s(holder))
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(db_err("PutItem", e)),
+        }
+    }
+
+    async fn unlock(&self, integration: &str, name: &str, holder: &str) -> Result<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", pk(integration))
+            .key("sk", s(format!("LOCK#{name}")))
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(db_err("DeleteItem", e)),
+        }
     }
 
     async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()> {

@@ -10,23 +10,43 @@ mod lambda;
 mod s3;
 mod secrets;
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::{Builder, tls};
 
 pub use dynamo::{DEFAULT_HISTORY, DynamoState};
 pub use lambda::LambdaDispatcher;
 pub use s3::S3Sink;
-pub use secrets::SecretsManagerToken;
+pub use secrets::{RefreshLock, SecretsManagerToken};
 
 use crate::access::AccessPolicy;
 use crate::integration::{Integration, TokenSource};
 use crate::ports::TokenProvider;
 
-/// The shared SDK configuration (region, credentials, endpoints from the environment).
+/// Every AWS call gives up after these (each attempt, and the call with its retries): a hung
+/// call must not outlive a lease's renewal margin or an invocation's deadline. The attempt
+/// timeout leaves room for an 8 MiB multipart part on a slow link, and covers connecting (a
+/// separate connect timeout made the SDK retry requests a loaded endpoint had already taken:
+/// a rate-limit claim, an increment, counted twice).
+pub const SDK_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const SDK_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The shared SDK configuration (region, credentials, endpoints from the environment), with
+/// attempt and operation timeouts on every client.
 pub async fn sdk_config() -> SdkConfig {
     crate::tls::install_crypto_provider();
     let http = Builder::new().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring)).build_https();
-    aws_config::defaults(BehaviorVersion::latest()).http_client(http).load().await
+    aws_config::defaults(BehaviorVersion::latest()).http_client(http).timeout_config(sdk_timeouts()).load().await
+}
+
+/// The timeouts [`sdk_config`] sets.
+pub fn sdk_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .operation_attempt_timeout(SDK_ATTEMPT_TIMEOUT)
+        .operation_timeout(SDK_OPERATION_TIMEOUT)
+        .build()
 }
 
 /// The SDK clients the adapters need, built once (at cold start in Lambda).
@@ -58,18 +78,19 @@ impl AwsClients {
 
 /// The token provider of an integration on the AWS backend: its own secret only (the policy
 /// refuses anything else first).
+/// OAuth refreshes of the secret are serialised by a lock in `state`.
 pub fn token_provider(
     integration: &Integration,
     clients: &AwsClients,
     access: &AccessPolicy,
+    state: std::sync::Arc<dyn crate::ports::StateStore>,
 ) -> crate::Result<Box<dyn TokenProvider>> {
     access.check_token_source(integration)?;
     match &integration.token {
-        TokenSource::SecretsManager { secret_id } => Ok(Box::new(SecretsManagerToken::new(
-            clients.secrets.clone(),
-            secret_id.clone(),
-            access.oauth_token_url.clone(),
-        ))),
+        TokenSource::SecretsManager { secret_id } => Ok(Box::new(
+            SecretsManagerToken::new(clients.secrets.clone(), secret_id.clone(), access.oauth_token_url.clone())
+                .with_refresh_lock(RefreshLock { state, integration: integration.name.clone() }),
+        )),
         other => Err(crate::SyncError::Config(format!("token source {other} needs the local backend"))),
     }
 }

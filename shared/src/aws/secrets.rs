@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use crate::observe::Event;
-use crate::ports::TokenProvider;
+use crate::ports::{StateStore, TokenProvider};
 use crate::{Result, SyncError};
 
 /// Refresh this long before the access token expires.
@@ -31,19 +31,73 @@ const EXPIRY_MARGIN_SECS: i64 = 300;
 pub struct SecretsManagerToken {
     client: Client,
     secret_id: String,
-    http: reqwest::Client,
+    http: std::result::Result<reqwest::Client, String>,
     /// Where refresh tokens are exchanged (the deployment's choice).
     token_url: Url,
     /// The last token handed out and when it expires (None: a PAT, no expiry known).
     cached: Mutex<Option<(SecretString, Option<DateTime<Utc>>)>>,
+    /// Serialises OAuth refreshes of this secret across invocations (None: this process only).
+    lock: Option<RefreshLock>,
 }
+
+/// Where the OAuth refresh lock of a secret is taken: the integration's lock in the state store.
+#[derive(Clone)]
+pub struct RefreshLock {
+    pub state: std::sync::Arc<dyn StateStore>,
+    pub integration: String,
+}
+
+/// A refresh lock lasts this long (a refresh is one POST and one secret write).
+const LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long an invocation waits for another's refresh before giving up (retryably).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(40);
 
 impl SecretsManagerToken {
     pub fn new(client: Client, secret_id: String, token_url: Url) -> SecretsManagerToken {
         crate::tls::install_crypto_provider();
-        // No redirects: the form carries the client secret and the refresh token.
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default();
-        SecretsManagerToken { client, secret_id, http, token_url, cached: Mutex::new(None) }
+        SecretsManagerToken { client, secret_id, http: oauth_http(), token_url, cached: Mutex::new(None), lock: None }
+    }
+
+    /// Refreshes take `lock` first and read the secret again under it: up to 22 invocations
+    /// of one sync may find the access token expired at once, and Capsule rotates the refresh
+    /// token, so only one of them may spend it.
+    pub fn with_refresh_lock(self, lock: RefreshLock) -> SecretsManagerToken {
+        SecretsManagerToken { lock: Some(lock), ..self }
+    }
+
+    /// A refresh, serialised by the lock when there is one: under it the secret is read again,
+    /// and a token another invocation refreshed meanwhile is used instead.
+    async fn refresh_serialised(
+        &self,
+        doc: Map<String, Value>,
+        refused: Option<&SecretString>,
+    ) -> Result<(SecretString, DateTime<Utc>)> {
+        let Some(lock) = &self.lock else { return self.refresh(doc).await };
+        let (name, holder) = (format!("oauth#{}", self.secret_id), format!("{:016x}", rand::random::<u64>()));
+        let give_up = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            if lock.state.try_lock(&lock.integration, &name, &holder, LOCK_TTL).await? {
+                let result = match usable_access(&self.read().await?, refused) {
+                    Some(fresh) => Ok(fresh),
+                    None => self.refresh(self.read().await?).await,
+                };
+                if let Err(e) = lock.state.unlock(&lock.integration, &name, &holder).await {
+                    tracing::warn!(event = Event::OauthTokenRefreshed.as_str(), error = %e, "the refresh lock expires by itself");
+                }
+                return result;
+            }
+            // Another invocation is refreshing: its token shows up in the secret.
+            tokio::time::sleep(std::time::Duration::from_millis(200 + rand::random::<u64>() % 300)).await;
+            if let Some(fresh) = usable_access(&self.read().await?, refused) {
+                return Ok(fresh);
+            }
+            if std::time::Instant::now() > give_up {
+                return Err(SyncError::Transient {
+                    request: format!("OAuth refresh of secret `{}`", self.secret_id),
+                    message: format!("another invocation held the refresh lock for over {LOCK_WAIT:?}"),
+                });
+            }
+        }
     }
 
     fn err(&self, message: impl std::fmt::Display) -> SyncError {
@@ -85,8 +139,8 @@ impl SecretsManagerToken {
             ("client_id", app.client_id.as_str()),
             ("client_secret", app.client_secret.expose_secret()),
         ];
-        let response = self
-            .http
+        let http = self.http.as_ref().map_err(|e| self.err(format_args!("no HTTP client for {token_url}: {e}")))?;
+        let response = http
             .post(token_url)
             .form(&form)
             .send()
@@ -125,6 +179,21 @@ impl SecretsManagerToken {
     }
 }
 
+/// The token endpoint's HTTP client: no redirects (the form carries the client secret and the
+/// refresh token) and a timeout. If it cannot be built, refreshes fail with why: there is no
+/// fallback client (a default one would follow redirects).
+fn oauth_http() -> std::result::Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(OAUTH_TIMEOUT)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The token endpoint's answer must come within this.
+const OAUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The OAuth app's credentials in a secret; `Debug` shows neither secret.
 #[derive(Debug)]
 struct OAuthApp {
@@ -149,6 +218,15 @@ impl OAuthApp {
             .iter()
             .fold(text.to_string(), |text, secret| text.replace(secret, "[redacted]"))
     }
+}
+
+/// The secret's cached access token, if it is still valid and not the one Capsule refused.
+fn usable_access(doc: &Map<String, Value>, refused: Option<&SecretString>) -> Option<(SecretString, DateTime<Utc>)> {
+    let access = doc.get("access_token").and_then(Value::as_str).filter(|v| !v.trim().is_empty())?;
+    let expires_at = doc.get("expires_at").and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+    let expires_at = expires_at?.to_utc();
+    let refused = refused.is_some_and(|t| t.expose_secret() == access);
+    (still_valid(Some(expires_at)) && !refused).then(|| (SecretString::from(access.to_string()), expires_at))
 }
 
 fn still_valid(expires_at: Option<DateTime<Utc>>) -> bool {
@@ -184,17 +262,11 @@ impl SecretsManagerToken {
         let (token, expires_at) = if !is_oauth && let Some(pat) = text("token").or_else(|| text("access_token")) {
             (SecretString::from(pat.trim().to_string()), None)
         } else if is_oauth {
-            let expires_at = text("expires_at").and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc());
-            let is_refused = |access: &str| refused_token.as_ref().is_some_and(|t| t.expose_secret() == access);
-            match text("access_token") {
-                Some(access) if expires_at.is_some() && still_valid(expires_at) && !is_refused(access) => {
-                    (SecretString::from(access.to_string()), expires_at)
-                }
-                _ => {
-                    let (token, at) = self.refresh(doc.clone()).await?;
-                    (token, Some(at))
-                }
-            }
+            let (token, at) = match usable_access(&doc, refused_token.as_ref()) {
+                Some(found) => found,
+                None => self.refresh_serialised(doc.clone(), refused_token.as_ref()).await?,
+            };
+            (token, Some(at))
         } else if doc.contains_key("password") {
             return Err(self.err(
                 "it holds a username/email and password, but Capsule API v2 only accepts Bearer tokens. \

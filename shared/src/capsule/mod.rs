@@ -63,7 +63,17 @@ pub struct ClientOptions {
     pub max_rate_limit_waits: u32,
     /// Which base URLs the deployment lets a client send its token to.
     pub access: AccessPolicy,
+    /// The largest response body read; a larger one fails its request
+    /// ([`SyncError::BadResponse`]) instead of exhausting a small function's memory.
+    pub max_body_bytes: usize,
 }
+
+/// [`ClientOptions::max_body_bytes`] unless configured: a page of 100 Capsule records is well
+/// under a megabyte.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Error text kept from a response body in messages and run records.
+const ERROR_BODY_CHARS: usize = 300;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -75,6 +85,7 @@ impl Default for ClientOptions {
             outage_pause: None,
             max_rate_limit_waits: 10,
             access: AccessPolicy::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -133,6 +144,9 @@ pub struct CapsuleClient {
     counters: Arc<RequestCounters>,
     /// Where retries and rate-limit waits of one table run are logged.
     log: Option<RunLog>,
+    /// No wait (rate-limit window, retry backoff) is slept in place past this instant: the
+    /// request ends with [`SyncError::Throttled`] instead, so the run checkpoints in time.
+    deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for CapsuleClient {
@@ -194,13 +208,24 @@ impl CapsuleClient {
             }),
             counters: Arc::default(),
             log: None,
+            deadline: None,
         })
     }
 
     /// A clone for one table run: its own request counters, and retries and rate-limit waits
     /// logged to the run's log.
     pub fn for_run_logged(&self, log: RunLog) -> CapsuleClient {
-        CapsuleClient { inner: self.inner.clone(), counters: Arc::default(), log: Some(log) }
+        CapsuleClient { inner: self.inner.clone(), counters: Arc::default(), log: Some(log), deadline: self.deadline }
+    }
+
+    /// A clone that sleeps no wait in place past `deadline` (an invocation's working time).
+    pub fn with_deadline(&self, deadline: Instant) -> CapsuleClient {
+        CapsuleClient { deadline: Some(deadline), ..self.clone() }
+    }
+
+    /// Whether a wait of `wait` from now would end past the deadline.
+    fn outlives_deadline(&self, wait: Duration) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() + wait > d)
     }
 
     fn warn(&self, event: Event, message: String, fields: Value) {
@@ -277,8 +302,17 @@ impl CapsuleClient {
         let mut rate_waits = 0;
         let mut token_reread = false;
         loop {
+            // A retry whose backoff would outlive the deadline is not slept: the request pauses.
+            let cut = std::sync::atomic::AtomicU64::new(0);
+            let schedule = backon::BackoffBuilder::build(retry::backoff(&options.retry)).take_while(|wait| {
+                let fits = !self.outlives_deadline(*wait);
+                if !fits {
+                    cut.store(wait.as_millis() as u64, Ordering::Relaxed);
+                }
+                fits
+            });
             let outcome = (|| async { self.attempt(url).await.and_then(|(text, next)| parse(text, next)) })
-                .retry(retry::backoff(&options.retry))
+                .retry(schedule)
                 .when(|e| matches!(e, Attempt::Transient(_)))
                 .notify(|e, wait| {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -302,7 +336,10 @@ impl CapsuleClient {
                         last: "still rate limited (429) after waiting for every reset".into(),
                     });
                 }
-                Err(Attempt::Transient(last)) => return Err(self.outage(url, last)),
+                Err(Attempt::Transient(last)) => match cut.load(Ordering::Relaxed) {
+                    0 => return Err(self.outage(url, last)),
+                    wait_ms => return Err(self.retry_later(url, last, Duration::from_millis(wait_ms))),
+                },
                 Err(Attempt::Fatal(SyncError::Auth { .. })) if !token_reread && self.inner.tokens.is_some() => {
                     // The token expired or was rotated under us: read it again (OAuth: refresh) once.
                     token_reread = true;
@@ -313,14 +350,27 @@ impl CapsuleClient {
         }
     }
 
+    /// A retry whose backoff would outlive the deadline: the run pauses and retries then.
+    fn retry_later(&self, url: &Url, last: SyncError, wait: Duration) -> SyncError {
+        let request = describe(url);
+        let until = crate::from_now(wait);
+        let fields = serde_json::json!({"request": request, "wait_ms": wait.as_millis() as u64});
+        self.warn(Event::CapsuleThrottled, format!("{last}: retrying after {until}, in the next invocation"), fields);
+        SyncError::Throttled {
+            until,
+            reason: format!("{request} failed ({last}) and its retry would outlive this invocation"),
+            failing: Some(request),
+        }
+    }
+
     /// Waits in place for a short rate-limit wait; a long one becomes [`SyncError::Throttled`].
     async fn wait_for_window(&self, url: &Url, wait: Duration, why: &str) -> Result<()> {
         let fields = serde_json::json!({"request": describe(url), "wait_ms": wait.as_millis() as u64});
-        if wait > self.inner.options.max_inline_wait {
+        if wait > self.inner.options.max_inline_wait || self.outlives_deadline(wait) {
             let until = crate::from_now(wait);
             self.warn(Event::CapsuleThrottled, format!("{why}: the next request must wait until {until}"), fields);
             let reason = format!("{why}: the token's rate-limit budget is spent until the window resets");
-            return Err(SyncError::Throttled { until, reason });
+            return Err(SyncError::Throttled { until, reason, failing: None });
         }
         self.warn(Event::CapsuleRateLimited, format!("{why}: waiting for the rate-limit window to reset"), fields);
         tokio::time::sleep(wait).await;
@@ -334,6 +384,7 @@ impl CapsuleClient {
             Some(pause) => SyncError::Throttled {
                 until: crate::from_now(pause),
                 reason: format!("Capsule kept failing for {} ({attempts} attempts: {last})", describe(url)),
+                failing: Some(describe(url)),
             },
             None => SyncError::Unavailable { request: describe(url), attempts, last: last.to_string() },
         }
@@ -380,6 +431,29 @@ impl CapsuleClient {
         }
     }
 
+    /// The body, read a chunk at a time and refused past [`ClientOptions::max_body_bytes`]
+    /// (announced or streamed): nothing larger than the limit is ever held.
+    async fn read_body(&self, mut response: reqwest::Response, request: &str) -> std::result::Result<Vec<u8>, Attempt> {
+        let limit = self.inner.options.max_body_bytes;
+        let too_large = |size: String| {
+            Attempt::Fatal(SyncError::BadResponse {
+                request: request.to_string(),
+                message: format!("the response body ({size}) is larger than the {limit}-byte limit"),
+            })
+        };
+        if let Some(length) = response.content_length().filter(|l| *l > limit as u64) {
+            return Err(too_large(format!("{length} bytes announced")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| retry::classify_transport(&e, request))? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(format!("over {limit} bytes sent")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
     async fn attempt(&self, url: &Url) -> std::result::Result<(String, Option<Url>), Attempt> {
         let inner = &self.inner;
         self.claim(url).await.map_err(Attempt::Fatal)?;
@@ -405,7 +479,7 @@ impl CapsuleClient {
         if let Some(s) = RateLimitStatus::from_headers(&headers) {
             self.observe(s).await;
         }
-        let bytes = response.bytes().await.map_err(|e| retry::classify_transport(&e, &request))?;
+        let bytes = self.read_body(response, &request).await?;
         tracing::debug!(
             event = Event::CapsuleRequest.as_str(),
             %request,
@@ -439,8 +513,8 @@ impl CapsuleClient {
             }
         }
         // A cut or garbled body is what a flaky proxy or connection produces: try again.
-        let body = String::from_utf8(bytes.to_vec()).map_err(|e| {
-            let message = format!("body is not valid UTF-8 ({} bytes): {e}", bytes.len());
+        let body = String::from_utf8(bytes).map_err(|e| {
+            let message = format!("body is not valid UTF-8 ({} bytes): {}", e.as_bytes().len(), e.utf8_error());
             Attempt::Transient(SyncError::Transient { request, message })
         })?;
         let next = headers
@@ -477,7 +551,7 @@ fn describe(url: &Url) -> String {
 /// The message of a Capsule error body (`{"message": …, "errors": [...]}` or `{"error": …}`).
 fn error_message(bytes: &[u8]) -> String {
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(bytes) else {
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim().to_string();
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_CHARS)]).trim().to_string();
         return if text.is_empty() { "no body".into() } else { text };
     };
     let mut message =
@@ -488,7 +562,15 @@ fn error_message(bytes: &[u8]) -> String {
             message = format!("{message}: {}", details.join("; "));
         }
     }
-    message
+    truncate_chars(message, ERROR_BODY_CHARS)
+}
+
+/// `text` cut to `max` characters (with a mark that it was).
+fn truncate_chars(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}… (truncated)", &text[..at]),
+        None => text,
+    }
 }
 
 fn json_kind(v: &Value) -> &'static str {

@@ -91,13 +91,21 @@ pub enum Extracted {
     Paused {
         cursor: Box<Cursor>,
         not_before: Option<DateTime<Utc>>,
+        /// The request Capsule kept failing, when that is why (not a rate-limit wait).
+        failing: Option<String>,
     },
 }
 
 /// Why reading stopped early: a pause (resumable at the cursor) or a failure.
 enum Halt {
-    Pause(Box<Cursor>, Option<DateTime<Utc>>),
+    Pause(Box<Cursor>, Option<Wait>),
     Fail(SyncError),
+}
+
+/// What a pause waits for: an instant, and the request that kept failing if that is why.
+struct Wait {
+    until: DateTime<Utc>,
+    failing: Option<String>,
 }
 
 impl From<SyncError> for Halt {
@@ -110,7 +118,9 @@ impl From<SyncError> for Halt {
 /// is made again on resume); anything else fails it.
 fn halt_at(error: SyncError, cursor: &Cursor) -> Halt {
     match error {
-        SyncError::Throttled { until, .. } => Halt::Pause(Box::new(cursor.clone()), Some(until)),
+        SyncError::Throttled { until, failing, .. } => {
+            Halt::Pause(Box::new(cursor.clone()), Some(Wait { until, failing }))
+        }
         other => Halt::Fail(other),
     }
 }
@@ -166,7 +176,11 @@ impl Extraction<'_> {
         };
         match read {
             Ok(()) => Ok(Extracted::Done),
-            Err(Halt::Pause(cursor, not_before)) => Ok(Extracted::Paused { cursor, not_before }),
+            Err(Halt::Pause(cursor, wait)) => Ok(Extracted::Paused {
+                cursor,
+                not_before: wait.as_ref().map(|w| w.until),
+                failing: wait.and_then(|w| w.failing),
+            }),
             Err(Halt::Fail(e)) => Err(e),
         }
     }

@@ -54,17 +54,31 @@ pub struct Deps<'a> {
 /// whose process died is taken over after this (locally at once, when its pid is gone).
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(300);
 
+/// How long a parked lease waits for its continuation unless configured: Lambda keeps an
+/// asynchronous event queued for up to six hours (its maximum event age), and a newer run must
+/// not take the table from a run whose continuation is still on its way.
+pub const DEFAULT_PARKED_HOLD: Duration = Duration::from_secs(6 * 3600);
+
 /// Knobs of a table run that aren't integration settings.
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
     pub writer: WriterOptions,
     /// How long a lease lasts before another run may take it over.
     pub lease_ttl: Duration,
+    /// How long a parked lease (and its checkpoint) waits for the continuation past `not_before`.
+    pub parked_hold: Duration,
+    /// How long past its kill time an invocation's lease may last (clock skew between hosts).
+    pub kill_grace: Duration,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { writer: WriterOptions::default(), lease_ttl: DEFAULT_LEASE_TTL }
+        RunOptions {
+            writer: WriterOptions::default(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+            parked_hold: DEFAULT_PARKED_HOLD,
+            kill_grace: Duration::from_secs(5),
+        }
     }
 }
 
@@ -85,6 +99,9 @@ pub struct TableRun<'a> {
     pub progress: Option<&'a ProgressFn>,
     /// Checkpoint and stop once this instant passes (between pages); None runs to the end.
     pub deadline: Option<Instant>,
+    /// When the runtime kills this invocation (Lambda's deadline): no lease outlives it, and no
+    /// wait is slept in place past the working `deadline`.
+    pub kill_at: Option<DateTime<Utc>>,
     /// The run's first invocation, or a continuation from its checkpoint.
     pub invocation: Invocation,
 }
@@ -148,6 +165,8 @@ struct Start {
     lease: Lease,
     started: DateTime<Utc>,
     checkpoint: Option<Checkpoint>,
+    /// A first invocation's bookmark, read once it held the lease (its window starts there).
+    bookmark: Option<Bookmark>,
 }
 
 impl Start {
@@ -189,9 +208,8 @@ impl TableRun<'_> {
         let seq = start.seq();
         record.started_at = start.started;
         self.record_running(&record, seq, log).await;
-        let ttl = self.options.lease_ttl;
         let work = self.extract_and_publish(&client, &start, &mut record, log);
-        let result = lifecycle::with_heartbeat(self.deps.state, &start.lease, ttl, work).await;
+        let result = lifecycle::with_heartbeat(self.deps.state, &start.lease, self.lease_timing(), work).await;
         record.requests = add(start.earlier_requests(), client.stats());
         record.finished_at = Some(Utc::now());
         let outcome = match result {
@@ -208,39 +226,137 @@ impl TableRun<'_> {
         if let Some(reason) = lifecycle::refuse_paused(self.integration, self.invocation) {
             return Err(SyncError::Config(reason));
         }
-        let (state, name, table) = (self.deps.state, &self.integration.name, self.table.name);
-        let ttl = self.options.lease_ttl;
         match self.invocation {
-            Invocation::First => {
-                let owner = format!("{}/{:08x}", self.run_id, rand::rng().random::<u32>());
-                let started = Utc::now(); // T0: before the first request
-                let grant = state.acquire_lease(&Lease::first(name, table, &owner, self.run_id, started, ttl)).await?;
-                if let Some(displaced) = &grant.displaced {
-                    let message = format!("took {table} over from run {} (its holder stopped)", displaced.owner);
-                    log.warn(Event::LeaseTakenOver, message, serde_json::json!({"from": displaced.owner}));
-                    lifecycle::clean_up_after(state, self.deps.sink, displaced, self.run_id).await?;
-                }
-                Ok(Start { lease: grant.lease, started, checkpoint: None })
+            Invocation::First => self.start_first(false, log).await,
+            Invocation::Redo => self.start_first(true, log).await,
+            Invocation::Continue { seq } => self.start_continuation(seq).await,
+        }
+    }
+
+    /// A run's first invocation. Unless it is an operator's `redo`, an invocation of a run that
+    /// already committed, or was superseded by a later one, is refused as a duplicate: when
+    /// another invocation of its run (or a later run) holds the lease, or by the bookmark read
+    /// once it holds the lease (a commit releases the lease in the same write as it moves the
+    /// bookmark, so that read cannot miss one). The refusal writes nothing but the lease it gives
+    /// back; the bookmark read is the one the run's window starts from.
+    async fn start_first(&self, redo: bool, log: &RunLog) -> Result<Start> {
+        let (state, name, table) = (self.deps.state, &self.integration.name, self.table.name);
+        let owner = format!("{}/{:08x}", self.run_id, rand::rng().random::<u32>());
+        let started = Utc::now(); // T0: before the first request
+        let ttl = self.lease_timing().ttl_now();
+        let grant = match state.acquire_lease(&Lease::first(name, table, &owner, self.run_id, started, ttl)).await {
+            Err(SyncError::LeaseHeld { holder, .. }) if !redo && self.not_older_than_run_of(&holder) => {
+                return Err(self.duplicate(&format!("run {holder} holds the table")));
             }
-            Invocation::Continue { seq } => {
-                let checkpoint = state.checkpoint(name, table, self.run_id).await?.ok_or_else(|| {
-                    SyncError::Superseded(format!(
-                        "run {} of {name}/{table} has no checkpoint to continue from (it finished, or was taken over)",
-                        self.run_id
-                    ))
-                })?;
-                let seq = seq.unwrap_or(checkpoint.next_invocation());
-                if seq != checkpoint.next_invocation() {
-                    return Err(SyncError::Superseded(format!(
-                        "invocation {seq} of run {} is out of date: the checkpoint waits for invocation {}",
-                        self.run_id,
-                        checkpoint.next_invocation()
-                    )));
-                }
-                let lease = state.resume_lease(name, table, &checkpoint.owner, seq, ttl).await?;
-                Ok(Start { lease, started: checkpoint.started_at, checkpoint: Some(checkpoint) })
+            other => other?,
+        };
+        let bookmark = state.bookmark(name, table).await?;
+        if !redo && let Err(refused) = self.refuse_committed(bookmark.as_ref()) {
+            // A stopped holder this took the lease from is cleaned up after, as by any takeover.
+            if let Some(displaced) = grant.displaced.as_ref().filter(|d| !d.same_run(&grant.lease)) {
+                lifecycle::clean_up_after(state, self.deps.sink, displaced, self.run_id).await?;
+            }
+            if let Err(e) = state.release_lease(&grant.lease).await {
+                tracing::warn!(event = Event::RunRecordFailed.as_str(), error = %e, "the lease expires by itself");
+            }
+            return Err(refused);
+        }
+        let (mut lease, mut started) = (grant.lease, started);
+        if let Some(displaced) = &grant.displaced {
+            let message = format!("took {table} over from run {} (its holder stopped)", displaced.owner);
+            log.warn(Event::LeaseTakenOver, message, serde_json::json!({"from": displaced.owner}));
+            if displaced.same_run(&lease) {
+                // An earlier attempt of this first invocation, killed: redone from its T0 (an
+                // earlier bookmark is safe), so its `running` record is this attempt's too. The
+                // stored lease gets that T0 and the attempt count.
+                started = displaced.started_at.unwrap_or(started);
+                lease.started_at = Some(started);
+                state.renew_lease(&lease).await?;
+                lifecycle::clean_up_attempt(state, self.deps.sink, displaced).await?;
+            } else {
+                lifecycle::clean_up_after(state, self.deps.sink, displaced, self.run_id).await?;
             }
         }
+        if lease.attempt > lifecycle::MAX_FIRST_ATTEMPTS {
+            return Err(self.give_up(&lease, started).await);
+        }
+        Ok(Start { lease, started, checkpoint: None, bookmark })
+    }
+
+    /// Ends a run whose first invocation was killed too often: recorded `failed` (replacing its
+    /// `running` record), the lease released.
+    async fn give_up(&self, lease: &Lease, started: DateTime<Utc>) -> SyncError {
+        let (name, table) = (&self.integration.name, self.table.name);
+        let error = SyncError::GaveUp(format!(
+            "the first invocation of run {} on {name}/{table} was killed {} times before its first checkpoint \
+             (each was redone); the run ends here and the next scheduled run starts afresh",
+            self.run_id,
+            lease.attempt - 1
+        ));
+        let mut record = TableRunRecord::new(name, table, self.run_id, RunState::Failed, started);
+        record.finished_at = Some(Utc::now());
+        record.error = Some(ErrorRecord::from(&error));
+        if let Err(e) = self.deps.state.record_failure(lease, &record, None).await {
+            tracing::error!(event = Event::RunRecordFailed.as_str(), error = %e);
+        }
+        error
+    }
+
+    fn lease_timing(&self) -> lifecycle::LeaseTiming {
+        lifecycle::LeaseTiming { ttl: self.options.lease_ttl, kill_at: self.kill_at, grace: self.options.kill_grace }
+    }
+
+    /// A duplicate first invocation's refusal: [`SyncError::Superseded`], nothing written.
+    fn duplicate(&self, why: &str) -> SyncError {
+        let (name, table) = (&self.integration.name, self.table.name);
+        tracing::info!(event = Event::DuplicateRefused.as_str(), integration = %name, %table, run_id = %self.run_id, %why);
+        SyncError::Superseded(format!(
+            "run {} of {name}/{table} was delivered again after {why}: a duplicate event, refused without writing anything",
+            self.run_id
+        ))
+    }
+
+    /// Refuses a first invocation whose run, or a later one, the stored `bookmark` names (read
+    /// under the lease). A committed run's bookmark names it until a later run commits: edits
+    /// order backfills by count and never drop a bookmark, so the bookmark is the record of
+    /// every commit, and a published manifest is never without one naming its run or a later one.
+    fn refuse_committed(&self, bookmark: Option<&Bookmark>) -> Result<()> {
+        let Some(bookmark) = bookmark else { return Ok(()) };
+        if &bookmark.run_id == self.run_id {
+            return Err(self.duplicate("it committed"));
+        }
+        if bookmark.run_id.started_at() > self.run_id.started_at() {
+            return Err(self.duplicate(&format!("a later run, {}, committed", bookmark.run_id)));
+        }
+        Ok(())
+    }
+
+    /// Whether the lease holder `holder` (`<run id>/<random>`) belongs to this run or a later one.
+    fn not_older_than_run_of(&self, holder: &str) -> bool {
+        let run = holder.split('/').next().and_then(|id| id.parse::<RunId>().ok());
+        run.is_some_and(|run| &run == self.run_id || run.started_at() >= self.run_id.started_at())
+    }
+
+    /// A continuation: takes the parked lease for the invocation its checkpoint waits for.
+    async fn start_continuation(&self, seq: Option<u32>) -> Result<Start> {
+        let (state, name, table) = (self.deps.state, &self.integration.name, self.table.name);
+        let checkpoint = state.checkpoint(name, table, self.run_id).await?.ok_or_else(|| {
+            SyncError::Superseded(format!(
+                "run {} of {name}/{table} has no checkpoint to continue from (it finished, or was taken over)",
+                self.run_id
+            ))
+        })?;
+        let seq = seq.unwrap_or(checkpoint.next_invocation());
+        if seq != checkpoint.next_invocation() {
+            return Err(SyncError::Superseded(format!(
+                "invocation {seq} of run {} is out of date: the checkpoint waits for invocation {}",
+                self.run_id,
+                checkpoint.next_invocation()
+            )));
+        }
+        let ttl = self.lease_timing().ttl_now();
+        let lease = state.resume_lease(name, table, &checkpoint.owner, seq, ttl).await?;
+        Ok(Start { lease, started: checkpoint.started_at, checkpoint: Some(checkpoint), bookmark: None })
     }
 
     async fn record_running(&self, record: &TableRunRecord, seq: u32, log: &RunLog) {
@@ -272,7 +388,8 @@ impl TableRun<'_> {
         record.error = Some(ErrorRecord::from(&error));
         let fields = serde_json::json!({"error_type": error.error_type(), "state": record.state});
         log.warn(Event::TableRunNotStarted, error.to_string(), fields);
-        if !matches!(error, SyncError::Superseded(_))
+        // A refused duplicate writes nothing; a run that gave up has its record already.
+        if !matches!(error, SyncError::Superseded(_) | SyncError::GaveUp(_))
             && let Err(e) = self.deps.state.record_run(&record).await
         {
             tracing::error!(event = Event::RunRecordFailed.as_str(), error = %e);
@@ -296,11 +413,16 @@ impl TableRun<'_> {
             run_id: self.run_id.clone(),
             previous: record.bookmark_before,
             generation: base.next_generation(),
+            backfill: self.backfill_generation(start),
         };
-        if let Err(error) = self.deps.state.commit(&start.lease, &bookmark, base, &record).await
-            && !self.committed_anyway(&bookmark, &error, log).await
-        {
-            return self.fail(start, record, error, log).await;
+        if let Err(error) = self.deps.state.commit(&start.lease, &bookmark, base, &record).await {
+            match self.commit_outcome(&bookmark, error, log).await {
+                CommitOutcome::Landed => {}
+                CommitOutcome::Refused(error) => return self.fail(start, record, error, log).await,
+                CommitOutcome::Unknown(error) => {
+                    return self.end_failed(start, record, error, Outputs::Keep, log).await;
+                }
+            }
         }
         self.publish_manifest(self.run_id, log).await;
         if let Some(parents) = start.checkpoint.as_ref().and_then(|c| c.cursor.parents_key.as_ref())
@@ -317,14 +439,21 @@ impl TableRun<'_> {
         TableRunOutcome { record, manifest: Some(manifest), error: None }
     }
 
+    /// The integration's backfill count for the table as the run started (a continuation's
+    /// from its checkpoint): what its bookmark will carry.
+    fn backfill_generation(&self, start: &Start) -> u64 {
+        start.checkpoint.as_ref().map_or(self.integration.backfill_generation(self.table.name), |c| c.backfill)
+    }
+
     /// Publishes a committed run's manifest for loaders. If that fails the run is still
     /// committed: its manifest waits, and the table's next run publishes it.
     async fn publish_manifest(&self, run: &RunId, log: &RunLog) {
         let (sink, name, table) = (self.deps.sink, &self.integration.name, self.table.name);
         match output::publish_pending_manifest(sink, name, table, run).await {
-            Ok(true) if run != self.run_id => {
+            Ok(Some(manifest)) if run != self.run_id => {
                 let message = format!("published the manifest of run {run}, which committed but stopped before");
                 log.warn(Event::ManifestPublishedLate, message, serde_json::json!({"run_id": run}));
+                self.record_committed(&manifest).await;
             }
             Ok(_) => {}
             Err(e) => {
@@ -334,19 +463,52 @@ impl TableRun<'_> {
         }
     }
 
+    /// A run whose manifest is published late committed (the bookmark names it): unless its
+    /// latest record says so already, a `succeeded` record tells the history (its commit's
+    /// outcome was unknown when it ended, and it was recorded failed).
+    async fn record_committed(&self, manifest: &RunManifest) {
+        let state = self.deps.state;
+        let recorded = state.runs(Some(&self.integration.name), 200).await.unwrap_or_default();
+        let latest = recorded.iter().find(|r| r.run_id == manifest.run_id && r.table == manifest.table);
+        if latest.is_some_and(|r| r.state == RunState::Succeeded) {
+            return;
+        }
+        let (name, run) = (&self.integration.name, &manifest.run_id);
+        let mut record = TableRunRecord::new(name, self.table.name, run, RunState::Succeeded, manifest.extracted_at);
+        record.finished_at = Some(Utc::now());
+        record.requests = manifest.requests;
+        (record.rows, record.files, record.bytes) = (manifest.rows, manifest.files.len() as u64, manifest.bytes);
+        (record.since, record.bookmark_before, record.bookmark_after) =
+            (manifest.since, manifest.bookmark_before, manifest.bookmark_after);
+        record.manifest_key = Some(output::manifest_key(name, self.table.name, run));
+        if let Err(e) = state.record_run(&record).await {
+            tracing::error!(event = Event::RunRecordFailed.as_str(), error = %e);
+        }
+    }
+
     /// Whether a commit that reported `error` landed all the same (its answer was lost): then
     /// the run succeeded, and treating it as failed would delete the files its bookmark covers.
-    async fn committed_anyway(&self, bookmark: &Bookmark, error: &SyncError, log: &RunLog) -> bool {
-        let stored = self.deps.state.bookmark(&self.integration.name, self.table.name).await;
-        let landed = matches!(&stored, Ok(Some(b)) if b == bookmark);
-        if landed {
-            log.warn(
-                Event::CommitConfirmed,
-                format!("the commit reported `{error}` but had landed"),
-                serde_json::Value::Null,
-            );
+    /// When the bookmark cannot be read either, nobody knows: the outputs must stay.
+    async fn commit_outcome(&self, bookmark: &Bookmark, error: SyncError, log: &RunLog) -> CommitOutcome {
+        match self.deps.state.bookmark(&self.integration.name, self.table.name).await {
+            Ok(Some(stored)) if &stored == bookmark => {
+                log.warn(
+                    Event::CommitConfirmed,
+                    format!("the commit reported `{error}` but had landed"),
+                    serde_json::Value::Null,
+                );
+                CommitOutcome::Landed
+            }
+            Ok(_) => CommitOutcome::Refused(error),
+            Err(read) => {
+                let message = format!(
+                    "the commit reported `{error}` and the bookmark could not be read to confirm it ({read}): its \
+                     outputs are kept, and the table's next run publishes them if the bookmark moved"
+                );
+                log.error(Event::CommitOutcomeUnknown, message.clone(), serde_json::Value::Null);
+                CommitOutcome::Unknown(SyncError::State(message))
+            }
         }
-        landed
     }
 
     /// Paused: the checkpoint is saved and the lease parked for the next invocation.
@@ -360,7 +522,7 @@ impl TableRun<'_> {
         record.state = RunState::Continued;
         record.resumes_at = checkpoint.not_before;
         checkpoint.requests = record.requests;
-        let hold_until = lifecycle::hold_until(checkpoint.not_before, self.options.lease_ttl);
+        let hold_until = lifecycle::hold_until(checkpoint.not_before, self.options.parked_hold);
         let parking = Parking { checkpoint, hold_until };
         if let Err(error) = self.deps.state.save_checkpoint(&start.lease, &parking, &record).await {
             return self.fail(start, record, error, log).await;
@@ -379,17 +541,37 @@ impl TableRun<'_> {
     }
 
     /// Failure: the bookmark stays. A retryable failure of a continued run keeps its checkpoint
-    /// for a retry; otherwise the run ends and its data files are removed.
-    async fn fail(&self, start: &Start, mut record: TableRunRecord, error: SyncError, log: &RunLog) -> TableRunOutcome {
+    /// for a retry; otherwise the run ends and its unpublished files are removed — unless its
+    /// lease was lost (the keys belong to whoever holds it now: another attempt of this run).
+    async fn fail(&self, start: &Start, record: TableRunRecord, error: SyncError, log: &RunLog) -> TableRunOutcome {
+        let outputs = match crate::ports::is_lease_lost(&error) {
+            // Self-fenced, or a write found the lease gone: the outputs are removed only if a
+            // fenced renewal shows the lease is still this invocation's; otherwise whoever holds
+            // it (or takes it over next) owns them.
+            true if self.deps.state.renew_lease(&start.lease).await.is_ok() => Outputs::Remove,
+            true => Outputs::Keep,
+            false => Outputs::Remove,
+        };
+        self.end_failed(start, record, error, outputs, log).await
+    }
+
+    async fn end_failed(
+        &self,
+        start: &Start,
+        mut record: TableRunRecord,
+        error: SyncError,
+        outputs: Outputs,
+        log: &RunLog,
+    ) -> TableRunOutcome {
         record.state = RunState::Failed;
         record.bookmark_after = record.bookmark_before;
         record.resumes_at = None;
         record.error = Some(ErrorRecord::from(&error));
-        let retry = lifecycle::retry_parking(start.checkpoint.as_ref(), &error, self.options.lease_ttl);
+        let retry = lifecycle::retry_parking(start.checkpoint.as_ref(), &error, self.options.parked_hold);
         let fields = serde_json::json!({"error_type": error.error_type(), "fault": error.fault(),
                                         "retryable": error.is_retryable(), "checkpoint_kept": retry.is_some()});
         log.error(Event::TableRunFailed, format!("{error}; the bookmark did not move"), fields);
-        if retry.is_none() && !self.lost_to_same_run(&error).await {
+        if retry.is_none() && outputs == Outputs::Remove {
             self.remove_run_outputs(log).await;
         }
         if let Err(e) = self.deps.state.record_failure(&start.lease, &record, retry.as_ref()).await {
@@ -398,25 +580,13 @@ impl TableRun<'_> {
         TableRunOutcome { record, manifest: None, error: Some(error) }
     }
 
-    /// A run that ended in failure publishes nothing: its manifest and data files go.
+    /// A run that ended in failure publishes nothing: its unpublished manifest and data files go.
     async fn remove_run_outputs(&self, log: &RunLog) {
         let (sink, name, table) = (self.deps.sink, &self.integration.name, self.table.name);
         if let Err(e) = output::remove_run_outputs(sink, name, table, self.run_id).await {
             let fields = serde_json::json!({"run_id": self.run_id});
             log.warn(Event::RunCleanupFailed, format!("removing the failed run's files: {e}"), fields);
         }
-    }
-
-    /// A lease lost to another attempt of this same run id (an event delivered again while this
-    /// one was presumed dead): the keys are that attempt's now, and it replaces or removes them.
-    async fn lost_to_same_run(&self, error: &SyncError) -> bool {
-        if !crate::ports::is_lease_lost(error) {
-            return false;
-        }
-        let states = self.deps.state.table_states(&self.integration.name).await.unwrap_or_default();
-        states.iter().any(|t| {
-            t.table == self.table.name && t.lease.as_ref().is_some_and(|l| l.run_id.as_ref() == Some(self.run_id))
-        })
     }
 
     /// The incremental window: a continuation's from its checkpoint, a first invocation's from
@@ -432,12 +602,14 @@ impl TableRun<'_> {
             record.bookmark_before = c.bookmark_before;
             return Ok((c.since, c.bookmark_base));
         }
-        let bookmark = self.deps.state.bookmark(&self.integration.name, self.table.name).await?;
+        let bookmark = start.bookmark.clone();
         let base = BookmarkBase::of(bookmark.as_ref());
         if let Some(committed) = &bookmark {
             self.publish_manifest(&committed.run_id, log).await;
         }
         record.bookmark_before = match &bookmark {
+            // A backfill was ordered since it was written: read from the history start.
+            Some(b) if !b.current_for(self.integration, self.table.name) => None,
             Some(b) if &b.run_id == self.run_id => b.previous,
             Some(b) => Some(b.last_run_started),
             None => None,
@@ -478,11 +650,18 @@ impl TableRun<'_> {
             }
         };
         let drift = Drift::of(&extraction.rows);
-        if let Extracted::Paused { cursor, not_before } = extracted {
+        if let Extracted::Paused { cursor, not_before, failing } = extracted {
+            let stalls = match lifecycle::stalls_after(start.checkpoint.as_ref(), failing) {
+                Ok(stalls) => stalls,
+                Err(gave_up) => {
+                    writer.abort().await;
+                    return Err(gave_up);
+                }
+            };
             let parts = writer.checkpoint().await?;
             count_files(record, &parts);
             let (unknown_fields, type_mismatches) = (drift.unknown_fields, drift.type_mismatches);
-            let resume = Resume { cursor: *cursor, parts, unknown_fields, type_mismatches, not_before, base };
+            let resume = Resume { cursor: *cursor, parts, unknown_fields, type_mismatches, not_before, base, stalls };
             return Ok(Published::Paused(Box::new(self.checkpoint(start, since, record, resume))));
         }
         let files = writer.finish().await?;
@@ -505,7 +684,7 @@ impl TableRun<'_> {
         )
         .await?;
         record.manifest_key = Some(output::manifest_key(&integration.name, table.name, run_id));
-        warehouse::write_kits(sink, integration).await?;
+        warehouse::write_kits_once(self.deps.state, sink, integration).await?;
         Ok(Published::Done(Box::new(manifest), base))
     }
 
@@ -642,6 +821,8 @@ impl TableRun<'_> {
             not_before: resume.not_before,
             failures: 0,
             bookmark_base: resume.base,
+            stalls: resume.stalls,
+            backfill: self.backfill_generation(start),
         }
     }
 }
@@ -654,6 +835,22 @@ struct Resume {
     type_mismatches: Vec<String>,
     not_before: Option<DateTime<Utc>>,
     base: BookmarkBase,
+    stalls: crate::ports::Stalls,
+}
+
+/// What a commit that reported an error really did.
+enum CommitOutcome {
+    Landed,
+    Refused(SyncError),
+    /// Neither the commit's answer nor the bookmark could be read.
+    Unknown(SyncError),
+}
+
+/// Whether a failed run's unpublished outputs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outputs {
+    Remove,
+    Keep,
 }
 
 /// How the extract-and-publish step ended: the manifest and the bookmark the commit expects.
@@ -720,6 +917,9 @@ async fn remove_stale_parts(
 pub struct LocalDispatch {
     /// Tables run at the same time (they share the token's rate limit); 0 counts as 1.
     pub concurrency: usize,
+    /// The run id is an operator's re-run of one (`--run-id`): committed tables are redone
+    /// ([`Invocation::Redo`]) instead of refused as duplicates.
+    pub redo: bool,
     pub progress: Option<TablesProgress>,
 }
 
@@ -752,7 +952,8 @@ pub async fn run_tables(
         let table = tables[i];
         let source_done = table.waits_for(tables).and_then(|from| sources.get(from)).map(|done| done.subscribe());
         let done = sources.get(table.name);
-        let run = run_table(client, deps, integration, table, run_id, options, dispatch.progress.clone());
+        let first = if dispatch.redo { Invocation::Redo } else { Invocation::First };
+        let run = run_table(client, deps, integration, table, (run_id, first), options, dispatch.progress.clone());
         async move {
             if let Some(mut source_done) = source_done {
                 // Only its end matters (committed or not): the snapshot is used if it is there.
@@ -781,7 +982,7 @@ async fn run_table(
     deps: Deps<'_>,
     integration: &Integration,
     table: &'static TableSpec,
-    run_id: &RunId,
+    (run_id, first): (&RunId, Invocation),
     options: RunOptions,
     progress: Option<TablesProgress>,
 ) -> TableRunOutcome {
@@ -798,9 +999,10 @@ async fn run_table(
         options,
         progress: per_table.as_deref(),
         deadline: None,
+        kill_at: None,
         invocation,
     };
-    let mut outcome = run(Invocation::First).run().await;
+    let mut outcome = run(first).run().await;
     while outcome.record.state == RunState::Continued {
         if let Some(at) = outcome.record.resumes_at {
             tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await;

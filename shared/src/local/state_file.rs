@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::FileModes;
@@ -57,6 +57,9 @@ struct StateDoc {
     /// Oldest first.
     #[serde(default)]
     dispatches: Vec<DispatchRecord>,
+    /// Keyed `integration/name`: holder and expiry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    locks: BTreeMap<String, (String, DateTime<Utc>)>,
 }
 
 fn key(integration: &str, table: &str) -> String {
@@ -309,6 +312,7 @@ impl StateStore for StateFile {
                 }
                 other => other.cloned(),
             };
+            let lease = Lease { attempt: crate::lifecycle::attempt_after(displaced.as_ref(), &lease), ..lease };
             doc.leases.insert(k, lease.clone());
             Ok(LeaseGrant { lease, displaced })
         })
@@ -331,9 +335,7 @@ impl StateStore for StateFile {
                 .get_mut(&key(&integration, &table))
                 .filter(|l| l.owner == owner && l.next == seq && (l.invocation == 0 || l.holder_stopped(Utc::now())));
             let Some(lease) = lease else { return Err(not_waiting_for(&integration, &table, &owner, seq)) };
-            lease.invocation = seq;
-            lease.expires_at = expires_at;
-            lease.process = Some(process::this_process());
+            *lease = Lease { process: Some(process::this_process()), ..lease.resumed(seq, expires_at) };
             Ok(lease.clone())
         })
         .await
@@ -345,8 +347,21 @@ impl StateStore for StateFile {
             if !lease_is_held(doc, &lease) {
                 return Err(lease.lost());
             }
+            // The whole lease, as DynamoDB's put writes it (a takeover may move its T0), with the
+            // holding process kept.
             if let Some(held) = doc.leases.get_mut(&key(&lease.integration, &lease.table)) {
-                held.expires_at = lease.expires_at;
+                *held = Lease { process: held.process.clone(), ..lease };
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let lease = lease.clone();
+        self.transact(true, move |doc| {
+            if lease_is_held(doc, &lease) {
+                doc.leases.remove(&key(&lease.integration, &lease.table));
             }
             Ok(())
         })
@@ -462,6 +477,29 @@ impl StateStore for StateFile {
                     checkpoint: doc.checkpoints.get(k).cloned(),
                 })
                 .collect())
+        })
+        .await
+    }
+
+    async fn try_lock(&self, integration: &str, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let (k, holder, until) = (key(integration, name), holder.to_string(), crate::from_now(ttl));
+        self.transact(true, move |doc| {
+            let free = doc.locks.get(&k).is_none_or(|(h, expires)| *h == holder || *expires <= Utc::now());
+            if free {
+                doc.locks.insert(k, (holder, until));
+            }
+            Ok(free)
+        })
+        .await
+    }
+
+    async fn unlock(&self, integration: &str, name: &str, holder: &str) -> Result<()> {
+        let (k, holder) = (key(integration, name), holder.to_string());
+        self.transact(true, move |doc| {
+            if doc.locks.get(&k).is_some_and(|(h, _)| *h == holder) {
+                doc.locks.remove(&k);
+            }
+            Ok(())
         })
         .await
     }

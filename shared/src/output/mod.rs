@@ -19,14 +19,26 @@ use crate::Result;
 use crate::integration::RunId;
 use crate::ports::ObjectSink;
 
-/// Removes everything a table run that will not commit wrote: its manifests first (so no
-/// manifest ever lists a missing file), then its parents list and its data files.
-pub async fn remove_run_outputs(sink: &dyn ObjectSink, integration: &str, table: &str, run: &RunId) -> Result<()> {
-    sink.delete(&manifest_key(integration, table, run)).await?;
-    sink.delete(&redshift_manifest_key(integration, table, run)).await?;
+/// Removes everything a table run that will not commit wrote: its pending manifest first (so no
+/// manifest ever lists a missing file), then its parents list and its data files. A run whose
+/// manifest is published committed (loaders may have loaded it, the bookmark has moved past it):
+/// nothing of it is ever removed, whatever asks — a duplicate's failure, a takeover, a stranded
+/// end. Returns whether anything was removed.
+pub async fn remove_run_outputs(sink: &dyn ObjectSink, integration: &str, table: &str, run: &RunId) -> Result<bool> {
+    if is_published(sink, integration, table, run).await? {
+        tracing::warn!(event = crate::observe::Event::PublishedRunKept.as_str(), %integration, %table, run_id = %run,
+                       "the run's manifest is published: its files are kept");
+        return Ok(false);
+    }
     sink.delete(&pending_manifest_key(integration, table, run)).await?;
     sink.delete(&parents_key(integration, table, run)).await?;
-    sink.remove_prefix(&run_data_prefix(integration, table, run)).await
+    sink.remove_prefix(&run_data_prefix(integration, table, run)).await?;
+    Ok(true)
+}
+
+/// Whether a run's manifest is published for loaders (the run committed).
+pub async fn is_published(sink: &dyn ObjectSink, integration: &str, table: &str, run: &RunId) -> Result<bool> {
+    Ok(sink.get(&manifest_key(integration, table, run)).await?.is_some())
 }
 
 /// The folder of one table run's data files.
@@ -62,16 +74,16 @@ pub async fn publish_pending_manifest(
     integration: &str,
     table: &str,
     run: &RunId,
-) -> Result<bool> {
+) -> Result<Option<RunManifest>> {
     let pending = pending_manifest_key(integration, table, run);
-    let Some(body) = sink.get(&pending).await? else { return Ok(false) };
+    let Some(body) = sink.get(&pending).await? else { return Ok(None) };
     let manifest: RunManifest = serde_json::from_slice(&body)
         .map_err(|e| crate::SyncError::State(format!("{pending} is not a run manifest: {e}")))?;
     let redshift = manifest::redshift_manifest(&manifest, |key| sink.locate(key));
     sink.put(&redshift_manifest_key(integration, table, run), redshift).await?;
     sink.put(&manifest_key(integration, table, run), body).await?;
     sink.delete(&pending).await?;
-    Ok(true)
+    Ok(Some(manifest))
 }
 
 /// The parents a fan-out table run discovered (kept for its continuations).

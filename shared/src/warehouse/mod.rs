@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::integration::Integration;
-use crate::ports::ObjectSink;
+use crate::ports::{ObjectSink, StateStore};
 use crate::{Result, SyncError};
 
 pub use bigquery::bigquery_schema;
@@ -162,6 +162,25 @@ pub async fn write_kits(sink: &dyn ObjectSink, integration: &Integration) -> Res
     // Last: a kit half written is written again by the next run.
     sink.put(&fingerprint_key, Bytes::from(fingerprint)).await
 }
+
+/// [`write_kits`], by one table run of an integration at a time: on a first sync every table run
+/// finds the kits missing at once, and 20 runs each writing the same 34 files held every first
+/// invocation back. A run that finds another writing them goes on without (they are the same
+/// files; if that writer fails, the next run writes them).
+pub async fn write_kits_once(state: &dyn StateStore, sink: &dyn ObjectSink, integration: &Integration) -> Result<()> {
+    let holder = format!("{:016x}", rand::random::<u64>());
+    if !state.try_lock(&integration.name, KITS_LOCK, &holder, KITS_LOCK_TTL).await? {
+        return Ok(());
+    }
+    let written = write_kits(sink, integration).await;
+    if let Err(e) = state.unlock(&integration.name, KITS_LOCK, &holder).await {
+        tracing::warn!(event = crate::observe::Event::RunCleanupFailed.as_str(), error = %e, "the kits lock expires by itself");
+    }
+    written
+}
+
+const KITS_LOCK: &str = "warehouse-kits";
+const KITS_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A digest of the kits' keys and contents (stable for a given build, which is all it needs).
 fn fingerprint(files: &[(String, String)]) -> String {
