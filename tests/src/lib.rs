@@ -20,6 +20,7 @@ use serde_json::Value;
 pub mod aws;
 pub mod faults;
 pub mod loader;
+pub mod runtime;
 pub mod serverless;
 
 pub use capsule_sim;

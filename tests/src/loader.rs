@@ -113,6 +113,18 @@ fn updated(row: &Row) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(text).map(|t| t.to_utc()).unwrap_or_default()
 }
 
+/// The tables [`assert_current_state_is_the_account`] reads.
+pub const ACCOUNT_TABLES: [&str; 8] = [
+    "parties",
+    "deleted_parties",
+    "opportunities",
+    "deleted_opportunities",
+    "cases",
+    "deleted_cases",
+    "tasks",
+    "entries",
+];
+
 /// The incremental tables with their deleted feeds and the account's collection.
 pub const INCREMENTAL: [(&str, &str, Entity); 3] = [
     ("parties", "deleted_parties", Entity::Parties),

@@ -48,6 +48,10 @@ pub struct Setup {
     pub secret: Value,
     /// The deployment's `CAPSULE_OAUTH_TOKEN_URL`.
     pub oauth_token_url: Option<url::Url>,
+    /// Run table-sync as its real bootstrap, one process per invocation behind the Runtime API,
+    /// killed at `remaining` or earlier as the plan says ([`crate::runtime`]); the production
+    /// client and run settings then apply (`client` and `run` are not used for it).
+    pub bootstrap: Option<Arc<crate::runtime::KillPlan>>,
 }
 
 impl Setup {
@@ -62,6 +66,7 @@ impl Setup {
             capsule_token: "test-token".into(),
             secret: json!({"token": "test-token"}),
             oauth_token_url: None,
+            bootstrap: None,
         }
     }
 }
@@ -128,7 +133,18 @@ pub async fn world_with(setup: Setup) -> World {
     };
     let orchestrator_deps = orchestrator::Deps { state, dispatcher, lease_ttl: setup.run.lease_ttl };
     let remaining = setup.remaining;
-    let table_sync_fn: Function = Arc::new(move |event| {
+    let bootstrap_env = vec![
+        ("CAPSULE_STATE_TABLE".to_string(), stack.table.clone()),
+        ("CAPSULE_BUCKET".to_string(), stack.bucket.clone()),
+        ("CAPSULE_PREFIX".to_string(), "warehouse".to_string()),
+        ("CAPSULE_SECRET_PREFIX".to_string(), secret_prefix.clone()),
+        ("CAPSULE_ALLOWED_API_URLS".to_string(), sim.base_url().to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME".to_string(), "table-sync".to_string()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".to_string(), "512".to_string()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".to_string(), "$LATEST".to_string()),
+        ("AWS_ENDPOINT_URL_LAMBDA".to_string(), lambda.url.clone()),
+    ];
+    let in_process: Function = Arc::new(move |event| {
         let deps = table_sync_deps.clone();
         Box::pin(async move {
             // The runtime's deadline: what is left of the function's timeout.
@@ -136,6 +152,13 @@ pub async fn world_with(setup: Setup) -> World {
             summary.map(|s| serde_json::to_value(s).unwrap()).map_err(|e| format!("{}: {e}", e.error_type()))
         })
     });
+    let table_sync_fn = match &setup.bootstrap {
+        Some(plan) => {
+            let bootstrap = crate::runtime::table_sync_bootstrap();
+            crate::runtime::process_function(bootstrap, bootstrap_env, remaining, plan.clone())
+        }
+        None => in_process,
+    };
     let orchestrator_fn: Function = Arc::new(move |event| {
         let deps = orchestrator_deps.clone();
         Box::pin(async move {

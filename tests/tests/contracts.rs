@@ -129,16 +129,14 @@ async fn leases_exclude_other_runs_and_only_the_holder_commits(state: &dyn State
     let a = state.acquire_lease(&lease("parties", "run-a", &run_a, ttl)).await.expect("the holder may take it again");
     state.acquire_lease(&lease("tasks", "run-b", &run_b, ttl)).await.expect("another table is independent");
 
-    let bookmark =
-        Bookmark { last_run_started: Utc::now(), run_id: run_a.clone(), previous: None, generation: 1, backfill: 0 };
+    let bookmark = first_bookmark(&run_a, Utc::now());
     state
         .commit(&a.lease, &bookmark, BookmarkBase::Unchecked, &record("acme", "parties", &run_a, RunState::Succeeded))
         .await
         .unwrap();
     assert_eq!(state.bookmark("acme", "parties").await.unwrap(), Some(bookmark.clone()));
     // Committing again without the lease changes nothing.
-    let again =
-        Bookmark { last_run_started: Utc::now(), run_id: run_b.clone(), previous: None, generation: 1, backfill: 0 };
+    let again = first_bookmark(&run_b, Utc::now());
     let err = state
         .commit(&a.lease, &again, BookmarkBase::Unchecked, &record("acme", "parties", &run_b, RunState::Succeeded))
         .await
@@ -159,8 +157,7 @@ async fn a_stale_lease_is_taken_over_and_its_old_holder_cannot_commit(state: &dy
     assert_eq!(fresh.lease.owner, "new-run");
     assert_eq!(fresh.displaced.as_ref().map(|l| l.owner.as_str()), Some("crashed-run"), "the takeover is reported");
 
-    let bookmark =
-        Bookmark { last_run_started: Utc::now(), run_id: run.clone(), previous: None, generation: 1, backfill: 0 };
+    let bookmark = first_bookmark(&run, Utc::now());
     let err = state
         .commit(&stale, &bookmark, BookmarkBase::Unchecked, &record("acme", "parties", &run, RunState::Succeeded))
         .await;
@@ -225,13 +222,7 @@ async fn checkpoints_fence_continuations(state: &dyn StateStore) {
         assert!(matches!(refused, SyncError::Superseded(_)), "{seq}: {refused}");
     }
     // The first invocation can write nothing any more.
-    let bookmark = Bookmark {
-        last_run_started: saved.started_at,
-        run_id: run.clone(),
-        previous: None,
-        generation: 1,
-        backfill: 0,
-    };
+    let bookmark = first_bookmark(&run, saved.started_at);
     assert!(
         state
             .commit(&first, &bookmark, BookmarkBase::Unchecked, &record("acme", "parties", &run, RunState::Succeeded))
@@ -503,7 +494,7 @@ async fn a_held_table_is_released_when_the_run_it_waits_for_ends(state: &dyn Sta
     state.record_failure(&theirs, &record("acme", "tasks", &other, RunState::Failed), None).await.unwrap();
     let ours = state.acquire_lease(&lease("tasks", "ours", &run, ttl)).await.unwrap().lease;
     assert_eq!(released(&dispatch, later).await, None, "tasks' run is going on, however long");
-    let bookmark = Bookmark { last_run_started: now, run_id: run.clone(), previous: None, generation: 1, backfill: 0 };
+    let bookmark = first_bookmark(&run, now);
     let done = record("acme", "tasks", &run, RunState::Succeeded);
     state.commit(&ours, &bookmark, BookmarkBase::Unchecked, &done).await.unwrap();
     assert_eq!(released(&dispatch, now).await.as_deref(), Some("tasks committed"));
@@ -538,13 +529,7 @@ async fn fencing_numbers_rise_and_a_replaced_invocation_can_write_nothing(state:
     assert!(
         state.save_checkpoint(&slow, &parking, &record("acme", "parties", &run, RunState::Continued)).await.is_err()
     );
-    let bookmark = Bookmark {
-        last_run_started: saved.started_at,
-        run_id: run.clone(),
-        previous: None,
-        generation: 1,
-        backfill: 0,
-    };
+    let bookmark = first_bookmark(&run, saved.started_at);
     let done = record("acme", "parties", &run, RunState::Succeeded);
     assert!(state.commit(&slow, &bookmark, BookmarkBase::Absent, &done).await.is_err());
     assert!(state.bookmark("acme", "parties").await.unwrap().is_none(), "the slow one committed nothing");
@@ -583,4 +568,9 @@ async fn locks_exclude_other_holders_until_they_expire(state: &dyn StateStore) {
     assert!(state.try_lock("acme", "oauth#s", "b", Duration::from_millis(300)).await.unwrap());
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(state.try_lock("acme", "oauth#s", "c", ttl).await.unwrap(), "an expired lock is taken over");
+}
+
+/// The bookmark of a table's first commit (generation 1).
+fn first_bookmark(run: &RunId, last_run_started: chrono::DateTime<Utc>) -> Bookmark {
+    Bookmark { last_run_started, run_id: run.clone(), previous: None, generation: 1, backfill: 0 }
 }

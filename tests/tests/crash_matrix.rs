@@ -258,6 +258,12 @@ const DELIVERY_MODEL: &[(&str, &str, &str, &str)] = &[
         "a_killed_first_invocation_is_redone_by_lambdas_retry",
     ),
     (
+        "the real table-sync bootstrap process killed with SIGKILL at random instants of first invocations and continuations, Lambda retrying 6 and 12 (scaled) minutes later, the orchestrator ticking",
+        "every table succeeds, none ends `failed`, each commits once, and the loader's current state equals the account",
+        "tests/tests/exactly_once.rs",
+        "bootstrap_processes_killed_at_random_instants_lose_nothing",
+    ),
+    (
         "the same, and no retry comes",
         "the orchestrator's next tick redoes the first invocation under the same run id (at most 5 attempts, then the run ends `failed`, visibly)",
         "tests/tests/exactly_once.rs",

@@ -7,6 +7,7 @@
 //! account.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use capsule_shared::aws::S3Sink;
@@ -14,7 +15,8 @@ use capsule_shared::integration::RunId;
 use capsule_shared::ports::{ObjectSink, RunState, StateStore};
 use capsule_sync_e2e::aws::LambdaBehaviour;
 use capsule_sync_e2e::capsule_sim::{FaultRule, MutationKind, MutationOp};
-use capsule_sync_e2e::loader::assert_current_state_is_the_account;
+use capsule_sync_e2e::loader::{ACCOUNT_TABLES, assert_current_state_is_the_account};
+use capsule_sync_e2e::runtime::KillPlan;
 use capsule_sync_e2e::serverless::*;
 use capsule_sync_e2e::*;
 use chrono::Utc;
@@ -92,7 +94,7 @@ async fn latest_states(state: &dyn StateStore, run: &str) -> BTreeMap<String, Ru
 async fn every_event_delivered_twice_commits_each_table_once() {
     let mut setup = Setup::new(300);
     setup.lambda = LambdaBehaviour {
-        duplicate_after: [0, 40, 700, 2500].map(Duration::from_millis).to_vec(),
+        duplicate_after: [0, 300, 3000, 9000].map(Duration::from_millis).to_vec(),
         ..LambdaBehaviour::default()
     };
     let w = world_with(setup).await;
@@ -346,4 +348,70 @@ async fn a_2000_party_account_loads_with_10_second_timeouts_and_15_second_window
         w.lambda.invocations(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The real table-sync bootstrap, one process per invocation behind the Runtime API, killed with
+/// SIGKILL at random instants of first invocations and continuations (and at its 5 s deadline),
+/// retried by Lambda 6 and 12 "minutes" later (scaled to seconds), while the orchestrator ticks:
+/// every table succeeds within a bounded time, nothing ends `failed`, nothing is lost, and each
+/// table commits once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bootstrap_processes_killed_at_random_instants_lose_nothing() {
+    let plan = Arc::new(KillPlan::new(20261207, 0.6, (Duration::from_millis(100), Duration::from_millis(2000)), 10));
+    let mut setup = Setup::new(2000);
+    setup.remaining = Duration::from_secs(5);
+    setup.bootstrap = Some(plan.clone());
+    setup.lambda = LambdaBehaviour {
+        retry_delays: vec![Duration::from_secs(6), Duration::from_secs(12)],
+        ..LambdaBehaviour::default()
+    };
+    let w = world_with(setup).await;
+    let mut acme = w.stack.state.get_integration("acme").await.unwrap().unwrap();
+    acme.tables = ACCOUNT_TABLES.map(String::from).to_vec();
+    w.stack.state.update_integration(&acme).await.unwrap();
+    // Slow listings: the big tables need several invocations, so continuations get killed too.
+    for path in ["/parties", "/opportunities", "/kases", "/tasks", "/entries"] {
+        w.sim.add_fault(slow_pages(path, 200));
+    }
+
+    let summary = w.invoke("orchestrator", scheduled_tick()).await;
+    let run = summary["dispatched"][0]["run_id"].as_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let ticks = tick_until_settled(&w, &run, ACCOUNT_TABLES.len(), Duration::from_secs(300)).await;
+    let kills = plan.kills.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(kills >= 4, "processes were killed: {kills}");
+    let history = w.stack.state.runs(Some("acme"), 1000).await.unwrap();
+    for (table, state) in latest_states(&w.stack.state, &run).await {
+        let errors: Vec<_> = history.iter().filter(|r| r.table == table).filter_map(|r| r.error.as_ref()).collect();
+        assert_eq!(state, RunState::Succeeded, "{table}: nothing is failed that could be redone: {errors:#?}");
+    }
+    assert_committed_once(&w.stack.state).await;
+    assert_current_state_is_the_account(&w.sim, &w.stack.state, &sink(&w), "after the kills").await;
+    println!(
+        "bootstrap kills: {} tables succeeded, {kills} SIGKILLs, {} invocations, {ticks} ticks, {:.0} s",
+        ACCOUNT_TABLES.len(),
+        w.lambda.invocations(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Ticks (every 300 ms, as a scaled-down schedule) until every table of `run` has a final latest
+/// record, no lease or checkpoint is left and nothing is in flight; returns the ticks used.
+/// (Counting final records would stop early: a stranded invocation's recovery records it
+/// `failed` while its run goes on.)
+async fn tick_until_settled(w: &World, run: &str, tables: usize, limit: Duration) -> usize {
+    let started = std::time::Instant::now();
+    let mut ticks = 0;
+    loop {
+        let latest = latest_states(&w.stack.state, run).await;
+        let settled =
+            latest.len() == tables && latest.values().all(|s| matches!(s, RunState::Succeeded | RunState::Failed));
+        if settled && w.stack.state.table_states("acme").await.unwrap().is_empty() && w.lambda.in_flight() == 0 {
+            return ticks;
+        }
+        assert!(started.elapsed() < limit, "not settled after {limit:?}: {latest:?}");
+        w.invoke("orchestrator", scheduled_tick()).await;
+        ticks += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

@@ -23,21 +23,12 @@ use capsule_shared::output::WriterOptions;
 use capsule_shared::ports::{ObjectSink, StateStore};
 use capsule_sync_e2e::capsule_sim::{Fault as SimFault, FaultRule, Mutation, MutationKind, MutationOp};
 use capsule_sync_e2e::faults::{Fault, FaultySink, FaultyState, Injection, Step};
-use capsule_sync_e2e::loader::{Settled, assert_current_state_is_the_account, load};
+use capsule_sync_e2e::loader::{ACCOUNT_TABLES, Settled, assert_current_state_is_the_account, load};
 use capsule_sync_e2e::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const TABLES: [&str; 8] = [
-    "parties",
-    "deleted_parties",
-    "opportunities",
-    "deleted_opportunities",
-    "cases",
-    "deleted_cases",
-    "tasks",
-    "entries",
-];
+const TABLES: [&str; 8] = ACCOUNT_TABLES;
 
 /// How one sync of the schedule goes wrong, if it does.
 #[derive(Debug, Clone, Copy)]
