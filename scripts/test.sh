@@ -13,4 +13,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 source scripts/duckdb.sh
+# The table-sync bootstrap the Runtime API tests run as a process (tests/src/runtime.rs): a test
+# build does not build another package's binary.
+cargo build --quiet -p table-sync --bin table-sync
 bash scripts/with-moto.sh cargo nextest run --workspace --no-fail-fast "$@"

@@ -469,6 +469,19 @@ async fn status_shows_a_table_waiting_for_its_rate_limit_window() {
     let line = status.lines().find(|l| l.contains("entries")).unwrap_or_default().to_string();
     let expected = format!("waiting until {}", resumes.format("%Y-%m-%d %H:%M:%S"));
     assert!(line.contains(&expected), "{status}");
+    assert!(!line.contains("overdue"), "{status}");
+
+    // In progress for longer than the deployment allows (scaled down: 0.36 s): overdue.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let impatient =
+        Cli { env: [cli.env.clone(), vec![("CAPSULE_RUN_OVERDUE_HOURS".into(), "0.0001".into())]].concat(), ..cli };
+    let status = impatient.ok(&["status", "acme"]).await;
+    let line = status.lines().find(|l| l.contains("entries")).unwrap_or_default().to_string();
+    assert!(line.contains("overdue: in progress since"), "{status}");
+    let invalid = Cli { env: vec![("CAPSULE_RUN_OVERDUE_HOURS".into(), "soon".into())], ..impatient };
+    invalid
+        .fails(&["status", "acme"], "CAPSULE_RUN_OVERDUE_HOURS must be a positive number of hours, not `soon`")
+        .await;
 }
 
 /// Small things an operator would trip on, each fixed: a changed token is checked before it is

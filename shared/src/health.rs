@@ -32,6 +32,10 @@ pub struct TableHealth {
     /// killed, or its invocation timed out): the next sync takes the table over. Known only
     /// once [`note_interrupted`] has looked at the leases.
     pub interrupted: bool,
+    /// The table's run has been in progress since then, longer than the deployment allows
+    /// (`CAPSULE_RUN_OVERDUE_HOURS`). Known once [`note_overdue`] has looked at the leases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdue_since: Option<DateTime<Utc>>,
 }
 
 /// Health per table from run records (any order).
@@ -52,6 +56,7 @@ pub fn table_health(runs: &[TableRunRecord]) -> BTreeMap<String, TableHealth> {
             last_rows: 0,
             resumes_at: None,
             interrupted: false,
+            overdue_since: None,
         });
         h.last_state = r.state;
         h.last_run = r.run_id.clone();
@@ -80,6 +85,21 @@ pub fn note_interrupted(health: &mut BTreeMap<String, TableHealth>, states: &[Ta
         let lease = states.iter().find(|s| s.table == h.table).and_then(|s| s.lease.as_ref());
         let held = lease.is_some_and(|l| l.run_id.as_ref() == Some(&h.last_run) && !l.holder_stopped(now));
         h.interrupted = !held;
+    }
+}
+
+/// Marks the tables whose run has been in progress (a lease or checkpoint of it) for longer
+/// than `after` ([`crate::lifecycle::overdue`]).
+pub fn note_overdue(
+    health: &mut BTreeMap<String, TableHealth>,
+    states: &[TableState],
+    after: std::time::Duration,
+    now: DateTime<Utc>,
+) {
+    for run in crate::lifecycle::overdue(states, after, now) {
+        if let Some(h) = health.get_mut(&run.table) {
+            h.overdue_since = Some(run.since);
+        }
     }
 }
 

@@ -236,17 +236,20 @@ pub fn retry_parking(
 /// failed ([`recover_stranded`], in table-sync) and then goes on from the checkpoint (or ends the
 /// run after too many failures); one stranded before its first checkpoint gets its first
 /// invocation again, under the same run id.
+/// Also returns the runs in progress for longer than `overdue_after` (see [`overdue`]).
 pub async fn resume_due(
     state: &dyn StateStore,
     integration: &Integration,
-    ttl: Duration,
-) -> Result<Vec<TableSyncEvent>> {
+    (ttl, overdue_after): (Duration, Duration),
+) -> Result<TickView> {
     if integration.status == IntegrationStatus::Paused {
-        return Ok(Vec::new());
+        return Ok(TickView::default());
     }
     let now = Utc::now();
+    let states = state.table_states(&integration.name).await?;
+    let overdue = overdue(&states, overdue_after, now);
     let mut out = Vec::new();
-    for TableState { table, lease, checkpoint } in state.table_states(&integration.name).await? {
+    for TableState { table, lease, checkpoint } in states {
         let Some(lease) = lease else { continue };
         let checkpoint = checkpoint.filter(|c| c.owner == lease.owner);
         let event = |seq: Option<u32>, run_id: &RunId, stranded: Option<u32>| TableSyncEvent {
@@ -278,7 +281,54 @@ pub async fn resume_due(
             _ => {}
         }
     }
-    Ok(out)
+    Ok(TickView { resume: out, overdue })
+}
+
+/// What the tick found for an integration: invocations to send, runs going on too long.
+#[derive(Debug, Default)]
+pub struct TickView {
+    pub resume: Vec<TableSyncEvent>,
+    pub overdue: Vec<Overdue>,
+}
+
+/// A run in progress (parked between invocations, or running) since longer than the deployment
+/// allows (`CAPSULE_RUN_OVERDUE_HOURS`, default 24).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Overdue {
+    pub table: String,
+    pub run_id: RunId,
+    pub since: DateTime<Utc>,
+}
+
+/// How long a run may be in progress before it counts as overdue, unless configured.
+pub const DEFAULT_OVERDUE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// `CAPSULE_RUN_OVERDUE_HOURS` (a positive number of hours), or the default.
+pub fn overdue_after_from_env() -> Result<Duration> {
+    let Some(text) = std::env::var("CAPSULE_RUN_OVERDUE_HOURS").ok().filter(|v| !v.trim().is_empty()) else {
+        return Ok(DEFAULT_OVERDUE_AFTER);
+    };
+    match text.trim().parse::<f64>() {
+        Ok(hours) if hours > 0.0 && hours.is_finite() => Ok(Duration::from_secs_f64(hours * 3600.0)),
+        _ => Err(SyncError::Config(format!(
+            "CAPSULE_RUN_OVERDUE_HOURS must be a positive number of hours, not `{text}`"
+        ))),
+    }
+}
+
+/// The tables whose run has been in progress (a lease or a checkpoint of it) since before
+/// `now - after`: from its T0 as the checkpoint or the lease records it.
+pub fn overdue(states: &[TableState], after: Duration, now: DateTime<Utc>) -> Vec<Overdue> {
+    let limit = now - chrono::Duration::from_std(after).unwrap_or_default();
+    states
+        .iter()
+        .filter_map(|s| {
+            let from_checkpoint = s.checkpoint.as_ref().map(|c| (c.run_id.clone(), c.started_at));
+            let from_lease = s.lease.as_ref().and_then(|l| Some((l.run_id.clone()?, l.started_at?)));
+            let (run_id, since) = from_checkpoint.or(from_lease)?;
+            (since < limit).then(|| Overdue { table: s.table.clone(), run_id, since })
+        })
+        .collect()
 }
 
 fn stranded_error(invocation: u32) -> SyncError {

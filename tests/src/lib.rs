@@ -18,6 +18,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 pub mod aws;
+pub mod duckdb;
 pub mod faults;
 pub mod loader;
 pub mod runtime;

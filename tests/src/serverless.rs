@@ -52,6 +52,8 @@ pub struct Setup {
     /// killed at `remaining` or earlier as the plan says ([`crate::runtime`]); the production
     /// client and run settings then apply (`client` and `run` are not used for it).
     pub bootstrap: Option<Arc<crate::runtime::KillPlan>>,
+    /// The orchestrator's `CAPSULE_RUN_OVERDUE_HOURS`.
+    pub overdue_after: Duration,
 }
 
 impl Setup {
@@ -67,6 +69,7 @@ impl Setup {
             secret: json!({"token": "test-token"}),
             oauth_token_url: None,
             bootstrap: None,
+            overdue_after: capsule_shared::lifecycle::DEFAULT_OVERDUE_AFTER,
         }
     }
 }
@@ -131,7 +134,8 @@ pub async fn world_with(setup: Setup) -> World {
         options: setup.run,
         client_options: ClientOptions { access, ..setup.client.clone() },
     };
-    let orchestrator_deps = orchestrator::Deps { state, dispatcher, lease_ttl: setup.run.lease_ttl };
+    let orchestrator_deps =
+        orchestrator::Deps { state, dispatcher, lease_ttl: setup.run.lease_ttl, overdue_after: setup.overdue_after };
     let remaining = setup.remaining;
     let bootstrap_env = vec![
         ("CAPSULE_STATE_TABLE".to_string(), stack.table.clone()),

@@ -300,6 +300,12 @@ const DELIVERY_MODEL: &[(&str, &str, &str, &str)] = &[
         "a_continuation_whose_invoke_fails_is_resumed_by_the_next_tick",
     ),
     (
+        "a run continued for longer than the deployment allows (a multi-day first load, a stuck continuation)",
+        "every tick logs it `run_overdue` (the stack's OverdueRunsAlarm counts it) and lists it under `overdue`; `status` shows it",
+        "tests/tests/exactly_once.rs",
+        "a_run_in_progress_too_long_is_reported_overdue",
+    ),
+    (
         "a request that fails in every invocation (persistent 5xx, a malformed body)",
         "counted across continuations: after 6 invocations in a row the run ends `failed`, naming the request",
         "tests/tests/bounds.rs",

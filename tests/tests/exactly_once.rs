@@ -52,6 +52,68 @@ async fn published(sink: &dyn ObjectSink) -> BTreeMap<String, Vec<u8>> {
     seen
 }
 
+/// A warehouse that loads after each sync with the DuckDB kit (each published manifest once,
+/// through the kit's `__runs` table), from a copy of the bucket: DuckDB here cannot read S3.
+struct Warehouse {
+    copy: tempfile::TempDir,
+    db: std::path::PathBuf,
+}
+
+impl Warehouse {
+    fn new() -> Warehouse {
+        let copy = tempfile::tempdir().unwrap();
+        let db = copy.path().join("warehouse.duckdb");
+        Warehouse { copy, db }
+    }
+
+    /// Copies what is published to S3 (new objects only: a loaded file is never fetched again),
+    /// writes the DuckDB kit for the copy's location and runs it.
+    async fn load(&self, w: &World, sink: &S3Sink) {
+        let data = self.copy.path().join("data");
+        for key in sink.list("").await.unwrap() {
+            let path = data.join(&key);
+            if !path.exists() {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, sink.get(&key).await.unwrap().unwrap()).unwrap();
+            }
+        }
+        let integration = w.stack.state.get_integration("acme").await.unwrap().unwrap();
+        let location = capsule_shared::warehouse::Location::new(data.to_str().unwrap()).unwrap();
+        let kit = capsule_shared::warehouse::kit(capsule_shared::warehouse::Engine::DuckDb, &integration, &location);
+        let script = self.copy.path().join("load.sql");
+        std::fs::write(&script, &kit.unwrap()[0].body).unwrap();
+        capsule_sync_e2e::duckdb::load(self.copy.path(), &self.db, &script);
+    }
+
+    /// Each table's current view (visible rows) against the account.
+    fn assert_is_the_account(&self, w: &World, context: &str) {
+        for (table, expected) in expected_counts(&w.sim) {
+            let spec = capsule_shared::catalog::table(&table).unwrap();
+            let view = format!("acme_{table}_current");
+            let visible = match spec.replication {
+                capsule_shared::catalog::Replication::Incremental => {
+                    format!("SELECT count(*) FROM {view} WHERE NOT _restricted")
+                }
+                _ => format!("SELECT count(*) FROM {view}"),
+            };
+            let loaded = capsule_sync_e2e::duckdb::count(self.copy.path(), &self.db, &visible) as usize;
+            assert_eq!(loaded, expected, "{context}: {view}");
+        }
+        let account: BTreeMap<i64, i64> = w.sim.with_account(|a| {
+            let parties = a.entity(capsule_sync_e2e::capsule_sim::Entity::Parties);
+            parties.iter().map(|(id, r)| (*id, r.updated.timestamp())).collect()
+        });
+        let rows = capsule_sync_e2e::duckdb::query(
+            self.copy.path(),
+            &self.db,
+            "SELECT id, epoch(\"updatedAt\")::BIGINT AS updated FROM acme_parties_current WHERE NOT _restricted",
+        );
+        let loaded: BTreeMap<i64, i64> =
+            rows.iter().map(|r| (r["id"].as_i64().unwrap(), r["updated"].as_i64().unwrap())).collect();
+        assert_eq!(loaded, account, "{context}: parties (ids and updatedAt)");
+    }
+}
+
 /// Nothing a loader loaded before was rewritten or removed since.
 fn assert_unchanged(before: &BTreeMap<String, Vec<u8>>, now: &BTreeMap<String, Vec<u8>>, context: &str) {
     for (key, bytes) in before {
@@ -107,6 +169,9 @@ async fn every_event_delivered_twice_commits_each_table_once() {
     assert_eq!(assert_committed_once(state).await, 22);
     let loaded = published(&sink).await;
     assert_current_state_is_the_account(&w.sim, state, &sink, "first sync").await;
+    let warehouse = Warehouse::new();
+    warehouse.load(&w, &sink).await;
+    warehouse.assert_is_the_account(&w, "DuckDB after the first sync");
 
     // The account changes; a forced run; every event of it, and late copies of the first
     // sync's, arrive twice.
@@ -122,6 +187,8 @@ async fn every_event_delivered_twice_commits_each_table_once() {
     assert_committed_once(state).await;
     assert_unchanged(&loaded, &published(&sink).await, "after the second sync");
     assert_current_state_is_the_account(&w.sim, state, &sink, "second sync").await;
+    warehouse.load(&w, &sink).await;
+    warehouse.assert_is_the_account(&w, "DuckDB after the second sync");
     for (table, latest) in latest_states(state, &run2).await {
         assert_eq!(latest, RunState::Succeeded, "{table}: the latest record of run {run2}");
     }
@@ -414,4 +481,28 @@ async fn tick_until_settled(w: &World, run: &str, tables: usize, limit: Duration
         ticks += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// A run in progress for longer than the deployment allows (`CAPSULE_RUN_OVERDUE_HOURS`, here
+/// scaled to a second) is reported by every tick: an error log line `run_overdue` (which the
+/// stack's `OverdueRunsAlarm` counts) and an `overdue` entry in the tick's summary.
+#[tokio::test]
+async fn a_run_in_progress_too_long_is_reported_overdue() {
+    let mut setup = Setup::new(300);
+    setup.overdue_after = Duration::from_secs(1);
+    let w = world_with(setup).await;
+    let state = &w.stack.state;
+    let run = RunId::new(Utc::now());
+    let lease =
+        capsule_shared::ports::Lease::first("acme", "parties", "slow/1", &run, Utc::now(), Duration::from_secs(600));
+    state.acquire_lease(&lease).await.unwrap();
+    let summary = w.invoke("orchestrator", scheduled_tick()).await;
+    assert!(summary.get("overdue").is_none(), "not yet: {summary}");
+    w.lambda.wait_idle().await; // the sync's other tables end (parties is held by the slow run)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let summary = w.invoke("orchestrator", scheduled_tick()).await;
+    let overdue = summary["overdue"].as_array().unwrap();
+    assert_eq!(overdue.len(), 1, "{summary}");
+    assert_eq!((overdue[0]["integration"].as_str(), overdue[0]["table"].as_str()), (Some("acme"), Some("parties")));
+    assert_eq!(overdue[0]["run_id"], json!(run));
 }

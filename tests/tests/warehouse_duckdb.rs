@@ -4,54 +4,18 @@
 //! the files and the account.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use capsule_shared::catalog::{self, Replication};
 use capsule_shared::engine::RunOptions;
 use capsule_shared::ports::RunState;
 use capsule_shared::warehouse::{self, Engine, Location};
 use capsule_sync_e2e::capsule_sim::{Entity, MutationKind, MutationOp};
+use capsule_sync_e2e::duckdb::{count, load, query};
 use capsule_sync_e2e::*;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 const NAME: &str = "acme-crm";
-
-fn duckdb_binary() -> PathBuf {
-    std::env::var_os("CAPSULE_DUCKDB").map_or_else(|| PathBuf::from("duckdb"), PathBuf::from)
-}
-
-/// Runs `args` with the DuckDB CLI in `cwd`; the JSON rows of the last statement.
-fn duckdb(cwd: &Path, db: &Path, args: &[&str]) -> Vec<Map<String, Value>> {
-    let output = Command::new(duckdb_binary())
-        .current_dir(cwd)
-        .arg(db)
-        .args(["-bail", "-init", "/dev/null", "-json"])
-        .args(args)
-        .output()
-        .expect("the DuckDB CLI runs (python3 -m pip install duckdb-cli, or set CAPSULE_DUCKDB)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "duckdb {args:?}: {}{stdout}", String::from_utf8_lossy(&output.stderr));
-    let last = stdout.trim().rsplit("\n[").next().unwrap_or("");
-    if last.is_empty() {
-        return Vec::new();
-    }
-    let text = if last.starts_with('[') { last.to_string() } else { format!("[{last}") };
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("duckdb output is not JSON ({e}): {stdout}"))
-}
-
-fn query(cwd: &Path, db: &Path, sql: &str) -> Vec<Map<String, Value>> {
-    duckdb(cwd, db, &["-c", sql])
-}
-
-fn count(cwd: &Path, db: &Path, sql: &str) -> u64 {
-    query(cwd, db, sql)[0].values().next().and_then(Value::as_u64).unwrap()
-}
-
-/// Runs the kit's script from a directory that is not the data directory.
-fn load(cwd: &Path, db: &Path, script: &Path) {
-    duckdb(cwd, db, &["-c", &format!(".read {}", script.display())]);
-}
 
 fn raw_counts(cwd: &Path, db: &Path) -> BTreeMap<String, u64> {
     catalog::TABLES

@@ -1,6 +1,6 @@
 //! Operations: `status`, `check`, `runs`, `jobs`, `logs`.
 
-use capsule_shared::health::{note_interrupted, probe_table, table_health, verify_token};
+use capsule_shared::health::{note_interrupted, note_overdue, probe_table, table_health, verify_token};
 use capsule_shared::integration::RunId;
 use capsule_shared::output;
 use capsule_shared::ports::{RunState, TableRunRecord};
@@ -72,14 +72,29 @@ fn state(s: RunState) -> String {
     s.as_str().to_string()
 }
 
+/// A table's state in `status`: waiting, interrupted or its last record's, and overdue.
+fn run_state(h: &capsule_shared::health::TableHealth) -> String {
+    let now = match h.resumes_at {
+        Some(at) => format!("waiting until {}", when(Some(at))),
+        None if h.interrupted => "interrupted (the next sync takes it over)".into(),
+        None => state(h.last_state),
+    };
+    match h.overdue_since {
+        Some(since) => format!("{now}; overdue: in progress since {}", when(Some(since))),
+        None => now,
+    }
+}
+
 pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
     if let Some(name) = args.name {
         let integration = backend.integration(&name).await?;
         let runs = backend.state.runs(Some(&name), HISTORY).await?;
         let mut health = table_health(&runs);
-        if health.values().any(|h| h.last_state == RunState::Running) {
+        if health.values().any(|h| matches!(h.last_state, RunState::Running | RunState::Continued)) {
             let states = backend.state.table_states(&name).await?;
             note_interrupted(&mut health, &states, Utc::now());
+            let after = capsule_shared::lifecycle::overdue_after_from_env()?;
+            note_overdue(&mut health, &states, after, Utc::now());
         }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&health)?);
@@ -103,11 +118,7 @@ pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
                 Some(h) => t.add_row(vec![
                     h.table.clone(),
                     h.last_run.to_string(),
-                    match h.resumes_at {
-                        Some(at) => format!("waiting until {}", when(Some(at))),
-                        None if h.interrupted => "interrupted (the next sync takes it over)".into(),
-                        None => state(h.last_state),
-                    },
+                    run_state(h),
                     when(h.last_success),
                     h.last_rows.to_string(),
                     when(h.last_failure),

@@ -26,6 +26,9 @@ pub struct Deps {
     pub dispatcher: Arc<dyn Dispatcher>,
     /// The table-sync functions' lease TTL (a stranded run's retry is parked this long).
     pub lease_ttl: Duration,
+    /// A run in progress longer than this is overdue: logged as an error (`run_overdue`, which
+    /// the stack's alarm counts) and listed in the tick's summary.
+    pub overdue_after: Duration,
 }
 
 /// The orchestrator's answer.
@@ -39,6 +42,16 @@ pub struct Summary {
     /// others went on; the next tick tries these again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<Skipped>,
+    /// Runs in progress for longer than the deployment allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overdue: Vec<OverdueRun>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct OverdueRun {
+    pub integration: String,
+    #[serde(flatten)]
+    pub run: lifecycle::Overdue,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -123,7 +136,7 @@ impl Tick<'_> {
         // continuation for the stranded lease, and abandon the run it could have finished.
         let mut busy = BTreeSet::new();
         if self.scheduled {
-            let resumed = resume(integration, deps).await?;
+            let resumed = resume(integration, deps, summary).await?;
             busy.extend(resumed.iter().filter(|r| r.invocation.is_some()).map(|r| r.table.clone()));
             summary.resumed.extend(resumed);
             summary.dispatched.extend(dispatch_pending(integration, last.clone(), deps, now).await?);
@@ -151,9 +164,16 @@ impl Tick<'_> {
 
 /// Continues the integration's runs whose window has reset, and heals stranded ones (table-sync
 /// records the stranded invocation: the orchestrator only reads run state).
-async fn resume(integration: &Integration, deps: &Deps) -> Result<Vec<Resumed>> {
+/// Runs going on for too long are reported (logged as errors, listed in `summary`).
+async fn resume(integration: &Integration, deps: &Deps, summary: &mut Summary) -> Result<Vec<Resumed>> {
+    let view = lifecycle::resume_due(deps.state.as_ref(), integration, (deps.lease_ttl, deps.overdue_after)).await?;
+    for run in view.overdue {
+        tracing::error!(event = Event::RunOverdue.as_str(), integration = %integration.name, table = %run.table,
+                        run_id = %run.run_id, since = %run.since, "a run has been in progress for too long");
+        summary.overdue.push(OverdueRun { integration: integration.name.clone(), run });
+    }
     let mut resumed = Vec::new();
-    for event in lifecycle::resume_due(deps.state.as_ref(), integration, deps.lease_ttl).await? {
+    for event in view.resume {
         let error = deps.dispatcher.dispatch(&event).await.err().map(|e| e.to_string());
         tracing::info!(event = Event::RunResumed.as_str(), integration = %event.integration, table = %event.table,
                        run_id = %event.run_id, invocation = ?event.seq, stranded = ?event.stranded, ?error);
