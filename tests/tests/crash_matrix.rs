@@ -235,7 +235,7 @@ fn reliability_doc() -> String {
 const DELIVERY_MODEL: &[(&str, &str, &str, &str)] = &[
     (
         "every event delivered twice, some copies long after the first committed, the account changing between syncs",
-        "a first invocation of a run that committed (the bookmark or a published manifest names it) or that a later run superseded is refused before and after taking the lease: no second record, no file, manifest or bookmark touched; each table commits once per run; no published file changes",
+        "a first invocation of a run that committed, or that a later run superseded (the bookmark, read once it holds the lease, names it), or that finds its own run or a later one holding the lease, is refused: no record, no file, manifest or bookmark touched; each table commits once per run; no published file changes; a DuckDB load after each sync equals the account",
         "tests/tests/exactly_once.rs",
         "every_event_delivered_twice_commits_each_table_once",
     ),
