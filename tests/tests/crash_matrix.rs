@@ -378,7 +378,7 @@ const OTHER_FAULTS: &[(&str, &str, &str, &str)] = &[
     (
         "tests/tests/local_sync.rs",
         "a_backfill_ordered_while_a_run_is_in_progress_is_not_skipped",
-        "the bookmark dropped (an edit's backfill) while a run pages",
+        "the bookmark dropped by hand while a run pages",
         "the commit is refused; the next run reads from the history start",
     ),
     (

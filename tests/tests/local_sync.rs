@@ -593,7 +593,8 @@ async fn pages_that_keep_shifting_fail_the_run_without_moving_the_bookmark() {
     assert!(log.contains("paging_shift_persisted"), "{log}");
 }
 
-/// `integrations edit` drops a table's bookmark to backfill it; a run already in progress must
+/// A table's bookmark dropped by hand to backfill it (edits order backfills by count instead:
+/// `bounds::a_backfill_ordered_during_a_first_load_takes_effect`); a run already in progress must
 /// not commit its bookmark over that (the backfill would silently never happen). The run's
 /// commit is refused, its files go, and the next run reads from the history start.
 #[tokio::test]
@@ -616,7 +617,7 @@ async fn a_backfill_ordered_while_a_run_is_in_progress_is_not_skipped() {
             assert!(t.elapsed() < Duration::from_secs(10), "page 2 was never requested");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        local.state.delete_bookmark("acme", "parties").await.unwrap(); // what `edit` does for a backfill
+        local.state.delete_bookmark("acme", "parties").await.unwrap(); // dropped by hand
     };
     let ((during, outcomes), ()) = tokio::join!(sync, edit);
     let outcome = &outcomes[0];

@@ -55,7 +55,7 @@ pub struct Summary {
 /// Working time for this invocation: Lambda's remaining time (sane values only) minus a margin
 /// to finish the current part and save the checkpoint, capped by the event's `max_seconds`.
 pub fn time_budget(remaining: Option<Duration>, max_seconds: Option<u64>) -> Duration {
-    let lambda = remaining.filter(|r| !r.is_zero() && *r <= LAMBDA_MAX).unwrap_or(DEFAULT_BUDGET);
+    let lambda = sane(remaining).unwrap_or(DEFAULT_BUDGET);
     let margin = (lambda / 5).min(Duration::from_secs(60));
     let mut budget = lambda.saturating_sub(margin);
     if let Some(max) = max_seconds {
@@ -66,8 +66,12 @@ pub fn time_budget(remaining: Option<Duration>, max_seconds: Option<u64>) -> Dur
 
 /// When the runtime kills this invocation: now plus what Lambda says is left (sane values only).
 pub fn kill_at(remaining: Option<Duration>) -> Option<DateTime<Utc>> {
-    let remaining = remaining.filter(|r| !r.is_zero() && *r <= LAMBDA_MAX)?;
-    Some(capsule_shared::from_now(remaining))
+    sane(remaining).map(capsule_shared::from_now)
+}
+
+/// Lambda's remaining time, if it is one a real runtime reports (not zero, not past 15 minutes).
+fn sane(remaining: Option<Duration>) -> Option<Duration> {
+    remaining.filter(|r| !r.is_zero() && *r <= LAMBDA_MAX)
 }
 
 pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps: &Deps) -> Result<Summary> {
