@@ -159,8 +159,8 @@ struct Invoker {
     idle: Notify,
     invocations: AtomicUsize,
     errors: std::sync::Mutex<Vec<String>>,
-    /// Wall time of every invocation (what Lambda bills).
-    durations: std::sync::Mutex<Vec<std::time::Duration>>,
+    /// Wall time of every invocation (what Lambda bills), with its function and event.
+    durations: std::sync::Mutex<Vec<(std::time::Duration, String)>>,
     /// Asynchronous events delivered so far (picks each duplicate's delay).
     delivered: AtomicUsize,
     /// Events for these tables are refused by the Invoke API itself (as when it is throttled
@@ -244,16 +244,23 @@ impl LocalLambda {
 
     /// How long each invocation ran.
     pub fn durations(&self) -> Vec<std::time::Duration> {
-        self.invoker.durations.lock().unwrap().clone()
+        self.invoker.durations.lock().unwrap().iter().map(|(took, _)| *took).collect()
+    }
+
+    /// The longest invocation: how long it ran, its function and its event.
+    pub fn slowest(&self) -> Option<(std::time::Duration, String)> {
+        self.invoker.durations.lock().unwrap().iter().max_by_key(|(took, _)| *took).cloned()
     }
 }
 
 /// One invocation: the function, killed at the timeout like Lambda (its future is dropped).
 async fn run_once(
     invoker: &Invoker,
+    name: &str,
     function: &Function,
     event: serde_json::Value,
 ) -> Result<serde_json::Value, String> {
+    let what = format!("{name} {event}");
     invoker.invocations.fetch_add(1, Ordering::SeqCst);
     let started = std::time::Instant::now();
     let result = match invoker.behaviour.timeout {
@@ -263,7 +270,7 @@ async fn run_once(
         },
         None => function(event).await,
     };
-    invoker.durations.lock().unwrap().push(started.elapsed());
+    invoker.durations.lock().unwrap().push((started.elapsed(), what));
     if let Err(e) = &result {
         invoker.errors.lock().unwrap().push(e.clone());
     }
@@ -303,10 +310,10 @@ async fn invoke(
     for delay in copies {
         invoker.in_flight.fetch_add(1, Ordering::SeqCst);
         let invoker = invoker.clone();
-        let (function, event) = (function.clone(), event.clone());
+        let (function, event, name) = (function.clone(), event.clone(), name.clone());
         runs.push(async move {
             tokio::time::sleep(delay).await;
-            let mut result = run_once(&invoker, &function, event.clone()).await;
+            let mut result = run_once(&invoker, &name, &function, event.clone()).await;
             if asynchronous {
                 // Lambda retries a failed asynchronous event, the same event, twice.
                 for delay in invoker.behaviour.retry_delays.clone() {
@@ -314,7 +321,7 @@ async fn invoke(
                         break;
                     }
                     tokio::time::sleep(delay).await;
-                    result = run_once(&invoker, &function, event.clone()).await;
+                    result = run_once(&invoker, &name, &function, event.clone()).await;
                 }
             }
             if invoker.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {

@@ -29,13 +29,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use chrono::Utc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::capsule::{BudgetChange, BudgetPolicy, Claim, RateBudget, RateBudgetStore, claim_by_update};
+use crate::capsule::{BudgetChange, BudgetPolicy, Claim, RateBudget, RateBudgetStore};
 use crate::integration::{Integration, RunId};
 use crate::observe::Event;
 use crate::ports::{
@@ -492,6 +495,9 @@ impl StateStore for DynamoState {
             .expression_attribute_values(":owner", s(&wanted.owner))
             .expression_attribute_values(":now", n(now.timestamp()))
             .return_values(ReturnValue::AllOld)
+            // The holder that refused it, as it was then: read afterwards, it may have committed
+            // and gone, and a copy of its own run's event would not know it was a duplicate.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
@@ -504,7 +510,14 @@ impl StateStore for DynamoState {
                 Ok(LeaseGrant { lease: Lease { attempt, ..wanted.clone() }, displaced })
             }
             Err(e) if is_conditional_failure(&e) => {
-                let held = self.lease(&wanted.integration, &wanted.table).await?;
+                let refusing = match e.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(c)) => c.item().cloned(),
+                    _ => None,
+                };
+                let held: Option<Lease> = match refusing {
+                    Some(item) => Some(from_item(&item)?),
+                    None => self.lease(&wanted.integration, &wanted.table).await?,
+                };
                 Err(SyncError::LeaseHeld {
                     integration: wanted.integration.clone(),
                     table: wanted.table.clone(),
@@ -817,48 +830,106 @@ fn read_budget(item: &Item) -> Result<(RateBudget, i64)> {
     Ok((budget, num("ver")?))
 }
 
+/// What one optimistic update of a budget did.
+enum Attempted {
+    /// Written, or nothing to write: the budget as stored now.
+    Done(Option<RateBudget>),
+    /// Another writer changed the budget between the read and the write.
+    Conflict,
+}
+
+impl DynamoState {
+    fn budget_key(key: &str) -> Item {
+        budget_key_item(key).into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    /// The stored budget and its version (a consistent read).
+    async fn stored_budget(&self, key: &str) -> Result<Option<(RateBudget, i64)>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::budget_key(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| db_err("GetItem", e))?;
+        out.item.as_ref().map(read_budget).transpose()
+    }
+
+    /// One optimistic update: read, change, write conditioned on the version read.
+    async fn update_budget_once(&self, key: &str, change: BudgetChange<'_>) -> Result<Attempted> {
+        let current = self.stored_budget(key).await?;
+        let version = current.as_ref().map_or(0, |(_, v)| *v);
+        let current = current.map(|(b, _)| b);
+        let Some(next) = change(current.as_ref()) else { return Ok(Attempted::Done(current)) };
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(budget_item(key, &next, version + 1)))
+            .condition_expression("attribute_not_exists(pk) OR #ver = :ver")
+            .expression_attribute_names("#ver", "ver")
+            .expression_attribute_values(":ver", n(version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Attempted::Done(Some(next))),
+            Err(e) if is_conditional_failure(&e) => Ok(Attempted::Conflict),
+            Err(e) => Err(db_err("PutItem", e)),
+        }
+    }
+
+    /// One conditional increment of the window `known` describes, below its share: the budget
+    /// as stored after it, or None when the condition failed (another window or limit, or the
+    /// share spent).
+    async fn increment(&self, key: &str, policy: &BudgetPolicy, known: &RateBudget) -> Result<Option<RateBudget>> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::budget_key(key)))
+            .update_expression("SET #used = #used + :one, #ver = #ver + :one")
+            .condition_expression("#limit = :limit AND window_reset = :reset AND #used < :cap")
+            .expression_attribute_names("#used", "used")
+            .expression_attribute_names("#ver", "ver")
+            .expression_attribute_names("#limit", "limit")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(i64::from(known.limit)))
+            .expression_attribute_values(":reset", n(known.window_reset))
+            .expression_attribute_values(":cap", n(i64::from(policy.cap(known.limit))))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out.attributes.as_ref().map(read_budget).transpose()?.map(|(b, _)| b)),
+            Err(e) if is_conditional_failure(&e) => Ok(None),
+            Err(e) => Err(db_err("UpdateItem", e)),
+        }
+    }
+}
+
 #[async_trait]
 impl RateBudgetStore for DynamoState {
     /// Optimistic: read, change, write conditioned on the version read; on conflict, again.
     async fn update_budget(&self, key: &str, change: BudgetChange<'_>) -> Result<Option<RateBudget>> {
         for _ in 0..BUDGET_UPDATE_ATTEMPTS {
-            let out = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(budget_key_item(key).into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| db_err("GetItem", e))?;
-            let current = out.item.as_ref().map(read_budget).transpose()?;
-            let version = current.as_ref().map_or(0, |(_, v)| *v);
-            let current = current.map(|(b, _)| b);
-            let Some(next) = change(current.as_ref()) else { return Ok(current) };
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(budget_item(key, &next, version + 1)))
-                .condition_expression("attribute_not_exists(pk) OR #ver = :ver")
-                .expression_attribute_names("#ver", "ver")
-                .expression_attribute_values(":ver", n(version))
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(Some(next)),
-                Err(e) if is_conditional_failure(&e) => {
+            match self.update_budget_once(key, change).await? {
+                Attempted::Done(stored) => return Ok(stored),
+                Attempted::Conflict => {
                     let jitter = rand::random::<u64>() % 20;
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
-                Err(e) => return Err(db_err("PutItem", e)),
             }
         }
         Err(SyncError::State(format!("rate-limit budget {key}: too many concurrent updates")))
     }
 
-    /// One conditional increment while the window is the one the caller knows and below its
-    /// share; otherwise (a new window, a changed limit, the share spent) the general update.
+    /// A conditional increment in place while the window is one the claimer knows (told, or
+    /// read) and below its share. Only a new window (or a changed limit, or a spent share) takes
+    /// one optimistic update; a claimer that loses that race increments the winner's window next,
+    /// so many invocations starting at once do not retry against each other (with 20 of them
+    /// retrying optimistic writes, one waited ~9 s on moto).
     async fn claim(
         &self,
         key: &str,
@@ -866,33 +937,26 @@ impl RateBudgetStore for DynamoState {
         now: i64,
         known: Option<&RateBudget>,
     ) -> Result<(Claim, Option<RateBudget>)> {
-        if let Some(known) = known.filter(|k| now < k.window_reset) {
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(budget_key_item(key).into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
-                .update_expression("SET #used = #used + :one, #ver = #ver + :one")
-                .condition_expression("#limit = :limit AND window_reset = :reset AND #used < :cap")
-                .expression_attribute_names("#used", "used")
-                .expression_attribute_names("#ver", "ver")
-                .expression_attribute_names("#limit", "limit")
-                .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":limit", n(i64::from(known.limit)))
-                .expression_attribute_values(":reset", n(known.window_reset))
-                .expression_attribute_values(":cap", n(i64::from(policy.cap(known.limit))))
-                .return_values(ReturnValue::AllNew)
-                .send()
-                .await;
-            match result {
-                Ok(out) => {
-                    let stored = out.attributes.as_ref().map(read_budget).transpose()?.map(|(b, _)| b);
-                    return Ok((Claim::Granted, stored));
+        let mut known = known.filter(|k| now < k.window_reset).cloned();
+        for _ in 0..BUDGET_UPDATE_ATTEMPTS {
+            if let Some(window) = &known
+                && let Some(stored) = self.increment(key, policy, window).await?
+            {
+                return Ok((Claim::Granted, Some(stored)));
+            }
+            let verdict = std::sync::Mutex::new(Claim::Granted);
+            let change = |current: Option<&RateBudget>| {
+                let (next, claim) = RateBudget::claim(current, policy, now);
+                *verdict.lock().unwrap() = claim;
+                next
+            };
+            match self.update_budget_once(key, &change).await? {
+                Attempted::Done(stored) => return Ok((*verdict.lock().unwrap(), stored)),
+                Attempted::Conflict => {
+                    known = self.stored_budget(key).await?.map(|(b, _)| b).filter(|b| now < b.window_reset);
                 }
-                Err(e) if is_conditional_failure(&e) => {}
-                Err(e) => return Err(db_err("UpdateItem", e)),
             }
         }
-        claim_by_update(self, key, policy, now).await
+        Err(SyncError::State(format!("rate-limit budget {key}: too many concurrent claims")))
     }
 }

@@ -59,6 +59,12 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(300);
 /// not take the table from a run whose continuation is still on its way.
 pub const DEFAULT_PARKED_HOLD: Duration = Duration::from_secs(6 * 3600);
 
+/// A first invocation that finds its table held by a late duplicate of a committed run waits
+/// this often, this long each, for the duplicate to refuse itself (an acquire, a read and a
+/// release) before it counts the table as held.
+const LATE_COPY_WAITS: u32 = 10;
+const LATE_COPY_WAIT: Duration = Duration::from_millis(200);
+
 /// Knobs of a table run that aren't integration settings.
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
@@ -244,11 +250,22 @@ impl TableRun<'_> {
         let owner = format!("{}/{:08x}", self.run_id, rand::rng().random::<u32>());
         let started = Utc::now(); // T0: before the first request
         let ttl = self.lease_timing().ttl_now();
-        let grant = match state.acquire_lease(&Lease::first(name, table, &owner, self.run_id, started, ttl)).await {
-            Err(SyncError::LeaseHeld { holder, .. }) if !redo && self.not_older_than_run_of(&holder) => {
-                return Err(self.duplicate(&format!("run {holder} holds the table")));
+        let mut waited = 0;
+        let grant = loop {
+            match state.acquire_lease(&Lease::first(name, table, &owner, self.run_id, started, ttl)).await {
+                Err(SyncError::LeaseHeld { holder, .. }) if !redo && self.not_older_than_run_of(&holder) => {
+                    return Err(self.duplicate(&format!("run {holder} holds the table")));
+                }
+                // A late copy of a committed run's event holds the lease only while it reads the
+                // bookmark that refuses it: wait for it rather than skip this run's table.
+                Err(SyncError::LeaseHeld { holder, .. })
+                    if waited < LATE_COPY_WAITS && self.held_by_a_committed_run(&holder).await? =>
+                {
+                    waited += 1;
+                    tokio::time::sleep(LATE_COPY_WAIT).await;
+                }
+                other => break other?,
             }
-            other => other?,
         };
         let bookmark = state.bookmark(name, table).await?;
         if !redo && let Err(refused) = self.refuse_committed(bookmark.as_ref()) {
@@ -332,6 +349,14 @@ impl TableRun<'_> {
     }
 
     /// Whether the lease holder `holder` (`<run id>/<random>`) belongs to this run or a later one.
+    /// Whether the lease `holder` is of a run the bookmark has already moved past (committed or
+    /// superseded): a late duplicate, about to refuse itself and give the lease back.
+    async fn held_by_a_committed_run(&self, holder: &str) -> Result<bool> {
+        let Some(run) = holder.split('/').next().and_then(|id| id.parse::<RunId>().ok()) else { return Ok(false) };
+        let bookmark = self.deps.state.bookmark(&self.integration.name, self.table.name).await?;
+        Ok(bookmark.is_some_and(|b| b.run_id.started_at() >= run.started_at()))
+    }
+
     fn not_older_than_run_of(&self, holder: &str) -> bool {
         let run = holder.split('/').next().and_then(|id| id.parse::<RunId>().ok());
         run.is_some_and(|run| &run == self.run_id || run.started_at() >= self.run_id.started_at())
