@@ -65,6 +65,9 @@ enum Command {
     Plan(commands::plan::PlanArgs),
     /// Write an integration's warehouse kit: raw tables, loads and current-state views.
     Warehouse(commands::warehouse::WarehouseArgs),
+    /// Check a deployed stack (--backend aws): functions, table, bucket, schedule, and each
+    /// integration's API URL and secret; prints every problem with its fix.
+    Doctor(commands::doctor::DoctorArgs),
 }
 
 fn init_tracing(format: LogFormat, verbose: u8, quiet_for_progress_bars: bool) {
@@ -95,6 +98,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return commands::demo::run(&cli.data_dir, &cli.backend, args).await;
     }
+    if let Command::Doctor(args) = &cli.command {
+        anyhow::ensure!(
+            cli.backend.backend == backend::BackendKind::Aws,
+            "doctor checks a deployed stack: run it with --backend aws"
+        );
+        return commands::doctor::run(args).await;
+    }
     let backend = backend::Backend::open(&cli.data_dir, &cli.backend).await?;
     match cli.command {
         Command::Sync(args) => commands::sync::run(&backend, args).await,
@@ -108,7 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => commands::ops::logs(&backend, args).await,
         Command::Plan(args) => commands::plan::run(&backend, args).await,
         Command::Warehouse(args) => commands::warehouse::run(&backend, args).await,
-        Command::Catalog(_) | Command::Demo(_) => unreachable!("handled above"),
+        Command::Catalog(_) | Command::Demo(_) | Command::Doctor(_) => unreachable!("handled above"),
     }
 }
 

@@ -69,20 +69,31 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// Where a deployment's settings are read: this process's environment, or a deployed
+/// function's (`capsule-sync doctor`).
+pub type Settings<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 impl AccessPolicy {
     /// The AWS backend's policy (Lambda functions and `--backend aws`), from the environment.
     pub fn aws_from_env() -> Result<AccessPolicy> {
-        let prefix = env_var("CAPSULE_SECRET_PREFIX").unwrap_or_else(|| DEFAULT_SECRET_PREFIX.into());
-        let allowed = match env_var("CAPSULE_SECRET_ALLOW_LIST") {
+        AccessPolicy::aws_from(&env_var)
+    }
+
+    /// The AWS backend's policy from a deployment's settings (its `CAPSULE_*` variables).
+    pub fn aws_from(settings: Settings) -> Result<AccessPolicy> {
+        let setting = |name: &str| settings(name).filter(|v| !v.trim().is_empty());
+        let prefix = setting("CAPSULE_SECRET_PREFIX").unwrap_or_else(|| DEFAULT_SECRET_PREFIX.into());
+        let allowed = match setting("CAPSULE_SECRET_ALLOW_LIST") {
             Some(list) => parse_secret_allow_list(&list)?,
             None => BTreeMap::new(),
         };
-        AccessPolicy { tokens: TokenRule::OwnSecret { prefix, allowed }, ..AccessPolicy::from_env_urls()? }.checked()
+        AccessPolicy { tokens: TokenRule::OwnSecret { prefix, allowed }, ..AccessPolicy::urls_from(&setting)? }
+            .checked()
     }
 
     /// The local backend's policy: env/file tokens, loopback URLs allowed.
     pub fn local_from_env() -> Result<AccessPolicy> {
-        Ok(AccessPolicy { tokens: TokenRule::Local, any_loopback: true, ..AccessPolicy::from_env_urls()? })
+        Ok(AccessPolicy { tokens: TokenRule::Local, any_loopback: true, ..AccessPolicy::urls_from(&env_var)? })
     }
 
     /// A policy for the local backend that also allows the given base URLs.
@@ -99,8 +110,8 @@ impl AccessPolicy {
         Ok(self)
     }
 
-    fn from_env_urls() -> Result<AccessPolicy> {
-        let api_urls = match env_var("CAPSULE_ALLOWED_API_URLS") {
+    fn urls_from(setting: Settings) -> Result<AccessPolicy> {
+        let api_urls = match setting("CAPSULE_ALLOWED_API_URLS") {
             Some(list) => list
                 .split(',')
                 .map(str::trim)
@@ -109,7 +120,7 @@ impl AccessPolicy {
                 .collect::<Result<_>>()?,
             None => Vec::new(),
         };
-        let oauth_token_url = match env_var("CAPSULE_OAUTH_TOKEN_URL") {
+        let oauth_token_url = match setting("CAPSULE_OAUTH_TOKEN_URL") {
             Some(url) => allowed_entry("CAPSULE_OAUTH_TOKEN_URL", &url)?,
             None => AccessPolicy::default().oauth_token_url,
         };

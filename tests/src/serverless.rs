@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use capsule_shared::access::{AccessPolicy, TokenRule};
-use capsule_shared::aws::{DynamoState, LambdaDispatcher, S3Sink};
+use capsule_shared::aws::{AwsClients, DynamoState, LambdaDispatcher, S3Sink, sdk_config};
 use capsule_shared::capsule::ClientOptions;
 use capsule_shared::engine::RunOptions;
 use capsule_shared::integration::{Integration, TokenSource};
@@ -30,6 +30,10 @@ pub struct World {
     pub client: aws_sdk_lambda::Client,
     /// This world's `CAPSULE_SECRET_PREFIX`: integration `x` reads its token from `<prefix>x`.
     pub secret_prefix: String,
+    /// This world's `CAPSULE_PREFIX`: where everything lands in the bucket.
+    pub prefix: String,
+    /// Every AWS call the functions made, when [`Setup::record_calls`] is set.
+    pub recorder: Option<crate::iam::Recorder>,
 }
 
 /// How a test's world differs from production's.
@@ -54,6 +58,15 @@ pub struct Setup {
     pub bootstrap: Option<Arc<crate::runtime::KillPlan>>,
     /// The orchestrator's `CAPSULE_RUN_OVERDUE_HOURS`.
     pub overdue_after: Duration,
+    /// `CAPSULE_PREFIX` (template: `OutputPrefix`).
+    pub output_prefix: String,
+    /// `CAPSULE_SECRET_PREFIX` (template: `SecretPrefix`); None: one of the world's own.
+    pub secret_prefix: Option<String>,
+    /// `CAPSULE_KMS_KEY_ID` (template: `OutputKmsKeyArn`).
+    pub kms_key: Option<String>,
+    /// Route the functions' AWS calls through a recorder ([`crate::iam::Recorder`]), each
+    /// function signing with its own name as access key id.
+    pub record_calls: bool,
 }
 
 impl Setup {
@@ -70,6 +83,10 @@ impl Setup {
             oauth_token_url: None,
             bootstrap: None,
             overdue_after: capsule_shared::lifecycle::DEFAULT_OVERDUE_AFTER,
+            output_prefix: "warehouse".into(),
+            secret_prefix: None,
+            kms_key: None,
+            record_calls: false,
         }
     }
 }
@@ -90,7 +107,8 @@ pub async fn world_with(setup: Setup) -> World {
     .await;
     let stack = AwsStack::new().await;
     // A deployment of its own: its secret prefix, the simulator as its allowed API host.
-    let secret_prefix = format!("{}/", unique("capsule-sync/world"));
+    let secret_prefix = setup.secret_prefix.clone().unwrap_or_else(|| format!("{}/", unique("capsule-sync/world")));
+    let prefix = setup.output_prefix.clone();
     let mut access = AccessPolicy {
         tokens: TokenRule::OwnSecret { prefix: secret_prefix.clone(), allowed: Default::default() },
         ..AccessPolicy::default()
@@ -124,23 +142,39 @@ pub async fn world_with(setup: Setup) -> World {
     )
     .await;
     let client = lambda.client().await;
-    let state = Arc::new(DynamoState::new(stack.clients.dynamodb.clone(), &stack.table));
-    let dispatcher = Arc::new(LambdaDispatcher::new(client.clone(), "table-sync"));
+    let recorder = match setup.record_calls {
+        true => Some(crate::iam::Recorder::start(&moto_endpoint(), &lambda.url).await),
+        false => None,
+    };
+    // Each function's clients: signed with its own name through the recorder, or the test's.
+    let (orchestrator_clients, table_sync_clients) = match &recorder {
+        Some(r) => (clients_signed_as("orchestrator", &r.url).await, clients_signed_as("table-sync", &r.url).await),
+        None => {
+            let clients = AwsClients { lambda: client.clone(), ..stack.clients.clone() };
+            (clients.clone(), clients)
+        }
+    };
+    let state = Arc::new(DynamoState::new(table_sync_clients.dynamodb.clone(), &stack.table));
+    let dispatcher = Arc::new(LambdaDispatcher::new(table_sync_clients.lambda.clone(), "table-sync"));
     let table_sync_deps = table_sync::Deps {
         state: state.clone(),
-        sink: Arc::new(S3Sink::new(stack.clients.s3.clone(), &stack.bucket, "warehouse", None)),
-        dispatcher: dispatcher.clone(),
-        clients: stack.clients.clone(),
+        sink: Arc::new(S3Sink::new(table_sync_clients.s3.clone(), &stack.bucket, &prefix, setup.kms_key.clone())),
+        dispatcher,
+        clients: table_sync_clients.clone(),
         options: setup.run,
         client_options: ClientOptions { access, ..setup.client.clone() },
     };
-    let orchestrator_deps =
-        orchestrator::Deps { state, dispatcher, lease_ttl: setup.run.lease_ttl, overdue_after: setup.overdue_after };
+    let orchestrator_deps = orchestrator::Deps {
+        state: Arc::new(DynamoState::new(orchestrator_clients.dynamodb.clone(), &stack.table)),
+        dispatcher: Arc::new(LambdaDispatcher::new(orchestrator_clients.lambda.clone(), "table-sync")),
+        lease_ttl: setup.run.lease_ttl,
+        overdue_after: setup.overdue_after,
+    };
     let remaining = setup.remaining;
-    let bootstrap_env = vec![
+    let mut bootstrap_env = vec![
         ("CAPSULE_STATE_TABLE".to_string(), stack.table.clone()),
         ("CAPSULE_BUCKET".to_string(), stack.bucket.clone()),
-        ("CAPSULE_PREFIX".to_string(), "warehouse".to_string()),
+        ("CAPSULE_PREFIX".to_string(), prefix.clone()),
         ("CAPSULE_SECRET_PREFIX".to_string(), secret_prefix.clone()),
         ("CAPSULE_ALLOWED_API_URLS".to_string(), sim.base_url().to_string()),
         ("AWS_LAMBDA_FUNCTION_NAME".to_string(), "table-sync".to_string()),
@@ -148,6 +182,16 @@ pub async fn world_with(setup: Setup) -> World {
         ("AWS_LAMBDA_FUNCTION_VERSION".to_string(), "$LATEST".to_string()),
         ("AWS_ENDPOINT_URL_LAMBDA".to_string(), lambda.url.clone()),
     ];
+    if let Some(r) = &recorder {
+        for (name, value) in [("AWS_ENDPOINT_URL", &r.url), ("AWS_ENDPOINT_URL_LAMBDA", &r.url)] {
+            bootstrap_env.retain(|(n, _)| n != name);
+            bootstrap_env.push((name.to_string(), value.clone()));
+        }
+        bootstrap_env.push(("AWS_ACCESS_KEY_ID".to_string(), "table-sync".to_string()));
+    }
+    if let Some(key) = &setup.kms_key {
+        bootstrap_env.push(("CAPSULE_KMS_KEY_ID".to_string(), key.clone()));
+    }
     let in_process: Function = Arc::new(move |event| {
         let deps = table_sync_deps.clone();
         Box::pin(async move {
@@ -172,7 +216,7 @@ pub async fn world_with(setup: Setup) -> World {
     });
     functions.lock().unwrap().insert("table-sync".into(), table_sync_fn);
     functions.lock().unwrap().insert("orchestrator".into(), orchestrator_fn);
-    World { sim, stack, lambda, client, secret_prefix }
+    World { sim, stack, lambda, client, secret_prefix, prefix, recorder }
 }
 
 impl World {
@@ -209,7 +253,7 @@ impl World {
     pub async fn rows(&self, table: &str, run_id: &str) -> Vec<serde_json::Map<String, Value>> {
         let mut rows = Vec::new();
         for key in self.stack.keys().await {
-            if key.starts_with(&format!("warehouse/acme/{table}/")) && key.contains(&format!("/run={run_id}/")) {
+            if key.starts_with(&format!("{}/acme/{table}/", self.prefix)) && key.contains(&format!("/run={run_id}/")) {
                 let bytes = self.stack.object(&key).await;
                 let dir = tempfile::tempdir().unwrap();
                 let path = dir.path().join("part.ndjson.gz");
@@ -221,7 +265,7 @@ impl World {
     }
 
     pub async fn manifest(&self, table: &str, run_id: &str) -> Value {
-        let key = format!("warehouse/_meta/acme/runs/{run_id}/{table}.json");
+        let key = format!("{}/_meta/acme/runs/{run_id}/{table}.json", self.prefix);
         serde_json::from_slice(&self.stack.object(&key).await).unwrap()
     }
 }
@@ -253,11 +297,30 @@ pub async fn manifest_rows(w: &World, table: &str, run_id: &str) -> Vec<serde_js
     let manifest = w.manifest(table, run_id).await;
     let mut rows = Vec::new();
     for file in manifest["files"].as_array().unwrap() {
-        let key = format!("warehouse/{}", file["key"].as_str().unwrap());
+        let key = format!("{}/{}", w.prefix, file["key"].as_str().unwrap());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(key.rsplit('/').next().unwrap());
         std::fs::write(&path, w.stack.object(&key).await).unwrap();
         rows.extend(read_ndjson(&path));
     }
     rows
+}
+
+/// The loopback endpoint the tests' AWS clients use (moto).
+fn moto_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL: run the tests with `bash scripts/test.sh`")
+}
+
+/// SDK clients that sign as `function` (its name as access key id, as its role's credentials
+/// would identify it) and send everything to `endpoint`.
+async fn clients_signed_as(function: &str, endpoint: &str) -> AwsClients {
+    use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+    let credentials = Credentials::new(function, "recorded", None, None, "recorder");
+    let config = sdk_config()
+        .await
+        .into_builder()
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .build();
+    AwsClients::new(&config)
 }

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod demo;
+pub mod doctor;
 pub mod integrations;
 pub mod ops;
 pub mod plan;
