@@ -67,8 +67,15 @@ pub async fn create_secret(clients: &AwsClients, document: serde_json::Value) ->
     create_secret_named(clients, &unique("capsule-sync/test"), document).await
 }
 
+/// Creates the secret, or gives an existing one this value (a fixed name, as a deployment's
+/// default prefix gives, is left behind by an earlier run against the same moto).
 pub async fn create_secret_named(clients: &AwsClients, name: &str, document: serde_json::Value) -> String {
-    clients.secrets.create_secret().name(name).secret_string(document.to_string()).send().await.expect("secret");
+    let created = clients.secrets.create_secret().name(name).secret_string(document.to_string()).send().await;
+    if let Err(e) = created {
+        let exists = e.as_service_error().is_some_and(|e| e.is_resource_exists_exception());
+        assert!(exists, "secret {name}: {e:?}");
+        clients.secrets.put_secret_value().secret_id(name).secret_string(document.to_string()).send().await.unwrap();
+    }
     name.to_string()
 }
 

@@ -312,15 +312,25 @@ fn moto_endpoint() -> String {
 }
 
 /// SDK clients that sign as `function` (its name as access key id, as its role's credentials
-/// would identify it) and send everything to `endpoint`.
+/// would identify it) and send everything to `endpoint`. The endpoint is set on each service's
+/// config: there the environment's `AWS_ENDPOINT_URL` would win over the shared config's.
 async fn clients_signed_as(function: &str, endpoint: &str) -> AwsClients {
     use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
     let credentials = Credentials::new(function, "recorded", None, None, "recorder");
-    let config = sdk_config()
-        .await
-        .into_builder()
-        .endpoint_url(endpoint)
-        .credentials_provider(SharedCredentialsProvider::new(credentials))
-        .build();
-    AwsClients::new(&config)
+    let config =
+        sdk_config().await.into_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build();
+    AwsClients {
+        s3: aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&config).endpoint_url(endpoint).force_path_style(true).build(),
+        ),
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&config).endpoint_url(endpoint).build(),
+        ),
+        secrets: aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(&config).endpoint_url(endpoint).build(),
+        ),
+        lambda: aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(&config).endpoint_url(endpoint).build(),
+        ),
+    }
 }
