@@ -67,9 +67,12 @@ async fn run_case(seed: u64, aws: bool) {
         let local = Local::new();
         (Arc::new(local.state.clone()), Arc::new(local.sink.clone()), Box::new(local))
     };
+    // moto answers in hundreds of milliseconds when other tests share it: a one-second lease
+    // could fail to renew there, so the AWS cases hold theirs for three.
+    let lease_ttl = Duration::from_secs(if aws { 3 } else { 1 });
     let options = RunOptions {
         writer: WriterOptions { part_max_bytes: 32 * 1024, chunk_bytes: 8 * 1024, ..WriterOptions::default() },
-        lease_ttl: Duration::from_secs(1),
+        lease_ttl,
         ..RunOptions::default()
     };
     let tables = capsule_shared::catalog::resolve_tables(&TABLES.map(String::from)).unwrap();
@@ -104,7 +107,8 @@ async fn run_case(seed: u64, aws: bool) {
                     () = injection.crashed() => true,
                 };
                 if crashed {
-                    tokio::time::sleep(Duration::from_millis(2200)).await; // the killed run's lease expires
+                    // The killed run's lease expires (DynamoDB: whole seconds).
+                    tokio::time::sleep(lease_ttl + Duration::from_millis(1200)).await;
                 }
             }
         }
