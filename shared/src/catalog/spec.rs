@@ -70,6 +70,12 @@ pub const NOT_PROVIDED: &[NotProvided] = &[
         reason: "restricted cases are rows of this table with `_restricted = true` (and `_deleted = false`)",
     },
     NotProvided {
+        table: "deleted_cases",
+        columns: &["restrictedParties"],
+        reason: "the spec's copy of DeletedParties' list: restricted cases are rows of this table with \
+                 `_restricted = true` (and `_deleted = false`); restricted parties are in `deleted_parties`",
+    },
+    NotProvided {
         table: "deleted_opportunities",
         columns: &["restrictedOpportunities"],
         reason: "restricted opportunities are rows of this table with `_restricted = true` (and `_deleted = false`)",
