@@ -5,6 +5,7 @@ mod backend;
 mod commands;
 mod report;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,6 +25,10 @@ struct Cli {
     /// More log detail (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Colour in log lines: auto (only when stderr is a terminal and NO_COLOR is unset), always
+    /// or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
     #[command(flatten)]
     backend: backend::BackendArgs,
     #[command(subcommand)]
@@ -34,6 +39,28 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether log lines carry ANSI colour codes. `--color always` wins over `NO_COLOR`
+    /// (a flag given for this run is more specific than the environment); auto colours only a
+    /// terminal, and never when `NO_COLOR` is set to anything but the empty string.
+    fn colors(self) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,9 +97,12 @@ enum Command {
     Doctor(commands::doctor::DoctorArgs),
 }
 
-fn init_tracing(format: LogFormat, verbose: u8, quiet_for_progress_bars: bool) {
+/// Logs on stderr. `quiet` (progress bars on screen, or the demo, whose screen is its steps and
+/// summaries) shows warnings and errors only unless `-v` asks for more: every run's log is stored
+/// with its files anyway (`capsule-sync logs`).
+fn init_tracing(format: LogFormat, verbose: u8, quiet: bool, color: bool) {
     let default = match verbose {
-        0 if quiet_for_progress_bars => "warn",
+        0 if quiet => "warn",
         0 => "info",
         1 => "debug",
         _ => "trace",
@@ -80,7 +110,7 @@ fn init_tracing(format: LogFormat, verbose: u8, quiet_for_progress_bars: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!("warn,capsule_shared={default},capsule_sync={default},capsule_sim=warn"))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(color);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -125,8 +155,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let bars = report::use_progress_bars() && matches!(cli.command, Command::Demo(_) | Command::Sync(_));
-    init_tracing(cli.log_format, cli.verbose, bars);
+    let bars = report::use_progress_bars() && matches!(cli.command, Command::Sync(_));
+    let quiet = bars || matches!(cli.command, Command::Demo(_));
+    init_tracing(cli.log_format, cli.verbose, quiet, cli.color.colors());
     let result = run(cli).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,6 +40,12 @@ pub enum SyncError {
     #[error("Capsule API unavailable for {request} after {attempts} attempts: {last}")]
     Unavailable { request: String, attempts: u32, last: String },
 
+    /// The first request never reached Capsule (connection refused, host unknown, TLS handshake
+    /// failed): a wrong setup, not an outage, so it is not retried. Once Capsule has answered,
+    /// the same failures are transient.
+    #[error("cannot reach Capsule at {url}: {problem}. Fix: {fix}")]
+    Unreachable { url: String, problem: String, fix: &'static str },
+
     /// One attempt failed in a way a retry may fix (5xx, timeout, dropped connection, cut body).
     #[error("transient failure on {request}: {message}")]
     Transient { request: String, message: String },
@@ -106,7 +112,10 @@ pub type Result<T, E = SyncError> = std::result::Result<T, E>;
 impl SyncError {
     pub fn fault(&self) -> Fault {
         match self {
-            SyncError::Auth { .. } | SyncError::Config(_) | SyncError::Credentials(_) => Fault::User,
+            SyncError::Auth { .. }
+            | SyncError::Config(_)
+            | SyncError::Credentials(_)
+            | SyncError::Unreachable { .. } => Fault::User,
             SyncError::Rejected { status, .. } if *status == 404 => Fault::Internal,
             SyncError::Rejected { .. } => Fault::User,
             SyncError::Unavailable { .. }
@@ -143,6 +152,7 @@ impl SyncError {
             SyncError::Auth { .. } => "CapsuleAuthError",
             SyncError::Rejected { .. } => "CapsuleRequestRejected",
             SyncError::Unavailable { .. } => "CapsuleUnavailable",
+            SyncError::Unreachable { .. } => "CapsuleUnreachable",
             SyncError::Transient { .. } => "CapsuleTransientError",
             SyncError::BadResponse { .. } => "CapsuleBadResponse",
             SyncError::Config(_) => "ConfigError",

@@ -80,7 +80,7 @@ pub async fn run(data_dir: &Path, backend_args: &BackendArgs, args: DemoArgs) ->
     println!("\n== Changing the account ==");
     for (kind, op, count) in changes {
         sim.mutate_n(kind, op, count).map_err(anyhow::Error::msg)?;
-        println!("  {op:?} {count} {kind:?}");
+        println!("  {op} {count} {kind}");
     }
 
     println!("\n== Run 2: incremental tables read only the changes; deleted_* tables get the tombstones ==");

@@ -10,7 +10,7 @@ mod ratelimit;
 mod record;
 mod retry;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -133,6 +133,9 @@ struct Inner {
     /// The budget as last stored, to skip writes that would change nothing.
     known: Mutex<Option<RateBudget>>,
     last_status: Mutex<Option<RateLimitStatus>>,
+    /// Whether Capsule has answered this client at all: until it has, a connection that cannot
+    /// be made is a wrong setup ([`SyncError::Unreachable`]), not an outage to retry.
+    answered: AtomicBool,
     options: ClientOptions,
 }
 
@@ -204,6 +207,7 @@ impl CapsuleClient {
                 budget,
                 known: Mutex::new(None),
                 last_status: Mutex::new(None),
+                answered: AtomicBool::new(false),
                 options,
             }),
             counters: Arc::default(),
@@ -454,6 +458,17 @@ impl CapsuleClient {
         Ok(body)
     }
 
+    /// A request that could not be sent: retried, unless Capsule has never answered this client
+    /// and the failure points at the setup (the first request fails at once, with the fix).
+    fn classify_transport(&self, error: &reqwest::Error, url: &Url, request: &str) -> Attempt {
+        if !self.inner.answered.load(Ordering::Relaxed)
+            && let Some((problem, fix)) = retry::setup_problem(error)
+        {
+            return Attempt::Fatal(SyncError::Unreachable { url: url.origin().ascii_serialization(), problem, fix });
+        }
+        retry::classify_transport(error, request)
+    }
+
     async fn attempt(&self, url: &Url) -> std::result::Result<(String, Option<Url>), Attempt> {
         let inner = &self.inner;
         self.claim(url).await.map_err(Attempt::Fatal)?;
@@ -473,7 +488,8 @@ impl CapsuleClient {
             .header(USER_AGENT, concat!("capsule-sync/", env!("CARGO_PKG_VERSION")))
             .send()
             .await
-            .map_err(|e| retry::classify_transport(&e, &request))?;
+            .map_err(|e| self.classify_transport(&e, url, &request))?;
+        inner.answered.store(true, Ordering::Relaxed);
         let status = response.status();
         let headers = response.headers().clone();
         if let Some(s) = RateLimitStatus::from_headers(&headers) {

@@ -54,6 +54,44 @@ pub fn classify_transport(error: &reqwest::Error, request: &str) -> Attempt {
     Attempt::Transient(SyncError::Transient { request: request.to_string(), message: format!("{what}: {error}") })
 }
 
+/// Why a connection could not be made, when that points at the setup rather than an outage:
+/// the problem in a line and its fix. Connect timeouts are not among them (a slow network looks
+/// the same), nor is anything after a connection was made.
+pub fn setup_problem(error: &reqwest::Error) -> Option<(String, &'static str)> {
+    if !error.is_connect() || error.is_timeout() {
+        return None;
+    }
+    let io_kinds = || source_chain(error).filter_map(|e| e.downcast_ref::<std::io::Error>()).map(|e| e.kind());
+    let innermost = source_chain(error).last().map(ToString::to_string).unwrap_or_else(|| error.to_string());
+    Some(if io_kinds().any(|k| k == std::io::ErrorKind::ConnectionRefused) {
+        (
+            "connection refused (nothing listens at that host and port)".into(),
+            "check the host and port of --api-base-url (Capsule's is https://api.capsulecrm.com)",
+        )
+    } else if source_chain(error).any(|e| e.is::<rustls::Error>()) {
+        (
+            format!("the TLS handshake failed ({innermost})"),
+            "check the scheme of --api-base-url (https for Capsule) and any proxy or certificate in between",
+        )
+    } else {
+        (
+            format!("could not connect ({innermost})"),
+            "check the host name of --api-base-url and this machine's DNS and network",
+        )
+    })
+}
+
+/// `error` and every error under it. An I/O error that wraps another leads to it (its own
+/// `source()` skips the wrapped error: the TLS handshake's rustls error sits two I/O errors deep).
+fn source_chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+        None => e.source(),
+    })
+}
+
 /// The retry schedule: exponential with full jitter, bounded in count and per-wait length.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -80,6 +118,58 @@ pub fn backoff(policy: &RetryPolicy) -> ExponentialBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error of one GET to `url` (loopback only; `resolver` answers names instead of DNS).
+    async fn failure(url: &str, resolver: Option<std::sync::Arc<dyn reqwest::dns::Resolve>>) -> reqwest::Error {
+        crate::tls::install_crypto_provider();
+        let mut builder = reqwest::Client::builder();
+        if let Some(resolver) = resolver {
+            builder = builder.dns_resolver(resolver);
+        }
+        builder.build().unwrap().get(url).send().await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_setup_problem_named_with_its_fix() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (problem, fix) = setup_problem(&failure(&format!("http://127.0.0.1:{port}/"), None).await).unwrap();
+        assert!(problem.contains("connection refused"), "{problem}");
+        assert!(fix.contains("port of --api-base-url"), "{fix}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_a_setup_problem_named_with_its_fix() {
+        // A plain-text server where https was asked for.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+            }
+        });
+        let (problem, fix) = setup_problem(&failure(&format!("https://127.0.0.1:{port}/"), None).await).unwrap();
+        assert!(problem.contains("TLS handshake failed"), "{problem}");
+        assert!(fix.contains("scheme"), "{fix}");
+    }
+
+    /// Resolves no name, as DNS does for a host that does not exist (no query leaves the machine).
+    struct NoSuchHost;
+
+    impl reqwest::dns::Resolve for NoSuchHost {
+        fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+            let message = format!("failed to lookup address information: {} not known", name.as_str());
+            Box::pin(async move { Err(message.into()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_host_is_a_setup_problem_named_with_its_fix() {
+        let error = failure("https://capsule.example.invalid/", Some(std::sync::Arc::new(NoSuchHost))).await;
+        let (problem, fix) = setup_problem(&error).unwrap();
+        assert!(problem.contains("capsule.example.invalid not known"), "{problem}");
+        assert!(fix.contains("host name of --api-base-url"), "{fix}");
+    }
 
     #[test]
     fn statuses_are_classified_as_documented() {

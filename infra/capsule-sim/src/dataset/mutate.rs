@@ -57,6 +57,32 @@ pub struct MutationOutcome {
     pub ids: Vec<i64>,
 }
 
+/// The table a kind of record lands in, as the connector names it: `cases`, not `Kases`.
+impl std::fmt::Display for MutationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MutationKind::Parties => "parties",
+            MutationKind::Opportunities => "opportunities",
+            MutationKind::Kases => "cases",
+            MutationKind::Tasks => "tasks",
+            MutationKind::Entries => "entries",
+        })
+    }
+}
+
+/// The change in past tense: `updated`, `restricted`.
+impl std::fmt::Display for MutationOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MutationOp::Update => "updated",
+            MutationOp::Create => "created",
+            MutationOp::Delete => "deleted",
+            MutationOp::Restrict => "restricted",
+            MutationOp::Leave => "left their organisation:",
+        })
+    }
+}
+
 impl MutationKind {
     fn entity(self) -> Option<Entity> {
         match self {
