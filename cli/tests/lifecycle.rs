@@ -192,7 +192,7 @@ async fn operator_workflow(cli: &Cli, sim: &SimHandle, token: &str) {
     assert_eq!(health["parties"]["consecutive_failures"], 1);
     assert_eq!(health["users"]["consecutive_failures"], 0);
     let overview = cli.ok(&["status"]).await;
-    assert!(overview.contains("acme") && overview.contains("failing=1"), "{overview}");
+    assert!(overview.contains("acme") && overview.contains("parties (1×)"), "{overview}");
     let runs = cli.json(&["runs", "acme", "--json", "--last", "1"]).await;
     let failed_run = runs[0]["run_id"].as_str().unwrap().to_string();
     assert_eq!(runs[0]["state"], "failed");
@@ -555,6 +555,68 @@ async fn run_due_syncs_only_due_integrations() {
     assert_eq!(jobs.as_array().unwrap().len(), 1, "one sync of acme: {jobs}");
     assert_eq!(jobs[0]["started_by"], "schedule");
     assert!(cli.json(&["runs", "gamma", "--json"]).await.as_array().unwrap().is_empty());
+}
+
+/// A sync of every table by hand is the integration's last run for `run-due` (the schedule
+/// counts from it); a sync of some tables, or one with `--no-schedule`, is not. `status` shows
+/// every integration with its last job, its next due time and why.
+async fn manual_syncs_count_for_the_schedule(cli: &Cli, base: &str, token: impl Fn(&str) -> String) {
+    for name in ["whole", "part", "unscheduled"] {
+        let token = token(name);
+        let create = ["integrations", "create", name, "--token", &token, "--api-base-url", base];
+        cli.ok(&create).await;
+        cli.ok(&["integrations", "edit", name, "--tables", "users,teams", "--frequency", "1d"]).await;
+    }
+    cli.ok(&["sync", "whole"]).await;
+    cli.ok(&["sync", "part", "--tables", "users"]).await;
+    cli.ok(&["sync", "unscheduled", "--no-schedule"]).await;
+
+    let due = cli.ok(&["run-due"]).await;
+    assert!(due.contains("whole: not due until"), "the manual sync counts:\n{due}");
+    assert!(due.contains("part: synced"), "a partial sync does not:\n{due}");
+    assert!(due.contains("unscheduled: synced"), "--no-schedule does not:\n{due}");
+    let jobs = cli.json(&["jobs", "whole", "--json"]).await;
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "one sync of `whole`: {jobs}");
+    assert_eq!(jobs[0]["started_by"], "manual");
+    let jobs = cli.json(&["jobs", "part", "--json"]).await;
+    let started: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["started_by"].as_str().unwrap()).collect();
+    assert_eq!(started, ["schedule", "manual"], "{jobs}");
+
+    let status = cli.json(&["status", "--json"]).await;
+    let whole = status.as_array().unwrap().iter().find(|l| l["integration"] == "whole").unwrap();
+    assert_eq!(whole["last_job"]["started_by"], "manual", "{whole}");
+    assert_eq!(whole["last_job"]["result"], "2 succeeded", "{whole}");
+    let why = whole["next_due"]["why"].as_str().unwrap();
+    assert_eq!(why, "1d after the manual run");
+    let next = whole["next_due"]["at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let hours = (next - chrono::Utc::now()).num_hours();
+    assert!((22..24).contains(&hours), "due a day (less the slack) after the manual sync: {next}");
+    let screen = cli.ok(&["status"]).await;
+    for expected in ["whole", "(manual)", "2 succeeded", "1d after the manual run", "status NAME"] {
+        assert!(screen.contains(expected), "`{expected}` in:\n{screen}");
+    }
+}
+
+#[tokio::test]
+async fn manual_syncs_count_for_the_schedule_on_the_local_backend() {
+    let sim = start_sim(50, |c| c.token = "test-token".into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    manual_syncs_count_for_the_schedule(&Cli::local(dir.path()), sim.base_url(), |_| "env:CAPSULE_TEST_TOKEN".into())
+        .await;
+}
+
+#[tokio::test]
+async fn manual_syncs_count_for_the_schedule_on_the_aws_backend() {
+    let sim = start_sim(50, |c| c.token = "test-token".into()).await;
+    let stack = AwsStack::new().await;
+    let prefix = format!("{}/", unique("capsule-sync/manual"));
+    let mut secrets = BTreeMap::new();
+    for name in ["whole", "part", "unscheduled"] {
+        let arn = create_secret_named(&stack.clients, &format!("{prefix}{name}"), json!({"token": "test-token"})).await;
+        secrets.insert(name, format!("secretsmanager:{arn}"));
+    }
+    let cli = Cli::aws(&stack, &prefix, sim.base_url());
+    manual_syncs_count_for_the_schedule(&cli, sim.base_url(), |name| secrets[name].clone()).await;
 }
 
 /// `schedule` stays up and syncs what is due; Ctrl-C while a sync is running lets it finish

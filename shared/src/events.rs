@@ -28,6 +28,10 @@ pub struct ManualRun {
     /// Run even if not due yet (pause still wins).
     #[serde(default)]
     pub force: bool,
+    /// A run of every table counts as the integration's last run for the schedule; with this,
+    /// it does not (the next tick runs it when it was due anyway).
+    #[serde(default)]
+    pub no_schedule: bool,
 }
 
 impl OrchestratorEvent {
@@ -92,7 +96,8 @@ mod tests {
             OrchestratorEvent::Manual(ManualRun {
                 integration: Some("acme".into()),
                 tables: vec!["parties".into()],
-                force: true
+                force: true,
+                no_schedule: false
             })
         );
         assert_eq!(OrchestratorEvent::parse(json!({})).unwrap(), OrchestratorEvent::Manual(ManualRun::default()));

@@ -1,7 +1,7 @@
 //! Jobs: one run id across its tables, as an operator thinks of a sync ("last night's run"),
 //! built from the run records and dispatch records of either backend.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -10,24 +10,7 @@ use crate::Result;
 use crate::integration::RunId;
 use crate::ports::{RunState, StateStore, TableRunRecord};
 
-/// What started a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartedBy {
-    /// The scheduler (the orchestrator's tick, `run-due`, or a due manual full run).
-    Schedule,
-    /// By hand: `sync`, or a forced or partial manual run.
-    Manual,
-}
-
-impl StartedBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StartedBy::Schedule => "schedule",
-            StartedBy::Manual => "manual",
-        }
-    }
-}
+pub use crate::ports::StartedBy;
 
 /// One run id of one integration across its tables.
 #[derive(Debug, Clone, Serialize)]
@@ -66,7 +49,7 @@ pub async fn jobs(state: &dyn StateStore, integration: &str, limit: usize) -> Re
         .first()
         .map_or_else(Vec::new, |latest| latest.failed.iter().chain(&latest.held).map(|(t, _)| t.clone()).collect());
     let latest = dispatches.first().map(|d| d.run_id.clone());
-    let scheduled: BTreeSet<RunId> = dispatches.into_iter().map(|d| d.run_id).collect();
+    let started_by: BTreeMap<RunId, StartedBy> = dispatches.into_iter().map(|d| (d.run_id, d.started_by)).collect();
     let mut by_run: BTreeMap<RunId, Vec<TableRunRecord>> = BTreeMap::new();
     for r in records {
         by_run.entry(r.run_id.clone()).or_default().push(r); // each newest first
@@ -75,7 +58,7 @@ pub async fn jobs(state: &dyn StateStore, integration: &str, limit: usize) -> Re
         .into_iter()
         .map(|(run_id, records)| {
             let to_send = if latest.as_ref() == Some(&run_id) { to_send.clone() } else { Vec::new() };
-            job(integration, run_id, records, &scheduled, to_send)
+            job(integration, run_id, records, &started_by, to_send)
         })
         .collect();
     jobs.sort_by_key(|j| std::cmp::Reverse(j.started_at));
@@ -87,7 +70,7 @@ fn job(
     integration: &str,
     run_id: RunId,
     records: Vec<TableRunRecord>,
-    scheduled: &BTreeSet<RunId>,
+    started_by: &BTreeMap<RunId, StartedBy>,
     to_send: Vec<String>,
 ) -> Job {
     let mut latest: BTreeMap<String, &TableRunRecord> = BTreeMap::new();
@@ -98,7 +81,8 @@ fn job(
         !to_send.is_empty() || latest.values().any(|r| matches!(r.state, RunState::Running | RunState::Continued));
     Job {
         integration: integration.to_string(),
-        started_by: if scheduled.contains(&run_id) { StartedBy::Schedule } else { StartedBy::Manual },
+        // A run with no dispatch record was a partial or `--no-schedule` manual one.
+        started_by: started_by.get(&run_id).copied().unwrap_or(StartedBy::Manual),
         run_id,
         started_at: records.iter().map(|r| r.started_at).min().unwrap_or_default(),
         finished_at: if open { None } else { latest.values().filter_map(|r| r.finished_at).max() },

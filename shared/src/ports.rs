@@ -363,6 +363,32 @@ pub struct DispatchRecord {
     /// sends them ([`crate::lifecycle::held_table_released`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<(String, String)>,
+    /// Who started the run. Either way it is the integration's last run for the schedule: a
+    /// complete manual sync is recorded too (records written before this field are the
+    /// scheduler's).
+    #[serde(default)]
+    pub started_by: StartedBy,
+}
+
+/// What started a run of an integration's tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartedBy {
+    /// The scheduler (the orchestrator's tick, `run-due`, `schedule`, or a due manual full run
+    /// on Lambda).
+    #[default]
+    Schedule,
+    /// By hand: `sync`, or a forced or partial manual run.
+    Manual,
+}
+
+impl StartedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartedBy::Schedule => "schedule",
+            StartedBy::Manual => "manual",
+        }
+    }
 }
 
 /// Where incremental replication of one table stands.

@@ -9,17 +9,18 @@ use chrono::{DateTime, Utc};
 use crate::Result;
 use crate::integration::{Integration, IntegrationStatus, RunId};
 use crate::observe::Event;
-use crate::ports::{DispatchRecord, StateStore};
+use crate::ports::{DispatchRecord, StartedBy, StateStore};
 
 /// Scheduler ticks are not exact: an integration counts as due this much before its time.
 pub const SLACK: chrono::Duration = chrono::Duration::minutes(2);
 
-/// When an integration is next due after its last scheduled dispatch (None: due now).
+/// When an integration is next due after its last run, scheduled or a complete manual sync
+/// (None: due now).
 pub fn due_at(integration: &Integration, last: Option<&DispatchRecord>) -> Option<DateTime<Utc>> {
     last.map(|d| d.dispatched_at + chrono::Duration::minutes(i64::from(integration.frequency_minutes)) - SLACK)
 }
 
-/// Why the integration is not to run now (None: run it), given its last scheduled dispatch.
+/// Why the integration is not to run now (None: run it), given its last run's dispatch.
 /// Paused never runs; `force` runs now.
 pub fn why_not_due(
     integration: &Integration,
@@ -34,6 +35,56 @@ pub fn why_not_due(
         return None;
     }
     due_at(integration, last).filter(|at| now < *at).map(|at| format!("not due until {}", at.to_rfc3339()))
+}
+
+/// When the integration is next due, and why, in the words `status` shows.
+pub fn due_status(integration: &Integration, last: Option<&DispatchRecord>, now: DateTime<Utc>) -> NextDue {
+    if integration.status == IntegrationStatus::Paused {
+        return NextDue { at: None, why: "paused (`integrations resume`)".into() };
+    }
+    let Some(last) = last else { return NextDue { at: Some(now), why: "due now: never run".into() } };
+    let at = due_at(integration, Some(last)).unwrap_or(now);
+    let (every, by) = (frequency_text(integration.frequency_minutes), last.started_by.as_str());
+    let why =
+        if at <= now { format!("due now: {every} since the {by} run") } else { format!("{every} after the {by} run") };
+    NextDue { at: Some(at.max(now)), why }
+}
+
+/// `90m`, `6h`, `1d` — as `--frequency` takes it.
+fn frequency_text(minutes: u32) -> String {
+    match minutes {
+        m if m % 1440 == 0 => format!("{}d", m / 1440),
+        m if m % 60 == 0 => format!("{}h", m / 60),
+        m => format!("{m}m"),
+    }
+}
+
+/// When an integration is next due (None: never, it is paused) and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NextDue {
+    pub at: Option<DateTime<Utc>>,
+    pub why: String,
+}
+
+/// Records a manual sync of every table of the integration as its last run, before it starts
+/// (as the scheduler records its own): `run-due`, `schedule` and the orchestrator count the
+/// next run from it, so a first load done by hand is not repeated by the next tick.
+pub async fn record_manual_sync(
+    state: &dyn StateStore,
+    integration: &Integration,
+    run_id: &RunId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let record = DispatchRecord {
+        integration: integration.name.clone(),
+        run_id: run_id.clone(),
+        tables: integration.selected_tables()?.iter().map(|t| t.name.to_string()).collect(),
+        dispatched_at: now,
+        failed: vec![],
+        held: vec![],
+        started_by: StartedBy::Manual,
+    };
+    state.record_dispatch(&record).await
 }
 
 /// The interval of an EventBridge `rate(…)` schedule expression (`rate(5 minutes)`, `rate(1 hour)`);
@@ -125,6 +176,7 @@ pub async fn run_due(
             dispatched_at: now,
             failed: vec![],
             held: vec![],
+            started_by: StartedBy::Schedule,
         };
         state.record_dispatch(&record).await?;
         let ok = sync(&integration, &run_id).await;

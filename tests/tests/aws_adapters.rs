@@ -226,6 +226,7 @@ async fn dynamodb_history_expires_and_integrations_are_listed_without_a_scan() {
         dispatched_at,
         failed: vec![],
         held: vec![],
+        started_by: capsule_shared::ports::StartedBy::Schedule,
     };
     state.record_dispatch(&dispatch).await.unwrap();
     let items = stack.clients.dynamodb.scan().table_name(&stack.table).send().await.unwrap();

@@ -453,6 +453,7 @@ async fn dispatch_records_find_the_latest(state: &dyn StateStore) {
             dispatched_at: Utc::now() - chrono::Duration::minutes(minutes),
             failed: vec![],
             held: vec![],
+            started_by: capsule_shared::ports::StartedBy::Schedule,
         };
         state.record_dispatch(&d).await.unwrap();
     }
@@ -480,6 +481,7 @@ async fn a_held_table_is_released_when_the_run_it_waits_for_ends(state: &dyn Sta
         dispatched_at: now,
         failed: vec![("tasks".into(), "throttled".into())],
         held: vec![("tracks".into(), "tasks".into())],
+        started_by: capsule_shared::ports::StartedBy::Schedule,
     };
     let released = |d: &DispatchRecord, at| {
         let d = d.clone();

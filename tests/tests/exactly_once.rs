@@ -312,6 +312,7 @@ async fn killed_first_world(run: &RunId, retry_delays: Vec<Duration>) -> World {
         dispatched_at: Utc::now(),
         failed: Vec::new(),
         held: Vec::new(),
+        started_by: capsule_shared::ports::StartedBy::Schedule,
     };
     w.stack.state.record_dispatch(&dispatched).await.unwrap();
     w.sim.add_fault(FaultRule { times: Some(1), ..slow_pages("/parties", 5000) });

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_lambda::primitives::Blob;
 use capsule_shared::engine::RunOptions;
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId, TokenSource};
-use capsule_shared::ports::{RunState, StateStore};
+use capsule_shared::ports::{RunState, StartedBy, StateStore};
 use capsule_sync_e2e::aws::create_secret_named;
 use capsule_sync_e2e::capsule_sim::{Fault, FaultRule, MutationKind, MutationOp};
 use capsule_sync_e2e::serverless::*;
@@ -506,6 +506,7 @@ async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() 
         dispatched_at: Utc::now(),
         failed: pending,
         held: vec![],
+        started_by: StartedBy::Schedule,
     };
     state.record_dispatch(&record).await.unwrap();
     let summary = w.invoke("orchestrator", scheduled_tick()).await;
@@ -513,4 +514,16 @@ async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() 
     w.lambda.wait_idle().await;
     let runs = state.runs(Some("acme"), 200).await.unwrap();
     assert_eq!(runs.iter().filter(|r| r.run_id == intent && r.state == RunState::Succeeded).count(), 2);
+
+    // A forced run of every table counts as the last run (started by hand), unless asked not to.
+    let unscheduled = json!({"integration": "acme", "force": true, "no_schedule": true});
+    w.invoke("orchestrator", unscheduled).await;
+    w.lambda.wait_idle().await;
+    assert_eq!(state.last_dispatch("acme").await.unwrap().unwrap().run_id, intent, "no_schedule moves nothing");
+    let forced = w.invoke("orchestrator", json!({"integration": "acme", "force": true})).await;
+    let forced_run = forced["dispatched"][0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(forced["dispatched"][0]["held"], json!([]), "a forced run sends every table now: {forced}");
+    w.lambda.wait_idle().await;
+    let last = state.last_dispatch("acme").await.unwrap().unwrap();
+    assert_eq!((last.run_id.as_str(), last.started_by), (forced_run.as_str(), StartedBy::Manual));
 }

@@ -53,6 +53,7 @@ async fn history_older_than_the_retention_is_dropped_but_the_latest_dispatch_sta
             dispatched_at: at,
             failed: vec![],
             held: vec![],
+            started_by: capsule_shared::ports::StartedBy::Schedule,
         };
         state.record_dispatch(&d).await.unwrap();
     }

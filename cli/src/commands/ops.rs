@@ -1,15 +1,18 @@
 //! Operations: `status`, `check`, `runs`, `jobs`, `logs`.
 
 use capsule_shared::health::{note_interrupted, note_overdue, probe_table, table_health, verify_token};
-use capsule_shared::integration::RunId;
+use capsule_shared::integration::{IntegrationStatus, RunId};
+use capsule_shared::jobs::{self, StartedBy};
 use capsule_shared::output;
 use capsule_shared::ports::{RunState, TableRunRecord};
 use capsule_shared::runlog::parse_ndjson;
+use capsule_shared::schedule;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::backend::Backend;
+use crate::report;
 
 /// How many run records the views read.
 const HISTORY: usize = 5000;
@@ -131,36 +134,102 @@ pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
         println!("{t}");
         return Ok(());
     }
+    status_of_all(backend, args.json).await
+}
+
+/// One integration in the all-integrations `status`.
+#[derive(serde::Serialize)]
+struct IntegrationLine {
+    integration: String,
+    status: IntegrationStatus,
+    tables: usize,
+    last_job: Option<LastJob>,
+    last_success: Option<DateTime<Utc>>,
+    next_due: schedule::NextDue,
+    /// Tables whose run waits (for the rate-limit window, or Capsule), with until when.
+    waiting: Vec<(String, DateTime<Utc>)>,
+    /// Tables whose last runs failed, with how many in a row.
+    failing: Vec<(String, u32)>,
+}
+
+#[derive(serde::Serialize)]
+struct LastJob {
+    run_id: RunId,
+    started_by: StartedBy,
+    started_at: DateTime<Utc>,
+    /// `22 succeeded`, `20 succeeded, 2 failed`, …
+    result: String,
+}
+
+/// Every integration on one screen: state, last job and its result, next due time and why,
+/// tables waiting or failing; and the commands that say more.
+async fn status_of_all(backend: &Backend, json: bool) -> anyhow::Result<()> {
+    let now = Utc::now();
     let mut lines = Vec::new();
     for integration in backend.state.list_integrations().await? {
-        let runs = backend.state.runs(Some(&integration.name), HISTORY).await?;
-        let health = table_health(&runs);
-        let failing: Vec<&str> =
-            health.values().filter(|h| h.consecutive_failures > 0).map(|h| h.table.as_str()).collect();
-        let last_success = health.values().filter_map(|h| h.last_success).max();
-        let tables = integration.selected_tables()?.len();
-        let line = format!(
-            "{:<20} {:<8} tables={:<3} failing={:<3} last success {}{}",
-            integration.name,
-            integration.status.as_str(),
-            tables,
-            failing.len(),
-            when(last_success),
-            if failing.is_empty() { String::new() } else { format!("  ({})", failing.join(", ")) }
-        );
-        lines.push(serde_json::json!({"integration": integration.name, "status": integration.status,
-            "tables": tables, "failing": failing, "last_success": last_success, "line": line}));
+        let name = integration.name.clone();
+        let health = table_health(&backend.state.runs(Some(&name), HISTORY).await?);
+        let last_job = jobs::jobs(backend.state.as_ref(), &name, 1).await?.into_iter().next().map(|job| LastJob {
+            result: job_result(&job),
+            run_id: job.run_id,
+            started_by: job.started_by,
+            started_at: job.started_at,
+        });
+        let last = backend.state.last_dispatch(&name).await?;
+        lines.push(IntegrationLine {
+            tables: integration.selected_tables()?.len(),
+            last_job,
+            last_success: health.values().filter_map(|h| h.last_success).max(),
+            next_due: schedule::due_status(&integration, last.as_ref(), now),
+            waiting: health.values().filter_map(|h| h.resumes_at.map(|at| (h.table.clone(), at))).collect(),
+            failing: health
+                .values()
+                .filter(|h| h.consecutive_failures > 0)
+                .map(|h| (h.table.clone(), h.consecutive_failures))
+                .collect(),
+            status: integration.status,
+            integration: name,
+        });
     }
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&lines)?);
-    } else if lines.is_empty() {
-        println!("no integrations in {}", backend.location);
-    } else {
-        for l in lines {
-            println!("{}", l["line"].as_str().unwrap_or_default());
-        }
+        return Ok(());
     }
+    if lines.is_empty() {
+        println!("no integrations in {}", backend.location);
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["integration", "status", "last job", "result", "next due", "waiting", "failing"]);
+    for l in &lines {
+        let job = l.last_job.as_ref();
+        t.add_row(vec![
+            l.integration.clone(),
+            l.status.to_string(),
+            job.map_or("never run".into(), |j| format!("{} ({})", j.run_id, j.started_by.as_str())),
+            job.map_or(String::new(), |j| j.result.clone()),
+            format!("{}\n{}", l.next_due.at.map_or("never".into(), |at| when(Some(at))), l.next_due.why),
+            l.waiting.iter().map(|(t, at)| format!("{t} until {}", when(Some(*at)))).collect::<Vec<_>>().join("\n"),
+            l.failing.iter().map(|(t, n)| format!("{t} ({n}×)")).collect::<Vec<_>>().join("\n"),
+        ]);
+    }
+    println!("{t}");
+    println!("more: {0} status NAME (per table) · {0} jobs NAME · {0} runs NAME", report::this_command());
     Ok(())
+}
+
+/// A job's tables by state: `20 succeeded, 2 failed`.
+fn job_result(job: &jobs::Job) -> String {
+    let mut counts: Vec<String> =
+        [RunState::Succeeded, RunState::Failed, RunState::Continued, RunState::Running, RunState::Skipped]
+            .into_iter()
+            .filter_map(|state| Some(job.count(state)).filter(|n| *n > 0).map(|n| format!("{n} {}", state.as_str())))
+            .collect();
+    if !job.to_send.is_empty() {
+        counts.push(format!("{} to send", job.to_send.len()));
+    }
+    counts.join(", ")
 }
 
 pub async fn check(backend: &Backend, args: CheckArgs) -> anyhow::Result<()> {

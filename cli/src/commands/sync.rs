@@ -6,6 +6,7 @@ use capsule_shared::engine::{self, RunOptions, TableRunOutcome};
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
 use capsule_shared::output::{Compression, WriterOptions};
 use capsule_shared::ports::{ErrorRecord, RunState, TableRunRecord};
+use capsule_shared::schedule;
 use chrono::Utc;
 use clap::Args;
 
@@ -20,6 +21,11 @@ pub struct SyncArgs {
     /// Only these tables (comma separated); default: the integration's tables.
     #[arg(long, value_delimiter = ',')]
     pub tables: Vec<String>,
+    /// Do not count this sync as the integration's last run: `run-due`, `schedule` and the
+    /// orchestrator run it when its frequency says, as if this sync had not happened. (A sync of
+    /// every table counts otherwise; a sync of some tables never does.)
+    #[arg(long)]
+    pub no_schedule: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -66,7 +72,15 @@ pub async fn run(backend: &Backend, args: SyncArgs) -> anyhow::Result<()> {
         integration.name
     );
     let tables = tables_to_sync(&integration, &args.tables)?;
-    let outcomes = sync_now(backend, &integration, &tables, &args.run).await?;
+    let mut run = args.run.clone();
+    // A sync of every table is the integration's last run for the schedule (a redo of an old
+    // run id is not a new run).
+    if args.tables.is_empty() && !args.no_schedule && run.run_id.is_none() {
+        let run_id = RunId::new(Utc::now());
+        schedule::record_manual_sync(backend.state.as_ref(), &integration, &run_id, Utc::now()).await?;
+        run.run_id = Some(run_id);
+    }
+    let outcomes = sync_now(backend, &integration, &tables, &run).await?;
     print_outcomes(backend, &outcomes, args.run.json)?;
     match report::failures(&outcomes) {
         Some(failures) => anyhow::bail!(failures),

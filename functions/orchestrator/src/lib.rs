@@ -13,7 +13,7 @@ use capsule_shared::events::{ManualRun, OrchestratorEvent, TableSyncEvent};
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
 use capsule_shared::lifecycle;
 use capsule_shared::observe::Event;
-use capsule_shared::ports::{DispatchRecord, Dispatcher, StateStore};
+use capsule_shared::ports::{DispatchRecord, Dispatcher, StartedBy, StateStore};
 use capsule_shared::schedule;
 use capsule_shared::{Result, SyncError};
 use chrono::{DateTime, Utc};
@@ -155,9 +155,11 @@ impl Tick<'_> {
             None => integration.selected_tables()?,
         };
         tables.retain(|t| !busy.contains(t.name));
-        // A forced or partial manual run leaves the schedule as it was.
-        let on_schedule = self.scheduled || (!self.request.force && self.tables_asked.is_none());
-        summary.dispatched.push(dispatch(integration, &tables, deps, now, on_schedule).await?);
+        // A run of every table counts for the schedule, forced or not (a first load started by
+        // hand is not repeated by the next tick); a partial manual run leaves it as it was.
+        let complete = self.tables_asked.is_none() && !self.request.no_schedule;
+        let started_by = complete.then_some(if force { StartedBy::Manual } else { StartedBy::Schedule });
+        summary.dispatched.push(dispatch(integration, &tables, deps, now, started_by).await?);
         Ok(())
     }
 }
@@ -190,24 +192,24 @@ async fn resume(integration: &Integration, deps: &Deps, summary: &mut Summary) -
     Ok(resumed)
 }
 
-/// Dispatches one table-sync invocation per table under a new run id. A run on the schedule (a
-/// tick, or a manual full run that was due) records its intent first (every table pending),
-/// then what is still pending after the invokes: a crash or a retry of this invocation re-sends
-/// nothing that was sent, and a table whose invoke failed is sent by the next tick under the
-/// same run id. Such a run also holds back a table that waits for another's run of the sync
-/// (tracks for tasks), for a later tick to send. Forced and partial manual runs record nothing:
-/// they never postpone the schedule, and hold nothing back (there is no record to send it from).
+/// Dispatches one table-sync invocation per table under a new run id. A run of every table
+/// (`started_by` given) records its intent first (every table pending), then what is still
+/// pending after the invokes: a crash or a retry of this invocation re-sends nothing that was
+/// sent, and a table whose invoke failed is sent by the next tick under the same run id. A run
+/// of the scheduler's also holds back a table that waits for another's run of the sync (tracks
+/// for tasks), for a later tick to send; a forced one sends every table now. Partial manual runs
+/// record nothing: they never postpone the schedule, and hold nothing back.
 async fn dispatch(
     integration: &Integration,
     tables: &[&'static catalog::TableSpec],
     deps: &Deps,
     now: DateTime<Utc>,
-    on_schedule: bool,
+    started_by: Option<StartedBy>,
 ) -> Result<Dispatched> {
     let run_id = RunId::new(now);
     let held: Vec<(String, String)> = tables
         .iter()
-        .filter(|_| on_schedule)
+        .filter(|_| started_by == Some(StartedBy::Schedule))
         .filter_map(|t| t.waits_for(tables).map(|awaited| (t.name.to_string(), awaited.to_string())))
         .collect();
     let names: Vec<String> =
@@ -219,12 +221,13 @@ async fn dispatch(
         dispatched_at: now,
         failed: names.iter().map(|t| (t.clone(), "not dispatched yet".to_string())).collect(),
         held,
+        started_by: started_by.unwrap_or(StartedBy::Manual),
     };
-    if on_schedule {
+    if started_by.is_some() {
         deps.state.record_dispatch(&record).await?;
     }
     record.failed = send(integration, &names, &run_id, deps).await;
-    if on_schedule {
+    if started_by.is_some() {
         deps.state.record_dispatch(&record).await?;
     }
     tracing::info!(event = Event::IntegrationDispatched.as_str(), integration = %integration.name, run_id = %run_id,
