@@ -3,6 +3,7 @@
 
 mod backend;
 mod commands;
+mod live;
 mod report;
 
 use std::io::IsTerminal;
@@ -97,7 +98,7 @@ enum Command {
     Doctor(commands::doctor::DoctorArgs),
 }
 
-/// Logs on stderr. `quiet` (progress bars on screen, or the demo, whose screen is its steps and
+/// Logs on stderr (above the live view, when one is drawn). `quiet` (a live view on screen, or the demo, whose screen is its steps and
 /// summaries) shows warnings and errors only unless `-v` asks for more: every run's log is stored
 /// with its files anyway (`capsule-sync logs`).
 fn init_tracing(format: LogFormat, verbose: u8, quiet: bool, color: bool) {
@@ -110,7 +111,7 @@ fn init_tracing(format: LogFormat, verbose: u8, quiet: bool, color: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!("warn,capsule_shared={default},capsule_sync={default},capsule_sim=warn"))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(color);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(live::AboveTheView).with_ansi(color);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -155,7 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let bars = report::use_progress_bars() && matches!(cli.command, Command::Sync(_));
+    let bars = live::wanted() && matches!(cli.command, Command::Sync(_));
     let quiet = bars || matches!(cli.command, Command::Demo(_));
     init_tracing(cli.log_format, cli.verbose, quiet, cli.color.colors());
     let result = run(cli).await;

@@ -1,64 +1,10 @@
-//! What the sync commands show: progress bars on a terminal (plain log lines otherwise), and a
-//! summary table (or JSON) at the end.
-
-use std::collections::HashMap;
-use std::io::IsTerminal;
-use std::sync::Arc;
-use std::time::Duration;
+//! What the sync commands show at the end: a summary table (or JSON), the failures. (While they
+//! run: [`crate::live`].)
 
 use capsule_shared::catalog;
-use capsule_shared::engine::{TableRunOutcome, TablesProgress};
+use capsule_shared::engine::TableRunOutcome;
 use capsule_shared::ports::RunState;
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-
-pub fn use_progress_bars() -> bool {
-    std::io::stderr().is_terminal()
-}
-
-/// One spinner per table, updated with the rows written so far.
-pub struct Progress {
-    bars: HashMap<&'static str, ProgressBar>,
-}
-
-impl Progress {
-    pub fn new(tables: &[&'static catalog::TableSpec]) -> Option<Arc<Progress>> {
-        if !use_progress_bars() {
-            return None;
-        }
-        let multi = MultiProgress::new();
-        let style = ProgressStyle::with_template("{spinner} {prefix:<22} {msg}").expect("static template");
-        let bars = tables
-            .iter()
-            .map(|t| {
-                let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()).with_prefix(t.name));
-                bar.set_message("waiting");
-                bar.enable_steady_tick(Duration::from_millis(120));
-                (t.name, bar)
-            })
-            .collect();
-        Some(Arc::new(Progress { bars }))
-    }
-
-    /// The callback the engine calls after each page.
-    pub fn callback(self: &Arc<Self>) -> TablesProgress {
-        let me = self.clone();
-        Arc::new(move |table: &str, rows: u64| {
-            if let Some(bar) = me.bars.get(table) {
-                bar.set_message(format!("{rows} rows"));
-            }
-        })
-    }
-
-    pub fn finish(&self, outcomes: &[TableRunOutcome]) {
-        for o in outcomes {
-            if let Some(bar) = self.bars.get(o.record.table.as_str()) {
-                let state = o.record.state.as_str();
-                bar.finish_with_message(format!("{state}, {} rows", o.record.rows));
-            }
-        }
-    }
-}
 
 /// The summary table: table, mode, state, rows, files, requests, seconds.
 pub fn summary_table(outcomes: &[TableRunOutcome]) -> String {

@@ -7,6 +7,7 @@
 //! - [`output`]: NDJSON part files, run manifests (and their Redshift twins), key layout.
 //! - [`warehouse`]: the warehouse kits (tables, loads, current-state views) for five engines.
 //! - [`plan`]: the quota plan (requests and hours of quota a first load and each run take).
+//! - [`progress`]: what each table of a sync is doing, for a live view.
 //! - [`ports`]: the traits the engine needs (state, object sink, credentials) and
 //!   [`local`]: their local adapters (state file, files, env var / file tokens).
 
@@ -26,6 +27,7 @@ pub mod observe;
 pub mod output;
 pub mod plan;
 pub mod ports;
+pub mod progress;
 pub mod runlog;
 pub mod schedule;
 pub mod tls;

@@ -11,7 +11,8 @@ use chrono::Utc;
 use clap::Args;
 
 use crate::backend::Backend;
-use crate::report::{self, Progress};
+use crate::live::LiveView;
+use crate::report;
 use capsule_shared::observe::Event;
 
 #[derive(Args, Debug)]
@@ -125,8 +126,8 @@ pub async fn sync_now(
         }
     };
     tracing::info!(event = Event::SyncStarted.as_str(), integration = %integration.name, run_id = %run_id, tables = tables.len());
-    let progress = Progress::new(tables);
-    let callback = progress.as_ref().map(|p| p.callback());
+    let view = LiveView::start(&integration.name, tables, &client);
+    let callback = view.as_ref().map(LiveView::callback);
     let outcomes = engine::run_tables(
         &client,
         backend.deps(),
@@ -137,8 +138,8 @@ pub async fn sync_now(
         engine::LocalDispatch { concurrency: args.concurrency, progress: callback, redo: args.run_id.is_some() },
     )
     .await;
-    if let Some(p) = progress {
-        p.finish(&outcomes);
+    if let Some(view) = view {
+        view.finish().await;
     }
     Ok(outcomes)
 }

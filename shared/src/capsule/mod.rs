@@ -34,6 +34,7 @@ use crate::access::{self, AccessPolicy};
 use crate::integration::Integration;
 use crate::observe::Event;
 use crate::ports::TokenProvider;
+use crate::progress::{Activity, ActivityFn};
 use crate::runlog::RunLog;
 use crate::{Result, SyncError};
 
@@ -147,6 +148,8 @@ pub struct CapsuleClient {
     counters: Arc<RequestCounters>,
     /// Where retries and rate-limit waits of one table run are logged.
     log: Option<RunLog>,
+    /// Told of retries and in-place rate-limit waits of one table run (a live view).
+    activity: Option<Arc<ActivityFn>>,
     /// No wait (rate-limit window, retry backoff) is slept in place past this instant: the
     /// request ends with [`SyncError::Throttled`] instead, so the run checkpoints in time.
     deadline: Option<Instant>,
@@ -212,6 +215,7 @@ impl CapsuleClient {
             }),
             counters: Arc::default(),
             log: None,
+            activity: None,
             deadline: None,
         })
     }
@@ -219,7 +223,18 @@ impl CapsuleClient {
     /// A clone for one table run: its own request counters, and retries and rate-limit waits
     /// logged to the run's log.
     pub fn for_run_logged(&self, log: RunLog) -> CapsuleClient {
-        CapsuleClient { inner: self.inner.clone(), counters: Arc::default(), log: Some(log), deadline: self.deadline }
+        CapsuleClient { counters: Arc::default(), log: Some(log), ..self.clone() }
+    }
+
+    /// A clone that tells `activity` of its retries and in-place rate-limit waits.
+    pub fn with_activity(&self, activity: Arc<ActivityFn>) -> CapsuleClient {
+        CapsuleClient { activity: Some(activity), ..self.clone() }
+    }
+
+    fn report(&self, activity: Activity) {
+        if let Some(report) = &self.activity {
+            report(activity);
+        }
     }
 
     /// A clone that sleeps no wait in place past `deadline` (an invocation's working time).
@@ -308,6 +323,7 @@ impl CapsuleClient {
         loop {
             // A retry whose backoff would outlive the deadline is not slept: the request pauses.
             let cut = std::sync::atomic::AtomicU64::new(0);
+            let retries = std::sync::atomic::AtomicU32::new(0);
             let schedule = backon::BackoffBuilder::build(retry::backoff(&options.retry)).take_while(|wait| {
                 let fits = !self.outlives_deadline(*wait);
                 if !fits {
@@ -323,6 +339,9 @@ impl CapsuleClient {
                     if let Attempt::Transient(error) = e {
                         let fields = serde_json::json!({"wait_ms": wait.as_millis() as u64});
                         self.warn(Event::CapsuleRetry, format!("retrying: {error}"), fields);
+                        let attempt = retries.fetch_add(1, Ordering::Relaxed) + 1;
+                        let (of, error) = (options.retry.max_retries, retry::cause(error));
+                        self.report(Activity::Retrying { attempt, of, wait, error });
                     }
                 })
                 .await;
@@ -377,6 +396,7 @@ impl CapsuleClient {
             return Err(SyncError::Throttled { until, reason, failing: None });
         }
         self.warn(Event::CapsuleRateLimited, format!("{why}: waiting for the rate-limit window to reset"), fields);
+        self.report(Activity::RateLimitWait { until: crate::from_now(wait) });
         tokio::time::sleep(wait).await;
         Ok(())
     }

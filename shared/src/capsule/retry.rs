@@ -54,6 +54,19 @@ pub fn classify_transport(error: &reqwest::Error, request: &str) -> Attempt {
     Attempt::Transient(SyncError::Transient { request: request.to_string(), message: format!("{what}: {error}") })
 }
 
+/// What went wrong in a transient failure, in a few words for a live view: `connection
+/// refused`, `HTTP 503: …`, `timed out: …`.
+pub fn cause(error: &SyncError) -> String {
+    match error {
+        SyncError::Transient { message, .. } => match message.split_once(": ") {
+            Some((what, _)) if what.starts_with("HTTP ") => message.clone(),
+            Some((what, detail)) => format!("{what}: {}", detail.rsplit(": ").next().unwrap_or(detail)),
+            None => message.clone(),
+        },
+        other => other.to_string(),
+    }
+}
+
 /// Why a connection could not be made, when that points at the setup rather than an outage:
 /// the problem in a line and its fix. Connect timeouts are not among them (a slow network looks
 /// the same), nor is anything after a connection was made.

@@ -24,6 +24,7 @@ use crate::integration::{FanOutMode, RunId};
 use crate::observe::Event;
 use crate::output::{self, PartWriter, RunManifest};
 use crate::ports::{Cursor, Discovery, ObjectSink, PassCount};
+use crate::progress::{Activity, ActivityFn};
 use crate::runlog::RunLog;
 use crate::{Result, SyncError};
 
@@ -142,7 +143,7 @@ pub struct Extraction<'a> {
     pub recent: Option<RecentRead>,
     pub fan_out: FanOutMode,
     pub rows: RowBuilder,
-    pub progress: Option<&'a (dyn Fn(u64) + Send + Sync)>,
+    pub progress: Option<&'a ActivityFn>,
     /// Pause (between pages) once this instant has passed.
     pub deadline: Option<Instant>,
     /// Where to start: the default cursor for a fresh run, a checkpoint's for a continuation.
@@ -160,6 +161,13 @@ pub struct Extraction<'a> {
 }
 
 impl Extraction<'_> {
+    /// Tells the live view (if any) what has been read so far.
+    fn report_reading(&self, rows: u64) {
+        if let Some(progress) = self.progress {
+            progress(Activity::Reading { rows, pages: self.pages_read, requests: self.client.stats().requests });
+        }
+    }
+
     /// Reads the table from the resume cursor to the end, or until it pauses.
     pub async fn run(&mut self, writer: &mut PartWriter<'_>) -> Result<Extracted> {
         let resume = std::mem::take(&mut self.resume);
@@ -283,9 +291,7 @@ impl Extraction<'_> {
         );
         let fields = serde_json::json!({"from_table": snapshot.table, "records": records});
         self.log.info(Event::ListingShared, message, fields);
-        if let Some(progress) = self.progress {
-            progress(writer.rows());
-        }
+        self.report_reading(writer.rows());
         Ok(true)
     }
 
@@ -450,9 +456,7 @@ impl Extraction<'_> {
                 writer.write_line(self.rows.write(&record?, constants, &[], false)).await?;
             }
         }
-        if let Some(progress) = self.progress {
-            progress(writer.rows());
-        }
+        self.report_reading(writer.rows());
         Ok(())
     }
 
@@ -620,9 +624,7 @@ impl Extraction<'_> {
                 writer.write_line(self.rows.write(&record?, &[], &parent_columns, true)).await?;
             }
             self.pages_read += pages.len() as u64;
-            if let Some(progress) = self.progress {
-                progress(writer.rows());
-            }
+            self.report_reading(writer.rows());
             i += 1;
             if i < todo.len() && self.should_pause() {
                 return Err(Halt::Pause(Box::new(at_parent(i)), None));

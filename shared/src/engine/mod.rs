@@ -39,6 +39,7 @@ use crate::ports::{
     Bookmark, BookmarkBase, Checkpoint, Cursor, ErrorRecord, Lease, ObjectSink, Parking, RunState, StateStore,
     TableRunRecord,
 };
+use crate::progress::{Activity, ActivityFn};
 use crate::runlog::RunLog;
 use crate::warehouse;
 use crate::{Result, SyncError};
@@ -88,11 +89,7 @@ impl Default for RunOptions {
     }
 }
 
-/// Called with the rows written so far, after every page.
-pub type ProgressFn = dyn Fn(u64) + Send + Sync;
-
-/// Called with a table's name and its rows written so far.
-pub type TablesProgress = Arc<dyn Fn(&str, u64) + Send + Sync>;
+pub use crate::progress::TablesProgress;
 
 /// One table run to do.
 pub struct TableRun<'a> {
@@ -102,7 +99,8 @@ pub struct TableRun<'a> {
     pub table: &'static TableSpec,
     pub run_id: &'a RunId,
     pub options: RunOptions,
-    pub progress: Option<&'a ProgressFn>,
+    /// Told what the run is doing (pages read, retries, waits), for a live view.
+    pub progress: Option<Arc<ActivityFn>>,
     /// Checkpoint and stop once this instant passes (between pages); None runs to the end.
     pub deadline: Option<Instant>,
     /// When the runtime kills this invocation (Lambda's deadline): no lease outlives it, and no
@@ -204,7 +202,10 @@ impl TableRun<'_> {
     }
 
     async fn run_logged(&self, log: &RunLog) -> (TableRunOutcome, u32) {
-        let client = self.client.for_run_logged(log.clone());
+        let mut client = self.client.for_run_logged(log.clone());
+        if let Some(progress) = &self.progress {
+            client = client.with_activity(progress.clone());
+        }
         let mut record =
             TableRunRecord::new(&self.integration.name, self.table.name, self.run_id, RunState::Running, Utc::now());
         let start = match self.start(log).await {
@@ -811,7 +812,7 @@ impl TableRun<'_> {
             recent: None,
             fan_out: self.integration.fan_out,
             rows,
-            progress: self.progress,
+            progress: self.progress.as_deref(),
             deadline: self.deadline,
             resume: start.checkpoint.as_ref().map(|c| c.cursor.clone()).unwrap_or_default(),
             pages_read: 0,
@@ -978,9 +979,13 @@ pub async fn run_tables(
         let source_done = table.waits_for(tables).and_then(|from| sources.get(from)).map(|done| done.subscribe());
         let done = sources.get(table.name);
         let first = if dispatch.redo { Invocation::Redo } else { Invocation::First };
-        let run = run_table(client, deps, integration, table, (run_id, first), options, dispatch.progress.clone());
+        let progress = dispatch.progress.clone();
+        let run = run_table(client, deps, integration, table, (run_id, first), options, progress.clone());
         async move {
             if let Some(mut source_done) = source_done {
+                if let (Some(progress), Some(of)) = (&progress, table.waits_for(tables)) {
+                    progress(table.name, Activity::AwaitingSnapshot { of });
+                }
                 // Only its end matters (committed or not): the snapshot is used if it is there.
                 let _ = source_done.wait_for(|done| *done).await;
             }
@@ -1013,8 +1018,13 @@ async fn run_table(
 ) -> TableRunOutcome {
     let per_table = progress.map(|p| {
         let name = table.name;
-        Box::new(move |rows: u64| p(name, rows)) as Box<ProgressFn>
+        Arc::new(move |activity: Activity| p(name, activity)) as Arc<ActivityFn>
     });
+    let report = |activity| {
+        if let Some(report) = &per_table {
+            report(activity);
+        }
+    };
     let run = |invocation| TableRun {
         client,
         deps,
@@ -1022,7 +1032,7 @@ async fn run_table(
         table,
         run_id,
         options,
-        progress: per_table.as_deref(),
+        progress: per_table.clone(),
         deadline: None,
         kill_at: None,
         invocation,
@@ -1030,9 +1040,11 @@ async fn run_table(
     let mut outcome = run(first).run().await;
     while outcome.record.state == RunState::Continued {
         if let Some(at) = outcome.record.resumes_at {
+            report(Activity::Paused { until: at });
             tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await;
         }
         outcome = run(Invocation::Continue { seq: None }).run().await;
     }
+    report(Activity::Finished { state: outcome.record.state, rows: outcome.record.rows });
     outcome
 }
