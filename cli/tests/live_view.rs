@@ -1,7 +1,8 @@
 //! The live view through the real `capsule-sync` binary under a pseudo-terminal of 120×20 (fewer
 //! lines than the 22 tables), the screen rebuilt after every chunk of output by a terminal
 //! emulator (vt100): no table is ever on screen twice, the view folds to the height, says which
-//! tables wait for the rate-limit window, and is erased before the summary.
+//! tables wait for the rate-limit window, counts requests against the plan (`--plan`) with an
+//! ETA, and is erased before the summary.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -22,6 +23,8 @@ struct Seen {
     doubled: Vec<String>,
     rate_limit_waits: usize,
     folded: usize,
+    /// Screens whose header counted requests against the plan, with an ETA.
+    planned: usize,
     /// The first screen with a table waiting for the window (printed, for the README's capture).
     waiting_screen: Option<String>,
     final_screen: String,
@@ -46,9 +49,13 @@ fn look(screen: &vt100::Screen, seen: &mut Seen) {
     }
     if text.contains("rate-limit window until") {
         seen.rate_limit_waits += 1;
-        seen.waiting_screen.get_or_insert_with(|| text.clone());
+        // The README's capture: one with the ETA, when there is one.
+        if seen.waiting_screen.as_ref().is_none_or(|s| !s.contains(" ETA ") && lines[0].contains(" ETA ")) {
+            seen.waiting_screen = Some(text.clone());
+        }
     }
     seen.folded += usize::from(text.contains("finished:") || text.contains("more not shown"));
+    seen.planned += usize::from(lines[0].contains(" requests, ETA "));
     seen.final_screen = text;
 }
 
@@ -112,13 +119,14 @@ async fn the_live_view_is_drawn_in_place_and_says_why_tables_wait() {
     assert!(create.status.success(), "{}", String::from_utf8_lossy(&create.stderr));
 
     let path = dir.path().to_path_buf();
-    let (ok, seen) = tokio::task::spawn_blocking(move || watch(&path, &["sync", "acme"])).await.unwrap();
+    let (ok, seen) = tokio::task::spawn_blocking(move || watch(&path, &["sync", "acme", "--plan"])).await.unwrap();
     eprintln!("{}", seen.waiting_screen.as_deref().unwrap_or("no table waited"));
     assert!(ok, "the sync succeeds:\n{}", seen.final_screen);
     assert!(seen.doubled.is_empty(), "a table on screen twice:\n{}", seen.doubled.join("\n-----\n"));
     assert!(seen.screens > 20, "the view was drawn and redrawn ({} screens)", seen.screens);
     assert!(seen.folded > 0, "22 tables on 20 lines fold");
     assert!(seen.rate_limit_waits > 0, "a table was seen waiting for the window");
+    assert!(seen.planned > 0, "the header counted requests against the plan with an ETA");
     assert!(
         seen.final_screen.contains("total") && !seen.final_screen.contains("queued"),
         "the view is erased before the summary:\n{}",

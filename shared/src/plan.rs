@@ -346,10 +346,56 @@ impl Probe<'_> {
     }
 }
 
+/// What this run of each table is expected to spend, without a request: a table whose last run
+/// read from a bookmark is expected to spend what that run did (what a scheduled run reads
+/// changes by the hour, so this is a guide); a full table, what its last run did; a table with
+/// neither — a first load — from `plan` when one was made, else unknown (absent).
+pub fn expected_requests(
+    tables: &[&'static TableSpec],
+    history: &[TableRunRecord],
+    plan: Option<&Plan>,
+) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut expected = std::collections::BTreeMap::new();
+    for table in tables {
+        let mut runs: Vec<&TableRunRecord> =
+            history.iter().filter(|r| r.table == table.name && r.state == RunState::Succeeded).collect();
+        runs.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+        let comparable = runs
+            .iter()
+            .find(|r| !table.replication.uses_since() || r.bookmark_before.is_some())
+            .map(|r| r.requests.requests);
+        let planned = plan
+            .and_then(|p| p.tables.iter().find(|t| t.table == table.name))
+            .map(|t| if runs.is_empty() { t.first_load_requests } else { t.scheduled_requests });
+        if let Some(requests) = planned.or(comparable) {
+            expected.insert(table.name, requests);
+        }
+    }
+    expected
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::table;
+
+    #[test]
+    fn a_run_is_expected_to_spend_what_the_last_comparable_run_did() {
+        let id = crate::integration::RunId::new(Utc::now());
+        let run = |name: &str, requests: u64, bookmark: bool, minutes_ago: i64| {
+            let started = Utc::now() - Duration::minutes(minutes_ago);
+            let mut r = TableRunRecord::new("acme", name, &id, RunState::Succeeded, started);
+            r.requests.requests = requests;
+            r.bookmark_before = bookmark.then_some(started);
+            r
+        };
+        let history = [run("parties", 900, false, 60), run("parties", 4, true, 30), run("users", 1, false, 30)];
+        let tables = [table("parties").unwrap(), table("users").unwrap(), table("tasks").unwrap()];
+        let expected = expected_requests(&tables, &history, None);
+        assert_eq!(expected.get("parties"), Some(&4), "the incremental run, not the first load");
+        assert_eq!(expected.get("users"), Some(&1), "a full table: its last run");
+        assert_eq!(expected.get("tasks"), None, "a first load without a plan is not guessed");
+    }
 
     #[test]
     fn the_guard_costs_what_the_engine_spends() {

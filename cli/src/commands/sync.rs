@@ -1,17 +1,20 @@
 //! `capsule-sync sync NAME`: run an integration's tables now, in this process.
 
+use std::collections::BTreeMap;
+
 use capsule_shared::SyncError;
+use capsule_shared::capsule::CapsuleClient;
 use capsule_shared::catalog::{self, TableSpec};
 use capsule_shared::engine::{self, RunOptions, TableRunOutcome};
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
 use capsule_shared::output::{Compression, WriterOptions};
 use capsule_shared::ports::{ErrorRecord, RunState, TableRunRecord};
-use capsule_shared::schedule;
+use capsule_shared::{plan, schedule};
 use chrono::Utc;
 use clap::Args;
 
 use crate::backend::Backend;
-use crate::live::LiveView;
+use crate::live::{self, LiveView};
 use crate::report;
 use capsule_shared::observe::Event;
 
@@ -49,6 +52,11 @@ pub struct RunArgs {
     /// Print the run records as JSON on stdout instead of the summary table.
     #[arg(long)]
     pub json: bool,
+    /// First count what the sync will take (as `plan` does: 22 to 150 requests), so the live
+    /// view shows progress against it with an ETA even for a first load. Without it the view
+    /// compares with each table's last comparable run.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 impl RunArgs {
@@ -126,7 +134,15 @@ pub async fn sync_now(
         }
     };
     tracing::info!(event = Event::SyncStarted.as_str(), integration = %integration.name, run_id = %run_id, tables = tables.len());
-    let view = LiveView::start(&integration.name, tables, &client);
+    let view = match live::wanted() {
+        true => LiveView::start(
+            &integration.name,
+            tables,
+            expected(backend, integration, tables, &client, args).await?,
+            &client,
+        ),
+        false => None,
+    };
     let callback = view.as_ref().map(LiveView::callback);
     let outcomes = engine::run_tables(
         &client,
@@ -142,6 +158,23 @@ pub async fn sync_now(
         view.finish().await;
     }
     Ok(outcomes)
+}
+
+/// What each table's run is expected to spend, for the live view: from the last comparable
+/// runs, and from a fresh plan with `--plan`.
+async fn expected(
+    backend: &Backend,
+    integration: &Integration,
+    tables: &[&'static TableSpec],
+    client: &CapsuleClient,
+    args: &RunArgs,
+) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+    let history = backend.state.runs(Some(&integration.name), 5000).await?;
+    let plan = match args.plan {
+        true => Some(plan::plan(client, integration, &history, Utc::now()).await?),
+        false => None,
+    };
+    Ok(plan::expected_requests(tables, &history, plan.as_ref()))
 }
 
 pub fn print_outcomes(backend: &Backend, outcomes: &[TableRunOutcome], json: bool) -> anyhow::Result<()> {

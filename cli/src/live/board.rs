@@ -16,16 +16,19 @@ pub struct Board {
     activity: BTreeMap<&'static str, Activity>,
     /// Requests of each table's run so far (the latest `Reading`).
     requests: BTreeMap<&'static str, u64>,
+    /// What each table's run is expected to spend, where known (`plan::expected_requests`).
+    expected: BTreeMap<&'static str, u64>,
     started: Instant,
 }
 
 impl Board {
-    pub fn new(integration: &str, tables: Vec<&'static str>) -> Board {
+    pub fn new(integration: &str, tables: Vec<&'static str>, expected: BTreeMap<&'static str, u64>) -> Board {
         Board {
             integration: integration.to_string(),
             tables,
             activity: BTreeMap::new(),
             requests: BTreeMap::new(),
+            expected,
             started: Instant::now(),
         }
     }
@@ -73,16 +76,37 @@ impl Board {
         let requests: u64 = self.requests.values().sum();
         let tables = self.tables.len();
         let mut header = format!(
-            "{} · {tables} tables: {reading} reading, {waiting} waiting, {finished} finished, {queued} queued · \
-             {requests} requests",
-            self.integration
+            "{} · {reading} reading, {waiting} waiting, {finished} done, {queued} queued of {tables} · {}",
+            self.integration,
+            self.against_expected(requests)
         );
         if let Some(b) = budget {
             let reset = DateTime::<Utc>::from_timestamp(b.reset as i64, 0).map_or("-".into(), clock);
-            header.push_str(&format!(" · rate limit {}/{} left until {reset}", b.remaining, b.limit));
+            header.push_str(&format!(" · window {}/{} left until {reset}", b.remaining, b.limit));
         }
         header.push_str(&format!(" · {:.0} s", self.started.elapsed().as_secs_f64()));
         header
+    }
+
+    /// `25 requests`, or against what was expected: `25/~120 requests, ETA 11:40:05` (and how
+    /// many tables have no estimate).
+    fn against_expected(&self, spent: u64) -> String {
+        if self.expected.is_empty() {
+            return format!("{spent} requests");
+        }
+        let total: u64 = self.expected.values().sum();
+        let mut text = format!("{spent}/~{total} requests");
+        let unknown = self.tables.iter().filter(|t| !self.expected.contains_key(*t)).count();
+        if unknown > 0 {
+            text.push_str(&format!(" (+{unknown} tables not estimated: `sync --plan`)"));
+        }
+        let elapsed = self.started.elapsed().as_secs_f64();
+        if spent > 0 && total > spent && elapsed > 1.0 {
+            let left = (total - spent) as f64 * elapsed / spent as f64;
+            let eta = Utc::now() + chrono::Duration::milliseconds((left * 1000.0) as i64);
+            text.push_str(&format!(", ETA {}", clock(eta)));
+        }
+        text
     }
 
     fn table_line(&self, table: &str) -> String {
@@ -127,7 +151,7 @@ mod tests {
 
     fn board(n: usize) -> Board {
         let names: Vec<&'static str> = capsule_shared::catalog::TABLES.iter().take(n).map(|t| t.name).collect();
-        Board::new("acme", names)
+        Board::new("acme", names, BTreeMap::new())
     }
 
     #[test]
@@ -137,7 +161,7 @@ mod tests {
         b.update("users", Activity::Finished { state: RunState::Succeeded, rows: 7 });
         let frame = b.frame(120, 40, None);
         assert_eq!(frame.len(), 23);
-        assert!(frame[0].starts_with("acme · 22 tables: 1 reading, 0 waiting, 1 finished, 20 queued · 13 requests"));
+        assert!(frame[0].starts_with("acme · 1 reading, 0 waiting, 1 done, 20 queued of 22 · 13 requests"));
         assert!(frame.iter().any(|l| l.contains("parties") && l.contains("1200 rows")), "{frame:#?}");
     }
 
@@ -163,6 +187,14 @@ mod tests {
         let mut unique = names.clone();
         unique.dedup();
         assert_eq!(names.len(), unique.len(), "no table twice: {frame:#?}");
+    }
+
+    #[test]
+    fn the_header_counts_against_what_was_expected() {
+        let names = vec!["parties", "users", "tasks"];
+        let b = Board::new("acme", names, BTreeMap::from([("parties", 100), ("users", 20)]));
+        assert_eq!(b.against_expected(30), "30/~120 requests (+1 tables not estimated: `sync --plan`)");
+        assert_eq!(board(3).against_expected(30), "30 requests");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod board;
 mod screen;
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,13 +34,20 @@ pub struct LiveView {
 }
 
 impl LiveView {
-    /// Starts drawing when stderr is a terminal (None otherwise). `client` tells the token's
-    /// rate-limit window as Capsule last reported it.
-    pub fn start(integration: &str, tables: &[&'static TableSpec], client: &CapsuleClient) -> Option<LiveView> {
+    /// Starts drawing when stderr is a terminal (None otherwise). `expected`: what each table's
+    /// run is expected to spend, where known; `client` tells the token's rate-limit window as
+    /// Capsule last reported it.
+    pub fn start(
+        integration: &str,
+        tables: &[&'static TableSpec],
+        expected: BTreeMap<&'static str, u64>,
+        client: &CapsuleClient,
+    ) -> Option<LiveView> {
         if !wanted() {
             return None;
         }
-        let board = Arc::new(Mutex::new(Board::new(integration, tables.iter().map(|t| t.name).collect())));
+        let names = tables.iter().map(|t| t.name).collect();
+        let board = Arc::new(Mutex::new(Board::new(integration, names, expected)));
         let (view, client) = (board.clone(), client.clone());
         let drawer = tokio::spawn(async move {
             loop {

@@ -996,8 +996,10 @@ pub async fn run_tables(
             (i, outcome)
         }
     });
+    // Unordered: a table that finished frees its slot at once, not when every table started
+    // before it has (a slow first table held three finished ones and left the rest queued).
     let mut outcomes: Vec<(usize, TableRunOutcome)> =
-        futures::stream::iter(runs).buffered(dispatch.concurrency.max(1)).collect().await;
+        futures::stream::iter(runs).buffer_unordered(dispatch.concurrency.max(1)).collect().await;
     outcomes.sort_by_key(|(i, _)| *i);
     let outcomes: Vec<TableRunOutcome> = outcomes.into_iter().map(|(_, outcome)| outcome).collect();
     if outcomes.iter().any(|o| o.record.state == RunState::Succeeded) {
