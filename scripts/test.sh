@@ -22,7 +22,7 @@ if [ ! -d tests/iam-evaluator/node_modules/@cloud-copilot/iam-simulate ]; then
   fi
   npm ci --prefix tests/iam-evaluator --no-audit --no-fund --silent
 fi
-# The table-sync bootstrap the Runtime API tests run as a process (tests/src/runtime.rs): a test
-# build does not build another package's binary.
-cargo build --quiet -p table-sync --bin table-sync
+# The table-sync bootstrap the Runtime API tests run as a process (tests/src/runtime.rs) is built
+# by the test build itself, for table-sync's own bootstrap test, with the test build's features:
+# a separate `cargo build -p table-sync` resolved other features and built the AWS SDK twice.
 bash scripts/with-moto.sh cargo nextest run --workspace --no-fail-fast "$@"

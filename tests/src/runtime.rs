@@ -59,8 +59,8 @@ pub fn table_sync_bootstrap() -> PathBuf {
     let bootstrap = dir.join("table-sync");
     assert!(
         bootstrap.exists(),
-        "{} is not built: run the tests with `bash scripts/test.sh`, which builds it first \
-         (`cargo build -p table-sync --bin table-sync`)",
+        "{} is not built: run the tests with `bash scripts/test.sh` (the workspace's test build builds it, \
+         for functions/table-sync/tests/bootstrap.rs)",
         bootstrap.display()
     );
     bootstrap

@@ -32,8 +32,19 @@ fn lambda_client_options(access: AccessPolicy) -> ClientOptions {
     }
 }
 
+/// A configuration error at start-up, said in words (not `Debug`), with a failing exit code.
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("table-sync: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let settings = AwsSettings::from_env()?;
     let function = settings
