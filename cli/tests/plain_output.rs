@@ -2,33 +2,16 @@
 //! captured (not a terminal): no escape byte unless `--color always` asks for one, and the
 //! demo's screen is its steps and summaries, its logs left to the run logs.
 
+mod support;
+
 use std::path::Path;
 
 use capsule_sync_e2e::start_sim;
+use support::Out;
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary with NO_COLOR unset, as a plain shell would.
+/// `capsule-sync` with the tests' token in its environment.
 async fn capsule_sync(dir: &Path, args: &[&str]) -> Out {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_capsule-sync"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("NO_COLOR")
-        .env("PLAIN_TEST_TOKEN", "test-token")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
+    support::capsule_sync(dir, args, &[("PLAIN_TEST_TOKEN", "test-token")]).await
 }
 
 const ESCAPE: char = '\u{1b}';

@@ -4,33 +4,18 @@
 //! Capsule has answered, the same failures are an outage and keep the retry policy. (An unknown
 //! host is classified in `capsule::retry`'s tests, with a resolver that asks no DNS server.)
 
+mod support;
+
 use std::path::Path;
 
 use capsule_shared::SyncError;
 use capsule_sync_e2e::{client_for, start_sim};
 use serde_json::Value;
+use support::Out;
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
+/// `capsule-sync` with the tests' token in its environment.
 async fn capsule_sync(dir: &Path, args: &[&str]) -> Out {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_capsule-sync"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env("SETUP_TEST_TOKEN", "test-token")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
+    support::capsule_sync(dir, args, &[("SETUP_TEST_TOKEN", "test-token")]).await
 }
 
 /// Creates `acme` against `url` (unchecked), syncs two tables and checks it: both fail with

@@ -66,14 +66,16 @@ pub struct NextDue {
     pub why: String,
 }
 
-/// Records a manual sync of every table of the integration as its last run, before it starts
-/// (as the scheduler records its own): `run-due`, `schedule` and the orchestrator count the
-/// next run from it, so a first load done by hand is not repeated by the next tick.
-pub async fn record_manual_sync(
+/// Records a run of every table of the integration as its last run, before it starts: the
+/// scheduler's own (`run-due`, `schedule`), or a manual sync, so that `run-due`, `schedule` and
+/// the orchestrator count the next run from it (a first load done by hand is not repeated by the
+/// next tick). The integration is next due a frequency later whatever the run does.
+pub async fn record_run_of_every_table(
     state: &dyn StateStore,
     integration: &Integration,
     run_id: &RunId,
     now: DateTime<Utc>,
+    started_by: StartedBy,
 ) -> Result<()> {
     let record = DispatchRecord {
         integration: integration.name.clone(),
@@ -82,7 +84,7 @@ pub async fn record_manual_sync(
         dispatched_at: now,
         failed: vec![],
         held: vec![],
-        started_by: StartedBy::Manual,
+        started_by,
     };
     state.record_dispatch(&record).await
 }
@@ -168,17 +170,7 @@ pub async fn run_due(
             continue;
         }
         let run_id = RunId::new(now);
-        let tables = integration.selected_tables()?.iter().map(|t| t.name.to_string()).collect();
-        let record = DispatchRecord {
-            integration: integration.name.clone(),
-            run_id: run_id.clone(),
-            tables,
-            dispatched_at: now,
-            failed: vec![],
-            held: vec![],
-            started_by: StartedBy::Schedule,
-        };
-        state.record_dispatch(&record).await?;
+        record_run_of_every_table(state, &integration, &run_id, now, StartedBy::Schedule).await?;
         let ok = sync(&integration, &run_id).await;
         out.push(PassOutcome::Synced { integration: integration.name.clone(), run_id, ok });
     }

@@ -8,7 +8,7 @@ use capsule_shared::catalog::{self, TableSpec};
 use capsule_shared::engine::{self, RunOptions, TableRunOutcome};
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
 use capsule_shared::output::{Compression, WriterOptions};
-use capsule_shared::ports::{ErrorRecord, RunState, TableRunRecord};
+use capsule_shared::ports::{ErrorRecord, RunState, StartedBy, TableRunRecord};
 use capsule_shared::{plan, schedule};
 use chrono::Utc;
 use clap::Args;
@@ -85,8 +85,10 @@ pub async fn run(backend: &Backend, args: SyncArgs) -> anyhow::Result<()> {
     // A sync of every table is the integration's last run for the schedule (a redo of an old
     // run id is not a new run).
     if args.tables.is_empty() && !args.no_schedule && run.run_id.is_none() {
-        let run_id = RunId::new(Utc::now());
-        schedule::record_manual_sync(backend.state.as_ref(), &integration, &run_id, Utc::now()).await?;
+        let now = Utc::now();
+        let run_id = RunId::new(now);
+        schedule::record_run_of_every_table(backend.state.as_ref(), &integration, &run_id, now, StartedBy::Manual)
+            .await?;
         run.run_id = Some(run_id);
     }
     let outcomes = sync_now(backend, &integration, &tables, &run).await?;
