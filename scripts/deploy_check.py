@@ -462,6 +462,10 @@ class Verifier:
         got = {
             "KeySchema": table["KeySchema"],
             "AttributeDefinitions": table["AttributeDefinitions"],
+            "GlobalSecondaryIndexes": [
+                {"IndexName": i["IndexName"], "KeySchema": i["KeySchema"], "Projection": i["Projection"]}
+                for i in table.get("GlobalSecondaryIndexes", [])
+            ],
             "BillingMode": table.get("BillingModeSummary", {}).get("BillingMode"),
             "SSESpecification": {"SSEEnabled": table.get("SSEDescription", {}).get("Status") == "ENABLED"},
             "TimeToLiveSpecification": {

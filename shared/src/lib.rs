@@ -15,6 +15,7 @@ pub mod access;
 pub mod aws;
 pub mod capsule;
 pub mod catalog;
+pub mod due;
 pub mod engine;
 mod error;
 pub mod events;

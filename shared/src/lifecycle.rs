@@ -249,7 +249,7 @@ pub async fn resume_due(
     let states = state.table_states(&integration.name).await?;
     let overdue = overdue(&states, overdue_after, now);
     let mut out = Vec::new();
-    for TableState { table, lease, checkpoint } in states {
+    for TableState { table, lease, checkpoint } in states.iter().cloned() {
         let Some(lease) = lease else { continue };
         let checkpoint = checkpoint.filter(|c| c.owner == lease.owner);
         let event = |seq: Option<u32>, run_id: &RunId, stranded: Option<u32>| TableSyncEvent {
@@ -281,14 +281,16 @@ pub async fn resume_due(
             _ => {}
         }
     }
-    Ok(TickView { resume: out, overdue })
+    Ok(TickView { resume: out, overdue, states })
 }
 
-/// What the tick found for an integration: invocations to send, runs going on too long.
+/// What the tick found for an integration: invocations to send, runs going on too long, and
+/// the table states it read (the due index's next look counts from them).
 #[derive(Debug, Default)]
 pub struct TickView {
     pub resume: Vec<TableSyncEvent>,
     pub overdue: Vec<Overdue>,
+    pub states: Vec<TableState>,
 }
 
 /// A run in progress (parked between invocations, or running) since longer than the deployment

@@ -16,6 +16,7 @@ pub enum Event {
     CommitOutcomeUnknown,
     ContinuationNotDispatched,
     DispatchFailed,
+    DueIndexBuilt,
     DuplicateRefused,
     FrequencyBelowTick,
     FullRefresh,
@@ -63,8 +64,10 @@ pub enum Event {
     TableRunSucceeded,
     TableSyncDispatched,
     TablesHeld,
+    TickLeftDueWork,
     TypeMismatch,
     UnknownFields,
+    WakeNotRecorded,
 }
 
 impl Event {
@@ -78,6 +81,7 @@ impl Event {
         Event::CommitOutcomeUnknown,
         Event::ContinuationNotDispatched,
         Event::DispatchFailed,
+        Event::DueIndexBuilt,
         Event::DuplicateRefused,
         Event::FrequencyBelowTick,
         Event::FullRefresh,
@@ -125,8 +129,10 @@ impl Event {
         Event::TableRunSucceeded,
         Event::TableSyncDispatched,
         Event::TablesHeld,
+        Event::TickLeftDueWork,
         Event::TypeMismatch,
         Event::UnknownFields,
+        Event::WakeNotRecorded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -140,6 +146,7 @@ impl Event {
             Event::CommitOutcomeUnknown => "commit_outcome_unknown",
             Event::ContinuationNotDispatched => "continuation_not_dispatched",
             Event::DispatchFailed => "dispatch_failed",
+            Event::DueIndexBuilt => "due_index_built",
             Event::DuplicateRefused => "duplicate_refused",
             Event::FrequencyBelowTick => "frequency_below_tick",
             Event::FullRefresh => "full_refresh",
@@ -187,8 +194,10 @@ impl Event {
             Event::TableRunSucceeded => "table_run_succeeded",
             Event::TableSyncDispatched => "table_sync_dispatched",
             Event::TablesHeld => "tables_held",
+            Event::TickLeftDueWork => "tick_left_due_work",
             Event::TypeMismatch => "type_mismatch",
             Event::UnknownFields => "unknown_fields",
+            Event::WakeNotRecorded => "wake_not_recorded",
         }
     }
 }

@@ -154,6 +154,7 @@ pub trait StateStore: RateBudgetStore + Send + Sync {
     async fn unlock(&self, integration: &str, name: &str, holder: &str) -> Result<()>;
 
     /// Records a scheduled run's dispatch; a record of the same run replaces the earlier one.
+    /// One with tables still to send makes the integration due now in the due index.
     async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()>;
 
     /// The latest dispatch of an integration.
@@ -161,6 +162,33 @@ pub trait StateStore: RateBudgetStore + Send + Sync {
 
     /// An integration's dispatches, newest first (what the schedule started).
     async fn dispatches(&self, integration: &str, limit: usize) -> Result<Vec<DispatchRecord>>;
+
+    /// The due index: integrations whose wake time is at or before `now`, earliest first, at
+    /// most `limit` — one query, however many integrations are registered ([`crate::due`]).
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Wake>>;
+
+    /// An integration's entry in the due index (None: not registered, or nothing to look at).
+    async fn wake(&self, integration: &str) -> Result<Option<Wake>>;
+
+    /// Brings an integration's wake time forward to `at`; a wake already at or before it stays.
+    /// The stores call it themselves from every write that gives the scheduler something to do
+    /// (registering or editing an integration, taking or parking a lease).
+    async fn wake_by(&self, integration: &str, at: DateTime<Utc>) -> Result<()>;
+
+    /// Sets the wake time the scheduler computed after looking at the integration (None: nothing
+    /// to look at until something changes, e.g. paused), only if its entry is still the version
+    /// `seen`: a change in between brought it forward, and it stays so (false is returned).
+    async fn settle_wake(&self, integration: &str, at: Option<DateTime<Utc>>, seen: u64) -> Result<bool>;
+}
+
+/// An integration's entry in the due index: when the scheduler must look at it next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wake {
+    pub integration: String,
+    /// None: nothing to look at (paused, or a state written before the index was built).
+    pub at: Option<DateTime<Utc>>,
+    /// Raised by every change, so the scheduler's settle never undoes one it did not see.
+    pub version: u64,
 }
 
 /// Starts table runs somewhere else (another Lambda invocation; in-process tasks locally).
@@ -368,6 +396,13 @@ pub struct DispatchRecord {
     /// scheduler's).
     #[serde(default)]
     pub started_by: StartedBy,
+}
+
+impl DispatchRecord {
+    /// Tables still to send (not dispatched yet, or held): the scheduler must look again.
+    pub fn has_pending(&self) -> bool {
+        !self.failed.is_empty() || !self.held.is_empty()
+    }
 }
 
 /// What started a run of an integration's tables.

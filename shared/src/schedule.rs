@@ -154,42 +154,77 @@ pub enum PassOutcome {
     Skipped { integration: String, reason: String },
 }
 
-/// One pass: every integration due at `now` is synced (`sync` runs all its tables under the run
-/// id and says whether every table succeeded). The dispatch is recorded before the sync, so the
-/// integration is next due a frequency later whatever the sync does.
+/// One pass: every integration the due index names at `now` is looked at, and synced if it is
+/// due (`sync` runs all its tables under the run id and says whether every table succeeded).
+/// The dispatch is recorded before the sync, so the integration is next due a frequency later
+/// whatever the sync does. Each looked-at entry is settled to the integration's next run (the
+/// local scheduler runs syncs to their end: no lease or parked run is left for it to watch).
 pub async fn run_due(
     state: &dyn StateStore,
     now: DateTime<Utc>,
     sync: &mut impl AsyncFnMut(&Integration, &RunId) -> bool,
 ) -> Result<Vec<PassOutcome>> {
     let mut out = Vec::new();
-    for integration in state.list_integrations().await? {
+    for wake in state.due(now, usize::MAX).await? {
+        let Some(integration) = state.get_integration(&wake.integration).await? else {
+            crate::due::settle(state, &wake, None).await?;
+            continue;
+        };
         let last = state.last_dispatch(&integration.name).await?;
         if let Some(reason) = why_not_due(&integration, last.as_ref(), now, false) {
+            crate::due::settle(state, &wake, next_run(&integration, last.as_ref(), now)).await?;
             out.push(PassOutcome::Skipped { integration: integration.name.clone(), reason });
             continue;
         }
         let run_id = RunId::new(now);
         record_run_of_every_table(state, &integration, &run_id, now, StartedBy::Schedule).await?;
         let ok = sync(&integration, &run_id).await;
+        // Read again after the sync: its own leases brought the entry forward, and an edit made
+        // meanwhile in another process must not be undone.
+        if let Some(wake) = state.wake(&integration.name).await?
+            && let Some(integration) = state.get_integration(&integration.name).await?
+        {
+            let last = state.last_dispatch(&integration.name).await?;
+            crate::due::settle(state, &wake, next_run(&integration, last.as_ref(), now)).await?;
+        }
         out.push(PassOutcome::Synced { integration: integration.name.clone(), run_id, ok });
     }
     Ok(out)
 }
 
-/// The next instant any integration is due (None: one is due now, or none is registered).
-pub async fn next_due(state: &dyn StateStore) -> Result<Option<DateTime<Utc>>> {
-    let mut next: Option<DateTime<Utc>> = None;
-    for integration in state.list_integrations().await? {
-        if integration.status == IntegrationStatus::Paused {
-            continue;
-        }
-        let Some(at) = due_at(&integration, state.last_dispatch(&integration.name).await?.as_ref()) else {
-            return Ok(None);
-        };
-        next = Some(next.map_or(at, |n| n.min(at)));
+/// The integrations a pass did not look at (the due index did not name them), each with why it
+/// is not due: for a one-shot report (`run-due`), which reads every integration to say so; the
+/// passes themselves read only what is due.
+pub async fn not_looked_at(
+    state: &dyn StateStore,
+    looked: &[PassOutcome],
+    now: DateTime<Utc>,
+) -> Result<Vec<PassOutcome>> {
+    let seen = |name: &str| {
+        looked.iter().any(|o| match o {
+            PassOutcome::Synced { integration, .. } | PassOutcome::Skipped { integration, .. } => integration == name,
+        })
+    };
+    let mut out = Vec::new();
+    for integration in state.list_integrations().await?.into_iter().filter(|i| !seen(&i.name)) {
+        let last = state.last_dispatch(&integration.name).await?;
+        let reason = why_not_due(&integration, last.as_ref(), now, false)
+            .unwrap_or_else(|| "due: the next pass runs it".to_string());
+        out.push(PassOutcome::Skipped { integration: integration.name, reason });
     }
-    Ok(next)
+    Ok(out)
+}
+
+/// When the local scheduler next runs the integration (None: paused).
+fn next_run(integration: &Integration, last: Option<&DispatchRecord>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (integration.status != IntegrationStatus::Paused).then(|| due_at(integration, last).unwrap_or(now))
+}
+
+/// The next instant the due index names (None: nothing is waiting): the earliest entry, one
+/// read of the index.
+pub async fn next_due(state: &dyn StateStore) -> Result<Option<DateTime<Utc>>> {
+    let far = Utc::now() + chrono::Duration::days(36_500);
+    Ok(state.due(far, 1).await?.first().and_then(|w| w.at))
 }
 
 /// The local scheduler: passes of [`run_due`] as integrations come due (looking at least every

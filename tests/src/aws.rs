@@ -8,7 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -41,7 +44,7 @@ pub async fn create_bucket(clients: &AwsClients) -> String {
     bucket
 }
 
-/// The state table as template.yaml defines it: `pk`/`sk` strings, on-demand.
+/// The state table as template.yaml defines it: `pk`/`sk` strings, on-demand, and the due index.
 pub async fn create_state_table(clients: &AwsClients) -> String {
     let table = unique("capsule-state");
     let attr = |name: &str| {
@@ -56,6 +59,23 @@ pub async fn create_state_table(clients: &AwsClients) -> String {
         .attribute_definitions(attr("sk"))
         .key_schema(key("pk", KeyType::Hash))
         .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(attr("due"))
+        .attribute_definitions(attr("wake_at"))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("due")
+                .key_schema(key("due", KeyType::Hash))
+                .key_schema(key("wake_at", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .non_key_attributes("integration")
+                        .non_key_attributes("ver")
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await

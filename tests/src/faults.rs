@@ -13,7 +13,7 @@ use capsule_shared::capsule::{BudgetChange, BudgetPolicy, Claim, RateBudget, Rat
 use capsule_shared::integration::{Integration, RunId};
 use capsule_shared::ports::{
     Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, ObjectSink, ObjectUpload, Parking, RunState,
-    StateStore, TableRunRecord, TableState,
+    StateStore, TableRunRecord, TableState, Wake,
 };
 use capsule_shared::{Result, SyncError};
 use tokio::sync::Notify;
@@ -263,6 +263,23 @@ impl StateStore for FaultyState {
     }
     async fn dispatches(&self, integration: &str, limit: usize) -> Result<Vec<DispatchRecord>> {
         self.inner.dispatches(integration, limit).await
+    }
+    async fn due(&self, now: chrono::DateTime<chrono::Utc>, limit: usize) -> Result<Vec<Wake>> {
+        self.inner.due(now, limit).await
+    }
+    async fn wake(&self, integration: &str) -> Result<Option<Wake>> {
+        self.inner.wake(integration).await
+    }
+    async fn wake_by(&self, integration: &str, at: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        self.inner.wake_by(integration, at).await
+    }
+    async fn settle_wake(
+        &self,
+        integration: &str,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+        seen: u64,
+    ) -> Result<bool> {
+        self.inner.settle_wake(integration, at, seen).await
     }
 }
 

@@ -20,6 +20,7 @@ use serde_json::Value;
 pub mod aws;
 pub mod duckdb;
 pub mod faults;
+pub mod fleet;
 pub mod iam;
 pub mod loader;
 pub mod runtime;

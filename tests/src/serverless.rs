@@ -169,6 +169,7 @@ pub async fn world_with(setup: Setup) -> World {
         dispatcher: Arc::new(LambdaDispatcher::new(orchestrator_clients.lambda.clone(), "table-sync")),
         lease_ttl: setup.run.lease_ttl,
         overdue_after: setup.overdue_after,
+        limits: orchestrator::TickLimits::default(),
     };
     let remaining = setup.remaining;
     let mut bootstrap_env = vec![
@@ -307,14 +308,14 @@ pub async fn manifest_rows(w: &World, table: &str, run_id: &str) -> Vec<serde_js
 }
 
 /// The loopback endpoint the tests' AWS clients use (moto).
-fn moto_endpoint() -> String {
+pub(crate) fn moto_endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL: run the tests with `bash scripts/test.sh`")
 }
 
 /// SDK clients that sign as `function` (its name as access key id, as its role's credentials
 /// would identify it) and send everything to `endpoint`. The endpoint is set on each service's
 /// config: there the environment's `AWS_ENDPOINT_URL` would win over the shared config's.
-async fn clients_signed_as(function: &str, endpoint: &str) -> AwsClients {
+pub(crate) async fn clients_signed_as(function: &str, endpoint: &str) -> AwsClients {
     use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
     let credentials = Credentials::new(function, "recorded", None, None, "recorder");
     let config =

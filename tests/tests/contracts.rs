@@ -61,6 +61,7 @@ state_contract!(a_held_table_is_released_when_the_run_it_waits_for_ends);
 state_contract!(fencing_numbers_rise_and_a_replaced_invocation_can_write_nothing);
 state_contract!(a_lease_is_released_only_by_its_holder);
 state_contract!(locks_exclude_other_holders_until_they_expire);
+state_contract!(the_due_index_follows_every_write_that_changes_due_time);
 sink_contract!(objects_appear_whole_or_not_at_all);
 
 mod budgets_are_updated_atomically {
@@ -575,4 +576,58 @@ async fn locks_exclude_other_holders_until_they_expire(state: &dyn StateStore) {
 /// The bookmark of a table's first commit (generation 1).
 fn first_bookmark(run: &RunId, last_run_started: chrono::DateTime<Utc>) -> Bookmark {
     Bookmark { last_run_started, run_id: run.clone(), previous: None, generation: 1, backfill: 0 }
+}
+
+/// The due index: a new or edited integration is due at once; the scheduler's settle moves it
+/// later, unless a write brought it forward since it read the entry; taking a lease brings it to
+/// the lease's expiry, parking one to its `not_before`; earliest first; deleting removes it.
+async fn the_due_index_follows_every_write_that_changes_due_time(state: &dyn StateStore) {
+    let millis = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.timestamp_millis());
+    let due_now = async |state: &dyn StateStore| -> Vec<String> {
+        state.due(Utc::now(), 100).await.unwrap().into_iter().map(|w| w.integration).collect()
+    };
+    let mut acme = Integration::new("acme", TokenSource::Env { var: "X".into() }, Utc::now());
+    state.create_integration(&acme).await.unwrap();
+    assert_eq!(due_now(state).await, vec!["acme"], "a new integration is due at once");
+
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let seen = state.wake("acme").await.unwrap().unwrap();
+    assert!(state.settle_wake("acme", Some(later), seen.version).await.unwrap());
+    assert!(due_now(state).await.is_empty(), "settled for later");
+    assert!(!state.settle_wake("acme", None, seen.version).await.unwrap(), "a stale version is refused");
+    assert_eq!(millis(state.wake("acme").await.unwrap().unwrap().at), millis(Some(later)), "and changes nothing");
+
+    acme.frequency_minutes = 60;
+    state.update_integration(&acme).await.unwrap();
+    assert_eq!(due_now(state).await, vec!["acme"], "an edit makes it due at once");
+    let seen = state.wake("acme").await.unwrap().unwrap();
+    assert!(state.settle_wake("acme", Some(later), seen.version).await.unwrap());
+
+    let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
+    let held = state.acquire_lease(&lease("parties", "o", &run, Duration::from_secs(120))).await.unwrap().lease;
+    let wake = state.wake("acme").await.unwrap().unwrap();
+    assert_eq!(millis(wake.at), millis(Some(held.expires_at)), "a lease: looked at when it would be stranded");
+    assert!(!state.settle_wake("acme", Some(later), seen.version).await.unwrap(), "the lease moved it since");
+    assert!(state.settle_wake("acme", Some(later), wake.version).await.unwrap());
+
+    let not_before = Utc::now() + chrono::Duration::seconds(30);
+    let saved = Checkpoint { not_before: Some(not_before), ..checkpoint(&run, "o", 1) };
+    let parking = Parking { checkpoint: saved, hold_until: later };
+    state.save_checkpoint(&held, &parking, &record("acme", "parties", &run, RunState::Continued)).await.unwrap();
+    assert_eq!(millis(state.wake("acme").await.unwrap().unwrap().at), millis(Some(not_before)), "parked");
+    let resumed = state.resume_lease("acme", "parties", "o", 2, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(millis(state.wake("acme").await.unwrap().unwrap().at), millis(Some(resumed.expires_at)));
+
+    let beta = Integration::new("beta", TokenSource::Env { var: "X".into() }, Utc::now());
+    state.create_integration(&beta).await.unwrap();
+    let soon = state.due(Utc::now() + chrono::Duration::hours(2), 100).await.unwrap();
+    let order: Vec<&str> = soon.iter().map(|w| w.integration.as_str()).collect();
+    assert_eq!(order, vec!["beta", "acme"], "earliest first");
+    assert_eq!(state.due(Utc::now() + chrono::Duration::hours(2), 1).await.unwrap().len(), 1, "at most `limit`");
+
+    let seen = state.wake("beta").await.unwrap().unwrap();
+    assert!(state.settle_wake("beta", None, seen.version).await.unwrap(), "paused: nothing to look at");
+    assert!(!due_now(state).await.contains(&"beta".to_string()));
+    assert!(state.delete_integration("beta").await.unwrap());
+    assert!(state.wake("beta").await.unwrap().is_none(), "deleting removes its entry");
 }

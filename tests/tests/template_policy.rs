@@ -144,7 +144,8 @@ fn violations(text: &str) -> Vec<String> {
         let writes = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"];
         if writes.contains(&action.as_str()) {
             let keys = strings(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
-            if keys != ["DISPATCH#*"] {
+            // Its dispatch records and its entries in the due index, nothing else.
+            if keys.is_empty() || keys.iter().any(|k| k != "DISPATCH#*" && k != "DUE#*") {
                 bad.push(format!("OrchestratorRole: {action} beyond dispatch records ({keys:?})"));
             }
         }

@@ -150,6 +150,10 @@ struct IntegrationLine {
     waiting: Vec<(String, DateTime<Utc>)>,
     /// Tables whose last runs failed, with how many in a row.
     failing: Vec<(String, u32)>,
+    /// Since when the scheduler's due index has named it due, if it does now: the backlog the
+    /// next tick works through, earliest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    due_since: Option<DateTime<Utc>>,
 }
 
 #[derive(serde::Serialize)]
@@ -165,6 +169,8 @@ struct LastJob {
 /// tables waiting or failing; and the commands that say more.
 async fn status_of_all(backend: &Backend, json: bool) -> anyhow::Result<()> {
     let now = Utc::now();
+    let backlog: std::collections::BTreeMap<String, Option<DateTime<Utc>>> =
+        backend.state.due(now, usize::MAX).await?.into_iter().map(|w| (w.integration, w.at)).collect();
     let mut lines = Vec::new();
     for integration in backend.state.list_integrations().await? {
         let name = integration.name.clone();
@@ -187,6 +193,7 @@ async fn status_of_all(backend: &Backend, json: bool) -> anyhow::Result<()> {
                 .filter(|h| h.consecutive_failures > 0)
                 .map(|h| (h.table.clone(), h.consecutive_failures))
                 .collect(),
+            due_since: backlog.get(&name).copied().flatten(),
             status: integration.status,
             integration: name,
         });
@@ -215,6 +222,16 @@ async fn status_of_all(backend: &Backend, json: bool) -> anyhow::Result<()> {
         ]);
     }
     println!("{t}");
+    let oldest = backlog.values().flatten().min();
+    match oldest {
+        Some(since) => println!(
+            "scheduler backlog: {} of {} integrations due now, the oldest since {}",
+            backlog.len(),
+            lines.len(),
+            when(Some(*since))
+        ),
+        None => println!("scheduler backlog: none due now"),
+    }
     println!("more: {0} status NAME (per table) · {0} jobs NAME · {0} runs NAME", report::this_command());
     Ok(())
 }

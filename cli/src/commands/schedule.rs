@@ -69,8 +69,10 @@ fn print_pass(outcomes: &[PassOutcome]) {
 
 pub async fn run_due(backend: &Backend, args: RunDueArgs) -> anyhow::Result<()> {
     let mut sync = syncer(backend, &args.run);
-    let outcomes = schedule::run_due(backend.state.as_ref(), Utc::now(), &mut sync).await?;
+    let now = Utc::now();
+    let outcomes = schedule::run_due(backend.state.as_ref(), now, &mut sync).await?;
     print_pass(&outcomes);
+    print_pass(&schedule::not_looked_at(backend.state.as_ref(), &outcomes, now).await?);
     let failed: Vec<&str> = outcomes
         .iter()
         .filter_map(|o| match o {

@@ -2,11 +2,17 @@
 //! invocation per selected table under one new run id. Each scheduled tick also resumes runs
 //! that wait for a rate-limit window which has now reset, and runs whose invocation stopped
 //! renewing its lease (killed, timed out): the rules are in `capsule_shared::lifecycle`.
+//! A scheduled tick looks only at the integrations the due index names ([`due_tick`]); a manual
+//! event at the integration it names, or at all of them.
+
+mod due_tick;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use std::time::Duration;
+
+pub use due_tick::{TickLimits, limits_from_env};
 
 use capsule_shared::catalog;
 use capsule_shared::events::{ManualRun, OrchestratorEvent, TableSyncEvent};
@@ -29,6 +35,8 @@ pub struct Deps {
     /// A run in progress longer than this is overdue: logged as an error (`run_overdue`, which
     /// the stack's alarm counts) and listed in the tick's summary.
     pub overdue_after: Duration,
+    /// How much one scheduled tick takes on ([`TickLimits`]).
+    pub limits: TickLimits,
 }
 
 /// The orchestrator's answer.
@@ -45,6 +53,17 @@ pub struct Summary {
     /// Runs in progress for longer than the deployment allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overdue: Vec<OverdueRun>,
+    /// Integrations the due index named as due this tick (scheduled ticks).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub due: usize,
+    /// Due integrations this tick left to the next (its invocation cap or time budget was
+    /// reached): the next tick takes them first, earliest due first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -87,10 +106,14 @@ pub struct Skipped {
 }
 
 pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
-    let (request, scheduled) = match OrchestratorEvent::parse(event)? {
-        OrchestratorEvent::Scheduled => (ManualRun::default(), true),
-        OrchestratorEvent::Manual(run) => (run, false),
-    };
+    match OrchestratorEvent::parse(event)? {
+        OrchestratorEvent::Scheduled => due_tick::run(deps).await,
+        OrchestratorEvent::Manual(run) => manual(run, deps).await,
+    }
+}
+
+/// A run asked for by hand: the integration it names, or every registered one.
+async fn manual(request: ManualRun, deps: &Deps) -> Result<Summary> {
     let integrations = match &request.integration {
         Some(name) => vec![
             deps.state
@@ -103,17 +126,44 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
     let tables_asked = if request.tables.is_empty() { None } else { Some(catalog::resolve_tables(&request.tables)?) };
     let now = Utc::now();
     let mut summary = Summary::default();
-    let tick = Tick { deps, request: &request, tables_asked: tables_asked.as_deref(), scheduled, now };
+    let tick = Tick { deps, request: &request, tables_asked: tables_asked.as_deref(), scheduled: false, now };
     for integration in integrations {
-        // Each integration on its own: an error is logged and reported for it, and the tick
-        // goes on with the others.
-        if let Err(error) = tick.integration(&integration, &mut summary).await {
-            tracing::error!(event = Event::IntegrationTickFailed.as_str(), integration = %integration.name,
-                            error_type = error.error_type(), %error, "the next tick tries it again");
-            summary.failed.push(Skipped { integration: integration.name.clone(), reason: error.to_string() });
+        // Each integration on its own: an error is logged and reported for it, and the others
+        // go on.
+        if let Err(error) = tick.integration(&integration, &mut summary, &Unlimited).await {
+            integration_failed(&integration.name, &error, &mut summary);
         }
     }
     Ok(summary)
+}
+
+fn integration_failed(name: &str, error: &SyncError, summary: &mut Summary) {
+    tracing::error!(event = Event::IntegrationTickFailed.as_str(), integration = %name,
+                    error_type = error.error_type(), %error, "the next tick tries it again");
+    summary.failed.push(Skipped { integration: name.to_string(), reason: error.to_string() });
+}
+
+/// Table-sync invocations a look may start (the scheduled tick's cap, shared by its workers).
+trait Allowance: Sync {
+    /// Takes `n` invocations; false when the cap would be passed (nothing is taken then).
+    async fn take(&self, n: usize) -> bool;
+}
+
+/// A manual run is not capped: the operator asked for it.
+struct Unlimited;
+
+impl Allowance for Unlimited {
+    async fn take(&self, _: usize) -> bool {
+        true
+    }
+}
+
+/// What one look at an integration did.
+enum Looked {
+    /// Its work was sent (or there was none); the due index settles from these.
+    Done { sent: usize, last: Option<DispatchRecord>, states: Vec<capsule_shared::ports::TableState> },
+    /// Its work would pass the tick's cap: left for the next tick, nothing sent.
+    Deferred,
 }
 
 /// One tick's request, applied to each integration in turn.
@@ -127,55 +177,83 @@ struct Tick<'a> {
 
 impl Tick<'_> {
     /// Resumes the integration's waiting runs, sends its pending tables, and dispatches a new
-    /// run if it is due.
-    async fn integration(&self, integration: &Integration, summary: &mut Summary) -> Result<()> {
+    /// run if it is due — all of it, or nothing when `allowance` cannot take it.
+    async fn integration(
+        &self,
+        integration: &Integration,
+        summary: &mut Summary,
+        allowance: &impl Allowance,
+    ) -> Result<Looked> {
         let (deps, now) = (self.deps, self.now);
         // Read once: the pending tables it names and when the integration is next due.
         let last = deps.state.last_dispatch(&integration.name).await?;
+        let (view, pending) = if self.scheduled {
+            let view =
+                lifecycle::resume_due(deps.state.as_ref(), integration, (deps.lease_ttl, deps.overdue_after)).await?;
+            (view, pending_tables(integration, last.clone(), deps, now).await?)
+        } else {
+            (lifecycle::TickView::default(), None)
+        };
         // Tables whose run this tick continues are busy: a new run of one would race the
         // continuation for the stranded lease, and abandon the run it could have finished.
-        let mut busy = BTreeSet::new();
-        if self.scheduled {
-            let resumed = resume(integration, deps, summary).await?;
-            busy.extend(resumed.iter().filter(|r| r.invocation.is_some()).map(|r| r.table.clone()));
-            summary.resumed.extend(resumed);
-            summary.dispatched.extend(dispatch_pending(integration, last.clone(), deps, now).await?);
-        }
+        let busy: BTreeSet<String> =
+            view.resume.iter().filter(|e| !e.continuation || e.seq.is_some()).map(|e| e.table.clone()).collect();
         if let Err(e) = schedule::check_frequency(integration, schedule::deployment_tick()) {
             tracing::warn!(event = Event::FrequencyBelowTick.as_str(), integration = %integration.name, error = %e);
         }
         let force = self.request.force && !self.scheduled;
-        if let Some(reason) = schedule::why_not_due(integration, last.as_ref(), now, force) {
+        let not_due = schedule::why_not_due(integration, last.as_ref(), now, force);
+        let tables = match (&not_due, self.tables_asked) {
+            (Some(_), _) => vec![],
+            (None, Some(tables)) => tables.to_vec(),
+            (None, None) => integration.selected_tables()?,
+        };
+        let tables: Vec<_> = tables.into_iter().filter(|t| !busy.contains(t.name)).collect();
+        let sends = view.resume.len() + pending.as_ref().map_or(0, |p| p.tables.len()) + tables.len();
+        if !allowance.take(sends).await {
+            return Ok(Looked::Deferred);
+        }
+        let mut latest = last;
+        summary.overdue.extend(report_overdue(integration, view.overdue));
+        summary.resumed.extend(resume(view.resume, deps).await);
+        if let Some(pending) = pending {
+            let (dispatched, record) = send_pending(integration, pending, deps).await?;
+            summary.dispatched.push(dispatched);
+            latest = Some(record);
+        }
+        if let Some(reason) = not_due {
             tracing::info!(event = Event::IntegrationSkipped.as_str(), integration = %integration.name, %reason);
             summary.skipped.push(Skipped { integration: integration.name.clone(), reason });
-            return Ok(());
+            return Ok(Looked::Done { sent: sends, last: latest, states: view.states });
         }
-        let mut tables = match self.tables_asked {
-            Some(tables) => tables.to_vec(),
-            None => integration.selected_tables()?,
-        };
-        tables.retain(|t| !busy.contains(t.name));
         // A run of every table counts for the schedule, forced or not (a first load started by
         // hand is not repeated by the next tick); a partial manual run leaves it as it was.
         let complete = self.tables_asked.is_none() && !self.request.no_schedule;
         let started_by = complete.then_some(if force { StartedBy::Manual } else { StartedBy::Schedule });
-        summary.dispatched.push(dispatch(integration, &tables, deps, now, started_by).await?);
-        Ok(())
+        let (dispatched, record) = dispatch(integration, &tables, deps, now, started_by).await?;
+        summary.dispatched.push(dispatched);
+        Ok(Looked::Done { sent: sends, last: started_by.map(|_| record).or(latest), states: view.states })
     }
 }
 
-/// Continues the integration's runs whose window has reset, and heals stranded ones (table-sync
-/// records the stranded invocation: the orchestrator only reads run state).
-/// Runs going on for too long are reported (logged as errors, listed in `summary`).
-async fn resume(integration: &Integration, deps: &Deps, summary: &mut Summary) -> Result<Vec<Resumed>> {
-    let view = lifecycle::resume_due(deps.state.as_ref(), integration, (deps.lease_ttl, deps.overdue_after)).await?;
-    for run in view.overdue {
-        tracing::error!(event = Event::RunOverdue.as_str(), integration = %integration.name, table = %run.table,
-                        run_id = %run.run_id, since = %run.since, "a run has been in progress for too long");
-        summary.overdue.push(OverdueRun { integration: integration.name.clone(), run });
-    }
+/// Runs going on for too long, logged as errors (the stack's alarm counts them).
+fn report_overdue(integration: &Integration, overdue: Vec<lifecycle::Overdue>) -> Vec<OverdueRun> {
+    overdue
+        .into_iter()
+        .map(|run| {
+            tracing::error!(event = Event::RunOverdue.as_str(), integration = %integration.name, table = %run.table,
+                            run_id = %run.run_id, since = %run.since, "a run has been in progress for too long");
+            OverdueRun { integration: integration.name.clone(), run }
+        })
+        .collect()
+}
+
+/// Sends the continuations [`lifecycle::resume_due`] decided: runs whose window has reset, and
+/// stranded ones (table-sync records the stranded invocation: the orchestrator only reads run
+/// state).
+async fn resume(events: Vec<TableSyncEvent>, deps: &Deps) -> Vec<Resumed> {
     let mut resumed = Vec::new();
-    for event in view.resume {
+    for event in events {
         let error = deps.dispatcher.dispatch(&event).await.err().map(|e| e.to_string());
         tracing::info!(event = Event::RunResumed.as_str(), integration = %event.integration, table = %event.table,
                        run_id = %event.run_id, invocation = ?event.seq, stranded = ?event.stranded, ?error);
@@ -189,7 +267,7 @@ async fn resume(integration: &Integration, deps: &Deps, summary: &mut Summary) -
             error,
         });
     }
-    Ok(resumed)
+    resumed
 }
 
 /// Dispatches one table-sync invocation per table under a new run id. A run of every table
@@ -205,7 +283,7 @@ async fn dispatch(
     deps: &Deps,
     now: DateTime<Utc>,
     started_by: Option<StartedBy>,
-) -> Result<Dispatched> {
+) -> Result<(Dispatched, DispatchRecord)> {
     let run_id = RunId::new(now);
     let held: Vec<(String, String)> = tables
         .iter()
@@ -236,44 +314,60 @@ async fn dispatch(
         tracing::info!(event = Event::TablesHeld.as_str(), integration = %integration.name, run_id = %run_id,
                        held = ?record.held);
     }
-    Ok(Dispatched {
+    let dispatched = Dispatched {
         integration: integration.name.clone(),
         run_id,
         tables: names,
-        failed: record.failed,
-        held: record.held,
-    })
+        failed: record.failed.clone(),
+        held: record.held.clone(),
+    };
+    Ok((dispatched, record))
 }
 
-/// Invokes table-sync for each table of a run; the tables whose invoke failed, with why.
+/// Invokes table-sync for each table of a run, a few at once; the tables whose invoke failed,
+/// with why.
 async fn send(integration: &Integration, tables: &[String], run_id: &RunId, deps: &Deps) -> Vec<(String, String)> {
-    let mut failed = Vec::new();
-    for table in tables {
-        let event = TableSyncEvent {
-            integration: integration.name.clone(),
-            table: table.clone(),
-            run_id: run_id.clone(),
-            continuation: false,
-            max_seconds: None,
-            seq: None,
-            stranded: None,
-        };
-        if let Err(e) = deps.dispatcher.dispatch(&event).await {
-            tracing::error!(event = Event::DispatchFailed.as_str(), %table, error = %e);
-            failed.push((table.clone(), e.to_string()));
-        }
-    }
-    failed
+    use futures::StreamExt;
+    futures::stream::iter(tables.to_vec())
+        .map(|table| async move {
+            let event = TableSyncEvent {
+                integration: integration.name.clone(),
+                table: table.clone(),
+                run_id: run_id.clone(),
+                continuation: false,
+                max_seconds: None,
+                seq: None,
+                stranded: None,
+            };
+            let result = deps.dispatcher.dispatch(&event).await;
+            result.err().map(|e| {
+                tracing::error!(event = Event::DispatchFailed.as_str(), %table, error = %e);
+                (table, e.to_string())
+            })
+        })
+        .buffered(INVOKES_AT_ONCE)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
 }
 
-/// The tables the last scheduled run could not dispatch, and those it held back whose awaited
-/// run has ended ([`lifecycle::held_table_released`]), sent now under its run id.
-async fn dispatch_pending(
+/// Invokes one integration's run sends at once.
+const INVOKES_AT_ONCE: usize = 8;
+
+/// What the last scheduled run has left to send: the tables it could not dispatch, and those it
+/// held back whose awaited run has ended ([`lifecycle::held_table_released`]).
+struct Pending {
+    record: DispatchRecord,
+    tables: Vec<String>,
+    released: Vec<(String, String)>,
+}
+
+async fn pending_tables(
     integration: &Integration,
     last: Option<DispatchRecord>,
     deps: &Deps,
     now: DateTime<Utc>,
-) -> Result<Option<Dispatched>> {
+) -> Result<Option<Pending>> {
     let Some(mut record) = last else { return Ok(None) };
     if integration.status == IntegrationStatus::Paused {
         return Ok(None);
@@ -289,18 +383,28 @@ async fn dispatch_pending(
     if record.failed.is_empty() && released.is_empty() {
         return Ok(None);
     }
-    let pending: Vec<String> =
-        record.failed.iter().map(|(t, _)| t.clone()).chain(released.iter().map(|(t, _)| t.clone())).collect();
+    let tables = record.failed.iter().map(|(t, _)| t.clone()).chain(released.iter().map(|(t, _)| t.clone())).collect();
     record.held = still_held;
-    record.failed = send(integration, &pending, &record.run_id, deps).await;
+    Ok(Some(Pending { record, tables, released }))
+}
+
+/// Sends the pending tables under the last run's id, and records what is still pending.
+async fn send_pending(
+    integration: &Integration,
+    pending: Pending,
+    deps: &Deps,
+) -> Result<(Dispatched, DispatchRecord)> {
+    let Pending { mut record, tables, released } = pending;
+    record.failed = send(integration, &tables, &record.run_id, deps).await;
     deps.state.record_dispatch(&record).await?;
     tracing::info!(event = Event::PendingTablesDispatched.as_str(), integration = %integration.name, run_id = %record.run_id,
-                   tables = pending.len(), failed = record.failed.len(), ?released);
-    Ok(Some(Dispatched {
+                   tables = tables.len(), failed = record.failed.len(), ?released);
+    let dispatched = Dispatched {
         integration: integration.name.clone(),
-        run_id: record.run_id,
-        tables: pending,
-        failed: record.failed,
-        held: record.held,
-    }))
+        run_id: record.run_id.clone(),
+        tables,
+        failed: record.failed.clone(),
+        held: record.held.clone(),
+    };
+    Ok((dispatched, record))
 }

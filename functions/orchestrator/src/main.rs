@@ -44,6 +44,7 @@ async fn run() -> Result<(), Error> {
         dispatcher: Arc::new(LambdaDispatcher::new(clients.lambda.clone(), &function)),
         lease_ttl: capsule_shared::engine::DEFAULT_LEASE_TTL,
         overdue_after: capsule_shared::lifecycle::overdue_after_from_env()?,
+        limits: orchestrator::limits_from_env()?,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();

@@ -11,6 +11,7 @@
 //! | `DISPATCH#<name>` | `DISPATCH#<run_id>` | a scheduler dispatch (its own partition: the orchestrator's IAM role may write only `DISPATCH#` partitions) |
 //! | `BUDGET#<key>` | `BUDGET` | a token's rate-limit window (`ver` for optimistic updates) |
 //! | `INTEGRATIONS` | `<name>` | the registry: listing integrations is one query, not a scan |
+//! | `DUE#<name>` | `WAKE` | the integration's entry in the due index ([`due_index`]) |
 //!
 //! Run and dispatch records carry `ttl` (their end plus the history retention, default 90 days):
 //! DynamoDB's TTL removes them, so the table does not grow with every run.
@@ -23,7 +24,11 @@
 //! check the fencing number too (`#owner = :owner AND fence = :fence`, [`Lease::fence`]): a
 //! duplicate, stale or replaced invocation of the same run can write nothing either.
 
+mod due_index;
+
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,7 +48,7 @@ use crate::integration::{Integration, RunId};
 use crate::observe::Event;
 use crate::ports::{
     Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, StateStore, TableRunRecord,
-    TableState, not_waiting_for,
+    TableState, Wake, not_waiting_for,
 };
 use crate::{Result, SyncError};
 
@@ -56,6 +61,8 @@ pub struct DynamoState {
     table: String,
     /// Run records and dispatch records expire (DynamoDB TTL) this long after they end.
     history: Duration,
+    /// The due index is known to hold every integration ([`due_index`]).
+    index_built: Arc<AtomicBool>,
 }
 
 /// How long run and dispatch history is kept unless configured (`CAPSULE_HISTORY_DAYS`).
@@ -160,7 +167,7 @@ fn failed_conditions(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsErr
 
 impl DynamoState {
     pub fn new(client: Client, table: &str) -> DynamoState {
-        DynamoState { client, table: table.to_string(), history: DEFAULT_HISTORY }
+        DynamoState { client, table: table.to_string(), history: DEFAULT_HISTORY, index_built: Arc::default() }
     }
 
     /// Keeps run and dispatch records this long (then DynamoDB's TTL removes them).
@@ -333,7 +340,9 @@ impl DynamoState {
             self.put(self.run_item(record)?),
             self.delete(&lease.integration, running_sk(record)),
         ];
-        self.transact(items, lease).await
+        self.transact(items, lease).await?;
+        self.wake_after_write(&lease.integration, parking.checkpoint.not_before.unwrap_or_else(Utc::now)).await;
+        Ok(())
     }
 
     async fn lease(&self, integration: &str, table: &str) -> Result<Option<Lease>> {
@@ -417,7 +426,11 @@ impl StateStore for DynamoState {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .expect("table, item and condition are set");
-        let items = vec![TransactWriteItem::builder().put(doc).build(), self.put(registry_item(&integration.name))];
+        let items = vec![
+            TransactWriteItem::builder().put(doc).build(),
+            self.put(registry_item(&integration.name)),
+            self.put(due_index::new_wake_item(&integration.name, Utc::now())),
+        ];
         match self.send_transaction(items).await {
             Ok(()) => Ok(()),
             Err(Cancelled::Conditions(_)) => {
@@ -429,7 +442,9 @@ impl StateStore for DynamoState {
 
     async fn update_integration(&self, integration: &Integration) -> Result<()> {
         let missing = format!("no integration named `{}`", integration.name);
-        self.put_integration(integration, "attribute_exists(pk)", missing).await
+        self.put_integration(integration, "attribute_exists(pk)", missing).await?;
+        self.wake_after_write(&integration.name, Utc::now()).await;
+        Ok(())
     }
 
     async fn list_integrations(&self) -> Result<Vec<Integration>> {
@@ -464,6 +479,7 @@ impl StateStore for DynamoState {
             }
         }
         self.delete_key(s(REGISTRY), s(name)).await?;
+        self.delete_wake(name).await?;
         Ok(existed)
     }
 
@@ -507,6 +523,7 @@ impl StateStore for DynamoState {
                 // The attempt count is returned; the caller stores it when it renews the lease
                 // of a run it took over from itself.
                 let attempt = crate::lifecycle::attempt_after(displaced.as_ref(), wanted);
+                self.wake_after_write(&wanted.integration, wanted.expires_at).await;
                 Ok(LeaseGrant { lease: Lease { attempt, ..wanted.clone() }, displaced })
             }
             Err(e) if is_conditional_failure(&e) => {
@@ -559,7 +576,10 @@ impl StateStore for DynamoState {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(taken),
+            Ok(_) => {
+                self.wake_after_write(integration, taken.expires_at).await;
+                Ok(taken)
+            }
             Err(e) if is_conditional_failure(&e) => Err(superseded()),
             Err(e) => Err(db_err("PutItem", e)),
         }
@@ -779,6 +799,9 @@ impl StateStore for DynamoState {
             .send()
             .await
             .map_err(|e| db_err("PutItem", e))?;
+        if dispatch.has_pending() {
+            self.wake_after_write(&dispatch.integration, Utc::now()).await;
+        }
         Ok(())
     }
 
@@ -795,6 +818,22 @@ impl StateStore for DynamoState {
             newest = self.query(integration, "DISPATCH#", Some(1)).await?;
         }
         newest.first().map(from_item).transpose()
+    }
+
+    async fn due(&self, now: chrono::DateTime<Utc>, limit: usize) -> Result<Vec<Wake>> {
+        self.query_due(now, limit).await
+    }
+
+    async fn wake(&self, integration: &str) -> Result<Option<Wake>> {
+        self.get_wake(integration).await
+    }
+
+    async fn wake_by(&self, integration: &str, at: chrono::DateTime<Utc>) -> Result<()> {
+        self.lower_wake(integration, at).await
+    }
+
+    async fn settle_wake(&self, integration: &str, at: Option<chrono::DateTime<Utc>>, seen: u64) -> Result<bool> {
+        self.settle(integration, at, seen).await
     }
 }
 

@@ -293,6 +293,10 @@ impl TableRun<'_> {
                 lifecycle::clean_up_attempt(state, self.deps.sink, displaced).await?;
             } else {
                 lifecycle::clean_up_after(state, self.deps.sink, displaced, self.run_id).await?;
+                // Removing a big run's files can outlast a short lease: held again from now,
+                // before the heartbeat counts from it (refused if another run took it meanwhile).
+                lease.expires_at = crate::from_now(self.lease_timing().ttl_now());
+                state.renew_lease(&lease).await?;
             }
         }
         if lease.attempt > lifecycle::MAX_FIRST_ATTEMPTS {

@@ -30,7 +30,7 @@ use crate::integration::RunId;
 use crate::observe::Event;
 use crate::ports::{
     Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, RunState, StateStore,
-    TableRunRecord, TableState, not_waiting_for,
+    TableRunRecord, TableState, Wake, not_waiting_for,
 };
 use crate::{Result, SyncError};
 
@@ -60,6 +60,40 @@ struct StateDoc {
     /// Keyed `integration/name`: holder and expiry.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     locks: BTreeMap<String, (String, DateTime<Utc>)>,
+    /// The due index, by integration ([`crate::due`]). None in a file written before it
+    /// existed: every integration is then due at once, and the scheduler settles each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wakes: Option<BTreeMap<String, Wake>>,
+}
+
+impl StateDoc {
+    /// The due index, built on first use for a file written before it existed.
+    fn wakes(&mut self) -> &mut BTreeMap<String, Wake> {
+        let integrations = &self.integrations;
+        self.wakes.get_or_insert_with(|| {
+            let now = Utc::now();
+            integrations
+                .keys()
+                .map(|name| (name.clone(), Wake { integration: name.clone(), at: Some(now), version: 1 }))
+                .collect()
+        })
+    }
+
+    /// Brings a registered integration's wake forward to `at` (see [`StateStore::wake_by`]).
+    fn wake_by(&mut self, integration: &str, at: DateTime<Utc>) {
+        if !self.integrations.contains_key(integration) {
+            return;
+        }
+        let wake = self.wakes().entry(integration.to_string()).or_insert_with(|| Wake {
+            integration: integration.to_string(),
+            at: None,
+            version: 0,
+        });
+        if wake.at.is_none_or(|current| at < current) {
+            wake.at = Some(at);
+            wake.version += 1;
+        }
+    }
 }
 
 fn key(integration: &str, table: &str) -> String {
@@ -201,6 +235,7 @@ fn lease_is_held(doc: &StateDoc, lease: &Lease) -> bool {
 fn park(doc: &mut StateDoc, lease: &Lease, parking: Parking) {
     let k = key(&lease.integration, &lease.table);
     doc.leases.insert(k.clone(), lease.parked(&parking));
+    doc.wake_by(&lease.integration, parking.checkpoint.not_before.unwrap_or_else(Utc::now));
     doc.checkpoints.insert(k, parking.checkpoint);
 }
 
@@ -248,7 +283,10 @@ impl StateStore for StateFile {
             if doc.integrations.contains_key(&integration.name) {
                 return Err(SyncError::Config(format!("an integration named `{}` already exists", integration.name)));
             }
-            doc.integrations.insert(integration.name.clone(), integration);
+            let name = integration.name.clone();
+            doc.integrations.insert(name.clone(), integration);
+            doc.wakes().remove(&name);
+            doc.wake_by(&name, Utc::now());
             Ok(())
         })
         .await
@@ -258,7 +296,8 @@ impl StateStore for StateFile {
         let integration = integration.clone();
         self.transact(true, move |doc| match doc.integrations.get_mut(&integration.name) {
             Some(existing) => {
-                *existing = integration;
+                *existing = integration.clone();
+                doc.wake_by(&integration.name, Utc::now());
                 Ok(())
             }
             None => Err(SyncError::Config(format!("no integration named `{}`", integration.name))),
@@ -277,6 +316,7 @@ impl StateStore for StateFile {
             doc.bookmarks.retain(|k, _| !k.starts_with(&prefix));
             doc.leases.retain(|k, _| !k.starts_with(&prefix));
             doc.checkpoints.retain(|k, _| !k.starts_with(&prefix));
+            doc.wakes().remove(&name);
             Ok(doc.integrations.remove(&name).is_some())
         })
         .await
@@ -314,6 +354,7 @@ impl StateStore for StateFile {
             };
             let lease = Lease { attempt: crate::lifecycle::attempt_after(displaced.as_ref(), &lease), ..lease };
             doc.leases.insert(k, lease.clone());
+            doc.wake_by(&lease.integration, lease.expires_at);
             Ok(LeaseGrant { lease, displaced })
         })
         .await
@@ -336,7 +377,9 @@ impl StateStore for StateFile {
                 .filter(|l| l.owner == owner && l.next == seq && (l.invocation == 0 || l.holder_stopped(Utc::now())));
             let Some(lease) = lease else { return Err(not_waiting_for(&integration, &table, &owner, seq)) };
             *lease = Lease { process: Some(process::this_process()), ..lease.resumed(seq, expires_at) };
-            Ok(lease.clone())
+            let lease = lease.clone();
+            doc.wake_by(&integration, lease.expires_at);
+            Ok(lease)
         })
         .await
     }
@@ -509,6 +552,9 @@ impl StateStore for StateFile {
         self.transact(true, move |doc| {
             // The same run's record again (its pending tables dispatched since) replaces it.
             doc.dispatches.retain(|d| !(d.integration == dispatch.integration && d.run_id == dispatch.run_id));
+            if dispatch.has_pending() {
+                doc.wake_by(&dispatch.integration, Utc::now());
+            }
             doc.dispatches.push(dispatch);
             Ok(())
         })
@@ -527,5 +573,41 @@ impl StateStore for StateFile {
         let integration = integration.to_string();
         self.transact(false, move |doc| Ok(doc.dispatches.iter().rev().find(|d| d.integration == integration).cloned()))
             .await
+    }
+
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Wake>> {
+        self.transact(false, move |doc| {
+            let mut due: Vec<Wake> =
+                doc.wakes().values().filter(|w| w.at.is_some_and(|at| at <= now)).cloned().collect();
+            due.sort_by(|a, b| (a.at, &a.integration).cmp(&(b.at, &b.integration)));
+            due.truncate(limit);
+            Ok(due)
+        })
+        .await
+    }
+
+    async fn wake(&self, integration: &str) -> Result<Option<Wake>> {
+        let integration = integration.to_string();
+        self.transact(false, move |doc| Ok(doc.wakes().get(&integration).cloned())).await
+    }
+
+    async fn wake_by(&self, integration: &str, at: DateTime<Utc>) -> Result<()> {
+        let integration = integration.to_string();
+        self.transact(true, move |doc| {
+            doc.wake_by(&integration, at);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn settle_wake(&self, integration: &str, at: Option<DateTime<Utc>>, seen: u64) -> Result<bool> {
+        let integration = integration.to_string();
+        self.transact(true, move |doc| {
+            let Some(wake) = doc.wakes().get_mut(&integration).filter(|w| w.version == seen) else { return Ok(false) };
+            wake.at = at;
+            wake.version += 1;
+            Ok(true)
+        })
+        .await
     }
 }

@@ -89,9 +89,15 @@ impl Deployment {
             "PutItem" => Ok(vec![item(&op, &body, "Item")?]),
             "Query" => {
                 let table = body["TableName"].as_str().ok_or(format!("{what}: no TableName"))?;
-                let pk = query_partition(&body).ok_or(format!("{what}: no `pk = :value` in {body}"))?;
+                // A query of an index is authorised on the index's ARN, keyed by its partition key.
+                let (resource, key) = match body["IndexName"].as_str() {
+                    Some("due") => (format!("{}/index/due", self.table_arn(table)), "due"),
+                    Some(other) => return Err(format!("{what}: no IAM mapping for index `{other}`")),
+                    None => (self.table_arn(table), "pk"),
+                };
+                let pk = query_partition(&body, key).ok_or(format!("{what}: no `{key} = :value` in {body}"))?;
                 Ok(vec![
-                    IamRequest::new(&call.principal, "dynamodb:Query", &self.table_arn(table), &what)
+                    IamRequest::new(&call.principal, "dynamodb:Query", &resource, &what)
                         .with("dynamodb:LeadingKeys", json!([pk])),
                 ])
             }
@@ -211,14 +217,14 @@ fn target_operation(call: &RecordedCall) -> Result<String, String> {
     Ok(target.rsplit('.').next().unwrap_or(target).to_string())
 }
 
-/// The partition key value of a Query: its `pk = :value` (or `#name = :value`) clause.
-fn query_partition(body: &Value) -> Option<String> {
+/// The partition key value of a Query: its `<key> = :value` (or `#name = :value`) clause.
+fn query_partition(body: &Value, key: &str) -> Option<String> {
     let expression = body["KeyConditionExpression"].as_str()?;
     expression.split(" AND ").find_map(|clause| {
-        let (name, value) = clause.split_once('=')?;
+        let (name, value) = clause.split_once(" = ")?;
         let name = name.trim();
         let name = body["ExpressionAttributeNames"][name].as_str().unwrap_or(name);
-        (name == "pk").then(|| body["ExpressionAttributeValues"][value.trim()]["S"].as_str().map(String::from))?
+        (name == key).then(|| body["ExpressionAttributeValues"][value.trim()]["S"].as_str().map(String::from))?
     })
 }
 

@@ -192,7 +192,13 @@ impl Doctor {
                         t.key_schema().iter().map(|k| format!("{} {}", k.attribute_name(), k.key_type())).collect()
                     })
                     .unwrap_or_default();
-                if keys == ["pk HASH", "sk RANGE"] {
+                let due_index = out
+                    .table()
+                    .is_some_and(|t| t.global_secondary_indexes().iter().any(|i| i.index_name() == Some("due")));
+                if keys == ["pk HASH", "sk RANGE"] && !due_index {
+                    let problem = format!("state table {table} has no `due` index: every tick would find nothing due");
+                    (wrong(problem, "deploy this version's template.yaml (`sam deploy`): it adds the index"), true)
+                } else if keys == ["pk HASH", "sk RANGE"] {
                     (Finding::Fine(format!("state table {table}")), true)
                 } else {
                     let problem = format!("state table {table} has keys {keys:?}, not pk (hash) and sk (range)");
