@@ -5,7 +5,8 @@
 //! The rule that keeps it correct: an entry may be *earlier* than needed, never later. Every
 //! write that gives the scheduler something to do brings the entry forward itself (registering
 //! or editing an integration: now; taking a lease: its expiry, when it would be stranded;
-//! parking one: its `not_before`; recording a dispatch with tables still to send: now). The
+//! parking one: its `not_before`; recording a manual run's dispatch with tables still to send:
+//! now). The
 //! scheduler, having looked, settles the entry to the exact [`next_look`] — only if no write
 //! brought it forward since it read the entry (its version): otherwise the earlier time stands
 //! and the next tick looks again. A look that finds nothing to do costs three reads, never a

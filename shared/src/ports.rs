@@ -154,7 +154,8 @@ pub trait StateStore: RateBudgetStore + Send + Sync {
     async fn unlock(&self, integration: &str, name: &str, holder: &str) -> Result<()>;
 
     /// Records a scheduled run's dispatch; a record of the same run replaces the earlier one.
-    /// One with tables still to send makes the integration due now in the due index.
+    /// A manual run's with tables still to send makes the integration due now in the due index
+    /// ([`DispatchRecord::needs_a_look`]).
     async fn record_dispatch(&self, dispatch: &DispatchRecord) -> Result<()>;
 
     /// The latest dispatch of an integration.
@@ -402,6 +403,13 @@ impl DispatchRecord {
     /// Tables still to send (not dispatched yet, or held): the scheduler must look again.
     pub fn has_pending(&self) -> bool {
         !self.failed.is_empty() || !self.held.is_empty()
+    }
+
+    /// Whether writing this record must make the integration due now: a manual run's, with
+    /// tables still to send. The scheduler's own records are followed by its settle of the
+    /// entry (a tick that dies before it leaves the entry due as it found it).
+    pub fn needs_a_look(&self) -> bool {
+        self.started_by == StartedBy::Manual && self.has_pending()
     }
 }
 

@@ -2,7 +2,7 @@
 //! process and synced by the real `capsule-sync` binary in another, so the connector's CPU time
 //! and peak memory are its own (`wait4`'s rusage). Per size: a first load of all 22 tables, then
 //! a daily run a day later, after about 1 % of the account changed. Prints the tables that
-//! `docs/benchmarks.md` keeps; `--write` rewrites that file.
+//! `docs/benchmarks.md` keeps; `--write` rewrites that file (but the fleet benchmark's section).
 //!
 //! Run: `cargo bench -p capsule-sync-e2e --bench scale -- [--write] [PARTIES...]`
 //! (default sizes 10000 100000; 1000000 takes about five minutes and ~300 MiB for the simulator).
@@ -51,7 +51,13 @@ fn main() {
         doc.push_str(&section);
     }
     if write {
-        std::fs::write(root.join("docs/benchmarks.md"), &doc).expect("docs/benchmarks.md written");
+        // The fleet benchmark's section (tests/benches/fleet.rs) stays as it was.
+        let path = root.join("docs/benchmarks.md");
+        let before = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(fleet) = before.find("<!-- fleet:begin -->") {
+            doc = format!("{}\n\n{}", doc.trim_end(), &before[fleet..]);
+        }
+        std::fs::write(&path, &doc).expect("docs/benchmarks.md written");
         println!("wrote docs/benchmarks.md");
     }
 }

@@ -511,6 +511,8 @@ async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() 
         started_by: StartedBy::Schedule,
     };
     state.record_dispatch(&record).await.unwrap();
+    // The tick that died never settled the integration's entry in the due index: it is due still.
+    state.wake_by("acme", Utc::now()).await.unwrap();
     let summary = w.invoke("orchestrator", scheduled_tick()).await;
     assert_eq!(summary["dispatched"][0]["run_id"], intent.as_str(), "{summary}");
     w.lambda.wait_idle().await;

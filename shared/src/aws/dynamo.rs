@@ -799,7 +799,7 @@ impl StateStore for DynamoState {
             .send()
             .await
             .map_err(|e| db_err("PutItem", e))?;
-        if dispatch.has_pending() {
+        if dispatch.needs_a_look() {
             self.wake_after_write(&dispatch.integration, Utc::now()).await;
         }
         Ok(())

@@ -552,7 +552,7 @@ impl StateStore for StateFile {
         self.transact(true, move |doc| {
             // The same run's record again (its pending tables dispatched since) replaces it.
             doc.dispatches.retain(|d| !(d.integration == dispatch.integration && d.run_id == dispatch.run_id));
-            if dispatch.has_pending() {
+            if dispatch.needs_a_look() {
                 doc.wake_by(&dispatch.integration, Utc::now());
             }
             doc.dispatches.push(dispatch);
