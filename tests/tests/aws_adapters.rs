@@ -274,3 +274,27 @@ async fn dynamodb_history_expires_and_integrations_are_listed_without_a_scan() {
     assert!(state.delete_integration("acme").await.unwrap());
     assert_eq!(names(state.list_integrations().await.unwrap()), ["legacy"], "delete unregisters");
 }
+
+/// Integrations registered before the due index existed have no entry: the first query of the
+/// index gives each one (due now), once per table, and marks the table so.
+#[tokio::test]
+async fn the_due_index_is_built_once_for_integrations_registered_before_it() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use capsule_shared::ports::StateStore;
+    let stack = AwsStack::new().await;
+    for name in ["acme", "beta"] {
+        let token = TokenSource::Env { var: "X".into() };
+        stack.state.create_integration(&Integration::new(name, token, Utc::now())).await.unwrap();
+        // As an older version registered it: no entry in the index.
+        let key = |v: &str| AttributeValue::S(v.into());
+        let delete = stack.clients.dynamodb.delete_item().table_name(&stack.table);
+        delete.key("pk", key(&format!("DUE#{name}"))).key("sk", key("WAKE")).send().await.unwrap();
+    }
+    let upgraded = capsule_shared::aws::DynamoState::new(stack.clients.dynamodb.clone(), &stack.table);
+    assert!(upgraded.wake("acme").await.unwrap().is_none());
+    let due: Vec<String> = upgraded.due(Utc::now(), 10).await.unwrap().into_iter().map(|w| w.integration).collect();
+    assert_eq!(due, vec!["acme", "beta"], "both due at once after the upgrade");
+    let marker = stack.clients.dynamodb.get_item().table_name(&stack.table);
+    let marker = marker.key("pk", AttributeValue::S("DUE#".into())).key("sk", AttributeValue::S("BUILT".into()));
+    assert!(marker.send().await.unwrap().item.is_some(), "built once: the table is marked");
+}

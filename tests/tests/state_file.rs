@@ -65,3 +65,31 @@ async fn history_older_than_the_retention_is_dropped_but_the_latest_dispatch_sta
     let text = std::fs::read_to_string(state.path()).unwrap();
     assert_eq!(text.matches("\"dispatched_at\"").count(), 2, "one per integration: {text}");
 }
+
+/// A state file written before the due index existed has no `wakes`: every integration in it is
+/// due at once, and the first write keeps the index.
+#[tokio::test]
+async fn a_state_file_from_before_the_due_index_makes_every_integration_due() {
+    use capsule_shared::integration::{Integration, TokenSource};
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path());
+    for name in ["acme", "beta"] {
+        let token = TokenSource::Env { var: "X".into() };
+        state.create_integration(&Integration::new(name, token, Utc::now())).await.unwrap();
+    }
+    let path = dir.path().join("state.json");
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    doc.as_object_mut().unwrap().remove("wakes").expect("the index is stored");
+    std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let due: Vec<String> = state
+        .due(Utc::now() + chrono::Duration::seconds(1), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.integration)
+        .collect();
+    assert_eq!(due, vec!["acme", "beta"]);
+    let seen = state.wake("beta").await.unwrap().unwrap();
+    assert!(state.settle_wake("beta", None, seen.version).await.unwrap());
+    assert_eq!(state.due(Utc::now(), 10).await.unwrap().len(), 1, "kept once written");
+}

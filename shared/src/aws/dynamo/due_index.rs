@@ -139,7 +139,7 @@ impl DynamoState {
 
     /// The due entries, earliest first: one query of the index (paged past 1 MB).
     pub(super) async fn query_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Wake>> {
-        self.build_index_once().await?;
+        self.build_index_once(now).await?;
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -174,8 +174,9 @@ impl DynamoState {
     }
 
     /// Integrations registered before the index existed have no entry: once per table (marked
-    /// by `DUE#`/`BUILT`), each is made due now, and the scheduler settles it on its next look.
-    async fn build_index_once(&self) -> Result<()> {
+    /// by `DUE#`/`BUILT`), each is made due at `now` (the query's: this very query returns it),
+    /// and the scheduler settles it on its look.
+    async fn build_index_once(&self, now: chrono::DateTime<Utc>) -> Result<()> {
         if self.index_built.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
@@ -190,7 +191,6 @@ impl DynamoState {
             .await
             .map_err(|e| db_err("GetItem", e))?;
         if found.item.is_none() {
-            let now = Utc::now();
             let integrations = self.list_integrations().await?;
             for integration in &integrations {
                 if self.get_wake(&integration.name).await?.is_none() {
