@@ -57,11 +57,6 @@ pub async fn settle(state: &dyn StateStore, seen: &Wake, at: Option<DateTime<Utc
     state.settle_wake(&seen.integration, at, seen.version).await
 }
 
-/// Integrations due now and not yet looked at: what `status` shows as the scheduler's backlog.
-pub async fn backlog(state: &dyn StateStore, now: DateTime<Utc>) -> Result<usize> {
-    Ok(state.due(now, usize::MAX).await?.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,11 +229,16 @@ impl DynamoState {
     }
 
     async fn get(&self, integration: &str, sk: &str) -> Result<Option<Item>> {
+        self.get_key(pk(integration), sk).await
+    }
+
+    /// One item by its key, read consistently.
+    async fn get_key(&self, partition: AttributeValue, sk: &str) -> Result<Option<Item>> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", pk(integration))
+            .key("pk", partition)
             .key("sk", s(sk))
             .consistent_read(true)
             .send()

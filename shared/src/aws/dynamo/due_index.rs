@@ -63,17 +63,7 @@ fn wake_from(item: &Item) -> Result<Wake> {
 
 impl DynamoState {
     pub(super) async fn get_wake(&self, integration: &str) -> Result<Option<Wake>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", wake_pk(integration))
-            .key("sk", s(WAKE_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| db_err("GetItem", e))?;
-        out.item.as_ref().map(wake_from).transpose()
+        self.get_key(wake_pk(integration), WAKE_SK).await?.as_ref().map(wake_from).transpose()
     }
 
     /// `wake_at = min(wake_at, at)`, the version raised when it moves.
@@ -181,16 +171,7 @@ impl DynamoState {
             return Ok(());
         }
         let marker = || [("pk".to_string(), s("DUE#")), ("sk".to_string(), s("BUILT"))];
-        let found = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(marker().into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| db_err("GetItem", e))?;
-        if found.item.is_none() {
+        if self.get_key(s("DUE#"), "BUILT").await?.is_none() {
             let integrations = self.list_integrations().await?;
             for integration in &integrations {
                 if self.get_wake(&integration.name).await?.is_none() {
