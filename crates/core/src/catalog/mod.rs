@@ -362,8 +362,8 @@ mod spec_tests {
     }
 
     #[test]
-    fn the_nested_references_are_record_columns_and_the_readme_lists_them() {
-        let readme = include_str!("../../../../README.md");
+    fn the_nested_references_are_record_columns_and_docs_tables_lists_them() {
+        let tables_doc = include_str!("../../../../docs/tables.md");
         for name in spec::NESTED_REFERENCES {
             let tables: Vec<&str> = TABLES
                 .iter()
@@ -372,8 +372,8 @@ mod spec_tests {
                 .collect();
             assert!(!tables.is_empty(), "`{name}` is a RECORD column of some table");
             assert!(
-                readme.contains(&format!("| `{name}` | {} |", tables.join(", "))),
-                "the README's row for `{name}`: {tables:?}"
+                tables_doc.contains(&format!("| `{name}` | {} |", tables.join(", "))),
+                "docs/tables.md's row for `{name}`: {tables:?}"
             );
         }
         assert!(spec::spec_type_of("team").unwrap().contains("`team.id`"));
