@@ -8,7 +8,7 @@ use anyhow::Context;
 use capsule_shared::access::AccessPolicy;
 use capsule_shared::aws::{self, AwsClients, DynamoState, S3Sink, history_from_env};
 use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore};
-use capsule_shared::engine::Deps;
+use capsule_shared::engine::RunPorts;
 use capsule_shared::integration::Integration;
 use capsule_shared::local::{FileModes, LocalSink, StateFile, local_token_provider};
 use capsule_shared::ports::{ObjectSink, StateStore, TokenProvider};
@@ -99,8 +99,8 @@ impl Backend {
         self.aws.as_ref().and_then(|_| capsule_shared::schedule::deployment_tick())
     }
 
-    pub fn deps(&self) -> Deps<'_> {
-        Deps { state: self.state.as_ref(), sink: self.sink.as_ref() }
+    pub fn deps(&self) -> RunPorts<'_> {
+        RunPorts { state: self.state.as_ref(), sink: self.sink.as_ref() }
     }
 
     pub async fn integration(&self, name: &str) -> anyhow::Result<Integration> {

@@ -101,6 +101,9 @@ enum Command {
 /// Logs on stderr (above the live view, when one is drawn). `quiet` (a live view on screen, or the demo, whose screen is its steps and
 /// summaries) shows warnings and errors only unless `-v` asks for more: every run's log is stored
 /// with its files anyway (`capsule-sync logs`).
+/// The crates whose events are capsule-sync's own (ARCHITECTURE.md), as tracing names them.
+const LAYERS: [&str; 5] = ["capsule_core", "capsule_client", "capsule_engine", "capsule_local", "capsule_aws"];
+
 fn init_tracing(format: LogFormat, verbose: u8, quiet: bool, color: bool) {
     let default = match verbose {
         0 if quiet => "warn",
@@ -109,7 +112,8 @@ fn init_tracing(format: LogFormat, verbose: u8, quiet: bool, color: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("warn,capsule_shared={default},capsule_sync={default},capsule_sim=warn"))
+        let layers = LAYERS.iter().map(|layer| format!(",{layer}={default}")).collect::<String>();
+        EnvFilter::new(format!("warn{layers},capsule_sync={default},capsule_sim=warn"))
     });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(live::AboveTheView).with_ansi(color);
     match format {

@@ -380,8 +380,8 @@ async fn a_sync_killed_with_sigkill_is_taken_over_at_once() {
     let state = StateFile::new(dir.path());
     assert_eq!(state.table_states("acme").await.unwrap().len(), 1, "the dead process's lease is left behind");
     let status = cli.ok(&["status", "acme"]).await;
-    assert!(status.contains("interrupted (the next sync takes it over)"), "{status}");
-    assert_eq!(cli.json(&["status", "acme", "--json"]).await["parties"]["interrupted"], true);
+    assert!(status.contains("stranded (the next sync takes it over)"), "{status}");
+    assert_eq!(cli.json(&["status", "acme", "--json"]).await["parties"]["stranded"], true);
 
     sim.clear_faults();
     let started = std::time::Instant::now();
@@ -395,7 +395,7 @@ async fn a_sync_killed_with_sigkill_is_taken_over_at_once() {
     let data = walk(&dir.path().join("output").join("acme").join("parties"));
     assert!(data.iter().all(|p| !p.contains(&format!("run={}", killed.run_id))), "{data:?}");
     assert_eq!(cli.last_rows("acme").await["parties"].1 as usize, expected_counts(&sim)["parties"]);
-    assert_eq!(cli.json(&["status", "acme", "--json"]).await["parties"]["interrupted"], false);
+    assert_eq!(cli.json(&["status", "acme", "--json"]).await["parties"]["stranded"], false);
 
     // A live holder (this test process): the table is skipped and sync says so with a failure.
     let now = chrono::Utc::now();
@@ -411,7 +411,7 @@ async fn a_sync_killed_with_sigkill_is_taken_over_at_once() {
 #[tokio::test]
 async fn status_shows_a_table_waiting_for_its_rate_limit_window() {
     use capsule_shared::capsule::{CapsuleClient, ClientOptions};
-    use capsule_shared::engine::{Deps, RunOptions, TableRun};
+    use capsule_shared::engine::{RunOptions, RunPorts, TableRun};
     use capsule_shared::integration::RunId;
     use capsule_shared::lifecycle::Invocation;
     use capsule_shared::local::{LocalSink, StateFile};
@@ -451,7 +451,7 @@ async fn status_shows_a_table_waiting_for_its_rate_limit_window() {
     let run_id = RunId::new(chrono::Utc::now());
     let run = TableRun {
         client: &client,
-        deps: Deps { state: &state, sink: &sink },
+        deps: RunPorts { state: &state, sink: &sink },
         integration: &integration,
         table: capsule_shared::catalog::table("entries").unwrap(),
         run_id: &run_id,
@@ -467,7 +467,7 @@ async fn status_shows_a_table_waiting_for_its_rate_limit_window() {
 
     let status = cli.ok(&["status", "acme"]).await;
     let line = status.lines().find(|l| l.contains("entries")).unwrap_or_default().to_string();
-    let expected = format!("waiting until {}", resumes.format("%Y-%m-%d %H:%M:%S"));
+    let expected = format!("parked until {}", resumes.format("%Y-%m-%d %H:%M:%S"));
     assert!(line.contains(&expected), "{status}");
     assert!(!line.contains("overdue"), "{status}");
 

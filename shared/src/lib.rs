@@ -17,5 +17,5 @@ pub use capsule_core::{
     Fault, Result, SyncError, budget, catalog, events, from_now, integration, manifest, observe, ports, process,
     progress, ratelimit, runlog, tls,
 };
-pub use capsule_engine::{due, engine, health, jobs, lifecycle, output, plan, schedule, warehouse};
+pub use capsule_engine::{due, engine, health, integrations, jobs, lifecycle, output, plan, schedule, warehouse};
 pub use capsule_local as local;

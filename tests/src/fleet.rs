@@ -23,7 +23,7 @@ pub struct Fleet {
     pub stack: AwsStack,
     pub lambda: LocalLambda,
     pub recorder: Recorder,
-    pub deps: orchestrator::Deps,
+    pub deps: orchestrator::OrchestratorDeps,
     /// Every event table-sync was sent, in order.
     pub events: Arc<Mutex<Vec<Value>>>,
 }
@@ -53,7 +53,7 @@ impl Fleet {
         let lambda = LocalLambda::start(HashMap::from([("table-sync".to_string(), table_sync)])).await;
         let recorder = Recorder::start(&moto_endpoint(), &lambda.url).await;
         let clients = clients_signed_as("orchestrator", &recorder.url).await;
-        let deps = orchestrator::Deps {
+        let deps = orchestrator::OrchestratorDeps {
             state: Arc::new(DynamoState::new(clients.dynamodb.clone(), &stack.table)),
             dispatcher: Arc::new(LambdaDispatcher::new(clients.lambda.clone(), "table-sync")),
             lease_ttl: capsule_shared::engine::DEFAULT_LEASE_TTL,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use capsule_shared::capsule::{CapsuleClient, ClientOptions, RetryPolicy};
-use capsule_shared::engine::{self, Deps, RunOptions, TableRunOutcome};
+use capsule_shared::engine::{self, RunOptions, RunPorts, TableRunOutcome};
 use capsule_shared::integration::{Integration, RunId, TokenSource};
 use capsule_shared::lifecycle::Invocation;
 use capsule_shared::local::{LocalSink, StateFile};
@@ -80,8 +80,8 @@ impl Local {
         Local { dir, state, sink }
     }
 
-    pub fn deps(&self) -> Deps<'_> {
-        Deps { state: &self.state, sink: &self.sink }
+    pub fn deps(&self) -> RunPorts<'_> {
+        RunPorts { state: &self.state, sink: &self.sink }
     }
 
     pub fn output(&self) -> PathBuf {

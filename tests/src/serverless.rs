@@ -156,7 +156,7 @@ pub async fn world_with(setup: Setup) -> World {
     };
     let state = Arc::new(DynamoState::new(table_sync_clients.dynamodb.clone(), &stack.table));
     let dispatcher = Arc::new(LambdaDispatcher::new(table_sync_clients.lambda.clone(), "table-sync"));
-    let table_sync_deps = table_sync::Deps {
+    let table_sync_deps = table_sync::TableSyncDeps {
         state: state.clone(),
         sink: Arc::new(S3Sink::new(table_sync_clients.s3.clone(), &stack.bucket, &prefix, setup.kms_key.clone())),
         dispatcher,
@@ -164,7 +164,7 @@ pub async fn world_with(setup: Setup) -> World {
         options: setup.run,
         client_options: ClientOptions { access, ..setup.client.clone() },
     };
-    let orchestrator_deps = orchestrator::Deps {
+    let orchestrator_deps = orchestrator::OrchestratorDeps {
         state: Arc::new(DynamoState::new(orchestrator_clients.dynamodb.clone(), &stack.table)),
         dispatcher: Arc::new(LambdaDispatcher::new(orchestrator_clients.lambda.clone(), "table-sync")),
         lease_ttl: setup.run.lease_ttl,

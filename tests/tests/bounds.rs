@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use capsule_shared::SyncError;
 use capsule_shared::aws::{DynamoState, RefreshLock, SecretsManagerToken};
 use capsule_shared::capsule::{CapsuleClient, ClientOptions, RetryPolicy};
-use capsule_shared::engine::{self, Deps, LocalDispatch, RunOptions};
+use capsule_shared::engine::{self, LocalDispatch, RunOptions, RunPorts};
 use capsule_shared::integration::RunId;
 use capsule_shared::lifecycle::MAX_STALLED_INVOCATIONS;
 use capsule_shared::ports::{RunState, StateStore, TokenProvider};
@@ -31,7 +31,7 @@ fn always(path: &str, fault: Fault) -> FaultRule {
 async fn run_parties(
     client: &CapsuleClient,
     integration: &capsule_shared::integration::Integration,
-    deps: Deps<'_>,
+    deps: RunPorts<'_>,
     options: RunOptions,
 ) -> engine::TableRunOutcome {
     let tables = capsule_shared::catalog::resolve_tables(&["parties".to_string()]).unwrap();
@@ -55,7 +55,7 @@ async fn a_run_that_cannot_renew_its_lease_stops_before_it_expires() {
     let ttl = Duration::from_secs(3);
     let options = RunOptions { lease_ttl: ttl, ..RunOptions::default() };
     let started = Instant::now();
-    let outcome = run_parties(&client, &integration, Deps { state: &state, sink: &local.sink }, options).await;
+    let outcome = run_parties(&client, &integration, RunPorts { state: &state, sink: &local.sink }, options).await;
     let stopped = started.elapsed();
     assert_eq!(outcome.record.state, RunState::Failed);
     let error = outcome.error.unwrap();
@@ -166,7 +166,7 @@ async fn a_commit_of_unknown_outcome_keeps_its_outputs() {
     let injection = Injection::new(Step::AfterCommit, Injected::Fail);
     let state = FaultyState { inner: Arc::new(local.state.clone()), injection, broken };
     let lost =
-        run_parties(&client, &integration, Deps { state: &state, sink: &local.sink }, RunOptions::default()).await;
+        run_parties(&client, &integration, RunPorts { state: &state, sink: &local.sink }, RunOptions::default()).await;
     assert_eq!(lost.record.state, RunState::Failed, "its outcome is unknown");
     assert!(lost.error.unwrap().to_string().contains("outputs are kept"));
     assert!(!local.run_files("acme", "parties", &lost.record.run_id).is_empty(), "its files are kept");

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use capsule_shared::engine::{self, Deps, LocalDispatch, RunOptions};
+use capsule_shared::engine::{self, LocalDispatch, RunOptions, RunPorts};
 use capsule_shared::integration::RunId;
 use capsule_shared::output::WriterOptions;
 use capsule_shared::ports::{ObjectSink, RunState, StateStore};
@@ -83,7 +83,7 @@ async fn sync_parties(
     client: &capsule_shared::capsule::CapsuleClient,
     integration: &capsule_shared::integration::Integration,
     tables: &[&'static capsule_shared::catalog::TableSpec],
-    deps: Deps<'_>,
+    deps: RunPorts<'_>,
     run_id: RunId,
     options: RunOptions,
 ) -> Vec<engine::TableRunOutcome> {
@@ -103,7 +103,7 @@ async fn case(step: Step, fault: Fault, backend: Backend) {
     };
     let tables = capsule_shared::catalog::resolve_tables(&["parties".to_string()]).unwrap();
     let sync =
-        |state, sink, run_id| sync_parties(&client, &integration, &tables, Deps { state, sink }, run_id, options);
+        |state, sink, run_id| sync_parties(&client, &integration, &tables, RunPorts { state, sink }, run_id, options);
 
     // The faulted run.
     let injection = Injection::new(step, fault);

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use capsule_shared::engine::{Deps, RunOptions, TableRun};
+use capsule_shared::engine::{RunOptions, RunPorts, TableRun};
 use capsule_shared::integration::RunId;
 use capsule_shared::lifecycle::Invocation;
 use capsule_shared::output::{self, Compression, WriterOptions};
@@ -23,7 +23,7 @@ fn options() -> RunOptions {
     }
 }
 
-async fn killed_mid_page_then_taken_over(deps: Deps<'_>) {
+async fn killed_mid_page_then_taken_over(deps: RunPorts<'_>) {
     let sim = start_sim(800, |_| {}).await;
     sim.add_fault(slow_pages("/parties", 150));
     let integration = integration_for(&sim, "acme", "UNUSED");
@@ -88,6 +88,6 @@ async fn a_run_killed_mid_page_is_taken_over_on_the_local_backend() {
 #[tokio::test]
 async fn a_run_killed_mid_page_is_taken_over_on_the_aws_backend() {
     let stack = AwsStack::new().await;
-    let deps = Deps { state: &stack.state as &dyn StateStore, sink: &stack.sink as &dyn ObjectSink };
+    let deps = RunPorts { state: &stack.state as &dyn StateStore, sink: &stack.sink as &dyn ObjectSink };
     killed_mid_page_then_taken_over(deps).await;
 }

@@ -290,7 +290,7 @@ async fn a_parked_run(w: &World, table: &str) -> (RunId, Value) {
     let client = capsule_sync_e2e::client_for(&w.sim, "test-token");
     let run = capsule_shared::engine::TableRun {
         client: &client,
-        deps: capsule_shared::engine::Deps { state, sink: &w.stack.sink },
+        deps: capsule_shared::engine::RunPorts { state, sink: &w.stack.sink },
         integration: &integration,
         table: capsule_shared::catalog::table(table).unwrap(),
         run_id: &run_id,
@@ -458,7 +458,7 @@ async fn a_failed_continuation_keeps_its_checkpoint_and_parts_for_the_retry() {
 
 /// A scheduled run records what it really dispatched: tables whose invoke failed stay pending
 /// and the next tick sends them under the same run id (no new run of the whole integration);
-/// a run interrupted after recording its intent is finished the same way; forced and partial
+/// a tick that died after recording its intent is finished the same way; forced and partial
 /// manual runs do not move the schedule.
 #[tokio::test]
 async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() {

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use capsule_shared::engine::{self, Deps, LocalDispatch, RunOptions};
+use capsule_shared::engine::{self, LocalDispatch, RunOptions, RunPorts};
 use capsule_shared::integration::RunId;
 use capsule_shared::output::WriterOptions;
 use capsule_shared::ports::{ObjectSink, StateStore};
@@ -79,7 +79,7 @@ async fn run_case(seed: u64, aws: bool) {
     let sync = async |state: &dyn StateStore, sink: &dyn ObjectSink| {
         let dispatch = LocalDispatch { concurrency: 2, progress: None, redo: false };
         let run_id = RunId::new(chrono::Utc::now());
-        engine::run_tables(&client, Deps { state, sink }, &integration, &tables, &run_id, options, dispatch).await
+        engine::run_tables(&client, RunPorts { state, sink }, &integration, &tables, &run_id, options, dispatch).await
     };
 
     for step in 0..6 {

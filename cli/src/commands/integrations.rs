@@ -1,19 +1,18 @@
 //! `capsule-sync integrations ...`: the integration registry, on either backend.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
-use capsule_shared::catalog::{self, Replication};
+use capsule_shared::catalog::{self};
 use capsule_shared::integration::{
-    FanOutMode, Integration, IntegrationStatus, RecentWindow, TokenSource, parse_frequency, parse_history_start,
-    parse_recent_window, validate_name,
+    FanOutMode, Integration, TokenSource, parse_frequency, parse_history_start, parse_recent_window, validate_name,
 };
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
 
 use capsule_shared::health::verify_token;
-use capsule_shared::ports::RunState;
+use capsule_shared::integrations::{self, Edit, EditPlan, PauseChange};
 use capsule_shared::schedule;
 
 use crate::backend::Backend;
@@ -227,167 +226,65 @@ async fn check_token(backend: &Backend, integration: &Integration) -> anyhow::Re
 
 async fn edit(backend: &Backend, args: EditArgs) -> anyhow::Result<()> {
     let before = backend.integration(&args.name).await?;
-    let mut after = before.clone();
-    let old_tables: BTreeSet<&str> = before.selected_tables()?.iter().map(|t| t.name).collect();
-    // Table names as given (resolve_tables reads an empty list as "all tables": not here).
-    let names = |list: &[String]| -> anyhow::Result<Vec<String>> {
-        if list.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(catalog::resolve_tables(list)?.iter().map(|t| t.name.to_string()).collect())
+    let edit = Edit {
+        tables: args.tables,
+        add_tables: args.add_tables,
+        remove_tables: args.remove_tables,
+        columns: parse_columns(&args.columns)?,
+        all_columns: args.all_columns,
+        frequency_minutes: args.frequency.as_deref().map(parse_frequency).transpose()?,
+        history_start: args.history_start.as_deref().map(parse_history_start).transpose()?,
+        lookback_minutes: args.lookback_minutes,
+        rate_reserve_percent: args.rate_reserve,
+        fan_out: args.fan_out.map(FanOutMode::from),
+        recent_window: args.recent_window.as_deref().map(parse_recent_window).transpose()?,
+        api_base_url: args.api_base_url,
+        token: args.token.as_deref().map(str::parse::<TokenSource>).transpose()?,
     };
-    let mut tables: BTreeSet<String> = match &args.tables {
-        Some(list) => names(list)?.into_iter().collect(),
-        None => old_tables.iter().map(|t| t.to_string()).collect(),
-    };
-    if !args.add_tables.is_empty() {
-        tables.extend(names(&args.add_tables)?);
-    }
-    if !args.remove_tables.is_empty() {
-        for t in names(&args.remove_tables)? {
-            tables.remove(&t);
-        }
-    }
-    anyhow::ensure!(!tables.is_empty(), "an integration needs at least one table");
-    after.tables = if tables.len() == catalog::TABLES.len() { Vec::new() } else { tables.iter().cloned().collect() };
-    for (table, columns) in parse_columns(&args.columns)? {
-        after.columns.insert(table, columns);
-    }
-    for table in names(&args.all_columns)? {
-        after.columns.remove(&table);
-    }
-    if let Some(f) = &args.frequency {
-        after.frequency_minutes = parse_frequency(f)?;
-    }
-    if let Some(h) = &args.history_start {
-        after.history_start = parse_history_start(h)?;
-    }
-    if let Some(l) = args.lookback_minutes {
-        after.lookback_minutes = l;
-    }
-    if let Some(r) = args.rate_reserve {
-        after.rate_reserve_percent = r;
-    }
-    if let Some(f) = args.fan_out {
-        after.fan_out = f.into();
-    }
-    if let Some(w) = &args.recent_window {
-        after.recent_window = parse_recent_window(w)?;
-    }
-    if let Some(url) = args.api_base_url {
-        after.api_base_url = url;
-    }
-    if let Some(token) = &args.token {
-        let token: TokenSource = token.parse()?;
-        after.token = token;
-    }
-    after.validate()?;
+    let after = edit.apply(&before)?;
     backend.access.check(&after)?;
     schedule::check_frequency(&after, backend.scheduler_tick())?;
     // A new token or base URL is proven before it is stored, as `create` does.
     if (after.token != before.token || after.api_base_url != before.api_base_url) && !args.no_check {
         check_token(backend, &after).await?;
     }
-
-    let new_tables: BTreeSet<&str> = after.selected_tables()?.iter().map(|t| t.name).collect();
-    let added: Vec<&str> = new_tables.difference(&old_tables).copied().collect();
-    let removed: Vec<&str> = old_tables.difference(&new_tables).copied().collect();
-    let mut what = Vec::new();
-    if !added.is_empty() || !removed.is_empty() {
-        let plus = added.iter().map(|t| format!("+{t}"));
-        let minus = removed.iter().map(|t| format!("-{t}"));
-        what.push(format!("tables: {}", plus.chain(minus).collect::<Vec<_>>().join(" ")));
-    }
-    for table in before.columns.keys().chain(after.columns.keys()).collect::<BTreeSet<_>>() {
-        let (old, new) = (before.columns.get(table), after.columns.get(table));
-        if old != new {
-            let show = |c: Option<&Vec<String>>| c.map_or("all".to_string(), |c| c.join(","));
-            what.push(format!("columns[{table}]: {} → {}", show(old), show(new)));
-        }
-    }
-    let mut field = |name: &str, old: String, new: String| {
-        if old != new {
-            what.push(format!("{name}: {old} → {new}"));
-        }
-    };
-    field("frequency", format!("{}m", before.frequency_minutes), format!("{}m", after.frequency_minutes));
-    field("history_start", before.history_start.to_rfc3339(), after.history_start.to_rfc3339());
-    field("lookback", format!("{}m", before.lookback_minutes), format!("{}m", after.lookback_minutes));
-    field("rate_reserve", format!("{}%", before.rate_reserve_percent), format!("{}%", after.rate_reserve_percent));
-    field("fan_out", before.fan_out.to_string(), after.fan_out.to_string());
-    let window = |w: Option<RecentWindow>| w.map_or_else(|| "off".to_string(), |w| w.to_string());
-    field("recent_window", window(before.recent_window), window(after.recent_window));
-    field("api_base_url", before.api_base_url.clone(), after.api_base_url.clone());
-    field("token", before.token.to_string(), after.token.to_string());
-    if what.is_empty() {
+    let plan = EditPlan::new(&before, after)?;
+    if plan.is_empty() {
         println!("nothing to change");
         return Ok(());
     }
-
-    // Backfills: added tables start from the history start; so does every incremental table
-    // when the history start moves earlier.
-    let mut backfill: BTreeSet<&str> = added.iter().copied().collect();
-    if after.history_start < before.history_start {
-        for t in after.selected_tables()? {
-            if t.replication != Replication::Full {
-                backfill.insert(t.name);
-            }
-        }
-    }
-    // Ordered in the same write as the change: a run in flight (a first load too) commits as
-    // before, and the table's next run reads from the history start.
-    for table in &backfill {
-        after.order_backfill(table);
-    }
-    after.record_change(what.join("; "), Utc::now());
-    backend.state.update_integration(&after).await?;
-    println!("updated `{}`: {}", after.name, what.join("; "));
+    let (changes, backfill) = (plan.changes.join("; "), plan.backfill.join(", "));
+    let stored = plan.store(backend.state.as_ref(), Utc::now()).await?;
+    println!("updated `{}`: {changes}", stored.name);
     if !backfill.is_empty() {
-        println!("backfill on the next run: {}", backfill.into_iter().collect::<Vec<_>>().join(", "));
+        println!("backfill on the next run: {backfill}");
     }
     Ok(())
 }
 
 async fn set_paused(backend: &Backend, name: &str, pause: bool) -> anyhow::Result<()> {
-    let mut integration = backend.integration(name).await?;
-    let paused = integration.status == IntegrationStatus::Paused;
-    if paused == pause {
-        println!("`{name}` is already {}", if pause { "paused" } else { "running" });
-        return Ok(());
+    let integration = backend.integration(name).await?;
+    match integrations::set_paused(backend.state.as_ref(), integration, pause).await? {
+        PauseChange::Already => println!("`{name}` is already {}", if pause { "paused" } else { "running" }),
+        PauseChange::Now(status) => println!("`{name}` is now {status}"),
     }
-    integration.status = if pause {
-        IntegrationStatus::Paused
-    } else {
-        // Active again if it ever loaded data: a bookmark, or a succeeded run (a backfill
-        // ordered since may have dropped every bookmark).
-        let mut loaded = backend.state.runs(Some(name), 10_000).await?.iter().any(|r| r.state == RunState::Succeeded);
-        for t in integration.selected_tables()? {
-            loaded |= backend.state.bookmark(name, t.name).await?.is_some();
-        }
-        if loaded { IntegrationStatus::Active } else { IntegrationStatus::Pending }
-    };
-    integration.record_change(if pause { "paused" } else { "resumed" }, Utc::now());
-    backend.state.update_integration(&integration).await?;
-    println!("`{name}` is now {}", integration.status);
     Ok(())
 }
 
 async fn delete(backend: &Backend, args: DeleteArgs) -> anyhow::Result<()> {
     let integration = backend.integration(&args.name).await?;
-    if args.purge_data {
-        let mut keys = backend.sink.list(&format!("{}/", integration.name)).await?;
-        keys.extend(backend.sink.list(&format!("_meta/{}/", integration.name)).await?);
-        if !args.yes
-            && !confirm(&format!("delete {} files of `{}` in {}?", keys.len(), integration.name, backend.location))?
-        {
-            anyhow::bail!("nothing deleted");
-        }
-        for key in &keys {
-            backend.sink.delete(key).await?;
-        }
-        println!("deleted {} files", keys.len());
+    let files = match args.purge_data {
+        true => integrations::files_of(backend.sink.as_ref(), &integration.name).await?,
+        false => Vec::new(),
+    };
+    let question = format!("delete {} files of `{}` in {}?", files.len(), integration.name, backend.location);
+    if args.purge_data && !args.yes && !confirm(&question)? {
+        anyhow::bail!("nothing deleted");
     }
-    backend.state.delete_integration(&integration.name).await?;
+    integrations::delete(backend.state.as_ref(), backend.sink.as_ref(), &integration.name, &files).await?;
+    if args.purge_data {
+        println!("deleted {} files", files.len());
+    }
     println!("deleted integration `{}`: it will not be scheduled again (run history is kept)", integration.name);
     Ok(())
 }

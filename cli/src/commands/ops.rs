@@ -1,6 +1,6 @@
 //! Operations: `status`, `check`, `runs`, `jobs`, `logs`.
 
-use capsule_shared::health::{note_interrupted, note_overdue, probe_table, table_health, verify_token};
+use capsule_shared::health::{note_overdue, note_stranded, probe_table, table_health, verify_token};
 use capsule_shared::integration::{IntegrationStatus, RunId};
 use capsule_shared::jobs::{self, StartedBy};
 use capsule_shared::output;
@@ -75,11 +75,11 @@ fn state(s: RunState) -> String {
     s.as_str().to_string()
 }
 
-/// A table's state in `status`: waiting, interrupted or its last record's, and overdue.
+/// A table's state in `status`: parked, stranded or its last record's, and overdue.
 fn run_state(h: &capsule_shared::health::TableHealth) -> String {
     let now = match h.resumes_at {
-        Some(at) => format!("waiting until {}", when(Some(at))),
-        None if h.interrupted => "interrupted (the next sync takes it over)".into(),
+        Some(at) => format!("parked until {}", when(Some(at))),
+        None if h.stranded => "stranded (the next sync takes it over)".into(),
         None => state(h.last_state),
     };
     match h.overdue_since {
@@ -95,7 +95,7 @@ pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
         let mut health = table_health(&runs);
         if health.values().any(|h| matches!(h.last_state, RunState::Running | RunState::Continued)) {
             let states = backend.state.table_states(&name).await?;
-            note_interrupted(&mut health, &states, Utc::now());
+            note_stranded(&mut health, &states, Utc::now());
             let after = capsule_shared::lifecycle::overdue_after_from_env()?;
             note_overdue(&mut health, &states, after, Utc::now());
         }

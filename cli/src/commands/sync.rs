@@ -7,7 +7,7 @@ use capsule_shared::capsule::CapsuleClient;
 use capsule_shared::catalog::{self, TableSpec};
 use capsule_shared::engine::{self, RunOptions, TableRunOutcome};
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
-use capsule_shared::output::{Compression, WriterOptions};
+use capsule_shared::output::{self, Compression, WriterOptions};
 use capsule_shared::ports::{ErrorRecord, RunState, StartedBy, TableRunRecord};
 use capsule_shared::{plan, schedule};
 use chrono::Utc;
@@ -194,7 +194,7 @@ pub fn print_outcomes(backend: &Backend, outcomes: &[TableRunOutcome], json: boo
             r.run_id.partition_date(),
             r.run_id
         ));
-        let meta = backend.sink.locate(&format!("_meta/{}/runs/{}/", r.integration, r.run_id));
+        let meta = backend.sink.locate(&output::run_manifests_prefix(&r.integration, r.run_id.as_str()));
         println!("files: {data}   manifests: {meta}   logs: {} logs {}", report::this_command(), r.run_id);
     }
     Ok(())

@@ -68,7 +68,7 @@ impl Board {
         let count = |f: fn(&Activity) -> bool| self.activity.values().filter(|a| f(a)).count();
         let finished = count(|a| matches!(a, Activity::Finished { .. }));
         let waiting = count(|a| {
-            matches!(a, Activity::RateLimitWait { .. } | Activity::Retrying { .. } | Activity::Paused { .. })
+            matches!(a, Activity::RateLimitWait { .. } | Activity::Retrying { .. } | Activity::Parked { .. })
                 || matches!(a, Activity::AwaitingSnapshot { .. })
         });
         let reading = count(|a| matches!(a, Activity::Reading { .. }));
@@ -120,7 +120,7 @@ impl Board {
             Some(Activity::Retrying { attempt, of, wait, error }) => {
                 format!("retry {attempt}/{of} in {:.0} s: {error}", wait.as_secs_f64().ceil())
             }
-            Some(Activity::Paused { until }) => format!("paused until {} (rate-limit window)", clock(*until)),
+            Some(Activity::Parked { until }) => format!("parked until {} (rate-limit window)", clock(*until)),
             Some(Activity::Finished { state, rows }) => match state {
                 RunState::Succeeded => format!("✓ succeeded {rows:>9} rows"),
                 other => format!("✗ {}", other.as_str()),

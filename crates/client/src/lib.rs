@@ -88,6 +88,11 @@ impl Default for ClientOptions {
     }
 }
 
+/// Capsule's `since` format: UTC, seconds, `Z`.
+pub fn since_param(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// The rate-limit budget a client draws from: a store shared with other processes, and the key.
 #[derive(Clone)]
 pub struct SharedBudget {

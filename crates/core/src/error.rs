@@ -63,8 +63,9 @@ pub enum SyncError {
     Credentials(String),
 
     /// Another run of the same (integration, table) holds the lease.
-    #[error("{integration}/{table} is being synced by run {holder} (lease until {until})")]
-    LeaseHeld { integration: String, table: String, holder: String, until: String },
+    /// `until`: when the lease expires (None: it was gone by the time the refusal was read).
+    #[error("{integration}/{table} is being synced by run {holder} (lease until {})", .until.map_or_else(|| "just now".to_string(), |t| t.to_rfc3339()))]
+    LeaseHeld { integration: String, table: String, holder: String, until: Option<chrono::DateTime<chrono::Utc>> },
 
     /// The state store (state file, DynamoDB) failed or refused a conditional write.
     #[error("state store: {0}")]

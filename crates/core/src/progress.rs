@@ -20,8 +20,8 @@ pub enum Activity {
     RateLimitWait { until: DateTime<Utc> },
     /// A request failed; retry `attempt` of `of` is sent after `wait`.
     Retrying { attempt: u32, of: u32, wait: Duration, error: String },
-    /// The run checkpointed and resumes at `until` (in this process).
-    Paused { until: DateTime<Utc> },
+    /// The run parked: checkpointed, continuing at `until` (in this process).
+    Parked { until: DateTime<Utc> },
     /// The run ended.
     Finished { state: RunState, rows: u64 },
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::engine::since_param;
 use capsule_client::CapsuleClient;
+use capsule_client::since_param;
 use capsule_core::Result;
 use capsule_core::catalog::{Fetch, TableSpec};
 use capsule_core::integration::RunId;
@@ -30,8 +30,8 @@ pub struct TableHealth {
     pub resumes_at: Option<DateTime<Utc>>,
     /// The last run is recorded as running, but nothing runs it any more (its process was
     /// killed, or its invocation timed out): the next sync takes the table over. Known only
-    /// once [`note_interrupted`] has looked at the leases.
-    pub interrupted: bool,
+    /// once [`note_stranded`] has looked at the leases.
+    pub stranded: bool,
     /// The table's run has been in progress since then, longer than the deployment allows
     /// (`CAPSULE_RUN_OVERDUE_HOURS`). Known once [`note_overdue`] has looked at the leases.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,7 +55,7 @@ pub fn table_health(runs: &[TableRunRecord]) -> BTreeMap<String, TableHealth> {
             consecutive_failures: 0,
             last_rows: 0,
             resumes_at: None,
-            interrupted: false,
+            stranded: false,
             overdue_since: None,
         });
         h.last_state = r.state;
@@ -79,12 +79,12 @@ pub fn table_health(runs: &[TableRunRecord]) -> BTreeMap<String, TableHealth> {
 }
 
 /// Marks the tables whose last run is recorded as running while no live holder of that run
-/// holds their lease ([`capsule_core::ports::Lease::holder_stopped`], or no lease of that run at all).
-pub fn note_interrupted(health: &mut BTreeMap<String, TableHealth>, states: &[TableState], now: DateTime<Utc>) {
+/// holds their lease ([`capsule_core::ports::Lease::can_be_taken_over`], or no lease of that run at all).
+pub fn note_stranded(health: &mut BTreeMap<String, TableHealth>, states: &[TableState], now: DateTime<Utc>) {
     for h in health.values_mut().filter(|h| h.last_state == RunState::Running) {
         let lease = states.iter().find(|s| s.table == h.table).and_then(|s| s.lease.as_ref());
-        let held = lease.is_some_and(|l| l.run_id.as_ref() == Some(&h.last_run) && !l.holder_stopped(now));
-        h.interrupted = !held;
+        let held = lease.is_some_and(|l| l.run_id.as_ref() == Some(&h.last_run) && !l.can_be_taken_over(now));
+        h.stranded = !held;
     }
 }
 
@@ -175,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn a_running_run_without_a_live_holder_is_interrupted() {
+    fn a_running_run_without_a_live_holder_is_stranded() {
         use capsule_core::ports::Lease;
         let runs: Vec<TableRunRecord> = ["held", "expired", "taken", "unleased", "gone"]
             .iter()
@@ -202,9 +202,9 @@ mod tests {
             lease("gone", &run_id, 300, Some(&format!("{}:4294967295", capsule_core::process::this_host()))),
         ];
         let mut h = table_health(&runs);
-        assert!(h.values().all(|h| !h.interrupted), "nothing is known before the leases are read");
-        note_interrupted(&mut h, &states, now);
-        let interrupted: Vec<&str> = h.values().filter(|h| h.interrupted).map(|h| h.table.as_str()).collect();
-        assert_eq!(interrupted, ["expired", "gone", "taken", "unleased"]);
+        assert!(h.values().all(|h| !h.stranded), "nothing is known before the leases are read");
+        note_stranded(&mut h, &states, now);
+        let stranded: Vec<&str> = h.values().filter(|h| h.stranded).map(|h| h.table.as_str()).collect();
+        assert_eq!(stranded, ["expired", "gone", "taken", "unleased"]);
     }
 }

@@ -10,6 +10,7 @@
 pub mod due;
 pub mod engine;
 pub mod health;
+pub mod integrations;
 pub mod jobs;
 pub mod lifecycle;
 pub mod output;

@@ -33,7 +33,7 @@ pub const MAX_RESUME_FAILURES: u32 = 5;
 /// (on Lambda, with Capsule's outages waited out 5 minutes at a time: about half an hour).
 pub const MAX_STALLED_INVOCATIONS: u32 = 6;
 
-/// The stall count after an invocation paused (`failing`: the request that kept failing, None
+/// The stall count after an invocation parked (`failing`: the request that kept failing, None
 /// for a rate-limit wait or the time budget); past [`MAX_STALLED_INVOCATIONS`] on the same
 /// request the run gives up, naming it.
 pub fn stalls_after(

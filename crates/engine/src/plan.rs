@@ -14,8 +14,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use url::Url;
 
+use crate::engine::matches_all;
 use crate::engine::recent::Recency;
-use crate::engine::{matches_all, since_param};
+use capsule_client::since_param;
 use capsule_client::{CapsuleClient, ListingPage, RawRecord, count_records, count_requests, with_page};
 use capsule_core::Result;
 use capsule_core::catalog::{Fetch, Listing, Replication, TableSpec};

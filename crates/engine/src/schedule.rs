@@ -13,6 +13,24 @@ use capsule_core::ports::{DispatchRecord, StartedBy, StateStore};
 
 pub use crate::due::{SLACK, due_at};
 
+/// Why an integration is not run now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotDue {
+    /// An operator paused it (`integrations resume` undoes that).
+    Paused,
+    /// Its frequency has not elapsed since its last run: due at this instant.
+    Until(DateTime<Utc>),
+}
+
+impl std::fmt::Display for NotDue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotDue::Paused => f.write_str("paused"),
+            NotDue::Until(at) => write!(f, "not due until {}", at.to_rfc3339()),
+        }
+    }
+}
+
 /// Why the integration is not to run now (None: run it), given its last run's dispatch.
 /// Paused never runs; `force` runs now.
 pub fn why_not_due(
@@ -20,14 +38,14 @@ pub fn why_not_due(
     last: Option<&DispatchRecord>,
     now: DateTime<Utc>,
     force: bool,
-) -> Option<String> {
+) -> Option<NotDue> {
     if integration.status == IntegrationStatus::Paused {
-        return Some("paused".into());
+        return Some(NotDue::Paused);
     }
     if force {
         return None;
     }
-    due_at(integration, last).filter(|at| now < *at).map(|at| format!("not due until {}", at.to_rfc3339()))
+    due_at(integration, last).filter(|at| now < *at).map(NotDue::Until)
 }
 
 /// When the integration is next due, and why, in the words `status` shows.
@@ -166,7 +184,7 @@ pub async fn run_due(
         let last = state.last_dispatch(&integration.name).await?;
         if let Some(reason) = why_not_due(&integration, last.as_ref(), now, false) {
             crate::due::settle(state, &wake, next_run(&integration, last.as_ref(), now)).await?;
-            out.push(PassOutcome::Skipped { integration: integration.name.clone(), reason });
+            out.push(PassOutcome::Skipped { integration: integration.name.clone(), reason: reason.to_string() });
             continue;
         }
         let run_id = RunId::new(now);
@@ -202,7 +220,7 @@ pub async fn not_looked_at(
     for integration in state.list_integrations().await?.into_iter().filter(|i| !seen(&i.name)) {
         let last = state.last_dispatch(&integration.name).await?;
         let reason = why_not_due(&integration, last.as_ref(), now, false)
-            .unwrap_or_else(|| "due: the next pass runs it".to_string());
+            .map_or_else(|| "due: the next pass runs it".to_string(), |not_due| not_due.to_string());
         out.push(PassOutcome::Skipped { integration: integration.name, reason });
     }
     Ok(out)

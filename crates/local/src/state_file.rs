@@ -343,12 +343,12 @@ impl StateStore for StateFile {
             let k = key(&lease.integration, &lease.table);
             let displaced = match doc.leases.get(&k) {
                 Some(held) if held.owner == lease.owner => None,
-                Some(held) if !held.holder_stopped(Utc::now()) => {
+                Some(held) if !held.can_be_taken_over(Utc::now()) => {
                     return Err(SyncError::LeaseHeld {
                         integration: lease.integration.clone(),
                         table: lease.table.clone(),
                         holder: held.owner.clone(),
-                        until: held.expires_at.to_rfc3339(),
+                        until: Some(held.expires_at),
                     });
                 }
                 other => other.cloned(),
@@ -372,10 +372,9 @@ impl StateStore for StateFile {
         let (integration, table, owner) = (integration.to_string(), table.to_string(), owner.to_string());
         let expires_at = capsule_core::from_now(ttl);
         self.transact(true, move |doc| {
-            let lease = doc
-                .leases
-                .get_mut(&key(&integration, &table))
-                .filter(|l| l.owner == owner && l.next == seq && (l.invocation == 0 || l.holder_stopped(Utc::now())));
+            let lease = doc.leases.get_mut(&key(&integration, &table)).filter(|l| {
+                l.owner == owner && l.next == seq && (l.invocation == 0 || l.can_be_taken_over(Utc::now()))
+            });
             let Some(lease) = lease else { return Err(not_waiting_for(&integration, &table, &owner, seq)) };
             *lease = Lease { process: Some(process::this_process()), ..lease.resumed(seq, expires_at) };
             let lease = lease.clone();

@@ -18,7 +18,7 @@ use capsule_shared::{Result, SyncError};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
-use crate::{Allowance, Deps, Looked, Summary, Tick, integration_failed};
+use crate::{Allowance, Looked, OrchestratorDeps, Summary, Tick, integration_failed};
 
 /// How much one scheduled tick takes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +132,7 @@ impl Drop for Turn<'_> {
     }
 }
 
-pub(crate) async fn run(deps: &Deps) -> Result<Summary> {
+pub(crate) async fn run(deps: &OrchestratorDeps) -> Result<Summary> {
     let started = Instant::now();
     let now = Utc::now();
     let due = deps.state.due(now, deps.limits.max_due).await?;
@@ -200,7 +200,12 @@ async fn look(tick: &Tick<'_>, wake: Wake, turn: Turn<'_>, started: Instant) -> 
 
 /// After sending invocations, the tick looks again within a lease TTL even if none has taken
 /// its lease yet: one killed between taking it and recording its wake is still found stranded.
-fn watched(at: Option<DateTime<Utc>>, sent: usize, deps: &Deps, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+fn watched(
+    at: Option<DateTime<Utc>>,
+    sent: usize,
+    deps: &OrchestratorDeps,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     if sent == 0 {
         return at;
     }

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 /// What the orchestrator needs, built once at cold start.
 #[derive(Clone)]
-pub struct Deps {
+pub struct OrchestratorDeps {
     pub state: Arc<dyn StateStore>,
     pub dispatcher: Arc<dyn Dispatcher>,
     /// The table-sync functions' lease TTL (a stranded run's retry is parked this long).
@@ -105,7 +105,7 @@ pub struct Skipped {
     pub reason: String,
 }
 
-pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
+pub async fn handler(event: serde_json::Value, deps: &OrchestratorDeps) -> Result<Summary> {
     match OrchestratorEvent::parse(event)? {
         OrchestratorEvent::Scheduled => due_tick::run(deps).await,
         OrchestratorEvent::Manual(run) => manual(run, deps).await,
@@ -113,7 +113,7 @@ pub async fn handler(event: serde_json::Value, deps: &Deps) -> Result<Summary> {
 }
 
 /// A run asked for by hand: the integration it names, or every registered one.
-async fn manual(request: ManualRun, deps: &Deps) -> Result<Summary> {
+async fn manual(request: ManualRun, deps: &OrchestratorDeps) -> Result<Summary> {
     let integrations = match &request.integration {
         Some(name) => vec![
             deps.state
@@ -168,7 +168,7 @@ enum Looked {
 
 /// One tick's request, applied to each integration in turn.
 struct Tick<'a> {
-    deps: &'a Deps,
+    deps: &'a OrchestratorDeps,
     request: &'a ManualRun,
     tables_asked: Option<&'a [&'static catalog::TableSpec]>,
     scheduled: bool,
@@ -223,7 +223,7 @@ impl Tick<'_> {
         }
         if let Some(reason) = not_due {
             tracing::info!(event = Event::IntegrationSkipped.as_str(), integration = %integration.name, %reason);
-            summary.skipped.push(Skipped { integration: integration.name.clone(), reason });
+            summary.skipped.push(Skipped { integration: integration.name.clone(), reason: reason.to_string() });
             return Ok(Looked::Done { sent: sends, last: latest, states: view.states });
         }
         // A run of every table counts for the schedule, forced or not (a first load started by
@@ -251,7 +251,7 @@ fn report_overdue(integration: &Integration, overdue: Vec<lifecycle::Overdue>) -
 /// Sends the continuations [`lifecycle::resume_due`] decided: runs whose window has reset, and
 /// stranded ones (table-sync records the stranded invocation: the orchestrator only reads run
 /// state).
-async fn resume(events: Vec<TableSyncEvent>, deps: &Deps) -> Vec<Resumed> {
+async fn resume(events: Vec<TableSyncEvent>, deps: &OrchestratorDeps) -> Vec<Resumed> {
     let mut resumed = Vec::new();
     for event in events {
         let error = deps.dispatcher.dispatch(&event).await.err().map(|e| e.to_string());
@@ -280,7 +280,7 @@ async fn resume(events: Vec<TableSyncEvent>, deps: &Deps) -> Vec<Resumed> {
 async fn dispatch(
     integration: &Integration,
     tables: &[&'static catalog::TableSpec],
-    deps: &Deps,
+    deps: &OrchestratorDeps,
     now: DateTime<Utc>,
     started_by: Option<StartedBy>,
 ) -> Result<(Dispatched, DispatchRecord)> {
@@ -326,7 +326,12 @@ async fn dispatch(
 
 /// Invokes table-sync for each table of a run, a few at once; the tables whose invoke failed,
 /// with why.
-async fn send(integration: &Integration, tables: &[String], run_id: &RunId, deps: &Deps) -> Vec<(String, String)> {
+async fn send(
+    integration: &Integration,
+    tables: &[String],
+    run_id: &RunId,
+    deps: &OrchestratorDeps,
+) -> Vec<(String, String)> {
     use futures::StreamExt;
     futures::stream::iter(tables.to_vec())
         .map(|table| async move {
@@ -365,7 +370,7 @@ struct Pending {
 async fn pending_tables(
     integration: &Integration,
     last: Option<DispatchRecord>,
-    deps: &Deps,
+    deps: &OrchestratorDeps,
     now: DateTime<Utc>,
 ) -> Result<Option<Pending>> {
     let Some(mut record) = last else { return Ok(None) };
@@ -392,7 +397,7 @@ async fn pending_tables(
 async fn send_pending(
     integration: &Integration,
     pending: Pending,
-    deps: &Deps,
+    deps: &OrchestratorDeps,
 ) -> Result<(Dispatched, DispatchRecord)> {
     let Pending { mut record, tables, released } = pending;
     record.failed = send(integration, &tables, &record.run_id, deps).await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use capsule_shared::SyncError;
 use capsule_shared::aws::{AwsClients, AwsSettings, DynamoState, LambdaDispatcher};
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
-use orchestrator::{Deps, handler};
+use orchestrator::{OrchestratorDeps, handler};
 
 /// A `SyncError` as Lambda reports it: its type name and message.
 #[derive(Debug)]
@@ -37,7 +37,7 @@ async fn run() -> Result<(), Error> {
         .clone()
         .ok_or_else(|| SyncError::Config("CAPSULE_TABLE_SYNC_FUNCTION is not set".into()))?;
     let clients = AwsClients::from_env().await;
-    let deps = Deps {
+    let deps = OrchestratorDeps {
         state: Arc::new(
             DynamoState::new(clients.dynamodb.clone(), &settings.state_table).with_history(settings.history),
         ),

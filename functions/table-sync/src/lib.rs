@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use capsule_shared::aws::{AwsClients, token_provider};
 use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore};
 use capsule_shared::catalog;
-use capsule_shared::engine::{Deps as EngineDeps, RunOptions, TableRun};
+use capsule_shared::engine::{RunOptions, RunPorts, TableRun};
 use capsule_shared::events::TableSyncEvent;
 use capsule_shared::integration::Integration;
 use capsule_shared::lifecycle::{self, Invocation, Recovery};
@@ -26,7 +26,7 @@ const DEFAULT_BUDGET: Duration = Duration::from_secs(840);
 
 /// What table-sync needs, built once at cold start.
 #[derive(Clone)]
-pub struct Deps {
+pub struct TableSyncDeps {
     pub state: Arc<dyn StateStore>,
     pub sink: Arc<dyn ObjectSink>,
     pub dispatcher: Arc<dyn Dispatcher>,
@@ -74,7 +74,7 @@ fn sane(remaining: Option<Duration>) -> Option<Duration> {
     remaining.filter(|r| !r.is_zero() && *r <= LAMBDA_MAX)
 }
 
-pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps: &Deps) -> Result<Summary> {
+pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps: &TableSyncDeps) -> Result<Summary> {
     let mut event = TableSyncEvent::parse(event)?;
     let integration = deps
         .state
@@ -116,7 +116,7 @@ pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps
     let client = client.with_deadline(Instant::now() + budget);
     let run = TableRun {
         client: &client,
-        deps: EngineDeps { state: deps.state.as_ref(), sink: deps.sink.as_ref() },
+        deps: RunPorts { state: deps.state.as_ref(), sink: deps.sink.as_ref() },
         integration: &integration,
         table,
         run_id: &event.run_id,
@@ -169,7 +169,7 @@ impl Summary {
 }
 
 /// Records a stranded invocation failed; the event to continue as, or None when the run ended.
-async fn recover(deps: &Deps, event: &TableSyncEvent, stranded: u32) -> Result<Option<TableSyncEvent>> {
+async fn recover(deps: &TableSyncDeps, event: &TableSyncEvent, stranded: u32) -> Result<Option<TableSyncEvent>> {
     let hold = deps.options.parked_hold;
     let (state, sink) = (deps.state.as_ref(), deps.sink.as_ref());
     match lifecycle::recover_stranded(state, sink, &event.integration, &event.table, stranded, hold).await? {
@@ -180,7 +180,7 @@ async fn recover(deps: &Deps, event: &TableSyncEvent, stranded: u32) -> Result<O
 
 /// A Capsule client for the integration: its token from its source, requests drawn from the
 /// token's budget in the state table.
-async fn connect(integration: &Integration, deps: &Deps) -> Result<CapsuleClient> {
+async fn connect(integration: &Integration, deps: &TableSyncDeps) -> Result<CapsuleClient> {
     let tokens: Arc<dyn TokenProvider> =
         Arc::from(token_provider(integration, &deps.clients, &deps.client_options.access, deps.state.clone())?);
     let store: Arc<dyn RateBudgetStore> = deps.state.clone();
@@ -189,7 +189,7 @@ async fn connect(integration: &Integration, deps: &Deps) -> Result<CapsuleClient
 
 /// Invokes the run's next invocation now. If that fails the checkpoint still waits, parked: the
 /// orchestrator's next tick continues it.
-async fn continue_now(deps: &Deps, event: &TableSyncEvent) {
+async fn continue_now(deps: &TableSyncDeps, event: &TableSyncEvent) {
     let next = match deps.state.checkpoint(&event.integration, &event.table, &event.run_id).await {
         Ok(Some(checkpoint)) => checkpoint.next_invocation(),
         Ok(None) => return,
@@ -205,7 +205,7 @@ async fn continue_now(deps: &Deps, event: &TableSyncEvent) {
 }
 
 /// A run that failed before it could take its lease (e.g. no token) still leaves a record.
-async fn record_unstarted(deps: &Deps, event: &TableSyncEvent, error: &SyncError) {
+async fn record_unstarted(deps: &TableSyncDeps, event: &TableSyncEvent, error: &SyncError) {
     let now = Utc::now();
     let mut record = TableRunRecord::new(&event.integration, &event.table, &event.run_id, RunState::Failed, now);
     record.finished_at = Some(now);

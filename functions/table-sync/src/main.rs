@@ -9,7 +9,7 @@ use capsule_shared::aws::{AwsClients, AwsSettings, DynamoState, LambdaDispatcher
 use capsule_shared::capsule::ClientOptions;
 use capsule_shared::engine::RunOptions;
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
-use table_sync::{Deps, handler};
+use table_sync::{TableSyncDeps, handler};
 
 /// A `SyncError` as Lambda reports it: its type name and message.
 #[derive(Debug)]
@@ -52,7 +52,7 @@ async fn run() -> Result<(), Error> {
         .clone()
         .ok_or_else(|| SyncError::Config("AWS_LAMBDA_FUNCTION_NAME is not set".into()))?;
     let clients = AwsClients::from_env().await;
-    let deps = Deps {
+    let deps = TableSyncDeps {
         state: Arc::new(
             DynamoState::new(clients.dynamodb.clone(), &settings.state_table).with_history(settings.history),
         ),

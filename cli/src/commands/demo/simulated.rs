@@ -1,34 +1,23 @@
-//! `capsule-sync demo`: the embedded default end to end, with nothing to set up. Starts the
-//! Capsule simulator in-process, (re)creates the `demo` integration, syncs all 22 tables,
-//! changes the account (updates, new records, deletions), syncs again, shows both runs, and
-//! loads both into a DuckDB database with the kit the runs wrote (when the DuckDB CLI is there).
+//! The demo itself: starts the Capsule simulator in-process, (re)creates the `demo` integration,
+//! syncs all 22 tables, changes the account (updates, new records, deletions), syncs again,
+//! shows both runs, and loads both into a DuckDB database with the kit the runs wrote (when the
+//! DuckDB CLI is there).
 
 use std::path::Path;
 use std::time::Instant;
 
 use capsule_shared::integration::{Integration, TokenSource};
+use capsule_shared::output;
 use capsule_shared::ports::RunState;
 use capsule_sim::{MutationKind, MutationOp, SimConfig};
 use chrono::Utc;
-use clap::Args;
 
-use super::sync::{RunArgs, print_outcomes, sync_now};
+use super::DemoArgs;
 use crate::backend::{Backend, BackendArgs};
+use crate::commands::sync::{print_outcomes, sync_now};
 use crate::report;
 
 const DEMO: &str = "demo";
-
-#[derive(Args, Debug)]
-pub struct DemoArgs {
-    /// Size of the simulated account (parties; every other table scales with it).
-    #[arg(long, default_value_t = 2000)]
-    pub parties: usize,
-    /// Seed of the simulated account.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    #[command(flatten)]
-    pub run: RunArgs,
-}
 
 pub async fn run(data_dir: &Path, backend_args: &BackendArgs, args: DemoArgs) -> anyhow::Result<()> {
     let token = "demo-token";
@@ -49,7 +38,7 @@ pub async fn run(data_dir: &Path, backend_args: &BackendArgs, args: DemoArgs) ->
     }
     // The demo's own files go too: its DuckDB load reads every published run of `demo`.
     backend.sink.remove_prefix(&format!("{DEMO}/")).await?;
-    backend.sink.remove_prefix(&format!("_meta/{DEMO}/")).await?;
+    backend.sink.remove_prefix(&output::meta_prefix(DEMO)).await?;
     let mut integration = Integration::new(DEMO, TokenSource::File { path: token_file.canonicalize()? }, Utc::now());
     integration.api_base_url = sim.base_url().to_string();
     backend.state.create_integration(&integration).await?;
@@ -123,7 +112,7 @@ fn load_into_duckdb(data_dir: &Path, script: &str) -> anyhow::Result<()> {
     let database = data_dir.join("demo.duckdb");
     let _ = std::fs::remove_file(&database);
     println!("\n== Loading both runs into DuckDB with the warehouse kit ({script}) ==");
-    match super::warehouse::run_duckdb(&database, Path::new(script), Some(DEMO_QUERIES)) {
+    match crate::commands::warehouse::run_duckdb(&database, Path::new(script), Some(DEMO_QUERIES)) {
         Ok(output) => {
             print!("{output}");
             println!("Database:   {} (views demo_<table>_current: deletions applied)", database.display());

@@ -51,8 +51,9 @@ pub(super) fn new_wake_item(integration: &str, now: DateTime<Utc>) -> Item {
 
 fn wake_from(item: &Item) -> Result<Wake> {
     let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
-    let integration = text("integration")
-        .ok_or_else(|| SyncError::State(format!("due index item {:?} has no `integration`", item.get("pk"))))?;
+    let integration = text("integration").ok_or_else(|| {
+        SyncError::State(format!("due index item {} has no `integration`", super::key_text(item, "pk")))
+    })?;
     let at = text("wake_at")
         .map(|t| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc)))
         .transpose()

@@ -5,7 +5,7 @@
 //! _meta/<integration>/runs/<run_id>/<table>.json          (published once the run committed)
 //! _meta/<integration>/runs/<run_id>/<table>.pending.json  (until then)
 //! _meta/<integration>/runs/<run_id>/<table>.redshift.json (its files as a Redshift COPY manifest)
-//! _meta/<integration>/warehouse/<engine>/…               (the warehouse kits, see crate::warehouse)
+//! _meta/<integration>/warehouse/<engine>/…               (the warehouse kits, see the warehouse module)
 //! ```
 //! Keys are relative to the sink's root (a directory, or `s3://bucket/prefix`).
 
@@ -40,6 +40,26 @@ pub async fn is_published(sink: &dyn ObjectSink, integration: &str, table: &str,
     Ok(sink.get(&manifest_key(integration, table, run)).await?.is_some())
 }
 
+/// The folder of every data file of an integration.
+pub fn data_prefix(integration: &str) -> String {
+    format!("{integration}/")
+}
+
+/// The folder of everything about an integration's data: manifests, logs, warehouse kits.
+pub fn meta_prefix(integration: &str) -> String {
+    format!("_meta/{integration}/")
+}
+
+/// The folder of every run's manifests (what loaders list).
+pub fn manifests_prefix(integration: &str) -> String {
+    format!("{}runs/", meta_prefix(integration))
+}
+
+/// The folder of one run's manifests, one per table.
+pub fn run_manifests_prefix(integration: &str, run: &str) -> String {
+    format!("{}{run}/", manifests_prefix(integration))
+}
+
 /// The folder of one table run's data files.
 pub fn run_data_prefix(integration: &str, table: &str, run: &RunId) -> String {
     format!("{integration}/{table}/dt={}/run={run}/", run.partition_date())
@@ -51,18 +71,18 @@ pub fn part_key(integration: &str, table: &str, run: &RunId, n: u32, compression
 }
 
 pub fn manifest_key(integration: &str, table: &str, run: &RunId) -> String {
-    format!("_meta/{integration}/runs/{run}/{table}.json")
+    format!("{}{table}.json", run_manifests_prefix(integration, run.as_str()))
 }
 
 /// Where a run's manifest waits until the run commits: loaders read only [`manifest_key`]s, so
 /// they never see a run that has not committed (or never will).
 pub fn pending_manifest_key(integration: &str, table: &str, run: &RunId) -> String {
-    format!("_meta/{integration}/runs/{run}/{table}.pending.json")
+    format!("{}{table}.pending.json", run_manifests_prefix(integration, run.as_str()))
 }
 
 /// Beside each published manifest: the same files as a Redshift `COPY … MANIFEST` file.
 pub fn redshift_manifest_key(integration: &str, table: &str, run: &RunId) -> String {
-    format!("_meta/{integration}/runs/{run}/{table}.redshift.json")
+    format!("{}{table}.redshift.json", run_manifests_prefix(integration, run.as_str()))
 }
 
 /// Publishes a committed run's manifest from where it waited, its Redshift manifest first;
@@ -87,7 +107,7 @@ pub async fn publish_pending_manifest(
 
 /// The parents a fan-out table run discovered (kept for its continuations).
 pub fn parents_key(integration: &str, table: &str, run: &RunId) -> String {
-    format!("_meta/{integration}/runs/{run}/{table}.parents.json")
+    format!("{}{table}.parents.json", run_manifests_prefix(integration, run.as_str()))
 }
 
 /// The process log of one invocation of a table run (invocations count from 1).
@@ -96,7 +116,7 @@ pub fn log_key(integration: &str, table: &str, run: &RunId, invocation: u32) -> 
 }
 
 pub fn log_prefix(integration: &str, run: &RunId) -> String {
-    format!("_meta/{integration}/logs/{run}/")
+    format!("{}logs/{run}/", meta_prefix(integration))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use super::model::Kit;
 use super::views::{self, Dialect};
 use super::{KitFile, literal};
+use crate::output;
 use capsule_core::catalog::ColumnType;
 
 struct Athena;
@@ -38,7 +39,7 @@ pub(super) fn kit(kit: &Kit<'_>) -> Vec<KitFile> {
          ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'\n\
          WITH SERDEPROPERTIES ('ignore.malformed.json' = 'true', 'mapping.table_name' = 'table')\n\
          LOCATION {};\n\n",
-        literal(&kit.location.of(&format!("_meta/{}/runs/", kit.integration)))
+        literal(&kit.location.of(&output::manifests_prefix(kit.integration)))
     ));
     for table in kit.tables {
         let location = kit.location.of(&format!("{}/{}/", kit.integration, table.spec.name));

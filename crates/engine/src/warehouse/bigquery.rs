@@ -5,6 +5,7 @@
 //! Transfer job mirrors the bucket. Run the files with
 //! `bq query --use_legacy_sql=false --dataset_id=PROJECT:DATASET < FILE`.
 
+use crate::output;
 use serde_json::{Value, json};
 
 use super::model::{Kit, KitTable};
@@ -75,7 +76,7 @@ pub(super) fn kit(kit: &Kit<'_>) -> Vec<KitFile> {
          CREATE OR REPLACE EXTERNAL TABLE {manifests} (\n  `table` STRING,\n  run_id STRING,\n  extracted_at TIMESTAMP,\n  `rows` INT64,\n  files ARRAY<STRUCT<key STRING, `rows` INT64>>\n)\n\
          OPTIONS (format = 'NEWLINE_DELIMITED_JSON', ignore_unknown_values = true, max_bad_records = 1000000, uris = [{}]);\n\
          CREATE TABLE IF NOT EXISTS {runs} (table_name STRING, run_id STRING, extracted_at TIMESTAMP, `rows` INT64, manifest STRING, loaded_at TIMESTAMP);\n",
-        literal(&kit.location.of(&format!("_meta/{}/runs/*", kit.integration)))
+        literal(&kit.location.of(&format!("{}*", output::manifests_prefix(kit.integration))))
     ));
     for table in kit.tables {
         let prefix = kit.location.of(&format!("{}/{}", kit.integration, table.spec.name));

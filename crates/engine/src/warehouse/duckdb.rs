@@ -9,6 +9,7 @@
 use super::model::{Kit, KitTable};
 use super::views::{self, Dialect};
 use super::{KitFile, literal};
+use crate::output;
 use capsule_core::catalog::ColumnType;
 
 struct DuckDb;
@@ -81,7 +82,7 @@ pub(super) fn kit(kit: &Kit<'_>) -> Vec<KitFile> {
 
 /// The published manifests not loaded yet, read into `capsule_new_runs`.
 fn new_runs(kit: &Kit<'_>, runs: &str) -> String {
-    let glob = literal(&kit.location.of(&format!("_meta/{}/runs/*/*.json", kit.integration)));
+    let glob = literal(&kit.location.of(&format!("{}*/*.json", output::manifests_prefix(kit.integration))));
     let read = format!(
         "SELECT \"table\" AS table_name, run_id, extracted_at, \"rows\", files, filename AS manifest FROM read_json(' || capsule_sql_list(getvariable('capsule_manifests')) || ', columns = {}, filename = true)",
         MANIFEST_COLUMNS.replace('\'', "''")

@@ -131,7 +131,7 @@ pub fn kit(engine: Engine, integration: &Integration, location: &Location) -> Re
 
 /// Where a run writes the kit of `engine`.
 pub fn kit_prefix(integration: &str, engine: Engine) -> String {
-    format!("_meta/{integration}/warehouse/{engine}/")
+    format!("{}warehouse/{engine}/", crate::output::meta_prefix(integration))
 }
 
 /// Kit files written at the same time.
@@ -150,7 +150,7 @@ pub async fn write_kits(sink: &dyn ObjectSink, integration: &Integration) -> Res
         }
     }
     let fingerprint = fingerprint(&files);
-    let fingerprint_key = format!("_meta/{}/warehouse/fingerprint", integration.name);
+    let fingerprint_key = format!("{}warehouse/fingerprint", crate::output::meta_prefix(&integration.name));
     if sink.get(&fingerprint_key).await?.is_some_and(|stored| stored == fingerprint.as_bytes()) {
         return Ok(());
     }

@@ -160,23 +160,23 @@ impl Account {
     /// The ids given, or `count` distinct random ones.
     fn choose(&mut self, g: &mut Gen, m: &Mutation) -> Result<Vec<i64>, String> {
         if m.op == MutationOp::Restrict && m.kind.entity().is_none() {
-            return Err(format!("{:?} cannot be restricted: only parties, opportunities and kases", m.kind));
+            return Err(format!("{} cannot be restricted: only parties, opportunities and cases", m.kind));
         }
         if m.op == MutationOp::Leave && m.kind != MutationKind::Parties {
-            return Err(format!("{:?} cannot leave an organisation: only parties (persons) can", m.kind));
+            return Err(format!("{} cannot leave an organisation: only parties (persons) can", m.kind));
         }
         let collection = self.collection_mut(m.kind);
         // Only leaving needs to read the records (to find persons with an organisation).
         let eligible = |record: &Stored| m.op != MutationOp::Leave || is_employee(&record.body());
         if !m.ids.is_empty() {
             if let Some(missing) = m.ids.iter().find(|id| !collection.get(id).is_some_and(eligible)) {
-                return Err(format!("no {:?} record with id {missing} that can {:?}", m.kind, m.op));
+                return Err(format!("no {} record with id {missing} can take this mutation", m.kind));
             }
             return Ok(m.ids.clone());
         }
         let mut pool: Vec<i64> = collection.iter().filter(|(_, r)| eligible(r)).map(|(id, _)| *id).collect();
         if m.count > pool.len() {
-            return Err(format!("asked for {} {:?} records, the account has {}", m.count, m.kind, pool.len()));
+            return Err(format!("asked for {} {} records, the account has {}", m.count, m.kind, pool.len()));
         }
         let mut chosen = Vec::with_capacity(m.count);
         for _ in 0..m.count {
