@@ -234,3 +234,101 @@ pub async fn delete(state: &dyn StateStore, sink: &dyn ObjectSink, integration: 
     state.delete_integration(integration).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use capsule_core::integration::RunId;
+    use capsule_core::ports::TableRunRecord;
+    use capsule_local::{LocalSink, StateFile};
+
+    use super::*;
+
+    fn acme(tables: &[&str]) -> Integration {
+        let mut integration = Integration::new("acme", TokenSource::Env { var: "T".into() }, Utc::now());
+        integration.tables = tables.iter().map(|t| t.to_string()).collect();
+        integration
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn an_edit_adds_and_removes_tables_and_refuses_an_empty_or_unknown_selection() {
+        let before = acme(&["parties", "users"]);
+        let edit = Edit { add_tables: strings(&["cases"]), remove_tables: strings(&["users"]), ..Edit::default() };
+        assert_eq!(edit.apply(&before).unwrap().tables, ["cases", "parties"]);
+        let empty = Edit { remove_tables: strings(&["parties", "users"]), ..Edit::default() };
+        assert!(empty.apply(&before).unwrap_err().to_string().contains("at least one table"));
+        let unknown = Edit { add_tables: strings(&["partys"]), ..Edit::default() };
+        assert!(unknown.apply(&before).unwrap_err().to_string().contains("partys"));
+        let all =
+            Edit { tables: Some(catalog::TABLES.iter().map(|t| t.name.to_string()).collect()), ..Edit::default() };
+        assert!(all.apply(&before).unwrap().tables.is_empty(), "every table is stored as the empty selection");
+    }
+
+    #[test]
+    fn an_edit_plan_logs_each_change_and_backfills_added_tables_and_an_earlier_history() {
+        let before = acme(&["parties", "users"]);
+        let edit = Edit { add_tables: strings(&["cases"]), frequency_minutes: Some(60), ..Edit::default() };
+        let plan = EditPlan::new(&before, edit.apply(&before).unwrap()).unwrap();
+        assert_eq!(plan.changes, ["tables: +cases", "frequency: 1440m → 60m"]);
+        assert_eq!(plan.backfill, ["cases"]);
+
+        let earlier = before.history_start - chrono::Duration::days(30);
+        let edit = Edit { history_start: Some(earlier), ..Edit::default() };
+        let plan = EditPlan::new(&before, edit.apply(&before).unwrap()).unwrap();
+        assert_eq!(plan.backfill, ["parties"], "the incremental table reads again; users is a full table");
+        assert!(EditPlan::new(&before, before.clone()).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stored_edit_orders_its_backfills_in_the_same_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFile::new(dir.path());
+        let before = acme(&["parties"]);
+        state.create_integration(&before).await.unwrap();
+        let edit = Edit { add_tables: strings(&["cases"]), ..Edit::default() };
+        let plan = EditPlan::new(&before, edit.apply(&before).unwrap()).unwrap();
+        plan.store(&state, Utc::now()).await.unwrap();
+        let stored = state.get_integration("acme").await.unwrap().unwrap();
+        assert_eq!(stored.tables, ["cases", "parties"]);
+        assert_eq!(stored.backfills.get("cases"), Some(&1));
+        assert_eq!(stored.changes.last().unwrap().what, "tables: +cases");
+    }
+
+    #[tokio::test]
+    async fn resume_is_active_once_anything_loaded_and_pending_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFile::new(dir.path());
+        state.create_integration(&acme(&["users"])).await.unwrap();
+        let get = || async { state.get_integration("acme").await.unwrap().unwrap() };
+        assert_eq!(set_paused(&state, get().await, true).await.unwrap(), PauseChange::Now(IntegrationStatus::Paused));
+        assert_eq!(set_paused(&state, get().await, true).await.unwrap(), PauseChange::Already);
+        assert_eq!(set_paused(&state, get().await, false).await.unwrap(), PauseChange::Now(IntegrationStatus::Pending));
+
+        set_paused(&state, get().await, true).await.unwrap();
+        let run = RunId::new(Utc::now());
+        state.record_run(&TableRunRecord::new("acme", "users", &run, RunState::Succeeded, Utc::now())).await.unwrap();
+        assert_eq!(set_paused(&state, get().await, false).await.unwrap(), PauseChange::Now(IntegrationStatus::Active));
+        assert_eq!(get().await.changes.iter().filter(|c| c.what == "resumed").count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_purge_lists_data_and_meta_files_and_delete_removes_them_with_the_integration() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, sink) = (StateFile::new(dir.path()), LocalSink::new(dir.path().join("output")));
+        state.create_integration(&acme(&["users"])).await.unwrap();
+        for key in ["acme/users/dt=2026-12-07/run=r/part-00000.ndjson.gz", "_meta/acme/runs/r/users.json", "other/x"] {
+            sink.put(key, Bytes::from_static(b"{}")).await.unwrap();
+        }
+        let mut files = files_of(&sink, "acme").await.unwrap();
+        files.sort();
+        assert_eq!(files, ["_meta/acme/runs/r/users.json", "acme/users/dt=2026-12-07/run=r/part-00000.ndjson.gz"]);
+        delete(&state, &sink, "acme", &files).await.unwrap();
+        assert!(files_of(&sink, "acme").await.unwrap().is_empty());
+        assert_eq!(sink.list("other/").await.unwrap(), ["other/x"], "another integration's files stay");
+        assert!(state.get_integration("acme").await.unwrap().is_none());
+    }
+}
