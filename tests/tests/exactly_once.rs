@@ -435,7 +435,7 @@ async fn bootstrap_processes_killed_at_random_instants_lose_nothing() {
     };
     let w = world_with(setup).await;
     let mut acme = w.stack.state.get_integration("acme").await.unwrap().unwrap();
-    acme.tables = ACCOUNT_TABLES.map(String::from).to_vec();
+    acme.tables = ACCOUNT_TABLES.map(String::from).to_vec().into();
     w.stack.state.update_integration(&acme).await.unwrap();
     // Slow listings: the big tables need several invocations, so continuations get killed too.
     for path in ["/parties", "/opportunities", "/kases", "/tasks", "/entries"] {

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 fn windowed(sim: &SimHandle) -> Integration {
     let mut integration = integration_for(sim, "acme", "UNUSED");
-    integration.tables = vec!["entries".into()];
+    integration.tables = vec!["entries".into()].into();
     integration.recent_window = Some(RecentWindow { full_refresh_days: 7 });
     integration
 }
@@ -359,7 +359,7 @@ async fn tracks_loaded_once() -> TracksLoaded {
     let local = Local::new();
     let client = client_for(&sim, "test-token");
     let mut integration = windowed(&sim);
-    integration.tables = vec!["tracks".into()];
+    integration.tables = vec!["tracks".into()].into();
     let (first, _) = local.sync(&client, &integration, &[], RunOptions::default()).await;
     TracksLoaded { sim, local, client, integration, first }
 }

@@ -31,7 +31,7 @@ async fn an_integration_is_synced_when_due_and_only_then() {
     let local = Local::new();
     let client = client_for(&sim, "test-token");
     let mut acme = integration_for(&sim, "acme", "UNUSED");
-    acme.tables = vec!["users".into()];
+    acme.tables = vec!["users".into()].into();
     acme.frequency_minutes = 10;
     local.state.create_integration(&acme).await.unwrap();
     let mut paused = Integration { name: "paused".into(), status: IntegrationStatus::Paused, ..acme.clone() };

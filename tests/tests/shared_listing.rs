@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 fn tasks_and_tracks(sim: &SimHandle) -> Integration {
     let mut integration = integration_for(sim, "acme", "UNUSED");
-    integration.tables = vec!["tasks".into(), "tracks".into()];
+    integration.tables = vec!["tasks".into(), "tracks".into()].into();
     integration
 }
 
@@ -61,7 +61,7 @@ async fn tracks_read_their_parents_from_the_tasks_snapshot_of_the_same_sync_and_
     let client = client_for(&sim, "test-token");
     let alone = Local::new();
     let mut tracks_only = tasks_and_tracks(&sim);
-    tracks_only.tables = vec!["tracks".into()];
+    tracks_only.tables = vec!["tracks".into()].into();
     let (by_listing, _) = alone.sync(&client, &tracks_only, &[], RunOptions::default()).await;
 
     let local = Local::new();
@@ -169,7 +169,7 @@ async fn a_tasks_column_selection_without_a_field_discovery_needs_reads_the_list
 
 fn parties_and_employees(sim: &SimHandle) -> Integration {
     let mut integration = integration_for(sim, "acme", "UNUSED");
-    integration.tables = vec!["parties".into(), "employees".into()];
+    integration.tables = vec!["parties".into(), "employees".into()].into();
     integration.lookback_minutes = 1;
     integration
 }
@@ -191,7 +191,7 @@ async fn employees_come_from_the_parties_snapshot_of_the_same_sync_as_the_listin
     let client = client_for(&sim, "test-token");
     let (alone, together) = (Local::new(), Local::new());
     let mut employees_only = parties_and_employees(&sim);
-    employees_only.tables = vec!["employees".into()];
+    employees_only.tables = vec!["employees".into()].into();
     let (by_listing, _) = alone.sync(&client, &employees_only, &[], RunOptions::default()).await;
     sim.reset_stats();
     let (run, outcomes) = together.sync(&client, &parties_and_employees(&sim), &[], RunOptions::default()).await;

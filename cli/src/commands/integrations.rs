@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
-use capsule_shared::catalog::{self};
+use capsule_shared::catalog;
 use capsule_shared::integration::{
-    FanOutMode, Integration, TokenSource, parse_frequency, parse_history_start, parse_recent_window, validate_name,
+    FanOutMode, Integration, TableSelection, TokenSource, parse_frequency, parse_history_start, parse_recent_window,
+    validate_name,
 };
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
@@ -193,10 +194,10 @@ async fn create(backend: &Backend, args: CreateArgs) -> anyhow::Result<()> {
     let token: TokenSource = args.token.parse()?;
     let mut integration = Integration::new(&args.name, token, Utc::now());
     integration.api_base_url = args.api_base_url;
-    integration.tables = catalog::resolve_tables(&args.tables)?.iter().map(|t| t.name.to_string()).collect();
-    if args.tables.is_empty() {
-        integration.tables.clear();
-    }
+    integration.tables = match args.tables.is_empty() {
+        true => TableSelection::All,
+        false => catalog::resolve_tables(&args.tables)?.iter().map(|t| t.name.to_string()).collect(),
+    };
     integration.columns = parse_columns(&args.columns)?;
     if let Some(start) = &args.history_start {
         integration.history_start = parse_history_start(start)?;

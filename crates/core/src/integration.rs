@@ -143,6 +143,48 @@ fn default_frequency() -> u32 {
     24 * 60
 }
 
+/// Which tables an integration syncs.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(from = "Vec<String>", into = "Vec<String>")]
+pub enum TableSelection {
+    /// Every table of the catalog (those a later version adds too). Stored as `[]`.
+    #[default]
+    All,
+    /// These tables, by catalog name (checked when the integration is validated).
+    Only(Vec<String>),
+}
+
+impl TableSelection {
+    /// The catalog entries selected (unknown names are refused, listing the valid ones).
+    pub fn resolve(&self) -> Result<Vec<&'static TableSpec>> {
+        match self {
+            TableSelection::All => Ok(catalog::TABLES.iter().collect()),
+            TableSelection::Only(names) => catalog::resolve_tables(names),
+        }
+    }
+}
+
+impl From<Vec<String>> for TableSelection {
+    fn from(names: Vec<String>) -> TableSelection {
+        if names.is_empty() { TableSelection::All } else { TableSelection::Only(names) }
+    }
+}
+
+impl From<TableSelection> for Vec<String> {
+    fn from(selection: TableSelection) -> Vec<String> {
+        match selection {
+            TableSelection::All => Vec::new(),
+            TableSelection::Only(names) => names,
+        }
+    }
+}
+
+impl FromIterator<String> for TableSelection {
+    fn from_iter<T: IntoIterator<Item = String>>(names: T) -> TableSelection {
+        names.into_iter().collect::<Vec<_>>().into()
+    }
+}
+
 /// One Capsule account to sync.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Integration {
@@ -153,9 +195,9 @@ pub struct Integration {
     pub api_base_url: String,
     /// Where the token is read from.
     pub token: TokenSource,
-    /// Tables to sync, by catalog name; empty means all 22.
+    /// Tables to sync (stored as a list of catalog names, `[]` for all).
     #[serde(default)]
-    pub tables: Vec<String>,
+    pub tables: TableSelection,
     /// Columns per table; a table not listed gets every column.
     #[serde(default)]
     pub columns: BTreeMap<String, Vec<String>>,
@@ -255,7 +297,7 @@ impl Integration {
             name: name.to_string(),
             api_base_url: default_base_url(),
             token,
-            tables: Vec::new(),
+            tables: TableSelection::All,
             columns: BTreeMap::new(),
             history_start: default_history_start(),
             lookback_minutes: default_lookback(),
@@ -292,7 +334,7 @@ impl Integration {
         validate_name(&self.name)?;
         url::Url::parse(&self.api_base_url)
             .map_err(|e| SyncError::Config(format!("api_base_url `{}` is not a URL: {e}", self.api_base_url)))?;
-        let tables = catalog::resolve_tables(&self.tables)?;
+        let tables = self.tables.resolve()?;
         for (table, columns) in &self.columns {
             let spec = catalog::table(table).ok_or_else(|| {
                 SyncError::Config(format!(
@@ -333,7 +375,7 @@ impl Integration {
 
     /// The selected tables, in catalog order.
     pub fn selected_tables(&self) -> Result<Vec<&'static TableSpec>> {
-        let mut tables = catalog::resolve_tables(&self.tables)?;
+        let mut tables = self.tables.resolve()?;
         tables.sort_by_key(|t| catalog::TABLES.iter().position(|c| c.name == t.name));
         Ok(tables)
     }
@@ -517,9 +559,9 @@ mod tests {
     fn validation_names_the_bad_setting() {
         let mut i = Integration::new("acme", TokenSource::Env { var: "T".into() }, Utc::now());
         assert!(i.validate().is_ok());
-        i.tables = vec!["partys".into()];
+        i.tables = TableSelection::Only(vec!["partys".into()]);
         assert!(i.validate().unwrap_err().to_string().contains("unknown table `partys`"));
-        i.tables = vec!["parties".into()];
+        i.tables = TableSelection::Only(vec!["parties".into()]);
         i.columns.insert("parties".into(), vec!["nope".into()]);
         let err = i.validate().unwrap_err().to_string();
         assert!(err.contains("unknown column `nope`") && err.contains("updatedAt"), "{err}");

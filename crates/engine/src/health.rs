@@ -184,22 +184,28 @@ mod tests {
             .collect();
         let run_id = runs[0].run_id.clone();
         let now = Utc::now();
-        let lease = |table: &str, run: &RunId, ttl_secs: i64, process: Option<&str>| TableState {
-            table: table.into(),
-            lease: Some(Lease {
-                expires_at: now + chrono::Duration::seconds(ttl_secs),
-                process: process.map(str::to_string),
-                ..Lease::first("acme", table, "owner", run, now, std::time::Duration::ZERO)
-            }),
-            checkpoint: None,
-        };
+        let lease =
+            |table: &str, run: &RunId, ttl_secs: i64, process: Option<capsule_core::process::ProcessId>| TableState {
+                table: table.into(),
+                lease: Some(Lease {
+                    expires_at: now + chrono::Duration::seconds(ttl_secs),
+                    process,
+                    ..Lease::first("acme", table, "owner", run, now, std::time::Duration::ZERO)
+                }),
+                checkpoint: None,
+            };
         let other_run = RunId::new(now);
         let states = vec![
             lease("held", &run_id, 300, None),
             lease("expired", &run_id, -1, None),
             lease("taken", &other_run, 300, None),
             // A process on this host that does not exist (pids never reach this).
-            lease("gone", &run_id, 300, Some(&format!("{}:4294967295", capsule_core::process::this_host()))),
+            lease(
+                "gone",
+                &run_id,
+                300,
+                Some(capsule_core::process::ProcessId { host: capsule_core::process::this_host(), pid: u32::MAX }),
+            ),
         ];
         let mut h = table_health(&runs);
         assert!(h.values().all(|h| !h.stranded), "nothing is known before the leases are read");

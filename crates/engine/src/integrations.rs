@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 
 use crate::output;
 use capsule_core::catalog::{self, Replication};
-use capsule_core::integration::{FanOutMode, Integration, IntegrationStatus, RecentWindow, TokenSource};
+use capsule_core::integration::{
+    FanOutMode, Integration, IntegrationStatus, RecentWindow, TableSelection, TokenSource,
+};
 use capsule_core::ports::{ObjectSink, RunState, StateStore};
 use capsule_core::{Result, SyncError};
 
@@ -59,7 +61,7 @@ impl Edit {
     }
 
     /// The table selection after the edit (empty: all 22).
-    fn tables(&self, before: &Integration) -> Result<Vec<String>> {
+    fn tables(&self, before: &Integration) -> Result<TableSelection> {
         let mut tables: BTreeSet<String> = match &self.tables {
             Some(list) => table_names(list)?.into_iter().collect(),
             None => before.selected_tables()?.iter().map(|t| t.name.to_string()).collect(),
@@ -71,7 +73,7 @@ impl Edit {
         if tables.is_empty() {
             return Err(SyncError::Config("an integration needs at least one table".into()));
         }
-        Ok(if tables.len() == catalog::TABLES.len() { Vec::new() } else { tables.into_iter().collect() })
+        Ok(if tables.len() == catalog::TABLES.len() { TableSelection::All } else { tables.into_iter().collect() })
     }
 }
 
@@ -258,14 +260,14 @@ mod tests {
     fn an_edit_adds_and_removes_tables_and_refuses_an_empty_or_unknown_selection() {
         let before = acme(&["parties", "users"]);
         let edit = Edit { add_tables: strings(&["cases"]), remove_tables: strings(&["users"]), ..Edit::default() };
-        assert_eq!(edit.apply(&before).unwrap().tables, ["cases", "parties"]);
+        assert_eq!(edit.apply(&before).unwrap().tables, TableSelection::Only(strings(&["cases", "parties"])));
         let empty = Edit { remove_tables: strings(&["parties", "users"]), ..Edit::default() };
         assert!(empty.apply(&before).unwrap_err().to_string().contains("at least one table"));
         let unknown = Edit { add_tables: strings(&["partys"]), ..Edit::default() };
         assert!(unknown.apply(&before).unwrap_err().to_string().contains("partys"));
         let all =
             Edit { tables: Some(catalog::TABLES.iter().map(|t| t.name.to_string()).collect()), ..Edit::default() };
-        assert!(all.apply(&before).unwrap().tables.is_empty(), "every table is stored as the empty selection");
+        assert_eq!(all.apply(&before).unwrap().tables, TableSelection::All, "every table is all of them");
     }
 
     #[test]
@@ -293,7 +295,7 @@ mod tests {
         let plan = EditPlan::new(&before, edit.apply(&before).unwrap()).unwrap();
         plan.store(&state, Utc::now()).await.unwrap();
         let stored = state.get_integration("acme").await.unwrap().unwrap();
-        assert_eq!(stored.tables, ["cases", "parties"]);
+        assert_eq!(stored.tables, TableSelection::Only(strings(&["cases", "parties"])));
         assert_eq!(stored.backfills.get("cases"), Some(&1));
         assert_eq!(stored.changes.last().unwrap().what, "tables: +cases");
     }

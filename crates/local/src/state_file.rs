@@ -31,7 +31,7 @@ use capsule_core::ports::{
     Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, RunState, StateStore,
     TableRunRecord, TableState, Wake, not_waiting_for,
 };
-use capsule_core::process;
+use capsule_core::process::ProcessId;
 use capsule_core::{Result, SyncError};
 
 /// Run records kept in the file; older ones are dropped.
@@ -338,7 +338,7 @@ impl StateStore for StateFile {
     }
 
     async fn acquire_lease(&self, wanted: &Lease) -> Result<LeaseGrant> {
-        let lease = Lease { process: Some(process::this_process()), ..wanted.clone() };
+        let lease = Lease { process: Some(ProcessId::this()), ..wanted.clone() };
         self.transact(true, move |doc| {
             let k = key(&lease.integration, &lease.table);
             let displaced = match doc.leases.get(&k) {
@@ -376,7 +376,7 @@ impl StateStore for StateFile {
                 l.owner == owner && l.next == seq && (l.invocation == 0 || l.can_be_taken_over(Utc::now()))
             });
             let Some(lease) = lease else { return Err(not_waiting_for(&integration, &table, &owner, seq)) };
-            *lease = Lease { process: Some(process::this_process()), ..lease.resumed(seq, expires_at) };
+            *lease = Lease { process: Some(ProcessId::this()), ..lease.resumed(seq, expires_at) };
             let lease = lease.clone();
             doc.wake_by(&integration, lease.expires_at);
             Ok(lease)

@@ -40,7 +40,7 @@ pub struct Lease {
     pub next: u32,
     /// `host:pid` of a local process holding it: once that process is gone, the lease is free.
     #[serde(default)]
-    pub process: Option<String>,
+    pub process: Option<crate::process::ProcessId>,
     /// The fencing number: set when a run takes the lease (the instant, in microseconds) and
     /// one higher at every park, resume and recovery, so no two holdings ever share one. Every
     /// write of a run is conditioned on it (with `owner`): an invocation that was presumed dead
@@ -95,7 +95,7 @@ impl Lease {
     /// Whether its holder has stopped: the lease expired, or the local process that held it is
     /// gone from this host. Such a lease can be taken over, and its run is no longer running.
     pub fn can_be_taken_over(&self, now: DateTime<Utc>) -> bool {
-        self.expired(now) || self.process.as_deref().is_some_and(crate::process::gone)
+        self.expired(now) || self.process.as_ref().is_some_and(crate::process::ProcessId::gone)
     }
 
     /// The lease a parking leaves: no invocation, waiting for the checkpoint's next one.

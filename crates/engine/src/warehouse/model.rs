@@ -121,7 +121,7 @@ mod tests {
             }
         }
         let mut only = integration.clone();
-        only.tables = vec!["cases".into()];
+        only.tables = vec!["cases".into()].into();
         let cases = kit_tables(&only).unwrap();
         assert_eq!(cases[0].rule, ViewRule::Latest { deleted: None, removed: None });
     }
