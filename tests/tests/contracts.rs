@@ -480,8 +480,8 @@ async fn a_held_table_is_released_when_the_run_it_waits_for_ends(state: &dyn Sta
         run_id: run.clone(),
         tables: vec!["tasks".into(), "tracks".into()],
         dispatched_at: now,
-        failed: vec![("tasks".into(), "throttled".into())],
-        held: vec![("tracks".into(), "tasks".into())],
+        failed: vec![("tasks".to_string(), "throttled".to_string()).into()],
+        held: vec![("tracks".to_string(), "tasks".to_string()).into()],
         started_by: capsule_shared::ports::StartedBy::Schedule,
     };
     let released = |d: &DispatchRecord, at| {

@@ -474,7 +474,7 @@ async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() 
     w.lambda.wait_idle().await;
     let record = state.last_dispatch("acme").await.unwrap().unwrap();
     assert_eq!(record.run_id.as_str(), run_id);
-    assert_eq!(record.failed.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["teams", "users"]);
+    assert_eq!(record.failed.iter().map(|u| u.table.as_str()).collect::<Vec<_>>(), ["teams", "users"]);
 
     // The next tick: only the two pending tables, same run id; the integration is not due again.
     w.lambda.refuse_tables(&[]);
@@ -500,7 +500,7 @@ async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() 
     // An orchestrator that died after recording its intent: the next tick sends it all, same run id.
     let intent: RunId = RunId::new(Utc::now());
     let tables = vec!["users".to_string(), "teams".to_string()];
-    let pending = tables.iter().map(|t| (t.clone(), "not dispatched yet".to_string())).collect();
+    let pending = tables.iter().map(|t| (t.clone(), "not dispatched yet".to_string()).into()).collect();
     let record = capsule_shared::ports::DispatchRecord {
         integration: "acme".into(),
         run_id: intent.clone(),

@@ -104,7 +104,8 @@ mod tests {
         let last = dispatched(now);
         let scheduled = due_at(&integration(), Some(&last)).unwrap();
         assert_eq!(next_look(&integration(), Some(&last), &[], Duration::from_secs(86_400), now), Some(scheduled));
-        let pending = DispatchRecord { failed: vec![("tasks".into(), "throttled".into())], ..last.clone() };
+        let pending =
+            DispatchRecord { failed: vec![("tasks".to_string(), "throttled".to_string()).into()], ..last.clone() };
         assert_eq!(next_look(&integration(), Some(&pending), &[], Duration::from_secs(86_400), now), Some(now));
         let lease = Lease::first("acme", "parties", "run/1", &last.run_id, now, Duration::from_secs(300));
         let expiry = lease.expires_at;

@@ -45,9 +45,10 @@ impl Job {
 pub async fn jobs(state: &dyn StateStore, integration: &str, limit: usize) -> Result<Vec<Job>> {
     let records = state.runs(Some(integration), 100_000).await?;
     let dispatches = state.dispatches(integration, 100_000).await?;
-    let to_send: Vec<String> = dispatches
-        .first()
-        .map_or_else(Vec::new, |latest| latest.failed.iter().chain(&latest.held).map(|(t, _)| t.clone()).collect());
+    let to_send: Vec<String> = dispatches.first().map_or_else(Vec::new, |latest| {
+        let unsent = latest.failed.iter().map(|u| u.table.clone());
+        unsent.chain(latest.held.iter().map(|h| h.table.clone())).collect()
+    });
     let latest = dispatches.first().map(|d| d.run_id.clone());
     let started_by: BTreeMap<RunId, StartedBy> = dispatches.into_iter().map(|d| (d.run_id, d.started_by)).collect();
     let mut by_run: BTreeMap<RunId, Vec<TableRunRecord>> = BTreeMap::new();

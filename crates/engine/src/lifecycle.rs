@@ -402,7 +402,7 @@ pub async fn held_table_released(
     ttl: Duration,
     now: DateTime<Utc>,
 ) -> Result<Option<String>> {
-    if record.failed.iter().any(|(table, _)| table == awaited) {
+    if record.failed.iter().any(|unsent| unsent.table == awaited) {
         return Ok(None);
     }
     let of_this_run = |run_id: Option<&RunId>| run_id == Some(&record.run_id);

@@ -19,7 +19,7 @@ use capsule_shared::events::{ManualRun, OrchestratorEvent, TableSyncEvent};
 use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
 use capsule_shared::lifecycle;
 use capsule_shared::observe::Event;
-use capsule_shared::ports::{DispatchRecord, Dispatcher, StartedBy, StateStore};
+use capsule_shared::ports::{DispatchRecord, Dispatcher, Held, StartedBy, StateStore, Unsent};
 use capsule_shared::schedule;
 use capsule_shared::{Result, SyncError};
 use chrono::{DateTime, Utc};
@@ -93,10 +93,10 @@ pub struct Dispatched {
     pub run_id: RunId,
     pub tables: Vec<String>,
     /// Tables whose invocation could not be started, with why.
-    pub failed: Vec<(String, String)>,
+    pub failed: Vec<Unsent>,
     /// Tables held back until another table's run of this sync ends, each with that table: a
     /// later tick sends them (tracks wait for tasks, to read its snapshot instead of `/tasks`).
-    pub held: Vec<(String, String)>,
+    pub held: Vec<Held>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -285,19 +285,21 @@ async fn dispatch(
     started_by: Option<StartedBy>,
 ) -> Result<(Dispatched, DispatchRecord)> {
     let run_id = RunId::new(now);
-    let held: Vec<(String, String)> = tables
+    let held: Vec<Held> = tables
         .iter()
         .filter(|_| started_by == Some(StartedBy::Schedule))
-        .filter_map(|t| t.waits_for(tables).map(|awaited| (t.name.to_string(), awaited.to_string())))
+        .filter_map(|t| {
+            t.waits_for(tables).map(|awaited| Held { table: t.name.to_string(), waits_for: awaited.into() })
+        })
         .collect();
     let names: Vec<String> =
-        tables.iter().map(|t| t.name.to_string()).filter(|t| !held.iter().any(|(h, _)| h == t)).collect();
+        tables.iter().map(|t| t.name.to_string()).filter(|t| !held.iter().any(|h| &h.table == t)).collect();
     let mut record = DispatchRecord {
         integration: integration.name.clone(),
         run_id: run_id.clone(),
         tables: tables.iter().map(|t| t.name.to_string()).collect(),
         dispatched_at: now,
-        failed: names.iter().map(|t| (t.clone(), "not dispatched yet".to_string())).collect(),
+        failed: names.iter().map(|t| Unsent { table: t.clone(), why: "not dispatched yet".into() }).collect(),
         held,
         started_by: started_by.unwrap_or(StartedBy::Manual),
     };
@@ -326,12 +328,7 @@ async fn dispatch(
 
 /// Invokes table-sync for each table of a run, a few at once; the tables whose invoke failed,
 /// with why.
-async fn send(
-    integration: &Integration,
-    tables: &[String],
-    run_id: &RunId,
-    deps: &OrchestratorDeps,
-) -> Vec<(String, String)> {
+async fn send(integration: &Integration, tables: &[String], run_id: &RunId, deps: &OrchestratorDeps) -> Vec<Unsent> {
     use futures::StreamExt;
     futures::stream::iter(tables.to_vec())
         .map(|table| async move {
@@ -347,7 +344,7 @@ async fn send(
             let result = deps.dispatcher.dispatch(&event).await;
             result.err().map(|e| {
                 tracing::error!(event = Event::DispatchFailed.as_str(), %table, error = %e);
-                (table, e.to_string())
+                Unsent { table, why: e.to_string() }
             })
         })
         .buffered(INVOKES_AT_ONCE)
@@ -379,16 +376,17 @@ async fn pending_tables(
     }
     let mut released = Vec::new();
     let mut still_held = Vec::new();
-    for (table, awaited) in record.held.clone() {
-        match lifecycle::held_table_released(deps.state.as_ref(), &record, &awaited, deps.lease_ttl, now).await? {
-            Some(why) => released.push((table, why)),
-            None => still_held.push((table, awaited)),
+    for held in record.held.clone() {
+        match lifecycle::held_table_released(deps.state.as_ref(), &record, &held.waits_for, deps.lease_ttl, now).await?
+        {
+            Some(why) => released.push((held.table, why)),
+            None => still_held.push(held),
         }
     }
     if record.failed.is_empty() && released.is_empty() {
         return Ok(None);
     }
-    let tables = record.failed.iter().map(|(t, _)| t.clone()).chain(released.iter().map(|(t, _)| t.clone())).collect();
+    let tables = record.failed.iter().map(|u| u.table.clone()).chain(released.iter().map(|(t, _)| t.clone())).collect();
     record.held = still_held;
     Ok(Some(Pending { record, tables, released }))
 }

@@ -30,6 +30,47 @@ pub struct TableState {
     pub checkpoint: Option<Checkpoint>,
 }
 
+/// A table of a job not sent yet, and why (stored as `[table, why]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(String, String)", into = "(String, String)")]
+pub struct Unsent {
+    pub table: String,
+    pub why: String,
+}
+
+/// A table of a job held back until another table's run of the same job ends (stored as
+/// `[table, waits_for]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(String, String)", into = "(String, String)")]
+pub struct Held {
+    pub table: String,
+    pub waits_for: String,
+}
+
+impl From<(String, String)> for Unsent {
+    fn from((table, why): (String, String)) -> Unsent {
+        Unsent { table, why }
+    }
+}
+
+impl From<Unsent> for (String, String) {
+    fn from(unsent: Unsent) -> (String, String) {
+        (unsent.table, unsent.why)
+    }
+}
+
+impl From<(String, String)> for Held {
+    fn from((table, waits_for): (String, String)) -> Held {
+        Held { table, waits_for }
+    }
+}
+
+impl From<Held> for (String, String) {
+    fn from(held: Held) -> (String, String) {
+        (held.table, held.waits_for)
+    }
+}
+
 /// One scheduler decision: a run id dispatched for an integration's tables.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DispatchRecord {
@@ -40,12 +81,12 @@ pub struct DispatchRecord {
     /// Tables not dispatched yet, with why (every table, until their invocations are sent):
     /// the next tick dispatches them under the same run id.
     #[serde(default)]
-    pub failed: Vec<(String, String)>,
+    pub failed: Vec<Unsent>,
     /// Tables held back until another table's run of the same sync ends (tracks until tasks:
     /// [`crate::catalog::TableSpec::waits_for`]), each with the table it waits for: a later tick
     /// sends them (the engine's `lifecycle::held_table_released`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub held: Vec<(String, String)>,
+    pub held: Vec<Held>,
     /// Who started the run. Either way it is the integration's last run for the schedule: a
     /// complete manual sync is recorded too (records written before this field are the
     /// scheduler's).
@@ -265,5 +306,20 @@ impl TableRunRecord {
 
     pub fn seconds(&self) -> f64 {
         self.finished_at.map(|f| (f - self.started_at).num_milliseconds() as f64 / 1000.0).unwrap_or(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsent_and_held_tables_are_stored_as_the_pairs_they_were() {
+        let unsent = Unsent { table: "tasks".into(), why: "throttled".into() };
+        let held = Held { table: "tracks".into(), waits_for: "tasks".into() };
+        assert_eq!(serde_json::to_string(&unsent).unwrap(), r#"["tasks","throttled"]"#);
+        assert_eq!(serde_json::to_string(&held).unwrap(), r#"["tracks","tasks"]"#);
+        assert_eq!(serde_json::from_str::<Unsent>(r#"["tasks","throttled"]"#).unwrap(), unsent);
+        assert_eq!(serde_json::from_str::<Held>(r#"["tracks","tasks"]"#).unwrap(), held);
     }
 }

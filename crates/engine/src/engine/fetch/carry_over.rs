@@ -56,16 +56,14 @@ impl Extraction<'_> {
         };
         // Asked: the changed parents, and those of the rolling refresh's due slices.
         let refreshes = |id: i64| recent.window.slices.as_ref().is_some_and(|s| s.refreshes(id));
-        let (ask, unchanged): (Vec<Parent>, Vec<Parent>) = found
-            .parents
-            .into_iter()
-            .partition(|(path, _, id)| changed.contains(&(path.clone(), *id)) || refreshes(*id));
-        let refreshed = ask.iter().filter(|(path, _, id)| !changed.contains(&(path.clone(), *id))).count();
+        let (ask, unchanged): (Vec<Parent>, Vec<Parent>) =
+            found.parents.into_iter().partition(|p| changed.contains(&(p.child_path.clone(), p.id)) || refreshes(p.id));
+        let refreshed = ask.iter().filter(|p| !changed.contains(&(p.child_path.clone(), p.id))).count();
         if let Some(carried) = resume.carried_rows {
             recent.carried = Some(carried);
             return Ok(ask);
         }
-        let unchanged: BTreeSet<(Option<String>, i64)> = unchanged.into_iter().map(|(_, e, id)| (e, id)).collect();
+        let unchanged: BTreeSet<(Option<String>, i64)> = unchanged.into_iter().map(|p| (p.entity, p.id)).collect();
         let keep = |row: &RawRecord<'_>| {
             let entity = row.str("entity").map(|e| e.into_owned());
             let id = row.get(children.parent_id_column).and_then(|id| id.get().parse::<i64>().ok());

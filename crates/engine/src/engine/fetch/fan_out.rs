@@ -31,7 +31,7 @@ pub(super) struct Found {
 impl Found {
     fn add(&mut self, parent: Parent, changed: bool) {
         if let Some(set) = self.changed.as_mut().filter(|_| changed) {
-            set.insert((parent.0.clone(), parent.2));
+            set.insert((parent.child_path.clone(), parent.id));
         }
         self.parents.insert(parent);
     }
@@ -112,7 +112,7 @@ impl Extraction<'_> {
         let parents = self.carry_over_unchanged(found, &resume, children, writer).await?;
         let todo: Vec<Parent> = parents
             .into_iter()
-            .filter(|(path, _, id)| resume.parent.as_ref().is_none_or(|at| (path.clone(), *id) >= *at))
+            .filter(|p| resume.parent.as_ref().is_none_or(|at| (p.child_path.clone(), p.id) >= *at))
             .collect();
         let read = self.write_children(&todo, children, writer).await;
         // Only a run that parks needs its parents again: saved then, for its continuations.
@@ -133,7 +133,7 @@ impl Extraction<'_> {
         let parents_key = Some(output::parents_key(self.integration, self.table.name, self.run_id));
         let (carried_rows, discovered_at) = (self.recent.as_ref().and_then(|r| r.carried), self.discovered_at);
         let at_parent = |i: usize| Cursor {
-            parent: todo.get(i).map(|(path, _, id)| (path.clone(), *id)),
+            parent: todo.get(i).map(|p| (p.child_path.clone(), p.id)),
             parents_key: parents_key.clone(),
             carried_rows,
             discovered_at,
@@ -146,8 +146,7 @@ impl Extraction<'_> {
         // futures made up front would hold one request's state per parent (tens of thousands
         // on a big account). Owned paths also keep the run's future `Send` (a stream over a
         // borrowed iterator would not be, a higher-ranked lifetime limitation of the compiler).
-        let paths: Vec<String> =
-            todo.iter().map(|(child_path, _, id)| child_path.replace("{id}", &id.to_string())).collect();
+        let paths: Vec<String> = todo.iter().map(|p| p.child_path.replace("{id}", &p.id.to_string())).collect();
         let mut fetched = futures::stream::iter(paths)
             .map(|path| {
                 let log = log.clone();
@@ -157,7 +156,7 @@ impl Extraction<'_> {
         let mut i = 0;
         while let Some(result) = fetched.next().await {
             let pages = result.map_err(|e| halt_at(e, &at_parent(i)))?;
-            let (_, entity, id) = &todo[i];
+            let Parent { entity, id, .. } = &todo[i];
             let mut parent_columns: Vec<(&'static str, Value)> = vec![(children.parent_id_column, Value::from(*id))];
             if let Some(entity) = entity {
                 parent_columns.push(("entity", Value::String(entity.clone())));
@@ -296,7 +295,10 @@ impl Extraction<'_> {
         let changed = self.recent.as_ref().is_some_and(|r| r.window.marks_changed(record));
         for target in route.targets {
             if let Some(id) = record.value(target.id_field).as_ref().and_then(Value::as_i64) {
-                found.add((target.child_path.to_string(), target.entity.map(str::to_string), id), changed);
+                found.add(
+                    Parent { child_path: target.child_path.to_string(), entity: target.entity.map(str::to_string), id },
+                    changed,
+                );
             }
         }
     }

@@ -73,8 +73,29 @@ fn halt_at(error: SyncError, cursor: &Cursor) -> Halt {
     }
 }
 
-/// A fanned-out parent: (child path template, entity, parent id).
-type Parent = (String, Option<String>, i64);
+/// A fanned-out parent, saved beside the checkpoint as `[child_path, entity, id]`. Ordered by
+/// child path, then entity, then id: the order children are read in, and a cursor resumes at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(from = "(String, Option<String>, i64)", into = "(String, Option<String>, i64)")]
+struct Parent {
+    /// Where its children are listed, with `{id}` for the parent's id.
+    child_path: String,
+    /// The parent's entity (`opportunities`, `kases`), where the children name it.
+    entity: Option<String>,
+    id: i64,
+}
+
+impl From<(String, Option<String>, i64)> for Parent {
+    fn from((child_path, entity, id): (String, Option<String>, i64)) -> Parent {
+        Parent { child_path, entity, id }
+    }
+}
+
+impl From<Parent> for (String, Option<String>, i64) {
+    fn from(parent: Parent) -> (String, Option<String>, i64) {
+        (parent.child_path, parent.entity, parent.id)
+    }
+}
 
 /// Everything an extraction needs.
 pub struct Extraction<'a> {
@@ -148,5 +169,32 @@ impl Extraction<'_> {
 
     fn should_park(&self) -> bool {
         self.pages_read > 0 && self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_are_saved_as_the_triples_they_were_and_keep_their_order() {
+        let parent = |path: &str, entity: Option<&str>, id| Parent {
+            child_path: path.into(),
+            entity: entity.map(str::to_string),
+            id,
+        };
+        let saved = r#"["/opportunities/{id}/tracks","opportunities",7]"#;
+        assert_eq!(
+            serde_json::to_string(&parent("/opportunities/{id}/tracks", Some("opportunities"), 7)).unwrap(),
+            saved
+        );
+        assert_eq!(
+            serde_json::from_str::<Parent>(saved).unwrap(),
+            parent("/opportunities/{id}/tracks", Some("opportunities"), 7)
+        );
+        let mut parents = [parent("/b/{id}", None, 1), parent("/a/{id}", None, 9), parent("/a/{id}", None, 2)];
+        parents.sort();
+        let ids: Vec<i64> = parents.iter().map(|p| p.id).collect();
+        assert_eq!(ids, [2, 9, 1], "by child path, then id, as the tuples sorted");
     }
 }
