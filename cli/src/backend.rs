@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use capsule_shared::access::AccessPolicy;
-use capsule_shared::aws::{self, AwsClients, DynamoState, S3Sink, history_from_env};
-use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore};
-use capsule_shared::engine::RunPorts;
-use capsule_shared::integration::Integration;
-use capsule_shared::local::{FileModes, LocalSink, StateFile, local_token_provider};
-use capsule_shared::ports::{ObjectSink, StateStore, TokenProvider};
+use capsule_aws::{self as aws, AwsClients, DynamoState, S3Sink, history_from_env};
+use capsule_client::access::AccessPolicy;
+use capsule_client::{CapsuleClient, ClientOptions, RateBudgetStore};
+use capsule_core::integration::Integration;
+use capsule_core::ports::{ObjectSink, StateStore, TokenProvider};
+use capsule_engine::engine::RunPorts;
+use capsule_local::{FileModes, LocalSink, StateFile, local_token_provider};
 use clap::{Args, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,7 +49,7 @@ pub struct Backend {
     pub state: Arc<dyn StateStore>,
     pub sink: Arc<dyn ObjectSink>,
     aws: Option<AwsClients>,
-    /// Which API hosts and token sources this backend allows (see `capsule_shared::access`).
+    /// Which API hosts and token sources this backend allows (see `capsule_client::access`).
     pub access: AccessPolicy,
     /// For messages: the data directory or `s3://bucket/prefix`.
     pub location: String,
@@ -96,7 +96,7 @@ impl Backend {
     /// `ScheduleExpression` on AWS (`CAPSULE_SCHEDULE_EXPRESSION`); unknown locally (cron or
     /// `schedule --tick` decide).
     pub fn scheduler_tick(&self) -> Option<std::time::Duration> {
-        self.aws.as_ref().and_then(|_| capsule_shared::schedule::deployment_tick())
+        self.aws.as_ref().and_then(|_| capsule_engine::schedule::deployment_tick())
     }
 
     pub fn deps(&self) -> RunPorts<'_> {

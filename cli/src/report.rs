@@ -1,9 +1,9 @@
 //! What the sync commands show at the end: a summary table (or JSON), the failures. (While they
 //! run: [`crate::live`].)
 
-use capsule_shared::catalog;
-use capsule_shared::engine::TableRunOutcome;
-use capsule_shared::ports::RunState;
+use capsule_core::catalog;
+use capsule_core::ports::RunState;
+use capsule_engine::engine::TableRunOutcome;
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 
 /// The summary table: table, mode, state, rows, files, requests, seconds.

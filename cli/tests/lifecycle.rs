@@ -350,9 +350,9 @@ fn walk(dir: &Path) -> Vec<String> {
 /// A table skipped because a live process holds it makes `sync` exit non-zero.
 #[tokio::test]
 async fn a_sync_killed_with_sigkill_is_taken_over_at_once() {
-    use capsule_shared::integration::RunId;
-    use capsule_shared::local::StateFile;
-    use capsule_shared::ports::{Lease, StateStore};
+    use capsule_core::integration::RunId;
+    use capsule_core::ports::{Lease, StateStore};
+    use capsule_local::StateFile;
     use capsule_sync_e2e::slow_pages;
 
     let sim = start_sim(1500, |c| c.token = "test-token".into()).await;
@@ -390,7 +390,7 @@ async fn a_sync_killed_with_sigkill_is_taken_over_at_once() {
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     assert!(out.stderr.contains("lease_taken_over"), "{}", out.stderr);
     let runs = state.runs(Some("acme"), 10).await.unwrap();
-    let killed = runs.iter().find(|r| r.state == capsule_shared::ports::RunState::Failed).expect("killed run");
+    let killed = runs.iter().find(|r| r.state == capsule_core::ports::RunState::Failed).expect("killed run");
     assert!(killed.error.as_ref().unwrap().message.contains("abandoned"), "{killed:?}");
     let data = walk(&dir.path().join("output").join("acme").join("parties"));
     assert!(data.iter().all(|p| !p.contains(&format!("run={}", killed.run_id))), "{data:?}");
@@ -410,12 +410,12 @@ async fn a_sync_killed_with_sigkill_is_taken_over_at_once() {
 /// resumes.
 #[tokio::test]
 async fn status_shows_a_table_waiting_for_its_rate_limit_window() {
-    use capsule_shared::capsule::{CapsuleClient, ClientOptions};
-    use capsule_shared::engine::{RunOptions, RunPorts, TableRun};
-    use capsule_shared::integration::RunId;
-    use capsule_shared::lifecycle::Invocation;
-    use capsule_shared::local::{LocalSink, StateFile};
-    use capsule_shared::ports::{RunState, StateStore};
+    use capsule_client::{CapsuleClient, ClientOptions};
+    use capsule_core::integration::RunId;
+    use capsule_core::ports::{RunState, StateStore};
+    use capsule_engine::engine::{RunOptions, RunPorts, TableRun};
+    use capsule_engine::lifecycle::Invocation;
+    use capsule_local::{LocalSink, StateFile};
 
     // Two requests per minute: the third has to wait for the window.
     let sim = start_sim(300, |c| {
@@ -444,7 +444,7 @@ async fn status_shows_a_table_waiting_for_its_rate_limit_window() {
     // A client that never waits in place (as on Lambda, scaled down).
     let options = ClientOptions {
         max_inline_wait: std::time::Duration::ZERO,
-        access: capsule_shared::access::AccessPolicy::local_allowing(&[]).unwrap(),
+        access: capsule_client::access::AccessPolicy::local_allowing(&[]).unwrap(),
         ..ClientOptions::default()
     };
     let client = CapsuleClient::new(base, "test-token".to_string().into(), options).unwrap();
@@ -453,7 +453,7 @@ async fn status_shows_a_table_waiting_for_its_rate_limit_window() {
         client: &client,
         deps: RunPorts { state: &state, sink: &sink },
         integration: &integration,
-        table: capsule_shared::catalog::table("entries").unwrap(),
+        table: capsule_core::catalog::table("entries").unwrap(),
         run_id: &run_id,
         options: RunOptions::default(),
         progress: None,
@@ -623,8 +623,8 @@ async fn manual_syncs_count_for_the_schedule_on_the_aws_backend() {
 /// (no lease left behind, nothing half-written) and exits cleanly.
 #[tokio::test]
 async fn schedule_stops_cleanly_on_ctrl_c() {
-    use capsule_shared::local::StateFile;
-    use capsule_shared::ports::StateStore;
+    use capsule_core::ports::StateStore;
+    use capsule_local::StateFile;
 
     let sim = start_sim(50, |c| c.token = "test-token".into()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -658,7 +658,7 @@ async fn schedule_stops_cleanly_on_ctrl_c() {
     assert!(stdout.contains("acme: synced") && stdout.trim_end().ends_with("stopped"), "{stdout}");
     assert!(state.table_states("acme").await.unwrap().is_empty(), "no lease left behind");
     let runs = state.runs(Some("acme"), 10).await.unwrap();
-    assert_eq!(runs[0].state, capsule_shared::ports::RunState::Succeeded, "the sync in progress finished: {runs:?}");
+    assert_eq!(runs[0].state, capsule_core::ports::RunState::Succeeded, "the sync in progress finished: {runs:?}");
 }
 
 /// The original spec's column names: misspellings select their column, names Capsule does not

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use capsule_shared::catalog::TABLES;
+use capsule_core::catalog::TABLES;
 use capsule_sync_e2e::start_sim;
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 

@@ -8,7 +8,7 @@ mod support;
 
 use std::path::Path;
 
-use capsule_shared::SyncError;
+use capsule_core::SyncError;
 use capsule_sync_e2e::{client_for, start_sim};
 use serde_json::Value;
 use support::Out;

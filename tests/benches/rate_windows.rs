@@ -9,11 +9,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore};
-use capsule_shared::engine::RunOptions;
-use capsule_shared::integration::TokenSource;
-use capsule_shared::local::local_token_provider;
-use capsule_shared::ports::TokenProvider;
+use capsule_client::{CapsuleClient, ClientOptions, RateBudgetStore};
+use capsule_core::integration::TokenSource;
+use capsule_core::ports::TokenProvider;
+use capsule_engine::engine::RunOptions;
+use capsule_local::local_token_provider;
 use capsule_sync_e2e::serverless::{Setup, tick_until_done, world_with};
 use capsule_sync_e2e::*;
 use serde_json::json;

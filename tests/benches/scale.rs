@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use capsule_shared::catalog::{self, ConstantValue, Fetch, TableSpec};
+use capsule_core::catalog::{self, ConstantValue, Fetch, TableSpec};
 use capsule_sync_e2e::capsule_sim::stats::peak_rss_mib_of;
 use serde_json::{Value, json};
 

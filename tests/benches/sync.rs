@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use capsule_shared::engine::RunOptions;
+use capsule_engine::engine::RunOptions;
 use capsule_sync_e2e::capsule_sim::stats::peak_rss_mib;
 use capsule_sync_e2e::*;
 

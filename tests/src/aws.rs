@@ -18,7 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use capsule_shared::aws::{AwsClients, DynamoState, S3Sink, sdk_config};
+use capsule_aws::{AwsClients, DynamoState, S3Sink, sdk_config};
 use rand::Rng;
 use tokio::sync::Notify;
 
@@ -425,5 +425,5 @@ impl TokenEndpoint {
 
 /// Capsule's own OAuth token endpoint (for providers whose secrets never refresh).
 pub fn capsule_oauth() -> url::Url {
-    capsule_shared::access::AccessPolicy::default().oauth_token_url
+    capsule_client::access::AccessPolicy::default().oauth_token_url
 }

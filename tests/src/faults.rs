@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use capsule_shared::capsule::{BudgetChange, BudgetPolicy, Claim, RateBudget, RateBudgetStore};
-use capsule_shared::integration::{Integration, RunId};
-use capsule_shared::ports::{
+use capsule_client::{BudgetChange, BudgetPolicy, Claim, RateBudget, RateBudgetStore};
+use capsule_core::integration::{Integration, RunId};
+use capsule_core::ports::{
     Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, ObjectSink, ObjectUpload, Parking, RunState,
     StateStore, TableRunRecord, TableState, Wake,
 };
-use capsule_shared::{Result, SyncError};
+use capsule_core::{Result, SyncError};
 use tokio::sync::Notify;
 
 /// A step of a table run where a fault can be injected.

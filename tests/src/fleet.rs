@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use capsule_shared::aws::{DynamoState, LambdaDispatcher};
-use capsule_shared::integration::{Integration, TokenSource};
-use capsule_shared::ports::StateStore;
+use capsule_aws::{DynamoState, LambdaDispatcher};
+use capsule_core::integration::{Integration, TokenSource};
+use capsule_core::ports::StateStore;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -56,8 +56,8 @@ impl Fleet {
         let deps = orchestrator::OrchestratorDeps {
             state: Arc::new(DynamoState::new(clients.dynamodb.clone(), &stack.table)),
             dispatcher: Arc::new(LambdaDispatcher::new(clients.lambda.clone(), "table-sync")),
-            lease_ttl: capsule_shared::engine::DEFAULT_LEASE_TTL,
-            overdue_after: capsule_shared::lifecycle::DEFAULT_OVERDUE_AFTER,
+            lease_ttl: capsule_engine::engine::DEFAULT_LEASE_TTL,
+            overdue_after: capsule_engine::lifecycle::DEFAULT_OVERDUE_AFTER,
             limits,
         };
         Fleet { stack, lambda, recorder, deps, events }

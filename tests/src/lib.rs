@@ -6,12 +6,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use capsule_shared::capsule::{CapsuleClient, ClientOptions, RetryPolicy};
-use capsule_shared::engine::{self, RunOptions, RunPorts, TableRunOutcome};
-use capsule_shared::integration::{Integration, RunId, TokenSource};
-use capsule_shared::lifecycle::Invocation;
-use capsule_shared::local::{LocalSink, StateFile};
-use capsule_shared::ports::RunState;
+use capsule_client::{CapsuleClient, ClientOptions, RetryPolicy};
+use capsule_core::integration::{Integration, RunId, TokenSource};
+use capsule_core::ports::RunState;
+use capsule_engine::engine::{self, RunOptions, RunPorts, TableRunOutcome};
+use capsule_engine::lifecycle::Invocation;
+use capsule_local::{LocalSink, StateFile};
 use capsule_sim::{SimConfig, SimHandle};
 use chrono::Utc;
 use secrecy::SecretString;
@@ -56,7 +56,7 @@ pub fn fast_client_options() -> ClientOptions {
             max_delay: Duration::from_millis(50),
         },
         // The local backend's rules: the simulator is on loopback.
-        access: capsule_shared::access::AccessPolicy::local_allowing(&[]).unwrap(),
+        access: capsule_client::access::AccessPolicy::local_allowing(&[]).unwrap(),
         ..ClientOptions::default()
     }
 }
@@ -113,7 +113,7 @@ impl Local {
         let names: Vec<String> = tables.iter().map(|s| s.to_string()).collect();
         let specs = match names.is_empty() {
             true => integration.selected_tables().unwrap(),
-            false => capsule_shared::catalog::resolve_tables(&names).unwrap(),
+            false => capsule_core::catalog::resolve_tables(&names).unwrap(),
         };
         engine::run_tables(
             client,
@@ -143,7 +143,7 @@ impl Local {
                 client,
                 deps: self.deps(),
                 integration,
-                table: capsule_shared::catalog::table(table).unwrap(),
+                table: capsule_core::catalog::table(table).unwrap(),
                 run_id,
                 options: RunOptions::default(),
                 progress: None,

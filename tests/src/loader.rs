@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use capsule_shared::integration::RunId;
-use capsule_shared::output::RunManifest;
-use capsule_shared::ports::{ObjectSink, RunState, StateStore};
+use capsule_core::integration::RunId;
+use capsule_core::ports::{ObjectSink, RunState, StateStore};
+use capsule_engine::output::RunManifest;
 use serde_json::{Map, Value};
 
 use crate::capsule_sim::{Entity, SimHandle};

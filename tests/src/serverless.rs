@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
-use capsule_shared::access::{AccessPolicy, TokenRule};
-use capsule_shared::aws::{AwsClients, DynamoState, LambdaDispatcher, S3Sink, sdk_config};
-use capsule_shared::capsule::ClientOptions;
-use capsule_shared::engine::RunOptions;
-use capsule_shared::integration::{Integration, TokenSource};
-use capsule_shared::ports::{RunState, StateStore};
+use capsule_aws::{AwsClients, DynamoState, LambdaDispatcher, S3Sink, sdk_config};
+use capsule_client::ClientOptions;
+use capsule_client::access::{AccessPolicy, TokenRule};
+use capsule_core::integration::{Integration, TokenSource};
+use capsule_core::ports::{RunState, StateStore};
+use capsule_engine::engine::RunOptions;
 use capsule_sim::SimHandle;
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -82,7 +82,7 @@ impl Setup {
             secret: json!({"token": "test-token"}),
             oauth_token_url: None,
             bootstrap: None,
-            overdue_after: capsule_shared::lifecycle::DEFAULT_OVERDUE_AFTER,
+            overdue_after: capsule_engine::lifecycle::DEFAULT_OVERDUE_AFTER,
             output_prefix: "warehouse".into(),
             secret_prefix: None,
             kms_key: None,

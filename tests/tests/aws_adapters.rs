@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use capsule_shared::aws::{S3Sink, SecretsManagerToken};
-use capsule_shared::integration::{Integration, TokenSource};
-use capsule_shared::ports::{ObjectSink, RunState, TokenProvider};
+use capsule_aws::{S3Sink, SecretsManagerToken};
+use capsule_core::integration::{Integration, TokenSource};
+use capsule_core::ports::{ObjectSink, RunState, TokenProvider};
 use capsule_sync_e2e::aws::*;
 use chrono::Utc;
 use secrecy::ExposeSecret;
@@ -88,7 +88,7 @@ async fn secrets_with_only_email_and_password_are_refused_with_what_to_do() {
     let message = err.to_string();
     assert!(message.contains("Bearer tokens") && message.contains("API Authentication Tokens"), "{message}");
     assert!(!message.contains("hunter2"), "the password never appears");
-    assert_eq!(err.fault(), capsule_shared::Fault::User);
+    assert_eq!(err.fault(), capsule_core::Fault::User);
 
     let other = create_secret(&clients, json!({"api_key": "abc"})).await;
     let err = SecretsManagerToken::new(clients.secrets.clone(), other, capsule_oauth())
@@ -159,8 +159,8 @@ async fn oauth_secrets_refresh_and_write_the_rotated_refresh_token_back() {
 /// refreshed through its secret and the run goes on: one refresh, nothing lost.
 #[tokio::test]
 async fn an_oauth_token_expiring_mid_run_is_refreshed_and_the_run_goes_on() {
-    use capsule_shared::capsule::{CapsuleClient, RateBudgetStore};
-    use capsule_shared::engine::RunOptions;
+    use capsule_client::{CapsuleClient, RateBudgetStore};
+    use capsule_engine::engine::RunOptions;
     use capsule_sync_e2e::{Local, expected_counts, fast_client_options, slow_pages, start_sim};
     use std::sync::Arc;
 
@@ -208,13 +208,13 @@ async fn an_oauth_token_expiring_mid_run_is_refreshed_and_the_run_goes_on() {
 #[tokio::test]
 async fn dynamodb_history_expires_and_integrations_are_listed_without_a_scan() {
     use aws_sdk_dynamodb::types::AttributeValue;
-    use capsule_shared::aws::DynamoState;
-    use capsule_shared::ports::{DispatchRecord, StateStore, TableRunRecord};
+    use capsule_aws::DynamoState;
+    use capsule_core::ports::{DispatchRecord, StateStore, TableRunRecord};
 
     let stack = AwsStack::new().await;
     let day = Duration::from_secs(24 * 3600);
     let state = DynamoState::new(stack.clients.dynamodb.clone(), &stack.table).with_history(day * 7);
-    let run: capsule_shared::integration::RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
+    let run: capsule_core::integration::RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
     let mut record = TableRunRecord::new("acme", "parties", &run, RunState::Succeeded, Utc::now());
     record.finished_at = Some(Utc::now());
     state.record_run(&record).await.unwrap();
@@ -226,7 +226,7 @@ async fn dynamodb_history_expires_and_integrations_are_listed_without_a_scan() {
         dispatched_at,
         failed: vec![],
         held: vec![],
-        started_by: capsule_shared::ports::StartedBy::Schedule,
+        started_by: capsule_core::ports::StartedBy::Schedule,
     };
     state.record_dispatch(&dispatch).await.unwrap();
     let items = stack.clients.dynamodb.scan().table_name(&stack.table).send().await.unwrap();
@@ -280,7 +280,7 @@ async fn dynamodb_history_expires_and_integrations_are_listed_without_a_scan() {
 #[tokio::test]
 async fn the_due_index_is_built_once_for_integrations_registered_before_it() {
     use aws_sdk_dynamodb::types::AttributeValue;
-    use capsule_shared::ports::StateStore;
+    use capsule_core::ports::StateStore;
     let stack = AwsStack::new().await;
     for name in ["acme", "beta"] {
         let token = TokenSource::Env { var: "X".into() };
@@ -290,7 +290,7 @@ async fn the_due_index_is_built_once_for_integrations_registered_before_it() {
         let delete = stack.clients.dynamodb.delete_item().table_name(&stack.table);
         delete.key("pk", key(&format!("DUE#{name}"))).key("sk", key("WAKE")).send().await.unwrap();
     }
-    let upgraded = capsule_shared::aws::DynamoState::new(stack.clients.dynamodb.clone(), &stack.table);
+    let upgraded = capsule_aws::DynamoState::new(stack.clients.dynamodb.clone(), &stack.table);
     assert!(upgraded.wake("acme").await.unwrap().is_none());
     let due: Vec<String> = upgraded.due(Utc::now(), 10).await.unwrap().into_iter().map(|w| w.integration).collect();
     assert_eq!(due, vec!["acme", "beta"], "both due at once after the upgrade");

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use capsule_shared::SyncError;
-use capsule_shared::aws::{DynamoState, RefreshLock, SecretsManagerToken};
-use capsule_shared::capsule::{CapsuleClient, ClientOptions, RetryPolicy};
-use capsule_shared::engine::{self, LocalDispatch, RunOptions, RunPorts};
-use capsule_shared::integration::RunId;
-use capsule_shared::lifecycle::MAX_STALLED_INVOCATIONS;
-use capsule_shared::ports::{RunState, StateStore, TokenProvider};
+use capsule_aws::{DynamoState, RefreshLock, SecretsManagerToken};
+use capsule_client::{CapsuleClient, ClientOptions, RetryPolicy};
+use capsule_core::SyncError;
+use capsule_core::integration::RunId;
+use capsule_core::ports::{RunState, StateStore, TokenProvider};
+use capsule_engine::engine::{self, LocalDispatch, RunOptions, RunPorts};
+use capsule_engine::lifecycle::MAX_STALLED_INVOCATIONS;
 use capsule_sync_e2e::aws::*;
 use capsule_sync_e2e::capsule_sim::{Fault, FaultRule, MutationKind, MutationOp};
 use capsule_sync_e2e::faults::{Broken, Fault as Injected, FaultyState, Injection, Step};
@@ -30,11 +30,11 @@ fn always(path: &str, fault: Fault) -> FaultRule {
 
 async fn run_parties(
     client: &CapsuleClient,
-    integration: &capsule_shared::integration::Integration,
+    integration: &capsule_core::integration::Integration,
     deps: RunPorts<'_>,
     options: RunOptions,
 ) -> engine::TableRunOutcome {
-    let tables = capsule_shared::catalog::resolve_tables(&["parties".to_string()]).unwrap();
+    let tables = capsule_core::catalog::resolve_tables(&["parties".to_string()]).unwrap();
     let dispatch = LocalDispatch { concurrency: 1, progress: None, redo: false };
     let run = RunId::new(Utc::now());
     engine::run_tables(client, deps, integration, &tables, &run, options, dispatch).await.remove(0)

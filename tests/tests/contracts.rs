@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use capsule_shared::SyncError;
-use capsule_shared::capsule::RequestStats;
-use capsule_shared::integration::{Integration, IntegrationStatus, RunId, TokenSource};
-use capsule_shared::ports::{
+use capsule_client::RequestStats;
+use capsule_core::SyncError;
+use capsule_core::integration::{Integration, IntegrationStatus, RunId, TokenSource};
+use capsule_core::ports::{
     Bookmark, BookmarkBase, Checkpoint, Cursor, DispatchRecord, Lease, ObjectSink, Parking, RunState, StateStore,
     TableRunRecord, TokenProvider,
 };
@@ -40,7 +40,7 @@ macro_rules! sink_contract {
             #[tokio::test]
             async fn on_a_directory() {
                 let dir = tempfile::tempdir().unwrap();
-                super::$contract(&capsule_shared::local::LocalSink::new(dir.path())).await
+                super::$contract(&capsule_local::LocalSink::new(dir.path())).await
             }
             #[tokio::test]
             async fn on_s3() {
@@ -249,7 +249,7 @@ async fn checkpoints_fence_continuations(state: &dyn StateStore) {
 
 /// Claims on one budget from many tasks at once never exceed the window's share.
 async fn budgets_are_updated_atomically(state: std::sync::Arc<dyn StateStore>) {
-    use capsule_shared::capsule::{BudgetPolicy, Claim};
+    use capsule_client::{BudgetPolicy, Claim};
     let policy = BudgetPolicy { reserve: 0.1, default_limit: 40, window: Duration::from_secs(3600) };
     let now = Utc::now().timestamp();
     let claims = (0..30).map(|_| {
@@ -401,7 +401,7 @@ where
 }
 
 mod tokens_are_read_again_when_refreshed {
-    use capsule_shared::local::{EnvToken, FileToken};
+    use capsule_local::{EnvToken, FileToken};
 
     #[tokio::test]
     async fn from_an_environment_variable() {
@@ -432,8 +432,7 @@ mod tokens_are_read_again_when_refreshed {
         use capsule_sync_e2e::aws::*;
         let clients = moto_clients().await;
         let name = create_secret(&clients, serde_json::json!({"token": "unused"})).await;
-        let provider =
-            capsule_shared::aws::SecretsManagerToken::new(clients.secrets.clone(), name.clone(), capsule_oauth());
+        let provider = capsule_aws::SecretsManagerToken::new(clients.secrets.clone(), name.clone(), capsule_oauth());
         super::tokens_are_read_again_when_refreshed(&provider, |value| {
             let (clients, name) = (clients.clone(), name.clone());
             async move {
@@ -454,7 +453,7 @@ async fn dispatch_records_find_the_latest(state: &dyn StateStore) {
             dispatched_at: Utc::now() - chrono::Duration::minutes(minutes),
             failed: vec![],
             held: vec![],
-            started_by: capsule_shared::ports::StartedBy::Schedule,
+            started_by: capsule_core::ports::StartedBy::Schedule,
         };
         state.record_dispatch(&d).await.unwrap();
     }
@@ -469,7 +468,7 @@ async fn dispatch_records_find_the_latest(state: &dyn StateStore) {
 /// once that run has committed, or has left no trace two lease TTLs after the dispatch; never
 /// while it holds a lease of this sync, or is itself still to be sent.
 async fn a_held_table_is_released_when_the_run_it_waits_for_ends(state: &dyn StateStore) {
-    use capsule_shared::lifecycle::held_table_released;
+    use capsule_engine::lifecycle::held_table_released;
     let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
     let other: RunId = "20261127T080000Z-bbbbbb".parse().unwrap();
     let ttl = Duration::from_secs(60);
@@ -482,7 +481,7 @@ async fn a_held_table_is_released_when_the_run_it_waits_for_ends(state: &dyn Sta
         dispatched_at: now,
         failed: vec![("tasks".to_string(), "throttled".to_string()).into()],
         held: vec![("tracks".to_string(), "tasks".to_string()).into()],
-        started_by: capsule_shared::ports::StartedBy::Schedule,
+        started_by: capsule_core::ports::StartedBy::Schedule,
     };
     let released = |d: &DispatchRecord, at| {
         let d = d.clone();
@@ -528,7 +527,7 @@ async fn fencing_numbers_rise_and_a_replaced_invocation_can_write_nothing(state:
     // The slow one wakes up: every write it tries is refused.
     let renewed = Lease { expires_at: Utc::now() + chrono::Duration::minutes(10), ..slow.clone() };
     let lost = state.renew_lease(&renewed).await.unwrap_err();
-    assert!(capsule_shared::ports::is_lease_lost(&lost), "{lost}");
+    assert!(capsule_core::ports::is_lease_lost(&lost), "{lost}");
     assert!(
         state.save_checkpoint(&slow, &parking, &record("acme", "parties", &run, RunState::Continued)).await.is_err()
     );

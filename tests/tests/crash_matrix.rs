@@ -15,10 +15,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use capsule_shared::engine::{self, LocalDispatch, RunOptions, RunPorts};
-use capsule_shared::integration::RunId;
-use capsule_shared::output::WriterOptions;
-use capsule_shared::ports::{ObjectSink, RunState, StateStore};
+use capsule_core::integration::RunId;
+use capsule_core::ports::{ObjectSink, RunState, StateStore};
+use capsule_engine::engine::{self, LocalDispatch, RunOptions, RunPorts};
+use capsule_engine::output::WriterOptions;
 use capsule_sync_e2e::faults::{Fault, FaultySink, FaultyState, Injection, Step};
 use capsule_sync_e2e::loader::{Settled, final_states, load};
 use capsule_sync_e2e::*;
@@ -80,9 +80,9 @@ async fn adapters(backend: Backend) -> (Arc<dyn StateStore>, Arc<dyn ObjectSink>
 }
 
 async fn sync_parties(
-    client: &capsule_shared::capsule::CapsuleClient,
-    integration: &capsule_shared::integration::Integration,
-    tables: &[&'static capsule_shared::catalog::TableSpec],
+    client: &capsule_client::CapsuleClient,
+    integration: &capsule_core::integration::Integration,
+    tables: &[&'static capsule_core::catalog::TableSpec],
     deps: RunPorts<'_>,
     run_id: RunId,
     options: RunOptions,
@@ -101,7 +101,7 @@ async fn case(step: Step, fault: Fault, backend: Backend) {
         lease_ttl: Duration::from_secs(1),
         ..RunOptions::default()
     };
-    let tables = capsule_shared::catalog::resolve_tables(&["parties".to_string()]).unwrap();
+    let tables = capsule_core::catalog::resolve_tables(&["parties".to_string()]).unwrap();
     let sync =
         |state, sink, run_id| sync_parties(&client, &integration, &tables, RunPorts { state, sink }, run_id, options);
 

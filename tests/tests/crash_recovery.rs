@@ -5,11 +5,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use capsule_shared::engine::{RunOptions, RunPorts, TableRun};
-use capsule_shared::integration::RunId;
-use capsule_shared::lifecycle::Invocation;
-use capsule_shared::output::{self, Compression, WriterOptions};
-use capsule_shared::ports::{ObjectSink, RunState, StateStore};
+use capsule_core::integration::RunId;
+use capsule_core::ports::{ObjectSink, RunState, StateStore};
+use capsule_engine::engine::{RunOptions, RunPorts, TableRun};
+use capsule_engine::lifecycle::Invocation;
+use capsule_engine::output::{self, Compression, WriterOptions};
 use capsule_sync_e2e::aws::AwsStack;
 use capsule_sync_e2e::*;
 use chrono::Utc;
@@ -28,7 +28,7 @@ async fn killed_mid_page_then_taken_over(deps: RunPorts<'_>) {
     sim.add_fault(slow_pages("/parties", 150));
     let integration = integration_for(&sim, "acme", "UNUSED");
     let client = client_for(&sim, "test-token");
-    let table = capsule_shared::catalog::table("parties").unwrap();
+    let table = capsule_core::catalog::table("parties").unwrap();
     let run = |run_id| TableRun {
         client: &client,
         deps,

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use capsule_shared::aws::S3Sink;
-use capsule_shared::integration::RunId;
-use capsule_shared::ports::{ObjectSink, RunState, StateStore};
+use capsule_aws::S3Sink;
+use capsule_core::integration::RunId;
+use capsule_core::ports::{ObjectSink, RunState, StateStore};
 use capsule_sync_e2e::aws::LambdaBehaviour;
 use capsule_sync_e2e::capsule_sim::{FaultRule, MutationKind, MutationOp};
 use capsule_sync_e2e::loader::{ACCOUNT_TABLES, assert_current_state_is_the_account};
@@ -78,8 +78,8 @@ impl Warehouse {
             }
         }
         let integration = w.stack.state.get_integration("acme").await.unwrap().unwrap();
-        let location = capsule_shared::warehouse::Location::new(data.to_str().unwrap()).unwrap();
-        let kit = capsule_shared::warehouse::kit(capsule_shared::warehouse::Engine::DuckDb, &integration, &location);
+        let location = capsule_engine::warehouse::Location::new(data.to_str().unwrap()).unwrap();
+        let kit = capsule_engine::warehouse::kit(capsule_engine::warehouse::Engine::DuckDb, &integration, &location);
         let script = self.copy.path().join("load.sql");
         std::fs::write(&script, &kit.unwrap()[0].body).unwrap();
         capsule_sync_e2e::duckdb::load(self.copy.path(), &self.db, &script);
@@ -88,10 +88,10 @@ impl Warehouse {
     /// Each table's current view (visible rows) against the account.
     fn assert_is_the_account(&self, w: &World, context: &str) {
         for (table, expected) in expected_counts(&w.sim) {
-            let spec = capsule_shared::catalog::table(&table).unwrap();
+            let spec = capsule_core::catalog::table(&table).unwrap();
             let view = format!("acme_{table}_current");
             let visible = match spec.replication {
-                capsule_shared::catalog::Replication::Incremental => {
+                capsule_core::catalog::Replication::Incremental => {
                     format!("SELECT count(*) FROM {view} WHERE NOT _restricted")
                 }
                 _ => format!("SELECT count(*) FROM {view}"),
@@ -305,14 +305,14 @@ async fn killed_first_world(run: &RunId, retry_delays: Vec<Duration>) -> World {
     setup.run.kill_grace = Duration::from_millis(200);
     setup.lambda = LambdaBehaviour { timeout: Some(Duration::from_secs(3)), retry_delays, ..Default::default() };
     let w = world_with(setup).await;
-    let dispatched = capsule_shared::ports::DispatchRecord {
+    let dispatched = capsule_core::ports::DispatchRecord {
         integration: "acme".into(),
         run_id: run.clone(),
         tables: vec!["parties".into()],
         dispatched_at: Utc::now(),
         failed: Vec::new(),
         held: Vec::new(),
-        started_by: capsule_shared::ports::StartedBy::Schedule,
+        started_by: capsule_core::ports::StartedBy::Schedule,
     };
     w.stack.state.record_dispatch(&dispatched).await.unwrap();
     w.sim.add_fault(FaultRule { times: Some(1), ..slow_pages("/parties", 5000) });
@@ -495,7 +495,7 @@ async fn a_run_in_progress_too_long_is_reported_overdue() {
     let state = &w.stack.state;
     let run = RunId::new(Utc::now());
     let lease =
-        capsule_shared::ports::Lease::first("acme", "parties", "slow/1", &run, Utc::now(), Duration::from_secs(600));
+        capsule_core::ports::Lease::first("acme", "parties", "slow/1", &run, Utc::now(), Duration::from_secs(600));
     state.acquire_lease(&lease).await.unwrap();
     let summary = w.invoke("orchestrator", scheduled_tick()).await;
     assert!(summary.get("overdue").is_none(), "not yet: {summary}");

@@ -241,7 +241,7 @@ fn assert_allowed_and_forbidden_denied(w: &World, kms_key: Option<&str>) -> Vec<
 async fn every_call_the_functions_make_is_allowed_and_nothing_else_with_default_parameters() {
     let setup = Setup {
         output_prefix: "capsule".into(),
-        secret_prefix: Some(capsule_shared::access::DEFAULT_SECRET_PREFIX.into()),
+        secret_prefix: Some(capsule_client::access::DEFAULT_SECRET_PREFIX.into()),
         ..Setup::new(400)
     };
     let w = recorded_sync(setup).await;

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
-use capsule_shared::engine::RunOptions;
-use capsule_shared::integration::{Integration, IntegrationStatus, RunId, TokenSource};
-use capsule_shared::ports::{RunState, StartedBy, StateStore};
+use capsule_core::integration::{Integration, IntegrationStatus, RunId, TokenSource};
+use capsule_core::ports::{RunState, StartedBy, StateStore};
+use capsule_engine::engine::RunOptions;
 use capsule_sync_e2e::aws::create_secret_named;
 use capsule_sync_e2e::capsule_sim::{Fault, FaultRule, MutationKind, MutationOp};
 use capsule_sync_e2e::serverless::*;
@@ -32,7 +32,7 @@ async fn orchestrator_dispatches_every_table_and_a_second_run_is_incremental() {
     let run1 = dispatched["run_id"].as_str().unwrap().to_string();
     w.lambda.wait_idle().await;
     assert!(w.stack.state.bookmark("acme", "tracks").await.unwrap().is_none(), "not sent while held");
-    let job = &capsule_shared::jobs::jobs(&w.stack.state, "acme", 1).await.unwrap()[0];
+    let job = &capsule_engine::jobs::jobs(&w.stack.state, "acme", 1).await.unwrap()[0];
     assert_eq!((job.to_send.join(","), job.finished_at), ("employees,tracks".to_string(), None), "{job:?}");
     // The next tick sends them under the same run id (the integration is not due again).
     let summary = w.invoke("orchestrator", scheduled.clone()).await;
@@ -42,7 +42,7 @@ async fn orchestrator_dispatches_every_table_and_a_second_run_is_incremental() {
     w.lambda.wait_idle().await;
     assert!(w.lambda.errors().is_empty(), "{:?}", w.lambda.errors());
     assert_eq!(w.lambda.invocations(), 1 + 20 + 1 + 2);
-    let job = &capsule_shared::jobs::jobs(&w.stack.state, "acme", 1).await.unwrap()[0];
+    let job = &capsule_engine::jobs::jobs(&w.stack.state, "acme", 1).await.unwrap()[0];
     assert!(job.to_send.is_empty() && job.finished_at.is_some() && job.tables.len() == 22, "{job:?}");
     let (tasks, tracks) = (w.manifest("tasks", &run1).await, w.manifest("tracks", &run1).await);
     assert_eq!(tracks["discovered_at"], tasks["extracted_at"], "tracks read the tasks snapshot");
@@ -240,7 +240,7 @@ async fn a_first_load_spans_rate_limit_windows_without_sleeping_in_lambda() {
     for (table, count) in expected_counts(&w.sim) {
         let rows = manifest_rows(&w, &table, &run_id).await;
         assert_eq!(rows.len(), count, "{table}");
-        let key = capsule_shared::catalog::table(&table).unwrap().primary_key;
+        let key = capsule_core::catalog::table(&table).unwrap().primary_key;
         let keys: BTreeSet<String> =
             rows.iter().map(|r| key.iter().map(|k| r[*k].to_string()).collect::<Vec<_>>().join("/")).collect();
         assert_eq!(keys.len(), count, "{table}: no row twice");
@@ -260,7 +260,7 @@ async fn entries_in_recent_window_mode_carry_older_rows_over_from_s3() {
     let w = world(500).await;
     let state = &w.stack.state;
     let mut integration = state.get_integration("acme").await.unwrap().unwrap();
-    integration.recent_window = Some(capsule_shared::integration::RecentWindow { full_refresh_days: 7 });
+    integration.recent_window = Some(capsule_core::integration::RecentWindow { full_refresh_days: 7 });
     state.update_integration(&integration).await.unwrap();
     let sync = |run_id: &RunId| json!({"integration": "acme", "table": "entries", "run_id": run_id});
     let first = RunId::new(Utc::now());
@@ -288,17 +288,17 @@ async fn a_parked_run(w: &World, table: &str) -> (RunId, Value) {
     let state = &w.stack.state;
     let integration = state.get_integration("acme").await.unwrap().unwrap();
     let client = capsule_sync_e2e::client_for(&w.sim, "test-token");
-    let run = capsule_shared::engine::TableRun {
+    let run = capsule_engine::engine::TableRun {
         client: &client,
-        deps: capsule_shared::engine::RunPorts { state, sink: &w.stack.sink },
+        deps: capsule_engine::engine::RunPorts { state, sink: &w.stack.sink },
         integration: &integration,
-        table: capsule_shared::catalog::table(table).unwrap(),
+        table: capsule_core::catalog::table(table).unwrap(),
         run_id: &run_id,
         options: RunOptions::default(),
         progress: None,
         deadline: Some(std::time::Instant::now() + Duration::from_secs(1)),
         kill_at: None,
-        invocation: capsule_shared::lifecycle::Invocation::First,
+        invocation: capsule_engine::lifecycle::Invocation::First,
     };
     assert_eq!(run.run().await.record.state, RunState::Continued);
     w.sim.clear_faults();
@@ -501,7 +501,7 @@ async fn dispatch_records_hold_what_was_sent_and_the_next_tick_sends_the_rest() 
     let intent: RunId = RunId::new(Utc::now());
     let tables = vec!["users".to_string(), "teams".to_string()];
     let pending = tables.iter().map(|t| (t.clone(), "not dispatched yet".to_string()).into()).collect();
-    let record = capsule_shared::ports::DispatchRecord {
+    let record = capsule_core::ports::DispatchRecord {
         integration: "acme".into(),
         run_id: intent.clone(),
         tables,

@@ -3,12 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use capsule_shared::capsule::RetryPolicy;
-use capsule_shared::catalog::{self, METADATA_COLUMNS};
-use capsule_shared::engine::RunOptions;
-use capsule_shared::integration::{FanOutMode, RunId};
-use capsule_shared::output::{Compression, WriterOptions};
-use capsule_shared::ports::{Lease, RunState, StateStore};
+use capsule_client::RetryPolicy;
+use capsule_core::catalog::{self, METADATA_COLUMNS};
+use capsule_core::integration::{FanOutMode, RunId};
+use capsule_core::ports::{Lease, RunState, StateStore};
+use capsule_engine::engine::RunOptions;
+use capsule_engine::output::{Compression, WriterOptions};
 use capsule_sync_e2e::capsule_sim::{Fault, FaultRule, Mutation, MutationKind, MutationOp};
 use capsule_sync_e2e::*;
 use serde_json::Value;
@@ -258,7 +258,7 @@ async fn a_failed_run_moves_nothing_and_its_rerun_leaves_no_duplicate_files() {
         times: None,
         probability: None,
     });
-    let run_id = capsule_shared::integration::RunId::new(chrono::Utc::now());
+    let run_id = capsule_core::integration::RunId::new(chrono::Utc::now());
     let outcomes = local.sync_as(&client, &integration, &["parties"], small_parts, &run_id).await;
     let failed = &outcomes[0];
     assert_eq!(failed.record.state, RunState::Failed);
@@ -299,7 +299,7 @@ async fn a_rejected_token_fails_clearly_and_moves_no_bookmark() {
         let message = o.error.as_ref().unwrap().to_string();
         assert!(message.contains("401") && message.contains("personal access token"), "{message}");
         assert!(!message.contains("wrong-token"), "the token never appears in errors");
-        assert_eq!(o.error.as_ref().unwrap().fault(), capsule_shared::Fault::User);
+        assert_eq!(o.error.as_ref().unwrap().fault(), capsule_core::Fault::User);
         assert!(local.state.bookmark("acme", &o.record.table).await.unwrap().is_none());
         assert!(local.run_files("acme", &o.record.table, &run_id).is_empty());
     }
@@ -328,7 +328,7 @@ async fn rate_limits_and_bursts_of_server_errors_are_survived() {
     let integration = integration_for(&sim, "acme", "UNUSED");
     let mut options = fast_client_options();
     options.retry = RetryPolicy { max_retries: 10, ..options.retry };
-    let client = capsule_shared::capsule::CapsuleClient::new(
+    let client = capsule_client::CapsuleClient::new(
         sim.base_url(),
         secrecy::SecretString::from("test-token".to_string()),
         options,
@@ -456,7 +456,7 @@ async fn a_fanned_out_table_continues_across_many_invocations_without_duplicates
     let local = Local::new();
     let integration = integration_for(&sim, "acme", "UNUSED");
     let client = client_for(&sim, "test-token");
-    let run_id = capsule_shared::integration::RunId::new(chrono::Utc::now());
+    let run_id = capsule_core::integration::RunId::new(chrono::Utc::now());
     // Every invocation writes one batch of parents, then checkpoints.
     let invocations = local.run_in_slices(&client, &integration, "tracks", &run_id).await;
     assert!(invocations > 5, "{invocations} invocations");
@@ -622,7 +622,7 @@ async fn a_backfill_ordered_while_a_run_is_in_progress_is_not_skipped() {
     let ((during, outcomes), ()) = tokio::join!(sync, edit);
     let outcome = &outcomes[0];
     assert_eq!(outcome.record.state, RunState::Failed);
-    assert!(matches!(outcome.error, Some(capsule_shared::SyncError::BookmarkMoved(_))), "{:?}", outcome.error);
+    assert!(matches!(outcome.error, Some(capsule_core::SyncError::BookmarkMoved(_))), "{:?}", outcome.error);
     assert!(local.state.bookmark("acme", "parties").await.unwrap().is_none(), "the backfill is still ordered");
     assert!(local.run_files("acme", "parties", &during).is_empty(), "the refused run published nothing");
 

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use capsule_shared::engine::RunOptions;
-use capsule_shared::integration::RecentWindow;
-use capsule_shared::plan::plan;
-use capsule_shared::ports::StateStore;
+use capsule_core::integration::RecentWindow;
+use capsule_core::ports::StateStore;
+use capsule_engine::engine::RunOptions;
+use capsule_engine::plan::plan;
 use capsule_sync_e2e::capsule_sim::{MutationKind, MutationOp};
 use capsule_sync_e2e::*;
 use chrono::Utc;

@@ -17,10 +17,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use capsule_shared::engine::{self, LocalDispatch, RunOptions, RunPorts};
-use capsule_shared::integration::RunId;
-use capsule_shared::output::WriterOptions;
-use capsule_shared::ports::{ObjectSink, StateStore};
+use capsule_core::integration::RunId;
+use capsule_core::ports::{ObjectSink, StateStore};
+use capsule_engine::engine::{self, LocalDispatch, RunOptions, RunPorts};
+use capsule_engine::output::WriterOptions;
 use capsule_sync_e2e::capsule_sim::{Fault as SimFault, FaultRule, Mutation, MutationKind, MutationOp};
 use capsule_sync_e2e::faults::{Fault, FaultySink, FaultyState, Injection, Step};
 use capsule_sync_e2e::loader::{ACCOUNT_TABLES, Settled, assert_current_state_is_the_account, load};
@@ -75,7 +75,7 @@ async fn run_case(seed: u64, aws: bool) {
         lease_ttl,
         ..RunOptions::default()
     };
-    let tables = capsule_shared::catalog::resolve_tables(&TABLES.map(String::from)).unwrap();
+    let tables = capsule_core::catalog::resolve_tables(&TABLES.map(String::from)).unwrap();
     let sync = async |state: &dyn StateStore, sink: &dyn ObjectSink| {
         let dispatch = LocalDispatch { concurrency: 2, progress: None, redo: false };
         let run_id = RunId::new(chrono::Utc::now());

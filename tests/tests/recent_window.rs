@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use capsule_shared::engine::RunOptions;
-use capsule_shared::integration::{Integration, RecentWindow, RunId};
-use capsule_shared::output::RunManifest;
-use capsule_shared::ports::{ObjectSink, RunState};
+use capsule_core::integration::{Integration, RecentWindow, RunId};
+use capsule_core::ports::{ObjectSink, RunState};
+use capsule_engine::engine::RunOptions;
+use capsule_engine::output::RunManifest;
 use capsule_sync_e2e::capsule_sim::{Mutation, MutationKind, MutationOp, SimHandle};
 use capsule_sync_e2e::*;
 use chrono::{DateTime, Utc};
@@ -186,7 +186,7 @@ async fn a_window_is_not_used_when_its_snapshot_cannot_serve_and_the_log_says_wh
     assert!(reason(&second).contains("column selection changed"), "{}", reason(&second));
 
     // The previous snapshot's manifest is unreadable: read whole, and say so.
-    let key = capsule_shared::output::manifest_key("acme", "entries", &second);
+    let key = capsule_engine::output::manifest_key("acme", "entries", &second);
     local.sink.put(&key, bytes::Bytes::from_static(b"{not json")).await.unwrap();
     let (third, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
     assert_eq!(outcomes[0].record.state, RunState::Succeeded);
@@ -349,7 +349,7 @@ async fn tracks_are_refreshed_a_slice_of_parents_a_day_and_never_read_whole_agai
 struct TracksLoaded {
     sim: SimHandle,
     local: Local,
-    client: capsule_shared::capsule::CapsuleClient,
+    client: capsule_client::CapsuleClient,
     integration: Integration,
     first: RunId,
 }
@@ -366,8 +366,8 @@ async fn tracks_loaded_once() -> TracksLoaded {
 
 /// Replaces a run's manifest (to make its snapshot look older).
 async fn put_manifest(local: &Local, table: &str, run: &RunId, manifest: &RunManifest) {
-    let key = capsule_shared::output::manifest_key("acme", table, run);
-    local.sink.put(&key, capsule_shared::output::manifest_body(manifest)).await.unwrap();
+    let key = capsule_engine::output::manifest_key("acme", table, run);
+    local.sink.put(&key, capsule_engine::output::manifest_body(manifest)).await.unwrap();
 }
 
 fn manifest_of_table(local: &Local, table: &str, run: &RunId) -> RunManifest {

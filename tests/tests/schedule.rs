@@ -4,10 +4,10 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use capsule_shared::engine::{self, LocalDispatch, RunOptions};
-use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
-use capsule_shared::ports::{RunState, StateStore};
-use capsule_shared::schedule::{self, Clock, PassOutcome};
+use capsule_core::integration::{Integration, IntegrationStatus, RunId};
+use capsule_core::ports::{RunState, StateStore};
+use capsule_engine::engine::{self, LocalDispatch, RunOptions};
+use capsule_engine::schedule::{self, Clock, PassOutcome};
 use capsule_sync_e2e::*;
 use chrono::{DateTime, Utc};
 

@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use capsule_shared::engine::RunOptions;
-use capsule_shared::ports::{RunState, StateStore};
+use capsule_core::ports::{RunState, StateStore};
+use capsule_engine::engine::RunOptions;
 use capsule_sync_e2e::aws::TokenEndpoint;
 use capsule_sync_e2e::serverless::{Setup, world_with};
 use capsule_sync_e2e::*;
@@ -132,7 +132,7 @@ async fn a_serverless_sync_at_trace_level_leaves_no_oauth_secret_anywhere() {
 /// allow: each is refused before any request, and the refusal is recorded for the operator.
 #[tokio::test]
 async fn table_sync_refuses_token_sources_and_hosts_the_deployment_does_not_allow() {
-    use capsule_shared::integration::{Integration, RunId, TokenSource};
+    use capsule_core::integration::{Integration, RunId, TokenSource};
     use capsule_sync_e2e::aws::create_secret_named;
 
     let w = capsule_sync_e2e::serverless::world(50).await;
@@ -175,7 +175,7 @@ async fn table_sync_refuses_token_sources_and_hosts_the_deployment_does_not_allo
         assert_eq!(runs.len(), 1, "{token}: one record, no retry");
         let error = runs[0].error.as_ref().expect("the refusal is recorded");
         assert!(error.message.contains(why), "{token}: {}", error.message);
-        assert_eq!(error.fault, capsule_shared::Fault::User, "the operator must act");
+        assert_eq!(error.fault, capsule_core::Fault::User, "the operator must act");
     }
     assert_eq!(w.sim.stats().total, before, "no request was sent anywhere");
     assert!(w.lambda.errors().is_empty(), "a refusal is not retried: {:?}", w.lambda.errors());

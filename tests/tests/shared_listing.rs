@@ -7,10 +7,10 @@
 
 use std::collections::BTreeSet;
 
-use capsule_shared::engine::{self, RunOptions};
-use capsule_shared::integration::{Integration, RecentWindow, RunId};
-use capsule_shared::output::RunManifest;
-use capsule_shared::ports::{ObjectSink, RunState, StateStore};
+use capsule_core::integration::{Integration, RecentWindow, RunId};
+use capsule_core::ports::{ObjectSink, RunState, StateStore};
+use capsule_engine::engine::{self, RunOptions};
+use capsule_engine::output::RunManifest;
 use capsule_sync_e2e::capsule_sim::{Entity, MutationKind, MutationOp, SimHandle};
 use capsule_sync_e2e::*;
 use chrono::Utc;
@@ -25,7 +25,7 @@ fn tasks_and_tracks(sim: &SimHandle) -> Integration {
 /// A simulated account and an integration reading tasks and tracks in recent-window mode.
 struct Recent {
     sim: SimHandle,
-    client: capsule_shared::capsule::CapsuleClient,
+    client: capsule_client::CapsuleClient,
     local: Local,
     integration: Integration,
 }
@@ -82,7 +82,7 @@ async fn tracks_read_their_parents_from_the_tasks_snapshot_of_the_same_sync_and_
     // Named the other way round and run one table at a time, tasks still goes first (no wait
     // for a table not started yet) and the outcomes come in the order asked.
     let one_at_a_time = Local::new();
-    let specs = capsule_shared::catalog::resolve_tables(&["tracks".into(), "tasks".into()]).unwrap();
+    let specs = capsule_core::catalog::resolve_tables(&["tracks".into(), "tasks".into()]).unwrap();
     let run = RunId::new(Utc::now());
     let dispatch = engine::LocalDispatch { concurrency: 1, progress: None, redo: false };
     let integration = tasks_and_tracks(&sim);
@@ -126,8 +126,8 @@ async fn a_change_after_the_tasks_snapshot_is_asked_by_the_next_recent_run_howev
     // the parents changed since that snapshot, not since tracks ran.
     let mut hours_later = late.clone();
     hours_later.extracted_at += chrono::Duration::hours(2);
-    let key = capsule_shared::output::manifest_key("acme", "tracks", &run);
-    local.sink.put(&key, capsule_shared::output::manifest_body(&hours_later)).await.unwrap();
+    let key = capsule_engine::output::manifest_key("acme", "tracks", &run);
+    local.sink.put(&key, capsule_engine::output::manifest_body(&hours_later)).await.unwrap();
     let (next, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
     assert!(outcomes.iter().all(|o| o.record.state == RunState::Succeeded), "{outcomes:?}");
     assert_eq!(manifest(&local, "tracks", &next).requests.requests, asked_next, "the changed parents are asked");

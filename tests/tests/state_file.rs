@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use capsule_shared::integration::RunId;
-use capsule_shared::local::StateFile;
-use capsule_shared::ports::{DispatchRecord, RunState, StateStore, TableRunRecord};
+use capsule_core::integration::RunId;
+use capsule_core::ports::{DispatchRecord, RunState, StateStore, TableRunRecord};
+use capsule_local::StateFile;
 use chrono::Utc;
 
 #[tokio::test]
@@ -53,7 +53,7 @@ async fn history_older_than_the_retention_is_dropped_but_the_latest_dispatch_sta
             dispatched_at: at,
             failed: vec![],
             held: vec![],
-            started_by: capsule_shared::ports::StartedBy::Schedule,
+            started_by: capsule_core::ports::StartedBy::Schedule,
         };
         state.record_dispatch(&d).await.unwrap();
     }
@@ -70,7 +70,7 @@ async fn history_older_than_the_retention_is_dropped_but_the_latest_dispatch_sta
 /// due at once, and the first write keeps the index.
 #[tokio::test]
 async fn a_state_file_from_before_the_due_index_makes_every_integration_due() {
-    use capsule_shared::integration::{Integration, TokenSource};
+    use capsule_core::integration::{Integration, TokenSource};
     let dir = tempfile::tempdir().unwrap();
     let state = StateFile::new(dir.path());
     for name in ["acme", "beta"] {

@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use capsule_shared::catalog::{self, Replication};
-use capsule_shared::engine::RunOptions;
-use capsule_shared::ports::RunState;
-use capsule_shared::warehouse::{self, Engine, Location};
+use capsule_core::catalog::{self, Replication};
+use capsule_core::ports::RunState;
+use capsule_engine::engine::RunOptions;
+use capsule_engine::warehouse::{self, Engine, Location};
 use capsule_sync_e2e::capsule_sim::{Entity, MutationKind, MutationOp};
 use capsule_sync_e2e::duckdb::{count, load, query};
 use capsule_sync_e2e::*;
@@ -76,23 +76,23 @@ async fn the_duckdb_kit_loads_every_committed_run_once_and_its_views_equal_the_a
     // A run that has not committed (its files written, its manifest still pending) is not loaded.
     let first_parties = first.iter().find(|o| o.record.table == "parties").unwrap();
     let manifest = local.manifest(NAME, "parties", &first_parties.record.run_id);
-    let unfinished = capsule_shared::integration::RunId::new(chrono::Utc::now());
+    let unfinished = capsule_core::integration::RunId::new(chrono::Utc::now());
     let out = local.output();
     let mut pending = manifest.clone();
     pending["run_id"] = Value::String(unfinished.to_string());
     for (n, file) in pending["files"].as_array_mut().unwrap().iter_mut().enumerate() {
-        let key = capsule_shared::output::part_key(NAME, "parties", &unfinished, n as u32, Default::default());
+        let key = capsule_engine::output::part_key(NAME, "parties", &unfinished, n as u32, Default::default());
         let target = out.join(&key);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::copy(out.join(file["key"].as_str().unwrap()), &target).unwrap();
         file["key"] = Value::String(key);
     }
-    let pending_key = capsule_shared::output::pending_manifest_key(NAME, "parties", &unfinished);
+    let pending_key = capsule_engine::output::pending_manifest_key(NAME, "parties", &unfinished);
     std::fs::create_dir_all(out.join(&pending_key).parent().unwrap()).unwrap();
     std::fs::write(out.join(&pending_key), serde_json::to_vec(&pending).unwrap()).unwrap();
     load(cwd, &db, &script);
     assert_eq!(raw_counts(cwd, &db), counts, "an uncommitted run's files are not loaded");
-    std::fs::remove_dir_all(out.join(capsule_shared::output::run_data_prefix(NAME, "parties", &unfinished))).unwrap();
+    std::fs::remove_dir_all(out.join(capsule_engine::output::run_data_prefix(NAME, "parties", &unfinished))).unwrap();
     std::fs::remove_file(out.join(&pending_key)).unwrap();
 
     // Updates, creations, deletions and a restriction, then a second sync and load.

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use capsule_shared::integration::{Integration, TokenSource};
-use capsule_shared::warehouse::{self, Engine, KitFile, Location};
+use capsule_core::integration::{Integration, TokenSource};
+use capsule_engine::warehouse::{self, Engine, KitFile, Location};
 use chrono::{TimeZone, Utc};
 use sqlparser::ast::Statement;
 use sqlparser::dialect::{BigQueryDialect, Dialect, GenericDialect, HiveDialect, RedshiftSqlDialect, SnowflakeDialect};

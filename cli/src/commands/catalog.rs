@@ -1,7 +1,7 @@
 //! `capsule-sync catalog`: the 22 tables, for people (a table) or machines (`--json`).
 
-use capsule_shared::catalog::spec::{NOT_PROVIDED, spec_type_of};
-use capsule_shared::catalog::{Fetch, TABLES};
+use capsule_core::catalog::spec::{NOT_PROVIDED, spec_type_of};
+use capsule_core::catalog::{Fetch, TABLES};
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 

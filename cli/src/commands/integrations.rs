@@ -4,17 +4,17 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
-use capsule_shared::catalog;
-use capsule_shared::integration::{
+use capsule_core::catalog;
+use capsule_core::integration::{
     FanOutMode, Integration, TableSelection, TokenSource, parse_frequency, parse_history_start, parse_recent_window,
     validate_name,
 };
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
 
-use capsule_shared::health::verify_token;
-use capsule_shared::integrations::{self, Edit, EditPlan, PauseChange};
-use capsule_shared::schedule;
+use capsule_engine::health::verify_token;
+use capsule_engine::integrations::{self, Edit, EditPlan, PauseChange};
+use capsule_engine::schedule;
 
 use crate::backend::Backend;
 
@@ -45,7 +45,7 @@ pub struct CreateArgs {
     /// (Parsed by the command, so a mistyped secret is never echoed back in clap's error.)
     pub token: String,
     /// Capsule API base URL.
-    #[arg(long, default_value = capsule_shared::capsule::DEFAULT_BASE_URL)]
+    #[arg(long, default_value = capsule_client::DEFAULT_BASE_URL)]
     pub api_base_url: String,
     /// Tables to sync (comma separated); default all 22.
     #[arg(long, value_delimiter = ',')]

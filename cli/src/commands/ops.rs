@@ -1,12 +1,12 @@
 //! Operations: `status`, `check`, `runs`, `jobs`, `logs`.
 
-use capsule_shared::health::{note_overdue, note_stranded, probe_table, table_health, verify_token};
-use capsule_shared::integration::{IntegrationStatus, RunId};
-use capsule_shared::jobs::{self, StartedBy};
-use capsule_shared::output;
-use capsule_shared::ports::{RunState, TableRunRecord};
-use capsule_shared::runlog::parse_ndjson;
-use capsule_shared::schedule;
+use capsule_core::integration::{IntegrationStatus, RunId};
+use capsule_core::ports::{RunState, TableRunRecord};
+use capsule_core::runlog::parse_ndjson;
+use capsule_engine::health::{note_overdue, note_stranded, probe_table, table_health, verify_token};
+use capsule_engine::jobs::{self, StartedBy};
+use capsule_engine::output;
+use capsule_engine::schedule;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
@@ -76,7 +76,7 @@ fn state(s: RunState) -> String {
 }
 
 /// A table's state in `status`: parked, stranded or its last record's, and overdue.
-fn run_state(h: &capsule_shared::health::TableHealth) -> String {
+fn run_state(h: &capsule_engine::health::TableHealth) -> String {
     let now = match h.resumes_at {
         Some(at) => format!("parked until {}", when(Some(at))),
         None if h.stranded => "stranded (the next sync takes it over)".into(),
@@ -96,7 +96,7 @@ pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
         if health.values().any(|h| matches!(h.last_state, RunState::Running | RunState::Continued)) {
             let states = backend.state.table_states(&name).await?;
             note_stranded(&mut health, &states, Utc::now());
-            let after = capsule_shared::lifecycle::overdue_after_from_env()?;
+            let after = capsule_engine::lifecycle::overdue_after_from_env()?;
             note_overdue(&mut health, &states, after, Utc::now());
         }
         if args.json {
@@ -287,7 +287,7 @@ pub async fn runs(backend: &Backend, args: RunsArgs) -> anyhow::Result<()> {
     }
     let mut runs = backend.state.runs(args.name.as_deref(), HISTORY).await?;
     if let Some(table) = &args.table {
-        let table = capsule_shared::catalog::table(table).ok_or_else(|| anyhow::anyhow!("unknown table `{table}`"))?;
+        let table = capsule_core::catalog::table(table).ok_or_else(|| anyhow::anyhow!("unknown table `{table}`"))?;
         runs.retain(|r| r.table == table.name);
     }
     runs.truncate(args.last);
@@ -335,7 +335,7 @@ pub async fn runs(backend: &Backend, args: RunsArgs) -> anyhow::Result<()> {
 
 pub async fn logs(backend: &Backend, args: LogsArgs) -> anyhow::Result<()> {
     let table = match &args.table {
-        Some(t) => Some(capsule_shared::catalog::table(t).ok_or_else(|| anyhow::anyhow!("unknown table `{t}`"))?.name),
+        Some(t) => Some(capsule_core::catalog::table(t).ok_or_else(|| anyhow::anyhow!("unknown table `{t}`"))?.name),
         None => None,
     };
     let runs: Vec<TableRunRecord> = backend.state.runs(args.integration.as_deref(), usize::MAX / 2).await?;
@@ -380,7 +380,7 @@ pub async fn logs(backend: &Backend, args: LogsArgs) -> anyhow::Result<()> {
 
 pub async fn jobs(backend: &Backend, args: JobsArgs) -> anyhow::Result<()> {
     backend.integration(&args.name).await?;
-    let jobs = capsule_shared::jobs::jobs(backend.state.as_ref(), &args.name, args.last).await?;
+    let jobs = capsule_engine::jobs::jobs(backend.state.as_ref(), &args.name, args.last).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(());

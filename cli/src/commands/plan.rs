@@ -1,7 +1,7 @@
 //! `capsule-sync plan NAME`: the requests and hours of the token's quota a first load and each
-//! scheduled run will take, per table, from the account's sizes (see `capsule_shared::plan`).
+//! scheduled run will take, per table, from the account's sizes (see `capsule_engine::plan`).
 
-use capsule_shared::plan;
+use capsule_engine::plan;
 use chrono::Utc;
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};

@@ -1,13 +1,13 @@
 //! `run-due` (one pass, for cron or a systemd timer) and `schedule` (stays up and runs each
-//! integration as it comes due): the orchestrator's scheduling rules (`capsule_shared::schedule`),
+//! integration as it comes due): the orchestrator's scheduling rules (`capsule_engine::schedule`),
 //! run locally. Ctrl-C stops `schedule` cleanly: the syncs in progress finish (so they release
 //! their leases) and it exits; a second Ctrl-C stops at once.
 
 use std::time::Duration;
 
-use capsule_shared::integration::{Integration, RunId};
-use capsule_shared::ports::RunState;
-use capsule_shared::schedule::{self, PassOutcome, SystemClock};
+use capsule_core::integration::{Integration, RunId};
+use capsule_core::ports::RunState;
+use capsule_engine::schedule::{self, PassOutcome, SystemClock};
 use chrono::Utc;
 use clap::Args;
 

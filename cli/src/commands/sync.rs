@@ -2,21 +2,21 @@
 
 use std::collections::BTreeMap;
 
-use capsule_shared::SyncError;
-use capsule_shared::capsule::CapsuleClient;
-use capsule_shared::catalog::{self, TableSpec};
-use capsule_shared::engine::{self, RunOptions, TableRunOutcome};
-use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
-use capsule_shared::output::{self, Compression, WriterOptions};
-use capsule_shared::ports::{ErrorRecord, RunState, StartedBy, TableRunRecord};
-use capsule_shared::{plan, schedule};
+use capsule_client::CapsuleClient;
+use capsule_core::SyncError;
+use capsule_core::catalog::{self, TableSpec};
+use capsule_core::integration::{Integration, IntegrationStatus, RunId};
+use capsule_core::ports::{ErrorRecord, RunState, StartedBy, TableRunRecord};
+use capsule_engine::engine::{self, RunOptions, TableRunOutcome};
+use capsule_engine::output::{self, Compression, WriterOptions};
+use capsule_engine::{plan, schedule};
 use chrono::Utc;
 use clap::Args;
 
 use crate::backend::Backend;
 use crate::live::{self, LiveView};
 use crate::report;
-use capsule_shared::observe::Event;
+use capsule_core::observe::Event;
 
 #[derive(Args, Debug)]
 pub struct SyncArgs {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
-use capsule_shared::warehouse::{self, Engine, Location};
+use capsule_engine::warehouse::{self, Engine, Location};
 use clap::Args;
 
 use crate::backend::Backend;

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use capsule_shared::capsule::RateLimitStatus;
-use capsule_shared::ports::RunState;
-use capsule_shared::progress::Activity;
+use capsule_client::RateLimitStatus;
+use capsule_core::ports::RunState;
+use capsule_core::progress::Activity;
 use chrono::{DateTime, Local, Utc};
 
 /// Every table of one sync, in the order they were given.
@@ -150,7 +150,7 @@ mod tests {
     use super::*;
 
     fn board(n: usize) -> Board {
-        let names: Vec<&'static str> = capsule_shared::catalog::TABLES.iter().take(n).map(|t| t.name).collect();
+        let names: Vec<&'static str> = capsule_core::catalog::TABLES.iter().take(n).map(|t| t.name).collect();
         Board::new("acme", names, BTreeMap::new())
     }
 

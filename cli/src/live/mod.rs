@@ -11,9 +11,9 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use capsule_shared::capsule::CapsuleClient;
-use capsule_shared::catalog::TableSpec;
-use capsule_shared::progress::{Activity, TablesProgress};
+use capsule_client::CapsuleClient;
+use capsule_core::catalog::TableSpec;
+use capsule_core::progress::{Activity, TablesProgress};
 
 pub use screen::AboveTheView;
 

@@ -1,6 +1,6 @@
 //! The scheduled tick: the integrations the due index names, earliest due first, looked at by a
 //! few workers at once; each look settles the integration's entry to its next look
-//! ([`capsule_shared::due`]). A cap on the table-sync invocations started and a time budget
+//! ([`capsule_engine::due`]). A cap on the table-sync invocations started and a time budget
 //! bound one tick: looks read at once, but take their invocations from the cap in due-time
 //! order, so the tick dispatches the earliest due and everything after the first that does not
 //! fit stays due, first in line for the next tick. So a tick reads what is due, whatever the
@@ -10,11 +10,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use capsule_shared::due;
-use capsule_shared::events::ManualRun;
-use capsule_shared::observe::Event;
-use capsule_shared::ports::Wake;
-use capsule_shared::{Result, SyncError};
+use capsule_core::events::ManualRun;
+use capsule_core::observe::Event;
+use capsule_core::ports::Wake;
+use capsule_core::{Result, SyncError};
+use capsule_engine::due;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 

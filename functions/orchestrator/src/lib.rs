@@ -1,7 +1,7 @@
 //! The orchestrator: decides which integrations are due and dispatches one table-sync
 //! invocation per selected table under one new run id. Each scheduled tick also resumes runs
 //! that wait for a rate-limit window which has now reset, and runs whose invocation stopped
-//! renewing its lease (killed, timed out): the rules are in `capsule_shared::lifecycle`.
+//! renewing its lease (killed, timed out): the rules are in `capsule_engine::lifecycle`.
 //! A scheduled tick looks only at the integrations the due index names ([`due_tick`]); a manual
 //! event at the integration it names, or at all of them.
 
@@ -14,14 +14,14 @@ use std::time::Duration;
 
 pub use due_tick::{TickLimits, limits_from_env};
 
-use capsule_shared::catalog;
-use capsule_shared::events::{ManualRun, OrchestratorEvent, TableSyncEvent};
-use capsule_shared::integration::{Integration, IntegrationStatus, RunId};
-use capsule_shared::lifecycle;
-use capsule_shared::observe::Event;
-use capsule_shared::ports::{DispatchRecord, Dispatcher, Held, StartedBy, StateStore, Unsent};
-use capsule_shared::schedule;
-use capsule_shared::{Result, SyncError};
+use capsule_core::catalog;
+use capsule_core::events::{ManualRun, OrchestratorEvent, TableSyncEvent};
+use capsule_core::integration::{Integration, IntegrationStatus, RunId};
+use capsule_core::observe::Event;
+use capsule_core::ports::{DispatchRecord, Dispatcher, Held, StartedBy, StateStore, Unsent};
+use capsule_core::{Result, SyncError};
+use capsule_engine::lifecycle;
+use capsule_engine::schedule;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -161,7 +161,7 @@ impl Allowance for Unlimited {
 /// What one look at an integration did.
 enum Looked {
     /// Its work was sent (or there was none); the due index settles from these.
-    Done { sent: usize, last: Option<DispatchRecord>, states: Vec<capsule_shared::ports::TableState> },
+    Done { sent: usize, last: Option<DispatchRecord>, states: Vec<capsule_core::ports::TableState> },
     /// Its work would pass the tick's cap: left for the next tick, nothing sent.
     Deferred,
 }

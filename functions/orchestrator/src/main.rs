@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use capsule_shared::SyncError;
-use capsule_shared::aws::{AwsClients, AwsSettings, DynamoState, LambdaDispatcher};
+use capsule_aws::{AwsClients, AwsSettings, DynamoState, LambdaDispatcher};
+use capsule_core::SyncError;
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 use orchestrator::{OrchestratorDeps, handler};
 
@@ -42,8 +42,8 @@ async fn run() -> Result<(), Error> {
             DynamoState::new(clients.dynamodb.clone(), &settings.state_table).with_history(settings.history),
         ),
         dispatcher: Arc::new(LambdaDispatcher::new(clients.lambda.clone(), &function)),
-        lease_ttl: capsule_shared::engine::DEFAULT_LEASE_TTL,
-        overdue_after: capsule_shared::lifecycle::overdue_after_from_env()?,
+        lease_ttl: capsule_engine::engine::DEFAULT_LEASE_TTL,
+        overdue_after: capsule_engine::lifecycle::overdue_after_from_env()?,
         limits: orchestrator::limits_from_env()?,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {

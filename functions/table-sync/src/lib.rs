@@ -6,16 +6,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capsule_shared::aws::{AwsClients, token_provider};
-use capsule_shared::capsule::{CapsuleClient, ClientOptions, RateBudgetStore};
-use capsule_shared::catalog;
-use capsule_shared::engine::{RunOptions, RunPorts, TableRun};
-use capsule_shared::events::TableSyncEvent;
-use capsule_shared::integration::Integration;
-use capsule_shared::lifecycle::{self, Invocation, Recovery};
-use capsule_shared::observe::Event;
-use capsule_shared::ports::{Dispatcher, ErrorRecord, ObjectSink, RunState, StateStore, TableRunRecord, TokenProvider};
-use capsule_shared::{Result, SyncError};
+use capsule_aws::{AwsClients, token_provider};
+use capsule_client::{CapsuleClient, ClientOptions, RateBudgetStore};
+use capsule_core::catalog;
+use capsule_core::events::TableSyncEvent;
+use capsule_core::integration::Integration;
+use capsule_core::observe::Event;
+use capsule_core::ports::{Dispatcher, ErrorRecord, ObjectSink, RunState, StateStore, TableRunRecord, TokenProvider};
+use capsule_core::{Result, SyncError};
+use capsule_engine::engine::{RunOptions, RunPorts, TableRun};
+use capsule_engine::lifecycle::{self, Invocation, Recovery};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -66,7 +66,7 @@ pub fn time_budget(remaining: Option<Duration>, max_seconds: Option<u64>) -> Dur
 
 /// When the runtime kills this invocation: now plus what Lambda says is left (sane values only).
 pub fn kill_at(remaining: Option<Duration>) -> Option<DateTime<Utc>> {
-    sane(remaining).map(capsule_shared::from_now)
+    sane(remaining).map(capsule_core::from_now)
 }
 
 /// Lambda's remaining time, if it is one a real runtime reports (not zero, not past 15 minutes).

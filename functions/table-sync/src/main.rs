@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use capsule_shared::SyncError;
-use capsule_shared::access::AccessPolicy;
-use capsule_shared::aws::{AwsClients, AwsSettings, DynamoState, LambdaDispatcher, S3Sink};
-use capsule_shared::capsule::ClientOptions;
-use capsule_shared::engine::RunOptions;
+use capsule_aws::{AwsClients, AwsSettings, DynamoState, LambdaDispatcher, S3Sink};
+use capsule_client::ClientOptions;
+use capsule_client::access::AccessPolicy;
+use capsule_core::SyncError;
+use capsule_engine::engine::RunOptions;
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 use table_sync::{TableSyncDeps, handler};
 

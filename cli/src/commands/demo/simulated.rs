@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use capsule_shared::integration::{Integration, TokenSource};
-use capsule_shared::output;
-use capsule_shared::ports::RunState;
+use capsule_core::integration::{Integration, TokenSource};
+use capsule_core::ports::RunState;
+use capsule_engine::output;
 use capsule_sim::{MutationKind, MutationOp, SimConfig};
 use chrono::Utc;
 

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use capsule_shared::access::AccessPolicy;
-use capsule_shared::aws::{AwsClients, DynamoState, sdk_config};
-use capsule_shared::integration::{Integration, TokenSource};
-use capsule_shared::ports::StateStore;
+use capsule_aws::{AwsClients, DynamoState, sdk_config};
+use capsule_client::access::AccessPolicy;
+use capsule_core::integration::{Integration, TokenSource};
+use capsule_core::ports::StateStore;
 use serde_json::Value;
 
 use super::Finding;
@@ -262,8 +262,8 @@ impl Doctor {
         }
         if let Err(e) = access.check_token_source(integration) {
             let own = match &access.tokens {
-                capsule_shared::access::TokenRule::OwnSecret { prefix, .. } => format!("{prefix}{name}"),
-                capsule_shared::access::TokenRule::Local => name.clone(),
+                capsule_client::access::TokenRule::OwnSecret { prefix, .. } => format!("{prefix}{name}"),
+                capsule_client::access::TokenRule::Local => name.clone(),
             };
             self.findings.push(wrong(
                 format!("integration {name}: {e}"),
