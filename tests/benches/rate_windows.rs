@@ -9,7 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capsule_client::{CapsuleClient, ClientOptions, RateBudgetStore};
+use capsule_client::{CapsuleClient, ClientOptions};
+use capsule_core::budget::RateBudgetStore;
 use capsule_core::integration::TokenSource;
 use capsule_core::ports::TokenProvider;
 use capsule_engine::engine::RunOptions;

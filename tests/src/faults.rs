@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use capsule_client::{BudgetChange, BudgetPolicy, Claim, RateBudget, RateBudgetStore};
+use capsule_core::budget::{BudgetChange, BudgetPolicy, Claim, RateBudget, RateBudgetStore};
 use capsule_core::integration::{Integration, RunId};
 use capsule_core::ports::{
     Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, ObjectSink, ObjectUpload, Parking, RunState,

@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use capsule_core::integration::RunId;
+use capsule_core::manifest::RunManifest;
 use capsule_core::ports::{ObjectSink, RunState, StateStore};
-use capsule_engine::output::RunManifest;
 use serde_json::{Map, Value};
 
 use crate::capsule_sim::{Entity, SimHandle};

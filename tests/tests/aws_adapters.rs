@@ -159,7 +159,8 @@ async fn oauth_secrets_refresh_and_write_the_rotated_refresh_token_back() {
 /// refreshed through its secret and the run goes on: one refresh, nothing lost.
 #[tokio::test]
 async fn an_oauth_token_expiring_mid_run_is_refreshed_and_the_run_goes_on() {
-    use capsule_client::{CapsuleClient, RateBudgetStore};
+    use capsule_client::CapsuleClient;
+    use capsule_core::budget::RateBudgetStore;
     use capsule_engine::engine::RunOptions;
     use capsule_sync_e2e::{Local, expected_counts, fast_client_options, slow_pages, start_sim};
     use std::sync::Arc;

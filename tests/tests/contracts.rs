@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use capsule_client::RequestStats;
 use capsule_core::SyncError;
 use capsule_core::integration::{Integration, IntegrationStatus, RunId, TokenSource};
+use capsule_core::manifest::RequestStats;
 use capsule_core::ports::{
     Bookmark, BookmarkBase, Checkpoint, Cursor, DispatchRecord, Lease, ObjectSink, Parking, RunState, StateStore,
     TableRunRecord, TokenProvider,
@@ -249,7 +249,7 @@ async fn checkpoints_fence_continuations(state: &dyn StateStore) {
 
 /// Claims on one budget from many tasks at once never exceed the window's share.
 async fn budgets_are_updated_atomically(state: std::sync::Arc<dyn StateStore>) {
-    use capsule_client::{BudgetPolicy, Claim};
+    use capsule_core::budget::{BudgetPolicy, Claim};
     let policy = BudgetPolicy { reserve: 0.1, default_limit: 40, window: Duration::from_secs(3600) };
     let now = Utc::now().timestamp();
     let claims = (0..30).map(|_| {

@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use capsule_core::integration::RunId;
+use capsule_core::manifest::Compression;
 use capsule_core::ports::{ObjectSink, RunState, StateStore};
 use capsule_engine::engine::{RunOptions, RunPorts, TableRun};
 use capsule_engine::lifecycle::Invocation;
-use capsule_engine::output::{self, Compression, WriterOptions};
+use capsule_engine::output::{self, WriterOptions};
 use capsule_sync_e2e::aws::AwsStack;
 use capsule_sync_e2e::*;
 use chrono::Utc;

@@ -14,12 +14,16 @@ fn retired_words(glossary: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every file whose words users or developers read: sources, scripts, docs, the template.
+/// Every file whose words users or developers read: sources, scripts, docs, the template. Only
+/// the project's own folders are walked, not what a build or a demo left in the clone.
 fn readable_files(root: &Path) -> Vec<PathBuf> {
-    let skip = ["target", "node_modules", ".git", "golden"];
+    let folders = ["crates", "cli", "functions", "infra", "tests", "scripts", "docs", ".config"];
+    let skip = ["node_modules", "golden"];
     let kinds = ["rs", "md", "sh", "py", "yaml", "toml"];
-    let mut files = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
+    let readable = |p: &Path| p.is_file() && p.extension().is_some_and(|e| kinds.iter().any(|k| e == *k));
+    let top = std::fs::read_dir(root).unwrap().flatten().map(|e| e.path());
+    let mut files: Vec<PathBuf> = top.filter(|p| readable(p)).collect();
+    let mut dirs: Vec<PathBuf> = folders.iter().map(|f| root.join(f)).filter(|d| d.is_dir()).collect();
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
@@ -28,7 +32,7 @@ fn readable_files(root: &Path) -> Vec<PathBuf> {
                 if !skip.contains(&name.as_str()) {
                     dirs.push(path);
                 }
-            } else if path.extension().is_some_and(|e| kinds.iter().any(|k| e == *k)) {
+            } else if readable(&path) {
                 files.push(path);
             }
         }

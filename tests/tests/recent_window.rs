@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use capsule_core::integration::{Integration, RecentWindow, RunId};
+use capsule_core::manifest::RunManifest;
 use capsule_core::ports::{ObjectSink, RunState};
 use capsule_engine::engine::RunOptions;
-use capsule_engine::output::RunManifest;
 use capsule_sync_e2e::capsule_sim::{Mutation, MutationKind, MutationOp, SimHandle};
 use capsule_sync_e2e::*;
 use chrono::{DateTime, Utc};
@@ -367,7 +367,7 @@ async fn tracks_loaded_once() -> TracksLoaded {
 /// Replaces a run's manifest (to make its snapshot look older).
 async fn put_manifest(local: &Local, table: &str, run: &RunId, manifest: &RunManifest) {
     let key = capsule_engine::output::manifest_key("acme", table, run);
-    local.sink.put(&key, capsule_engine::output::manifest_body(manifest)).await.unwrap();
+    local.sink.put(&key, capsule_core::manifest::manifest_body(manifest)).await.unwrap();
 }
 
 fn manifest_of_table(local: &Local, table: &str, run: &RunId) -> RunManifest {

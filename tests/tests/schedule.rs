@@ -69,7 +69,7 @@ async fn an_integration_is_synced_when_due_and_only_then() {
     let times = synced_at.lock().unwrap().clone();
     assert_eq!(times.len(), 2, "synced twice: {passes:?}");
     assert_eq!(times[0], start, "due at once (never dispatched)");
-    let frequency_less_slack = chrono::Duration::minutes(10) - schedule::SLACK;
+    let frequency_less_slack = chrono::Duration::minutes(10) - capsule_engine::due::SLACK;
     assert_eq!(times[1] - times[0], frequency_less_slack, "again as soon as its frequency has elapsed");
     let looks = passes.len();
     assert!(looks >= 8, "looked every tick in between ({looks} passes), syncing nothing");

@@ -8,9 +8,9 @@
 use std::collections::BTreeSet;
 
 use capsule_core::integration::{Integration, RecentWindow, RunId};
+use capsule_core::manifest::RunManifest;
 use capsule_core::ports::{ObjectSink, RunState, StateStore};
 use capsule_engine::engine::{self, RunOptions};
-use capsule_engine::output::RunManifest;
 use capsule_sync_e2e::capsule_sim::{Entity, MutationKind, MutationOp, SimHandle};
 use capsule_sync_e2e::*;
 use chrono::Utc;
@@ -127,7 +127,7 @@ async fn a_change_after_the_tasks_snapshot_is_asked_by_the_next_recent_run_howev
     let mut hours_later = late.clone();
     hours_later.extracted_at += chrono::Duration::hours(2);
     let key = capsule_engine::output::manifest_key("acme", "tracks", &run);
-    local.sink.put(&key, capsule_engine::output::manifest_body(&hours_later)).await.unwrap();
+    local.sink.put(&key, capsule_core::manifest::manifest_body(&hours_later)).await.unwrap();
     let (next, outcomes) = local.sync(&client, &integration, &[], RunOptions::default()).await;
     assert!(outcomes.iter().all(|o| o.record.state == RunState::Succeeded), "{outcomes:?}");
     assert_eq!(manifest(&local, "tracks", &next).requests.requests, asked_next, "the changed parents are asked");

@@ -45,7 +45,7 @@ pub struct CreateArgs {
     /// (Parsed by the command, so a mistyped secret is never echoed back in clap's error.)
     pub token: String,
     /// Capsule API base URL.
-    #[arg(long, default_value = capsule_client::DEFAULT_BASE_URL)]
+    #[arg(long, default_value = capsule_core::integration::DEFAULT_BASE_URL)]
     pub api_base_url: String,
     /// Tables to sync (comma separated); default all 22.
     #[arg(long, value_delimiter = ',')]

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use capsule_client::RateLimitStatus;
 use capsule_core::ports::RunState;
 use capsule_core::progress::Activity;
+use capsule_core::ratelimit::RateLimitStatus;
 use chrono::{DateTime, Local, Utc};
 
 /// Every table of one sync, in the order they were given.

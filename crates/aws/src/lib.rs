@@ -16,7 +16,9 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::{Builder, tls};
 
-pub use dynamo::{DEFAULT_HISTORY, DynamoState};
+pub use dynamo::DynamoState;
+
+use capsule_core::ports::DEFAULT_HISTORY;
 pub use lambda::LambdaDispatcher;
 pub use s3::S3Sink;
 pub use secrets::{RefreshLock, SecretsManagerToken};

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use url::{Host, Url};
 
-use crate::DEFAULT_BASE_URL;
+use capsule_core::integration::DEFAULT_BASE_URL;
 use capsule_core::integration::{Integration, TokenSource};
 use capsule_core::{Result, SyncError};
 

@@ -19,22 +19,19 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use url::Url;
 
-pub use capsule_core::budget::{
-    BudgetChange, BudgetPolicy, Claim, MemoryBudgets, RateBudget, RateBudgetStore, budget_key, claim_by_update,
-};
-pub use capsule_core::manifest::RequestStats;
-pub use capsule_core::ratelimit::RateLimitStatus;
 pub use count::{Counted, count_records, count_requests, with_page};
 pub use page::{next_link, with_own_params};
 pub use record::{BodyError, ListingPage, RawRecord};
 pub use retry::{Attempt, RetryPolicy, StatusClass, classify_status};
 
 use crate::access::AccessPolicy;
-pub use capsule_core::integration::DEFAULT_BASE_URL;
+use capsule_core::budget::{BudgetPolicy, Claim, MemoryBudgets, RateBudget, RateBudgetStore, budget_key};
 use capsule_core::integration::Integration;
+use capsule_core::manifest::RequestStats;
 use capsule_core::observe::Event;
 use capsule_core::ports::TokenProvider;
 use capsule_core::progress::{Activity, ActivityFn};
+use capsule_core::ratelimit::RateLimitStatus;
 use capsule_core::runlog::RunLog;
 use capsule_core::{Result, SyncError};
 

@@ -11,7 +11,7 @@ use capsule_core::integration::{Integration, IntegrationStatus, RunId};
 use capsule_core::observe::Event;
 use capsule_core::ports::{DispatchRecord, StartedBy, StateStore};
 
-pub use crate::due::{SLACK, due_at};
+use crate::due::due_at;
 
 /// Why an integration is not run now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

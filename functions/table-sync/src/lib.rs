@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capsule_aws::{AwsClients, token_provider};
-use capsule_client::{CapsuleClient, ClientOptions, RateBudgetStore};
+use capsule_client::{CapsuleClient, ClientOptions};
+use capsule_core::budget::RateBudgetStore;
 use capsule_core::catalog;
 use capsule_core::events::TableSyncEvent;
 use capsule_core::integration::Integration;

@@ -45,7 +45,7 @@ use chrono::Utc;
 
 use capsule_core::integration::{Integration, RunId};
 use capsule_core::observe::Event;
-pub use capsule_core::ports::DEFAULT_HISTORY;
+use capsule_core::ports::DEFAULT_HISTORY;
 use capsule_core::ports::{
     Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, StateStore, TableRunRecord,
     TableState, Wake, not_waiting_for,

@@ -4,9 +4,10 @@
 use chrono::Utc;
 
 use super::*;
-use crate::lifecycle::{self};
-use crate::output::{self, PartFile, RunManifest};
+use crate::lifecycle;
+use crate::output;
 use capsule_core::integration::RunId;
+use capsule_core::manifest::{PartFile, RunManifest};
 use capsule_core::observe::Event;
 use capsule_core::ports::{
     Bookmark, BookmarkBase, Checkpoint, ErrorRecord, ObjectSink, Parking, RunState, TableRunRecord,

@@ -3,9 +3,10 @@
 use chrono::{DateTime, Utc};
 
 use super::*;
-use crate::output::{self, PartFile, RunManifest};
-use capsule_client::{CapsuleClient, RequestStats};
+use capsule_client::CapsuleClient;
 use capsule_core::catalog::{self, TableSpec};
+use capsule_core::manifest::RequestStats;
+use capsule_core::manifest::{PartFile, RunManifest};
 use capsule_core::ports::TableRunRecord;
 
 /// What a run wrote, for its manifest.
@@ -13,7 +14,7 @@ pub(super) struct Written<'a> {
     /// The instant its rows are as of: T0, or the T0 of the snapshot they came from.
     pub(super) extracted_at: DateTime<Utc>,
     pub(super) columns: Vec<String>,
-    pub(super) files: Vec<output::PartFile>,
+    pub(super) files: Vec<capsule_core::manifest::PartFile>,
     pub(super) drift: Drift,
     pub(super) recent: Option<&'a recent::RecentRead>,
     pub(super) discovered_at: Option<DateTime<Utc>>,

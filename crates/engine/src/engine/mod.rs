@@ -30,16 +30,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-pub use capsule_client::since_param;
 pub use fetch::{Extracted, Pager};
 pub use row::{RowBuilder, coerce, matches_all};
 
 use crate::lifecycle::{self, Invocation};
-use crate::output::{self, RunManifest, WriterOptions};
+use crate::output::{self, WriterOptions};
 use capsule_client::CapsuleClient;
 use capsule_core::SyncError;
 use capsule_core::catalog::TableSpec;
 use capsule_core::integration::{Integration, RunId};
+use capsule_core::manifest::RunManifest;
 use capsule_core::observe::Event;
 use capsule_core::ports::{ObjectSink, RunState, StateStore, TableRunRecord};
 use capsule_core::progress::ActivityFn;

@@ -4,12 +4,14 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::*;
-use crate::lifecycle::{self};
-use crate::output::{self, PartFile, PartWriter, RunManifest};
+use crate::lifecycle;
+use crate::output::{self, PartWriter};
 use crate::warehouse;
-use capsule_client::{CapsuleClient, RequestStats};
+use capsule_client::CapsuleClient;
 use capsule_core::Result;
-use capsule_core::catalog::{self};
+use capsule_core::catalog;
+use capsule_core::manifest::RequestStats;
+use capsule_core::manifest::{PartFile, RunManifest};
 use capsule_core::observe::Event;
 use capsule_core::ports::{BookmarkBase, Checkpoint, Cursor, TableRunRecord};
 use capsule_core::runlog::RunLog;
@@ -158,7 +160,7 @@ impl TableRun<'_> {
         let manifest = self.manifest(client, start, record, written);
         sink.put(
             &output::pending_manifest_key(&integration.name, table.name, run_id),
-            output::manifest_body(&manifest),
+            capsule_core::manifest::manifest_body(&manifest),
         )
         .await?;
         record.manifest_key = Some(output::manifest_key(&integration.name, table.name, run_id));
@@ -174,7 +176,7 @@ impl TableRun<'_> {
         start: &Start,
         since: Option<DateTime<Utc>>,
         columns: &[String],
-    ) -> Option<std::result::Result<output::RunManifest, String>> {
+    ) -> Option<std::result::Result<capsule_core::manifest::RunManifest, String>> {
         let exhaustive = matches!(self.table.fetch, catalog::Fetch::FanOut { .. })
             && self.integration.fan_out != capsule_core::integration::FanOutMode::Discover;
         if start.checkpoint.is_some() || exhaustive || self.table.snapshot_source().is_none() {

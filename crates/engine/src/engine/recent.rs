@@ -20,10 +20,11 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use super::snapshot::SnapshotRows;
-use crate::output::{self, PartWriter, RunManifest, WindowSummary};
+use crate::output::{self, PartWriter};
 use capsule_client::RawRecord;
 use capsule_core::catalog::{Fetch, TableSpec};
 use capsule_core::integration::{FanOutMode, Integration, RunId};
+use capsule_core::manifest::{RunManifest, WindowSummary};
 use capsule_core::ports::{ObjectSink, StateStore};
 use capsule_core::{Result, SyncError};
 

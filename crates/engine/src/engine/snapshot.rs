@@ -9,10 +9,11 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use flate2::write::MultiGzDecoder;
 
-use crate::output::{self, Compression, RunManifest};
+use crate::output;
 use capsule_client::RawRecord;
 use capsule_core::catalog::{self, TableSpec};
 use capsule_core::integration::{Integration, RunId};
+use capsule_core::manifest::{Compression, RunManifest};
 use capsule_core::ports::{ObjectSink, StateStore};
 use capsule_core::{Result, SyncError};
 

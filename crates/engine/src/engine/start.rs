@@ -8,8 +8,8 @@ use rand::Rng;
 
 use super::*;
 use crate::lifecycle::{self, Invocation};
-use capsule_client::RequestStats;
 use capsule_core::integration::{IntegrationStatus, RunId};
+use capsule_core::manifest::RequestStats;
 use capsule_core::observe::Event;
 use capsule_core::ports::{Bookmark, Checkpoint, ErrorRecord, Lease, RunState, TableRunRecord};
 use capsule_core::runlog::RunLog;

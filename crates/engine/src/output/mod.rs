@@ -11,11 +11,11 @@
 
 mod part_writer;
 
-pub use capsule_core::manifest::{Compression, PartFile, RunManifest, WindowSummary, manifest_body};
 pub use part_writer::{PartWriter, WriterOptions};
 
 use capsule_core::Result;
 use capsule_core::integration::RunId;
+use capsule_core::manifest::{Compression, RunManifest};
 use capsule_core::ports::ObjectSink;
 
 /// Removes everything a table run that will not commit wrote: its pending manifest first (so no

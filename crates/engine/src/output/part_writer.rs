@@ -7,8 +7,9 @@ use std::io::Write;
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 
-use super::{Compression, PartFile, part_key};
+use super::part_key;
 use capsule_core::integration::RunId;
+use capsule_core::manifest::{Compression, PartFile};
 use capsule_core::observe::Event;
 use capsule_core::ports::{ObjectSink, ObjectUpload};
 use capsule_core::{Result, SyncError};

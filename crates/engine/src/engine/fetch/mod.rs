@@ -18,10 +18,11 @@ use url::Url;
 
 use crate::engine::recent::RecentRead;
 use crate::engine::row::RowBuilder;
-use crate::output::{PartWriter, RunManifest};
+use crate::output::PartWriter;
 use capsule_client::CapsuleClient;
 use capsule_core::catalog::{Fetch, TableSpec};
 use capsule_core::integration::{FanOutMode, RunId};
+use capsule_core::manifest::RunManifest;
 use capsule_core::ports::{Cursor, ObjectSink};
 use capsule_core::progress::{Activity, ActivityFn};
 use capsule_core::runlog::RunLog;
