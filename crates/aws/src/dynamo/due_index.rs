@@ -14,7 +14,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::{DynamoState, Item, db_err, is_conditional_failure, n, s};
+use super::{DynamoState, Item, db_err, is_conditional_failure, key_text, n, s};
 use capsule_core::observe::Event;
 use capsule_core::ports::{StateStore, Wake};
 use capsule_core::{Result, SyncError};
@@ -51,9 +51,8 @@ pub(super) fn new_wake_item(integration: &str, now: DateTime<Utc>) -> Item {
 
 fn wake_from(item: &Item) -> Result<Wake> {
     let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
-    let integration = text("integration").ok_or_else(|| {
-        SyncError::State(format!("due index item {} has no `integration`", super::key_text(item, "pk")))
-    })?;
+    let integration = text("integration")
+        .ok_or_else(|| SyncError::State(format!("due index item {} has no `integration`", key_text(item, "pk"))))?;
     let at = text("wake_at")
         .map(|t| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc)))
         .transpose()
