@@ -46,7 +46,7 @@ fn how(step: Step, fault: Fault) -> &'static str {
             "the commit landed but reported an error (a lost answer): the run confirms it and succeeds"
         }
         (Step::AfterCommit, Fault::Crash) => {
-            "committed, manifest not yet published (loaders see nothing of it): the next run publishes it"
+            "committed, manifest not yet published (loaders see nothing of it yet): a copy of its event (Lambda's retry) or the next run publishes it"
         }
         (Step::ManifestPublished, Fault::Fail) => {
             "logged; the waiting manifest is cleaned up (and republished) by the next run"
@@ -238,6 +238,12 @@ const DELIVERY_MODEL: &[(&str, &str, &str, &str)] = &[
         "a first invocation of a run that committed, or that a later run superseded (the bookmark, read once it holds the lease, names it), or that finds its own run or a later one holding the lease, is refused: no record, no file, manifest or bookmark touched; each table commits once per run; no published file changes; a DuckDB load after each sync equals the account",
         "tests/tests/exactly_once.rs",
         "every_event_delivered_twice_commits_each_table_once",
+    ),
+    (
+        "an invocation killed after its commit, before publishing its manifest, retried (a first invocation's or a continuation's event)",
+        "the retry is refused as a duplicate and publishes the waiting manifest: loaders see the run a minute later, not at the next scheduled run; nothing else is written",
+        "tests/tests/crash_matrix.rs",
+        "a_retried_continuation_publishes_a_killed_commit_on_aws",
     ),
     (
         "a committed run's event arrives again after the account changed",
@@ -472,4 +478,65 @@ fn the_reliability_document_lists_every_case() {
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert!(text.contains(&format!("fn {test}(")), "{file} has no test `{test}` any more");
     }
+}
+
+/// Lambda retries a killed invocation's event (and may deliver any event again). A run killed
+/// after its commit, before publishing its manifest, is published by that copy — a first
+/// invocation's or a continuation's — within the retry's minute, not at the table's next run:
+/// the copy is refused as a duplicate, writes nothing else, and loaders see every row.
+async fn a_copy_publishes(invocation: capsule_engine::lifecycle::Invocation, backend: Backend) {
+    let sim = start_sim(PARTIES, |_| {}).await;
+    let integration = integration_for(&sim, "acme", "UNUSED");
+    let client = client_for(&sim, "test-token");
+    let (state, sink, _keep) = adapters(backend).await;
+    let table = capsule_core::catalog::table("parties").unwrap();
+    let run_id = RunId::new(chrono::Utc::now());
+    let run = |state, sink, invocation| engine::TableRun {
+        client: &client,
+        deps: RunPorts { state, sink },
+        integration: &integration,
+        table,
+        run_id: &run_id,
+        options: RunOptions::default(),
+        progress: None,
+        deadline: None,
+        kill_at: None,
+        invocation,
+    };
+
+    let injection = Injection::new(Step::AfterCommit, Fault::Crash);
+    let faulty_state = FaultyState { inner: state.clone(), injection: injection.clone(), broken: Default::default() };
+    let faulty_sink = FaultySink { inner: sink.clone(), injection: injection.clone() };
+    let first = capsule_engine::lifecycle::Invocation::First;
+    tokio::select! {
+        _ = run(&faulty_state, &faulty_sink, first).run() => panic!("the run was to be killed after its commit"),
+        () = injection.crashed() => {}
+    }
+    let waiting = sink.list("_meta/acme/runs/").await.unwrap();
+    assert!(waiting.iter().any(|k| k.ends_with("parties.pending.json")), "killed before publishing: {waiting:?}");
+
+    let copy = run(state.as_ref(), sink.as_ref(), invocation).run().await;
+    assert!(matches!(copy.error, Some(capsule_core::SyncError::Superseded(_))), "refused: {:?}", copy.error);
+    let waiting = sink.list("_meta/acme/runs/").await.unwrap();
+    assert!(waiting.iter().all(|k| !k.ends_with(".pending.json")), "published: {waiting:?}");
+    let last = final_states(state.as_ref(), "acme").await;
+    assert_eq!(last.len(), 1, "the copy recorded nothing: {last:#?}");
+    assert_eq!(last.get(&(run_id.clone(), "parties".to_string())), Some(&RunState::Succeeded));
+    let loaded = load(sink.as_ref(), state.as_ref(), "acme", "parties", Settled::Yes).await;
+    assert_eq!(loaded.ids().len(), expected_counts(&sim)["parties"], "loaders see the whole run");
+}
+
+#[tokio::test]
+async fn a_retried_first_invocation_publishes_a_killed_commit_locally() {
+    a_copy_publishes(capsule_engine::lifecycle::Invocation::First, Backend::Local).await;
+}
+
+#[tokio::test]
+async fn a_retried_first_invocation_publishes_a_killed_commit_on_aws() {
+    a_copy_publishes(capsule_engine::lifecycle::Invocation::First, Backend::Aws).await;
+}
+
+#[tokio::test]
+async fn a_retried_continuation_publishes_a_killed_commit_on_aws() {
+    a_copy_publishes(capsule_engine::lifecycle::Invocation::Continue { seq: Some(2) }, Backend::Aws).await;
 }

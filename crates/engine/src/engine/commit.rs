@@ -82,7 +82,7 @@ impl TableRun<'_> {
                 }
             }
         }
-        self.publish_manifest(self.run_id, log).await;
+        self.publish_manifest(self.run_id, false, log).await;
         if let Some(parents) = start.checkpoint.as_ref().and_then(|c| c.cursor.parents_key.as_ref())
             && let Err(e) = self.deps.sink.delete(parents).await
         {
@@ -103,12 +103,13 @@ impl TableRun<'_> {
         start.checkpoint.as_ref().map_or(self.integration.backfill_generation(self.table.name), |c| c.backfill)
     }
 
-    /// Publishes a committed run's manifest for loaders. If that fails the run is still
-    /// committed: its manifest waits, and the table's next run publishes it.
-    pub(super) async fn publish_manifest(&self, run: &RunId, log: &RunLog) {
+    /// Publishes a committed run's manifest for loaders: by its commit, or `late` by a copy of
+    /// its event or the table's next run. If that fails the run is still committed: its
+    /// manifest waits for one of those.
+    pub(super) async fn publish_manifest(&self, run: &RunId, late: bool, log: &RunLog) {
         let (sink, name, table) = (self.deps.sink, &self.integration.name, self.table.name);
         match output::publish_pending_manifest(sink, name, table, run).await {
-            Ok(Some(manifest)) if run != self.run_id => {
+            Ok(Some(manifest)) if late => {
                 let message = format!("published the manifest of run {run}, which committed but stopped before");
                 log.warn(Event::ManifestPublishedLate, message, serde_json::json!({"run_id": run}));
                 self.record_committed(&manifest).await;

@@ -85,7 +85,7 @@ impl TableRun<'_> {
         let bookmark = start.bookmark.clone();
         let base = BookmarkBase::of(bookmark.as_ref());
         if let Some(committed) = &bookmark {
-            self.publish_manifest(&committed.run_id, log).await;
+            self.publish_manifest(&committed.run_id, true, log).await;
         }
         record.bookmark_before = match &bookmark {
             // A backfill was ordered since it was written: read from the history start.

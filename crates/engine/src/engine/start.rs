@@ -52,7 +52,7 @@ impl TableRun<'_> {
         match self.invocation {
             Invocation::First => self.start_first(false, log).await,
             Invocation::Redo => self.start_first(true, log).await,
-            Invocation::Continue { seq } => self.start_continuation(seq).await,
+            Invocation::Continue { seq } => self.start_continuation(seq, log).await,
         }
     }
 
@@ -86,6 +86,7 @@ impl TableRun<'_> {
         };
         let bookmark = state.bookmark(name, table).await?;
         if !redo && let Err(refused) = self.refuse_committed(bookmark.as_ref()) {
+            self.finish_publishing(bookmark.as_ref(), log).await;
             // A stopped holder this took the lease from is cleaned up after, as by any takeover.
             if let Some(displaced) = grant.displaced.as_ref().filter(|d| !d.same_run(&grant.lease)) {
                 lifecycle::clean_up_after(state, self.deps.sink, displaced, self.run_id).await?;
@@ -169,6 +170,15 @@ impl TableRun<'_> {
         Ok(())
     }
 
+    /// A copy of the event of a run that committed and was killed before publishing its manifest
+    /// (Lambda retries a killed event): the copy publishes it, so loaders see the run within a
+    /// minute, not at the table's next run. Publishing is idempotent; nothing else is written.
+    pub(super) async fn finish_publishing(&self, bookmark: Option<&Bookmark>, log: &RunLog) {
+        if bookmark.is_some_and(|b| &b.run_id == self.run_id) {
+            self.publish_manifest(self.run_id, true, log).await;
+        }
+    }
+
     /// Whether the lease holder `holder` (`<run id>/<random>`) belongs to this run or a later one.
     /// Whether the lease `holder` is of a run the bookmark has already moved past (committed or
     /// superseded): a late duplicate, about to refuse itself and give the lease back.
@@ -184,14 +194,15 @@ impl TableRun<'_> {
     }
 
     /// A continuation: takes the parked lease for the invocation its checkpoint waits for.
-    pub(super) async fn start_continuation(&self, seq: Option<u32>) -> Result<Start> {
+    pub(super) async fn start_continuation(&self, seq: Option<u32>, log: &RunLog) -> Result<Start> {
         let (state, name, table) = (self.deps.state, &self.integration.name, self.table.name);
-        let checkpoint = state.checkpoint(name, table, self.run_id).await?.ok_or_else(|| {
-            SyncError::Superseded(format!(
+        let Some(checkpoint) = state.checkpoint(name, table, self.run_id).await? else {
+            self.finish_publishing(state.bookmark(name, table).await?.as_ref(), log).await;
+            return Err(SyncError::Superseded(format!(
                 "run {} of {name}/{table} has no checkpoint to continue from (it finished, or was taken over)",
                 self.run_id
-            ))
-        })?;
+            )));
+        };
         let seq = seq.unwrap_or(checkpoint.next_invocation());
         if seq != checkpoint.next_invocation() {
             return Err(SyncError::Superseded(format!(
