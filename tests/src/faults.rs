@@ -12,8 +12,8 @@ use bytes::Bytes;
 use capsule_core::budget::{BudgetChange, BudgetPolicy, Claim, RateBudget, RateBudgetStore};
 use capsule_core::integration::{Integration, RunId};
 use capsule_core::ports::{
-    Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, ObjectSink, ObjectUpload, Parking, RunState,
-    StateStore, TableRunRecord, TableState, Wake,
+    Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, LeaseOwner, ObjectSink, ObjectUpload,
+    Parking, RunState, StateStore, TableRunRecord, TableState, Wake,
 };
 use capsule_core::{Result, SyncError};
 use tokio::sync::Notify;
@@ -198,7 +198,7 @@ impl StateStore for FaultyState {
         &self,
         integration: &str,
         table: &str,
-        owner: &str,
+        owner: &LeaseOwner,
         seq: u32,
         ttl: Duration,
     ) -> Result<Lease> {

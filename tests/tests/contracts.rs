@@ -11,8 +11,8 @@ use capsule_core::SyncError;
 use capsule_core::integration::{Integration, IntegrationStatus, RunId, TokenSource};
 use capsule_core::manifest::RequestStats;
 use capsule_core::ports::{
-    Bookmark, BookmarkBase, Checkpoint, Cursor, DispatchRecord, Lease, ObjectSink, Parking, RunState, StateStore,
-    TableRunRecord, TokenProvider,
+    Bookmark, BookmarkBase, Checkpoint, Cursor, DispatchRecord, Lease, LeaseOwner, ObjectSink, Parking, RunState,
+    StateStore, TableRunRecord, TokenProvider,
 };
 use chrono::Utc;
 use secrecy::ExposeSecret;
@@ -100,7 +100,7 @@ async fn integrations_are_created_once_and_updated_only_if_they_exist(state: &dy
     assert_eq!(names, vec!["acme", "ghost"]);
     // Deleting takes the integration's bookmarks, leases and checkpoints with it.
     let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
-    let wanted = Lease::first("ghost", "parties", "o", &run, Utc::now(), Duration::from_secs(600));
+    let wanted = Lease::first("ghost", "parties", who(&run, "o"), Utc::now(), Duration::from_secs(600));
     let held = state.acquire_lease(&wanted).await.unwrap().lease;
     let saved = Checkpoint { integration: "ghost".into(), ..checkpoint(&run, "o", 1) };
     let parking = Parking { checkpoint: saved, hold_until: Utc::now() + chrono::Duration::minutes(10) };
@@ -114,7 +114,15 @@ async fn integrations_are_created_once_and_updated_only_if_they_exist(state: &dy
 }
 
 fn lease(table: &str, owner: &str, run: &RunId, ttl: Duration) -> Lease {
-    Lease::first("acme", table, owner, run, Utc::now(), ttl)
+    Lease::first("acme", table, who(run, owner), Utc::now(), ttl)
+}
+
+/// A lease owner of `run` named for the test (its nonce derived from `name`).
+fn who(run: &RunId, name: &str) -> LeaseOwner {
+    LeaseOwner {
+        run: run.clone(),
+        nonce: name.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))),
+    }
 }
 
 /// The lease contract, run against every `StateStore` adapter.
@@ -126,7 +134,10 @@ async fn leases_exclude_other_runs_and_only_the_holder_commits(state: &dyn State
     let a = state.acquire_lease(&lease("parties", "run-a", &run_a, ttl)).await.unwrap();
     assert!(a.displaced.is_none());
     let held = state.acquire_lease(&lease("parties", "run-b", &run_b, ttl)).await.unwrap_err();
-    assert!(matches!(held, SyncError::LeaseHeld { ref holder, .. } if holder == "run-a"), "{held}");
+    assert!(
+        matches!(held, SyncError::LeaseHeld { ref holder, .. } if holder.as_ref() == Some(&who(&run_a, "run-a"))),
+        "{held}"
+    );
     let a = state.acquire_lease(&lease("parties", "run-a", &run_a, ttl)).await.expect("the holder may take it again");
     state.acquire_lease(&lease("tasks", "run-b", &run_b, ttl)).await.expect("another table is independent");
 
@@ -155,8 +166,8 @@ async fn a_stale_lease_is_taken_over_and_its_old_holder_cannot_commit(state: &dy
     let stale = state.acquire_lease(&lease("parties", "crashed-run", &run, Duration::ZERO)).await.unwrap().lease;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let fresh = state.acquire_lease(&lease("parties", "new-run", &run, Duration::from_secs(600))).await.unwrap();
-    assert_eq!(fresh.lease.owner, "new-run");
-    assert_eq!(fresh.displaced.as_ref().map(|l| l.owner.as_str()), Some("crashed-run"), "the takeover is reported");
+    assert_eq!(fresh.lease.owner, who(&run, "new-run"));
+    assert_eq!(fresh.displaced.map(|l| l.owner), Some(who(&run, "crashed-run")), "the takeover is reported");
 
     let bookmark = first_bookmark(&run, Utc::now());
     let err = state
@@ -175,7 +186,7 @@ fn checkpoint(run: &RunId, owner: &str, invocations: u32) -> Checkpoint {
         integration: "acme".into(),
         table: "parties".into(),
         run_id: run.clone(),
-        owner: owner.into(),
+        owner: who(run, owner),
         started_at: Utc::now(),
         since: None,
         bookmark_before: None,
@@ -210,16 +221,16 @@ async fn checkpoints_fence_continuations(state: &dyn StateStore) {
     assert_eq!(state.checkpoint("acme", "parties", &run).await.unwrap(), Some(saved.clone()));
     let other: RunId = "20261128T090000Z-bbbbbb".parse().unwrap();
     assert!(state.checkpoint("acme", "parties", &other).await.unwrap().is_none(), "another run's checkpoint");
-    let intruder = Lease { owner: "intruder".into(), ..first.clone() };
+    let intruder = Lease { owner: who(&run, "intruder"), ..first.clone() };
     assert!(state.save_checkpoint(&intruder, &parking, &continued).await.is_err());
     let fresh_run = state.acquire_lease(&lease("parties", "owner-2", &other, ttl)).await;
     assert!(fresh_run.is_err(), "a parked lease still excludes other runs");
 
     // Invocation 2 takes the parked lease; a duplicate 2, or a late 1, is refused.
-    let second = state.resume_lease("acme", "parties", "owner-1", 2, ttl).await.unwrap();
+    let second = state.resume_lease("acme", "parties", &who(&run, "owner-1"), 2, ttl).await.unwrap();
     assert_eq!(second.invocation, 2);
     for seq in [2, 1, 3] {
-        let refused = state.resume_lease("acme", "parties", "owner-1", seq, ttl).await.unwrap_err();
+        let refused = state.resume_lease("acme", "parties", &who(&run, "owner-1"), seq, ttl).await.unwrap_err();
         assert!(matches!(refused, SyncError::Superseded(_)), "{seq}: {refused}");
     }
     // The first invocation can write nothing any more.
@@ -238,7 +249,7 @@ async fn checkpoints_fence_continuations(state: &dyn StateStore) {
     let states = state.table_states("acme").await.unwrap();
     assert_eq!(states.len(), 1);
     assert_eq!(states[0].lease.as_ref().map(|l| (l.invocation, l.next)), Some((0, 2)), "parked for a retry of 2");
-    let retried = state.resume_lease("acme", "parties", "owner-1", 2, ttl).await.unwrap();
+    let retried = state.resume_lease("acme", "parties", &who(&run, "owner-1"), 2, ttl).await.unwrap();
     state
         .commit(&retried, &bookmark, BookmarkBase::Unchecked, &record("acme", "parties", &run, RunState::Succeeded))
         .await
@@ -515,12 +526,12 @@ async fn fencing_numbers_rise_and_a_replaced_invocation_can_write_nothing(state:
     let parked = state.table_states("acme").await.unwrap()[0].lease.clone().unwrap();
     assert!(parked.fence > first.fence, "parking raises the fence: {} -> {}", first.fence, parked.fence);
 
-    let slow = state.resume_lease("acme", "parties", "owner-1", 2, ttl).await.unwrap();
+    let slow = state.resume_lease("acme", "parties", &who(&run, "owner-1"), 2, ttl).await.unwrap();
     assert!(slow.fence > parked.fence);
     // Presumed dead: its recovery parks the lease for a retry of the same invocation number 2.
     let retry = Parking { checkpoint: Checkpoint { failures: 1, ..saved.clone() }, hold_until: Utc::now() };
     state.record_failure(&slow, &record("acme", "parties", &run, RunState::Failed), Some(&retry)).await.unwrap();
-    let replacement = state.resume_lease("acme", "parties", "owner-1", 2, ttl).await.unwrap();
+    let replacement = state.resume_lease("acme", "parties", &who(&run, "owner-1"), 2, ttl).await.unwrap();
     assert_eq!(replacement.invocation, slow.invocation, "the same invocation number");
     assert!(replacement.fence > slow.fence, "but a greater fence: {} -> {}", slow.fence, replacement.fence);
 
@@ -614,7 +625,7 @@ async fn the_due_index_follows_every_write_that_changes_due_time(state: &dyn Sta
     let parking = Parking { checkpoint: saved, hold_until: later };
     state.save_checkpoint(&held, &parking, &record("acme", "parties", &run, RunState::Continued)).await.unwrap();
     assert_eq!(millis(state.wake("acme").await.unwrap().unwrap().at), millis(Some(not_before)), "parked");
-    let resumed = state.resume_lease("acme", "parties", "o", 2, Duration::from_secs(10)).await.unwrap();
+    let resumed = state.resume_lease("acme", "parties", &who(&run, "o"), 2, Duration::from_secs(10)).await.unwrap();
     assert_eq!(millis(state.wake("acme").await.unwrap().unwrap().at), millis(Some(resumed.expires_at)));
 
     let beta = Integration::new("beta", TokenSource::Env { var: "X".into() }, Utc::now());

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use capsule_aws::S3Sink;
 use capsule_core::integration::RunId;
-use capsule_core::ports::{ObjectSink, RunState, StateStore};
+use capsule_core::ports::{LeaseOwner, ObjectSink, RunState, StateStore};
 use capsule_sync_e2e::aws::LambdaBehaviour;
 use capsule_sync_e2e::capsule_sim::{FaultRule, MutationKind, MutationOp};
 use capsule_sync_e2e::loader::{ACCOUNT_TABLES, assert_current_state_is_the_account};
@@ -494,8 +494,13 @@ async fn a_run_in_progress_too_long_is_reported_overdue() {
     let w = world_with(setup).await;
     let state = &w.stack.state;
     let run = RunId::new(Utc::now());
-    let lease =
-        capsule_core::ports::Lease::first("acme", "parties", "slow/1", &run, Utc::now(), Duration::from_secs(600));
+    let lease = capsule_core::ports::Lease::first(
+        "acme",
+        "parties",
+        LeaseOwner::draw(&run),
+        Utc::now(),
+        Duration::from_secs(600),
+    );
     state.acquire_lease(&lease).await.unwrap();
     let summary = w.invoke("orchestrator", scheduled_tick()).await;
     assert!(summary.get("overdue").is_none(), "not yet: {summary}");

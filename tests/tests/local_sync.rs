@@ -7,7 +7,7 @@ use capsule_client::RetryPolicy;
 use capsule_core::catalog::{self, METADATA_COLUMNS};
 use capsule_core::integration::{FanOutMode, RunId};
 use capsule_core::manifest::Compression;
-use capsule_core::ports::{Lease, RunState, StateStore};
+use capsule_core::ports::{Lease, LeaseOwner, RunState, StateStore};
 use capsule_engine::engine::RunOptions;
 use capsule_engine::output::WriterOptions;
 use capsule_sync_e2e::capsule_sim::{Fault, FaultRule, Mutation, MutationKind, MutationOp};
@@ -412,7 +412,7 @@ async fn a_table_whose_lease_is_held_is_skipped() {
     let local = Local::new();
     let integration = integration_for(&sim, "acme", "UNUSED");
     let other = RunId::new(chrono::Utc::now());
-    let lease = Lease::first("acme", "users", "another-run", &other, chrono::Utc::now(), Duration::from_secs(60));
+    let lease = Lease::first("acme", "users", LeaseOwner::draw(&other), chrono::Utc::now(), Duration::from_secs(60));
     local.state.acquire_lease(&lease).await.unwrap();
     let client = client_for(&sim, "test-token");
     let (_, outcomes) = local.sync(&client, &integration, &["users", "teams"], RunOptions::default()).await;

@@ -63,9 +63,16 @@ pub enum SyncError {
     Credentials(String),
 
     /// Another run of the same (integration, table) holds the lease.
-    /// `until`: when the lease expires (None: it was gone by the time the refusal was read).
-    #[error("{integration}/{table} is being synced by run {holder} (lease until {})", .until.map_or_else(|| "just now".to_string(), |t| t.to_rfc3339()))]
-    LeaseHeld { integration: String, table: String, holder: String, until: Option<chrono::DateTime<chrono::Utc>> },
+    /// `until`: when the lease expires, and `holder`: who holds it (None: the lease was gone by the time the refusal was read).
+    #[error("{integration}/{table} is being synced by {} (lease until {})",
+            .holder.as_ref().map_or_else(|| "another run".to_string(), |h| format!("run {h}")),
+            .until.map_or_else(|| "just now".to_string(), |t| t.to_rfc3339()))]
+    LeaseHeld {
+        integration: String,
+        table: String,
+        holder: Option<crate::ports::LeaseOwner>,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
 
     /// The state store (state file, DynamoDB) failed or refused a conditional write.
     #[error("state store: {0}")]

@@ -69,7 +69,7 @@ pub async fn settle(state: &dyn StateStore, seen: &Wake, at: Option<DateTime<Utc
 mod tests {
     use super::*;
     use capsule_core::integration::RunId;
-    use capsule_core::ports::{Lease, StartedBy};
+    use capsule_core::ports::{Lease, LeaseOwner, StartedBy};
 
     fn integration() -> Integration {
         let mut i = Integration::new("acme", "env:X".parse().unwrap(), Utc::now());
@@ -107,7 +107,7 @@ mod tests {
         let pending =
             DispatchRecord { failed: vec![("tasks".to_string(), "throttled".to_string()).into()], ..last.clone() };
         assert_eq!(next_look(&integration(), Some(&pending), &[], Duration::from_secs(86_400), now), Some(now));
-        let lease = Lease::first("acme", "parties", "run/1", &last.run_id, now, Duration::from_secs(300));
+        let lease = Lease::first("acme", "parties", LeaseOwner::draw(&last.run_id), now, Duration::from_secs(300));
         let expiry = lease.expires_at;
         let running = TableState { table: "parties".into(), lease: Some(lease), checkpoint: None };
         let look =

@@ -83,7 +83,7 @@ pub fn table_health(runs: &[TableRunRecord]) -> BTreeMap<String, TableHealth> {
 pub fn note_stranded(health: &mut BTreeMap<String, TableHealth>, states: &[TableState], now: DateTime<Utc>) {
     for h in health.values_mut().filter(|h| h.last_state == RunState::Running) {
         let lease = states.iter().find(|s| s.table == h.table).and_then(|s| s.lease.as_ref());
-        let held = lease.is_some_and(|l| l.run_id.as_ref() == Some(&h.last_run) && !l.can_be_taken_over(now));
+        let held = lease.is_some_and(|l| l.owner.run == h.last_run && !l.can_be_taken_over(now));
         h.stranded = !held;
     }
 }
@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn a_running_run_without_a_live_holder_is_stranded() {
-        use capsule_core::ports::Lease;
+        use capsule_core::ports::{Lease, LeaseOwner};
         let runs: Vec<TableRunRecord> = ["held", "expired", "taken", "unleased", "gone"]
             .iter()
             .map(|table| record(table, RunState::Running, 1))
@@ -190,7 +190,7 @@ mod tests {
                 lease: Some(Lease {
                     expires_at: now + chrono::Duration::seconds(ttl_secs),
                     process,
-                    ..Lease::first("acme", table, "owner", run, now, std::time::Duration::ZERO)
+                    ..Lease::first("acme", table, LeaseOwner::draw(run), now, std::time::Duration::ZERO)
                 }),
                 checkpoint: None,
             };

@@ -177,7 +177,7 @@ pub async fn clean_up_after(
 ) -> Result<()> {
     let (integration, table) = (&displaced.integration, &displaced.table);
     state.discard_checkpoint(integration, table).await?;
-    let Some(run_id) = &displaced.run_id else { return Ok(()) };
+    let run_id = &displaced.owner.run;
     output::remove_run_outputs(sink, integration, table, run_id).await?;
     let started = displaced.started_at.unwrap_or(displaced.expires_at);
     let mut record = TableRunRecord::new(integration, table, run_id, RunState::Failed, started);
@@ -197,9 +197,7 @@ pub async fn clean_up_after(
 pub async fn clean_up_attempt(state: &dyn StateStore, sink: &dyn ObjectSink, displaced: &Lease) -> Result<()> {
     let (integration, table) = (&displaced.integration, &displaced.table);
     state.discard_checkpoint(integration, table).await?;
-    if let Some(run_id) = &displaced.run_id {
-        output::remove_run_outputs(sink, integration, table, run_id).await?;
-    }
+    output::remove_run_outputs(sink, integration, table, &displaced.owner.run).await?;
     tracing::warn!(event = Event::RunTakenOver.as_str(), %integration, %table, owner = %displaced.owner,
                    attempt = displaced.attempt, "an earlier attempt of this run was killed; redone");
     Ok(())
@@ -260,12 +258,10 @@ pub async fn resume_due(
             (None, invocation) if invocation > 0 && lease.expired(now) => {
                 // Stranded before its first checkpoint: its first invocation is redone, same run
                 // id (it takes the dead attempt's lease over, up to MAX_FIRST_ATTEMPTS).
-                let Some(run_id) = lease.run_id.clone() else { continue };
-                out.push(TableSyncEvent { continuation: false, ..event(None, &run_id, None) });
+                out.push(TableSyncEvent { continuation: false, ..event(None, &lease.owner.run, None) });
             }
             (_, invocation) if invocation > 0 && lease.expired(now) => {
-                let run_id = lease.run_id.clone().or_else(|| checkpoint.as_ref().map(|c| c.run_id.clone()));
-                let Some(run_id) = run_id else { continue };
+                let run_id = lease.owner.run.clone();
                 let next = retry_parking(checkpoint.as_ref(), &stranded_error(invocation), ttl)
                     .map(|p| p.checkpoint.next_invocation());
                 out.push(event(next, &run_id, Some(invocation)));
@@ -318,7 +314,7 @@ pub fn overdue(states: &[TableState], after: Duration, now: DateTime<Utc>) -> Ve
         .iter()
         .filter_map(|s| {
             let from_checkpoint = s.checkpoint.as_ref().map(|c| (c.run_id.clone(), c.started_at));
-            let from_lease = s.lease.as_ref().and_then(|l| Some((l.run_id.clone()?, l.started_at?)));
+            let from_lease = s.lease.as_ref().and_then(|l| Some((l.owner.run.clone(), l.started_at?)));
             let (run_id, since) = from_checkpoint.or(from_lease)?;
             (since < limit).then(|| Overdue { table: s.table.clone(), run_id, since })
         })
@@ -362,10 +358,7 @@ pub async fn recover_stranded(
         )));
     }
     let checkpoint = checkpoint.filter(|c| c.owner == lease.owner);
-    let run_id = lease.run_id.clone().or_else(|| checkpoint.as_ref().map(|c| c.run_id.clone()));
-    let Some(run_id) = run_id else {
-        return Err(SyncError::Superseded(format!("{integration}/{table}: the stranded lease names no run")));
-    };
+    let run_id = lease.owner.run.clone();
     let error = stranded_error(invocation);
     let mut record = TableRunRecord::new(
         integration,
@@ -408,7 +401,7 @@ pub async fn held_table_released(
     let of_this_run = |run_id: Option<&RunId>| run_id == Some(&record.run_id);
     let going_on = state.table_states(&record.integration).await?.into_iter().any(|t| {
         t.table == awaited
-            && (t.lease.is_some_and(|l| of_this_run(l.run_id.as_ref()))
+            && (t.lease.is_some_and(|l| of_this_run(Some(&l.owner.run)))
                 || t.checkpoint.is_some_and(|c| of_this_run(Some(&c.run_id))))
     });
     if going_on {

@@ -28,7 +28,7 @@ use capsule_core::integration::Integration;
 use capsule_core::integration::RunId;
 use capsule_core::observe::Event;
 use capsule_core::ports::{
-    Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, RunState, StateStore,
+    Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, LeaseOwner, Parking, RunState, StateStore,
     TableRunRecord, TableState, Wake, not_waiting_for,
 };
 use capsule_core::process::ProcessId;
@@ -347,7 +347,7 @@ impl StateStore for StateFile {
                     return Err(SyncError::LeaseHeld {
                         integration: lease.integration.clone(),
                         table: lease.table.clone(),
-                        holder: held.owner.clone(),
+                        holder: Some(held.owner.clone()),
                         until: Some(held.expires_at),
                     });
                 }
@@ -365,11 +365,11 @@ impl StateStore for StateFile {
         &self,
         integration: &str,
         table: &str,
-        owner: &str,
+        owner: &LeaseOwner,
         seq: u32,
         ttl: Duration,
     ) -> Result<Lease> {
-        let (integration, table, owner) = (integration.to_string(), table.to_string(), owner.to_string());
+        let (integration, table, owner) = (integration.to_string(), table.to_string(), owner.clone());
         let expires_at = capsule_core::from_now(ttl);
         self.transact(true, move |doc| {
             let lease = doc.leases.get_mut(&key(&integration, &table)).filter(|l| {

@@ -76,7 +76,7 @@ pub(super) fn running_sk(record: &TableRunRecord) -> String {
 /// The lease item: the document plus the attributes conditions read.
 pub(super) fn lease_item(lease: &Lease) -> Result<Item> {
     let mut item = doc_item(pk(&lease.integration), format!("LEASE#{}", lease.table), lease)?;
-    item.insert("owner".into(), s(&lease.owner));
+    item.insert("owner".into(), s(lease.owner.to_string()));
     item.insert("invocation".into(), n(i64::from(lease.invocation)));
     item.insert("next".into(), n(i64::from(lease.next)));
     item.insert("fence".into(), n(lease.fence as i64));

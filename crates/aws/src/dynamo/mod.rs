@@ -47,8 +47,8 @@ use capsule_core::integration::{Integration, RunId};
 use capsule_core::observe::Event;
 use capsule_core::ports::DEFAULT_HISTORY;
 use capsule_core::ports::{
-    Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, Parking, StateStore, TableRunRecord,
-    TableState, Wake, not_waiting_for,
+    Bookmark, BookmarkBase, Checkpoint, DispatchRecord, Lease, LeaseGrant, LeaseOwner, Parking, StateStore,
+    TableRunRecord, TableState, Wake, not_waiting_for,
 };
 use capsule_core::{Result, SyncError};
 use item::*;
@@ -159,7 +159,7 @@ impl StateStore for DynamoState {
             .set_item(Some(lease_item(wanted)?))
             .condition_expression("attribute_not_exists(pk) OR #owner = :owner OR expires_at < :now")
             .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", s(&wanted.owner))
+            .expression_attribute_values(":owner", s(wanted.owner.to_string()))
             .expression_attribute_values(":now", n(now.timestamp()))
             .return_values(ReturnValue::AllOld)
             // The holder that refused it, as it was then: read afterwards, it may have committed
@@ -189,7 +189,7 @@ impl StateStore for DynamoState {
                 Err(SyncError::LeaseHeld {
                     integration: wanted.integration.clone(),
                     table: wanted.table.clone(),
-                    holder: held.as_ref().map_or("another run".into(), |l| l.owner.clone()),
+                    holder: held.as_ref().map(|l| l.owner.clone()),
                     until: held.map(|l| l.expires_at),
                 })
             }
@@ -201,7 +201,7 @@ impl StateStore for DynamoState {
         &self,
         integration: &str,
         table: &str,
-        owner: &str,
+        owner: &LeaseOwner,
         seq: u32,
         ttl: Duration,
     ) -> Result<Lease> {
@@ -219,7 +219,7 @@ impl StateStore for DynamoState {
             )
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#next", "next")
-            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":owner", s(owner.to_string()))
             .expression_attribute_values(":fence", n(current.fence as i64))
             .expression_attribute_values(":seq", n(i64::from(seq)))
             .expression_attribute_values(":zero", n(0))
@@ -244,7 +244,7 @@ impl StateStore for DynamoState {
             .set_item(Some(lease_item(lease)?))
             .condition_expression(HELD)
             .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", s(&lease.owner))
+            .expression_attribute_values(":owner", s(lease.owner.to_string()))
             .expression_attribute_values(":fence", n(lease.fence as i64))
             .send()
             .await;

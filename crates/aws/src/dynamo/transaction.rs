@@ -23,7 +23,7 @@ impl DynamoState {
             .key("sk", k)
             .condition_expression(HELD)
             .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", s(&lease.owner))
+            .expression_attribute_values(":owner", s(lease.owner.to_string()))
             .expression_attribute_values(":fence", n(lease.fence as i64))
             .build()
             .expect("table, key and condition are set");
@@ -37,7 +37,7 @@ impl DynamoState {
             .set_item(Some(lease_item(next)?))
             .condition_expression(HELD)
             .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", s(&held.owner))
+            .expression_attribute_values(":owner", s(held.owner.to_string()))
             .expression_attribute_values(":fence", n(held.fence as i64))
             .build()
             .expect("table, item and condition are set");

@@ -107,7 +107,7 @@ pub struct Checkpoint {
     pub table: String,
     pub run_id: RunId,
     /// The lease owner: the continuation takes the lease over as the same owner.
-    pub owner: String,
+    pub owner: super::LeaseOwner,
     /// T0 of the run (becomes the bookmark on success).
     pub started_at: DateTime<Utc>,
     pub since: Option<DateTime<Utc>>,

@@ -1,9 +1,11 @@
 //! The lease: the right to write one table, held by one invocation at a time and fenced, and
 //! the errors of a write that lost it or an invocation it is not waiting for.
 
+use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::SyncError;
@@ -19,16 +21,60 @@ pub struct LeaseGrant {
     pub displaced: Option<Lease>,
 }
 
+/// Who holds a lease: a run, and a random number drawn by the first invocation that took it
+/// (an earlier attempt of the same run's first invocation drew another). Stored as
+/// `<run id>/<8 hex digits>`; continuations of the run keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct LeaseOwner {
+    pub run: RunId,
+    pub nonce: u32,
+}
+
+impl LeaseOwner {
+    /// A new holder for `run`'s first invocation.
+    pub fn draw(run: &RunId) -> LeaseOwner {
+        LeaseOwner { run: run.clone(), nonce: rand::rng().random() }
+    }
+}
+
+impl fmt::Display for LeaseOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{:08x}", self.run, self.nonce)
+    }
+}
+
+impl std::str::FromStr for LeaseOwner {
+    type Err = SyncError;
+    fn from_str(s: &str) -> crate::Result<LeaseOwner> {
+        let invalid = || SyncError::State(format!("lease owner `{s}` is not of the form <run id>/<8 hex digits>"));
+        let (run, nonce) = s.split_once('/').ok_or_else(invalid)?;
+        let nonce = u32::from_str_radix(nonce, 16).map_err(|_| invalid())?;
+        Ok(LeaseOwner { run: run.parse().map_err(|_| invalid())?, nonce })
+    }
+}
+
+impl TryFrom<String> for LeaseOwner {
+    type Error = SyncError;
+    fn try_from(s: String) -> crate::Result<LeaseOwner> {
+        s.parse()
+    }
+}
+
+impl From<LeaseOwner> for String {
+    fn from(owner: LeaseOwner) -> String {
+        owner.to_string()
+    }
+}
+
 /// A lease on (integration, table): held by one run, and by one invocation of it at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub integration: String,
     pub table: String,
-    /// The run holding it (`<run id>/<random>`).
-    pub owner: String,
+    /// The run holding it.
+    pub owner: LeaseOwner,
     pub expires_at: DateTime<Utc>,
-    #[serde(default)]
-    pub run_id: Option<RunId>,
     /// T0 of the holding run (the key of its `running` record).
     #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
@@ -55,20 +101,12 @@ pub struct Lease {
 
 impl Lease {
     /// The lease a run's first invocation asks for.
-    pub fn first(
-        integration: &str,
-        table: &str,
-        owner: &str,
-        run_id: &RunId,
-        started_at: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Lease {
+    pub fn first(integration: &str, table: &str, owner: LeaseOwner, started_at: DateTime<Utc>, ttl: Duration) -> Lease {
         Lease {
             integration: integration.to_string(),
             table: table.to_string(),
-            owner: owner.to_string(),
+            owner,
             expires_at: crate::from_now(ttl),
-            run_id: Some(run_id.clone()),
             started_at: Some(started_at),
             invocation: 1,
             next: 1,
@@ -85,7 +123,7 @@ impl Lease {
 
     /// Whether `other` is a holding of the same run (an earlier attempt of its first invocation).
     pub fn same_run(&self, other: &Lease) -> bool {
-        self.run_id.is_some() && self.run_id == other.run_id
+        self.owner.run == other.owner.run
     }
 
     pub fn expired(&self, now: DateTime<Utc>) -> bool {
@@ -139,8 +177,27 @@ pub fn is_lease_lost(error: &SyncError) -> bool {
 }
 
 /// The refusal of a continuation the lease is not waiting for (a duplicate or stale invocation).
-pub fn not_waiting_for(integration: &str, table: &str, owner: &str, seq: u32) -> SyncError {
+pub fn not_waiting_for(integration: &str, table: &str, owner: &LeaseOwner, seq: u32) -> SyncError {
     SyncError::Superseded(format!(
         "invocation {seq} of {owner} on {integration}/{table} is a duplicate or out of date: the lease is not waiting for it"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_owner_is_stored_as_run_slash_nonce_and_read_back() {
+        let run: RunId = "20261128T081100Z-abc123".parse().unwrap();
+        let owner = LeaseOwner { run: run.clone(), nonce: 0x00c0ffee };
+        assert_eq!(serde_json::to_value(&owner).unwrap(), "20261128T081100Z-abc123/00c0ffee");
+        let back: LeaseOwner = serde_json::from_str("\"20261128T081100Z-abc123/00c0ffee\"").unwrap();
+        assert_eq!(back, owner);
+        assert_ne!(LeaseOwner::draw(&run).run, "20261128T081100Z-def456".parse().unwrap());
+        for bad in ["slow/1x", "20261128T081100Z-abc123", "not-a-run/00c0ffee"] {
+            let err = bad.parse::<LeaseOwner>().unwrap_err().to_string();
+            assert!(err.contains(bad) && err.contains("<run id>/<8 hex digits>"), "{bad}: {err}");
+        }
+    }
 }

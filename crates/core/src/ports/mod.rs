@@ -104,8 +104,14 @@ pub trait StateStore: RateBudgetStore + Send + Sync {
     /// Takes a parked lease for invocation `seq` of the run `owner`: only if the lease waits for
     /// exactly that invocation (or its holder stopped renewing it). Anything else is a duplicate
     /// or stale invocation: [`SyncError::Superseded`], nothing written.
-    async fn resume_lease(&self, integration: &str, table: &str, owner: &str, seq: u32, ttl: Duration)
-    -> Result<Lease>;
+    async fn resume_lease(
+        &self,
+        integration: &str,
+        table: &str,
+        owner: &LeaseOwner,
+        seq: u32,
+        ttl: Duration,
+    ) -> Result<Lease>;
 
     /// Extends a held lease to `lease.expires_at` (the heartbeat); fails if it is no longer held.
     async fn renew_lease(&self, lease: &Lease) -> Result<()>;

@@ -4,14 +4,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 
 use super::*;
 use crate::lifecycle::{self, Invocation};
-use capsule_core::integration::{IntegrationStatus, RunId};
+use capsule_core::integration::IntegrationStatus;
 use capsule_core::manifest::RequestStats;
 use capsule_core::observe::Event;
-use capsule_core::ports::{Bookmark, Checkpoint, ErrorRecord, Lease, RunState, TableRunRecord};
+use capsule_core::ports::{Bookmark, Checkpoint, ErrorRecord, Lease, LeaseOwner, RunState, TableRunRecord};
 use capsule_core::runlog::RunLog;
 use capsule_core::{Result, SyncError};
 
@@ -64,18 +63,20 @@ impl TableRun<'_> {
     /// back; the bookmark read is the one the run's window starts from.
     pub(super) async fn start_first(&self, redo: bool, log: &RunLog) -> Result<Start> {
         let (state, name, table) = (self.deps.state, &self.integration.name, self.table.name);
-        let owner = format!("{}/{:08x}", self.run_id, rand::rng().random::<u32>());
+        let owner = LeaseOwner::draw(self.run_id);
         let started = Utc::now(); // T0: before the first request
         let ttl = self.lease_timing().ttl_now();
         let mut waited = 0;
         let grant = loop {
-            match state.acquire_lease(&Lease::first(name, table, &owner, self.run_id, started, ttl)).await {
-                Err(SyncError::LeaseHeld { holder, .. }) if !redo && self.not_older_than_run_of(&holder) => {
+            match state.acquire_lease(&Lease::first(name, table, owner.clone(), started, ttl)).await {
+                Err(SyncError::LeaseHeld { holder: Some(holder), .. })
+                    if !redo && self.not_older_than_run_of(&holder) =>
+                {
                     return Err(self.duplicate(&format!("run {holder} holds the table")));
                 }
                 // A late copy of a committed run's event holds the lease only while it reads the
                 // bookmark that refuses it: wait for it rather than skip this run's table.
-                Err(SyncError::LeaseHeld { holder, .. })
+                Err(SyncError::LeaseHeld { holder: Some(holder), .. })
                     if waited < LATE_COPY_WAITS && self.held_by_a_committed_run(&holder).await? =>
                 {
                     waited += 1;
@@ -179,18 +180,16 @@ impl TableRun<'_> {
         }
     }
 
-    /// Whether the lease holder `holder` (`<run id>/<random>`) belongs to this run or a later one.
     /// Whether the lease `holder` is of a run the bookmark has already moved past (committed or
     /// superseded): a late duplicate, about to refuse itself and give the lease back.
-    pub(super) async fn held_by_a_committed_run(&self, holder: &str) -> Result<bool> {
-        let Some(run) = holder.split('/').next().and_then(|id| id.parse::<RunId>().ok()) else { return Ok(false) };
+    pub(super) async fn held_by_a_committed_run(&self, holder: &LeaseOwner) -> Result<bool> {
         let bookmark = self.deps.state.bookmark(&self.integration.name, self.table.name).await?;
-        Ok(bookmark.is_some_and(|b| b.run_id.started_at() >= run.started_at()))
+        Ok(bookmark.is_some_and(|b| b.run_id.started_at() >= holder.run.started_at()))
     }
 
-    pub(super) fn not_older_than_run_of(&self, holder: &str) -> bool {
-        let run = holder.split('/').next().and_then(|id| id.parse::<RunId>().ok());
-        run.is_some_and(|run| &run == self.run_id || run.started_at() >= self.run_id.started_at())
+    /// Whether the lease `holder` belongs to this run or a later one.
+    pub(super) fn not_older_than_run_of(&self, holder: &LeaseOwner) -> bool {
+        &holder.run == self.run_id || holder.run.started_at() >= self.run_id.started_at()
     }
 
     /// A continuation: takes the parked lease for the invocation its checkpoint waits for.
