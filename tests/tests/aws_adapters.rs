@@ -276,6 +276,30 @@ async fn dynamodb_history_expires_and_integrations_are_listed_without_a_scan() {
     assert_eq!(names(state.list_integrations().await.unwrap()), ["legacy"], "delete unregisters");
 }
 
+/// Every document item records the schema version it was written with; an item a newer
+/// capsule-sync wrote is refused with an error naming its key, never half-read.
+#[tokio::test]
+async fn document_items_carry_their_schema_version_and_a_newer_one_is_refused() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use capsule_core::ports::StateStore;
+    use capsule_core::stored::SCHEMA_VERSION;
+    let stack = AwsStack::new().await;
+    let acme = Integration::new("acme", TokenSource::Env { var: "X".into() }, Utc::now());
+    stack.state.create_integration(&acme).await.unwrap();
+    let key = |pk: &str| {
+        [("pk".to_string(), AttributeValue::S(pk.into())), ("sk".to_string(), AttributeValue::S("INTEGRATION".into()))]
+    };
+    let item = stack.clients.dynamodb.get_item().table_name(&stack.table).set_key(Some(key("INT#acme").into()));
+    let item = item.send().await.unwrap().item.unwrap();
+    assert_eq!(item["schema"].as_n().unwrap(), &SCHEMA_VERSION.to_string());
+
+    let mut newer = item.clone();
+    newer.insert("schema".into(), AttributeValue::N((SCHEMA_VERSION + 1).to_string()));
+    stack.clients.dynamodb.put_item().table_name(&stack.table).set_item(Some(newer)).send().await.unwrap();
+    let err = stack.state.get_integration("acme").await.unwrap_err().to_string();
+    assert!(err.contains("INT#acme/INTEGRATION") && err.contains("newer capsule-sync"), "{err}");
+}
+
 /// Integrations registered before the due index existed have no entry: the first query of the
 /// index gives each one (due now), once per table, and marks the table so.
 #[tokio::test]

@@ -93,3 +93,27 @@ async fn a_state_file_from_before_the_due_index_makes_every_integration_due() {
     assert!(state.settle_wake("beta", None, seen.version).await.unwrap());
     assert_eq!(state.due(Utc::now(), 10).await.unwrap().len(), 1, "kept once written");
 }
+
+/// The file records the schema version of its documents; one written by a newer capsule-sync is
+/// refused, naming the file, and left as it was.
+#[tokio::test]
+async fn a_state_file_written_by_a_newer_version_is_refused_unchanged() {
+    use capsule_core::stored::SCHEMA_VERSION;
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::new(dir.path());
+    let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
+    let record = TableRunRecord::new("acme", "parties", &run, RunState::Succeeded, Utc::now());
+    state.record_run(&record).await.unwrap();
+    let path = dir.path().join("state.json");
+    let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(file["version"], SCHEMA_VERSION, "written with this build's schema version");
+
+    file["version"] = (SCHEMA_VERSION + 1).into();
+    let newer = serde_json::to_vec_pretty(&file).unwrap();
+    std::fs::write(&path, &newer).unwrap();
+    for err in [state.runs(Some("acme"), 10).await.unwrap_err(), state.record_run(&record).await.unwrap_err()] {
+        let message = err.to_string();
+        assert!(message.contains("newer capsule-sync") && message.contains("state.json"), "{message}");
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), newer, "not rewritten");
+}

@@ -21,6 +21,7 @@ pub mod process;
 pub mod progress;
 pub mod ratelimit;
 pub mod runlog;
+pub mod stored;
 pub mod tls;
 
 pub use error::{Fault, Result, SyncError};

@@ -32,11 +32,11 @@ use capsule_core::ports::{
     TableRunRecord, TableState, Wake, not_waiting_for,
 };
 use capsule_core::process::ProcessId;
+use capsule_core::stored::{self, Kind, SCHEMA_VERSION};
 use capsule_core::{Result, SyncError};
 
 /// Run records kept in the file; older ones are dropped.
 const MAX_RUN_RECORDS: usize = 10_000;
-const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct StateDoc {
@@ -159,6 +159,36 @@ fn lock_beside(path: &Path) -> Result<File> {
     Ok(lock)
 }
 
+/// The file's documents, brought up to date from the schema version the file was written with
+/// (`capsule_core::stored`: the one place migrations live).
+fn decode(path: &Path, bytes: &[u8]) -> Result<StateDoc> {
+    let corrupt = |e: &dyn std::fmt::Display| {
+        state_err("the state file is corrupt (fix or move it away; it was not changed):", path, e)
+    };
+    let mut file: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(&e))?;
+    let version = file.get("version").and_then(serde_json::Value::as_u64).ok_or_else(|| corrupt(&"no `version`"))?;
+    let version = u32::try_from(version).map_err(|e| corrupt(&e))?;
+    stored::check_version(&format!("the state file {}", path.display()), version)?;
+    for (field, kind) in DOCUMENTS {
+        match file.get_mut(field) {
+            Some(serde_json::Value::Object(docs)) => docs.values_mut().for_each(|d| stored::upgrade(kind, d, version)),
+            Some(serde_json::Value::Array(docs)) => docs.iter_mut().for_each(|d| stored::upgrade(kind, d, version)),
+            _ => {}
+        }
+    }
+    serde_json::from_value(file).map_err(|e| corrupt(&e))
+}
+
+/// The fields of the file that hold stored documents, and their kind.
+const DOCUMENTS: [(&str, Kind); 6] = [
+    ("integrations", Kind::Integration),
+    ("bookmarks", Kind::Bookmark),
+    ("leases", Kind::Lease),
+    ("checkpoints", Kind::Checkpoint),
+    ("runs", Kind::RunRecord),
+    ("dispatches", Kind::Dispatch),
+];
+
 /// Reads (and for `write`, changes and replaces) the document. Only writers take the lock:
 /// the file is replaced by an atomic rename, so a reader sees the old or the new one whole and
 /// never waits for a writer.
@@ -172,19 +202,15 @@ fn transact_blocking<R>(
     let lock = if write { Some(lock_beside(path)?) } else { None };
 
     let mut doc = match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice::<StateDoc>(&bytes)
-            .map_err(|e| state_err("the state file is corrupt (fix or move it away; it was not changed):", path, e))?,
+        Ok(bytes) => decode(path, &bytes)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            StateDoc { version: FORMAT_VERSION, ..Default::default() }
+            StateDoc { version: SCHEMA_VERSION, ..Default::default() }
         }
         Err(e) => return Err(state_err("reading", path, e)),
     };
-    if doc.version > FORMAT_VERSION {
-        return Err(state_err("written by a newer capsule-sync (format version too new):", path, doc.version));
-    }
     let out = f(&mut doc)?;
     if write {
-        doc.version = FORMAT_VERSION;
+        doc.version = SCHEMA_VERSION;
         drop_old_history(&mut doc, history);
         if doc.runs.len() > MAX_RUN_RECORDS {
             let excess = doc.runs.len() - MAX_RUN_RECORDS;

@@ -6,10 +6,8 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use capsule_core::ports::{Lease, TableRunRecord};
+use capsule_core::stored::{self, SCHEMA_VERSION, Stored};
 use capsule_core::{Result, SyncError};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
@@ -42,9 +40,17 @@ pub(super) fn db_err<E: std::error::Error>(op: &str, e: E) -> SyncError {
     SyncError::State(format!("DynamoDB {op}: {}", DisplayErrorContext(e)))
 }
 
-pub(super) fn doc_item<T: Serialize>(pk_value: AttributeValue, sk: String, doc: &T) -> Result<Item> {
+/// A document's item: its keys, the document as JSON in `doc`, and the schema version it was
+/// written with in `schema` (`capsule_core::stored`).
+pub(super) fn doc_item<T: Stored>(pk_value: AttributeValue, sk: String, doc: &T) -> Result<Item> {
     let json = serde_json::to_string(doc).map_err(|e| SyncError::Internal(format!("encoding state: {e}")))?;
-    Ok(HashMap::from([("pk".into(), pk_value), ("sk".into(), s(sk)), ("doc".into(), s(json))]))
+    let schema = n(i64::from(SCHEMA_VERSION));
+    Ok(HashMap::from([
+        ("pk".into(), pk_value),
+        ("sk".into(), s(sk)),
+        ("doc".into(), s(json)),
+        ("schema".into(), schema),
+    ]))
 }
 
 /// An item's key attribute as text, for messages (`?` when it is missing or not a string).
@@ -52,13 +58,22 @@ pub(super) fn key_text(item: &Item, name: &str) -> String {
     item.get(name).and_then(|v| v.as_s().ok()).map_or_else(|| "?".to_string(), String::clone)
 }
 
-pub(super) fn from_item<T: DeserializeOwned>(item: &Item) -> Result<T> {
-    let doc = item.get("doc").and_then(|v| v.as_s().ok()).ok_or_else(|| {
-        SyncError::State(format!("state item {}/{} has no `doc`", key_text(item, "pk"), key_text(item, "sk")))
-    })?;
-    serde_json::from_str(doc).map_err(|e| {
-        SyncError::State(format!("state item {}/{} is not valid: {e}", key_text(item, "pk"), key_text(item, "sk")))
-    })
+/// The document of an item, brought up to date from the schema version it was written with (an
+/// item without `schema` was written before versions were recorded).
+pub(super) fn from_item<T: Stored>(item: &Item) -> Result<T> {
+    let what = format!("state item {}/{}", key_text(item, "pk"), key_text(item, "sk"));
+    let doc =
+        item.get("doc").and_then(|v| v.as_s().ok()).ok_or_else(|| SyncError::State(format!("{what} has no `doc`")))?;
+    let schema = match item.get("schema") {
+        None => None,
+        Some(v) => Some(
+            v.as_n()
+                .ok()
+                .and_then(|n| n.parse::<u32>().ok())
+                .ok_or_else(|| SyncError::State(format!("{what} has a `schema` that is not a version number")))?,
+        ),
+    };
+    stored::decode(&what, schema, doc)
 }
 
 /// Run records sort by when they ended (fixed-width UTC timestamp), so a descending query with
