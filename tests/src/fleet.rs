@@ -83,7 +83,7 @@ impl Fleet {
         futures::stream::iter(from..from + count)
             .map(|i| async move {
                 let token = TokenSource::SecretsManager { secret_id: format!("capsule-sync/{}", Fleet::name(i)) };
-                let mut integration = Integration::new(&Fleet::name(i), token, Utc::now());
+                let mut integration = Integration::new(Fleet::name(i).parse().unwrap(), token, Utc::now());
                 if let Some(minutes) = frequency_minutes {
                     integration.frequency_minutes = minutes;
                 }

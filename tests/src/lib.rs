@@ -228,7 +228,7 @@ pub fn read_ndjson(path: &Path) -> Vec<serde_json::Map<String, Value>> {
 
 /// An integration named `name` pointed at the simulator, token read from `var`.
 pub fn integration_for(sim: &SimHandle, name: &str, var: &str) -> Integration {
-    let mut i = Integration::new(name, TokenSource::Env { var: var.into() }, Utc::now());
+    let mut i = Integration::new(name.parse().unwrap(), TokenSource::Env { var: var.into() }, Utc::now());
     i.api_base_url = sim.base_url().to_string();
     i
 }

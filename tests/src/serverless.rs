@@ -119,7 +119,8 @@ pub async fn world_with(setup: Setup) -> World {
         access.oauth_token_url = url.clone();
     }
     let secret = create_secret_named(&stack.clients, &format!("{secret_prefix}acme"), setup.secret.clone()).await;
-    let mut integration = Integration::new("acme", TokenSource::SecretsManager { secret_id: secret }, Utc::now());
+    let mut integration =
+        Integration::new("acme".parse().unwrap(), TokenSource::SecretsManager { secret_id: secret }, Utc::now());
     integration.api_base_url = sim.base_url().to_string();
     stack.state.create_integration(&integration).await.unwrap();
 

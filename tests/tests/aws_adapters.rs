@@ -173,7 +173,8 @@ async fn an_oauth_token_expiring_mid_run_is_refreshed_and_the_run_goes_on() {
                         "access_token": "access-old",
                         "expires_at": (Utc::now() + chrono::Duration::hours(1)).to_rfc3339()});
     let name = create_secret(&clients, secret).await;
-    let mut integration = Integration::new("acme", TokenSource::SecretsManager { secret_id: name.clone() }, Utc::now());
+    let mut integration =
+        Integration::new("acme".parse().unwrap(), TokenSource::SecretsManager { secret_id: name.clone() }, Utc::now());
     integration.api_base_url = sim.base_url().to_string();
     let local = Local::new();
     let tokens: Arc<dyn TokenProvider> =
@@ -240,7 +241,7 @@ async fn dynamodb_history_expires_and_integrations_are_listed_without_a_scan() {
     assert_eq!(ttl_of("DISPATCH#"), dispatched_at.timestamp() + 32 * 86_400, "dispatches: at least 32 days");
 
     // A legacy integration item (no registry entry) is listed, then registered.
-    let legacy = Integration::new("legacy", TokenSource::Env { var: "X".into() }, Utc::now());
+    let legacy = Integration::new("legacy".parse().unwrap(), TokenSource::Env { var: "X".into() }, Utc::now());
     let doc = serde_json::to_string(&legacy).unwrap();
     stack
         .clients
@@ -268,7 +269,11 @@ async fn dynamodb_history_expires_and_integrations_are_listed_without_a_scan() {
     assert_eq!(registry.items().len(), 1, "registered by the listing");
 
     state
-        .create_integration(&Integration::new("acme", TokenSource::Env { var: "X".into() }, Utc::now()))
+        .create_integration(&Integration::new(
+            "acme".parse().unwrap(),
+            TokenSource::Env { var: "X".into() },
+            Utc::now(),
+        ))
         .await
         .unwrap();
     assert_eq!(names(state.list_integrations().await.unwrap()), ["acme", "legacy"]);
@@ -284,7 +289,7 @@ async fn document_items_carry_their_schema_version_and_a_newer_one_is_refused() 
     use capsule_core::ports::StateStore;
     use capsule_core::stored::SCHEMA_VERSION;
     let stack = AwsStack::new().await;
-    let acme = Integration::new("acme", TokenSource::Env { var: "X".into() }, Utc::now());
+    let acme = Integration::new("acme".parse().unwrap(), TokenSource::Env { var: "X".into() }, Utc::now());
     stack.state.create_integration(&acme).await.unwrap();
     let key = |pk: &str| {
         [("pk".to_string(), AttributeValue::S(pk.into())), ("sk".to_string(), AttributeValue::S("INTEGRATION".into()))]
@@ -309,7 +314,7 @@ async fn the_due_index_is_built_once_for_integrations_registered_before_it() {
     let stack = AwsStack::new().await;
     for name in ["acme", "beta"] {
         let token = TokenSource::Env { var: "X".into() };
-        stack.state.create_integration(&Integration::new(name, token, Utc::now())).await.unwrap();
+        stack.state.create_integration(&Integration::new(name.parse().unwrap(), token, Utc::now())).await.unwrap();
         // As an older version registered it: no entry in the index.
         let key = |v: &str| AttributeValue::S(v.into());
         let delete = stack.clients.dynamodb.delete_item().table_name(&stack.table);

@@ -86,17 +86,18 @@ fn record(integration: &str, table: &str, run_id: &RunId, state: RunState) -> Ta
 
 /// Integrations are created once, updated only if they exist, listed by name, deleted.
 async fn integrations_are_created_once_and_updated_only_if_they_exist(state: &dyn StateStore) {
-    let mut acme = Integration::new("acme", TokenSource::SecretsManager { secret_id: "s".into() }, Utc::now());
+    let mut acme =
+        Integration::new("acme".parse().unwrap(), TokenSource::SecretsManager { secret_id: "s".into() }, Utc::now());
     state.create_integration(&acme).await.unwrap();
     let err = state.create_integration(&acme).await.unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     acme.status = IntegrationStatus::Paused;
     state.update_integration(&acme).await.unwrap();
     assert_eq!(state.get_integration("acme").await.unwrap().unwrap().status, IntegrationStatus::Paused);
-    let ghost = Integration::new("ghost", TokenSource::Env { var: "X".into() }, Utc::now());
+    let ghost = Integration::new("ghost".parse().unwrap(), TokenSource::Env { var: "X".into() }, Utc::now());
     assert!(state.update_integration(&ghost).await.unwrap_err().to_string().contains("no integration"));
     state.create_integration(&ghost).await.unwrap();
-    let names: Vec<String> = state.list_integrations().await.unwrap().into_iter().map(|i| i.name).collect();
+    let names: Vec<String> = state.list_integrations().await.unwrap().into_iter().map(|i| i.name.into()).collect();
     assert_eq!(names, vec!["acme", "ghost"]);
     // Deleting takes the integration's bookmarks, leases and checkpoints with it.
     let run: RunId = "20261128T080000Z-aaaaaa".parse().unwrap();
@@ -596,7 +597,7 @@ async fn the_due_index_follows_every_write_that_changes_due_time(state: &dyn Sta
     let due_now = async |state: &dyn StateStore| -> Vec<String> {
         state.due(Utc::now(), 100).await.unwrap().into_iter().map(|w| w.integration).collect()
     };
-    let mut acme = Integration::new("acme", TokenSource::Env { var: "X".into() }, Utc::now());
+    let mut acme = Integration::new("acme".parse().unwrap(), TokenSource::Env { var: "X".into() }, Utc::now());
     state.create_integration(&acme).await.unwrap();
     assert_eq!(due_now(state).await, vec!["acme"], "a new integration is due at once");
 
@@ -628,7 +629,7 @@ async fn the_due_index_follows_every_write_that_changes_due_time(state: &dyn Sta
     let resumed = state.resume_lease("acme", "parties", &who(&run, "o"), 2, Duration::from_secs(10)).await.unwrap();
     assert_eq!(millis(state.wake("acme").await.unwrap().unwrap().at), millis(Some(resumed.expires_at)));
 
-    let beta = Integration::new("beta", TokenSource::Env { var: "X".into() }, Utc::now());
+    let beta = Integration::new("beta".parse().unwrap(), TokenSource::Env { var: "X".into() }, Utc::now());
     state.create_integration(&beta).await.unwrap();
     let soon = state.due(Utc::now() + chrono::Duration::hours(2), 100).await.unwrap();
     let order: Vec<&str> = soon.iter().map(|w| w.integration.as_str()).collect();

@@ -347,7 +347,7 @@ async fn one_broken_integration_does_not_stop_the_tick() {
     let w = world(50).await;
     let state = &w.stack.state;
     let mut broken = state.get_integration("acme").await.unwrap().unwrap();
-    broken.name = "broken".into();
+    broken.name = "broken".parse().unwrap();
     state.create_integration(&broken).await.unwrap();
     w.stack
         .clients

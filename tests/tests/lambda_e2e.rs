@@ -392,7 +392,8 @@ async fn lambda_retries_what_could_succeed_and_only_that() {
     // A rejected token: recorded once, not retried (it cannot succeed without someone acting).
     let own = format!("{}other", w.secret_prefix);
     let secret = create_secret_named(&w.stack.clients, &own, json!({"token": "wrong-token"})).await;
-    let mut other = Integration::new("other", TokenSource::SecretsManager { secret_id: secret }, Utc::now());
+    let mut other =
+        Integration::new("other".parse().unwrap(), TokenSource::SecretsManager { secret_id: secret }, Utc::now());
     other.api_base_url = w.sim.base_url().to_string();
     w.stack.state.create_integration(&other).await.unwrap();
     let event = json!({"integration": "other", "table": "users", "run_id": RunId::new(Utc::now())});

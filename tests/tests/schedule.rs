@@ -34,7 +34,7 @@ async fn an_integration_is_synced_when_due_and_only_then() {
     acme.tables = vec!["users".into()].into();
     acme.frequency_minutes = 10;
     local.state.create_integration(&acme).await.unwrap();
-    let mut paused = Integration { name: "paused".into(), status: IntegrationStatus::Paused, ..acme.clone() };
+    let mut paused = Integration { name: "paused".parse().unwrap(), status: IntegrationStatus::Paused, ..acme.clone() };
     paused.frequency_minutes = 5;
     local.state.create_integration(&paused).await.unwrap();
 

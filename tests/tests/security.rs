@@ -165,7 +165,7 @@ async fn table_sync_refuses_token_sources_and_hosts_the_deployment_does_not_allo
     let before = w.sim.stats().total;
     for (token, url, why) in cases {
         let _ = w.stack.state.delete_integration("evil").await;
-        let mut evil = Integration::new("evil", token.clone(), chrono::Utc::now());
+        let mut evil = Integration::new("evil".parse().unwrap(), token.clone(), chrono::Utc::now());
         evil.api_base_url = url;
         w.stack.state.create_integration(&evil).await.unwrap();
         let event = json!({"integration": "evil", "table": "users", "run_id": RunId::new(chrono::Utc::now())});

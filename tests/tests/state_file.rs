@@ -75,7 +75,7 @@ async fn a_state_file_from_before_the_due_index_makes_every_integration_due() {
     let state = StateFile::new(dir.path());
     for name in ["acme", "beta"] {
         let token = TokenSource::Env { var: "X".into() };
-        state.create_integration(&Integration::new(name, token, Utc::now())).await.unwrap();
+        state.create_integration(&Integration::new(name.parse().unwrap(), token, Utc::now())).await.unwrap();
     }
     let path = dir.path().join("state.json");
     let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();

@@ -15,7 +15,7 @@ use sqlparser::parser::Parser;
 
 fn integration(tables: &[&str]) -> Integration {
     let created = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-    let mut i = Integration::new("acme", TokenSource::Env { var: "CAPSULE_TOKEN".into() }, created);
+    let mut i = Integration::new("acme".parse().unwrap(), TokenSource::Env { var: "CAPSULE_TOKEN".into() }, created);
     i.tables = tables.iter().map(|t| t.to_string()).collect();
     i
 }

@@ -6,8 +6,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::Context;
 use capsule_core::catalog;
 use capsule_core::integration::{
-    FanOutMode, Integration, TableSelection, TokenSource, parse_frequency, parse_history_start, parse_recent_window,
-    validate_name,
+    FanOutMode, Integration, IntegrationName, TableSelection, TokenSource, parse_frequency, parse_history_start,
+    parse_recent_window,
 };
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
@@ -190,9 +190,9 @@ pub async fn run(backend: &Backend, cmd: IntegrationsCommand) -> anyhow::Result<
 }
 
 async fn create(backend: &Backend, args: CreateArgs) -> anyhow::Result<()> {
-    validate_name(&args.name)?;
+    let name: IntegrationName = args.name.parse()?;
     let token: TokenSource = args.token.parse()?;
-    let mut integration = Integration::new(&args.name, token, Utc::now());
+    let mut integration = Integration::new(name, token, Utc::now());
     integration.api_base_url = args.api_base_url;
     integration.tables = match args.tables.is_empty() {
         true => TableSelection::All,

@@ -193,9 +193,9 @@ async fn status_of_all(backend: &Backend, json: bool) -> anyhow::Result<()> {
                 .filter(|h| h.consecutive_failures > 0)
                 .map(|h| (h.table.clone(), h.consecutive_failures))
                 .collect(),
-            due_since: backlog.get(&name).copied().flatten(),
+            due_since: backlog.get(name.as_str()).copied().flatten(),
             status: integration.status,
-            integration: name,
+            integration: name.into(),
         });
     }
     if json {

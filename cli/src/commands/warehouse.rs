@@ -37,7 +37,8 @@ pub async fn run(backend: &Backend, args: WarehouseArgs) -> anyhow::Result<()> {
     );
     let integration = backend.integration(&args.name).await?;
     let location = Location::new(args.location.as_deref().unwrap_or(&backend.sink.locate("")))?;
-    let out = args.out.unwrap_or_else(|| Path::new("warehouse").join(&integration.name).join(args.engine.as_str()));
+    let out =
+        args.out.unwrap_or_else(|| Path::new("warehouse").join(integration.name.as_str()).join(args.engine.as_str()));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     for file in warehouse::kit(args.engine, &integration, &location)? {
         let path = out.join(&file.name);

@@ -91,7 +91,7 @@ pub fn token_provider(
     match &integration.token {
         TokenSource::SecretsManager { secret_id } => Ok(Box::new(
             SecretsManagerToken::new(clients.secrets.clone(), secret_id.clone(), access.oauth_token_url.clone())
-                .with_refresh_lock(RefreshLock { state, integration: integration.name.clone() }),
+                .with_refresh_lock(RefreshLock { state, integration: integration.name.to_string() }),
         )),
         other => Err(capsule_core::SyncError::Config(format!("token source {other} needs the local backend"))),
     }

@@ -168,7 +168,8 @@ impl AccessPolicy {
     /// Whether the integration may read its token from where it says.
     pub fn check_token_source(&self, integration: &Integration) -> Result<()> {
         let TokenRule::OwnSecret { prefix, allowed } = &self.tokens else { return Ok(()) };
-        let own = allowed.get(&integration.name).cloned().unwrap_or_else(|| format!("{prefix}{}", integration.name));
+        let own =
+            allowed.get(integration.name.as_str()).cloned().unwrap_or_else(|| format!("{prefix}{}", integration.name));
         match &integration.token {
             TokenSource::SecretsManager { secret_id } if same_secret(secret_id, &own) => Ok(()),
             TokenSource::SecretsManager { secret_id } => Err(SyncError::Config(format!(
@@ -273,7 +274,7 @@ mod tests {
     use super::*;
 
     fn integration(name: &str, token: &str, url: &str) -> Integration {
-        let mut i = Integration::new(name, token.parse().unwrap(), Utc::now());
+        let mut i = Integration::new(name.parse().unwrap(), token.parse().unwrap(), Utc::now());
         i.api_base_url = url.into();
         i
     }

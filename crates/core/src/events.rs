@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::integration::RunId;
+use crate::integration::{IntegrationName, RunId};
 use crate::{Result, SyncError};
 
 /// What the orchestrator accepts: an EventBridge scheduled event, or a manual request such as
@@ -21,7 +21,7 @@ pub enum OrchestratorEvent {
 pub struct ManualRun {
     /// One integration; all of them when absent.
     #[serde(default)]
-    pub integration: Option<String>,
+    pub integration: Option<IntegrationName>,
     /// Only these tables; the integration's tables when absent or empty.
     #[serde(default)]
     pub tables: Vec<String>,
@@ -56,7 +56,7 @@ impl OrchestratorEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableSyncEvent {
-    pub integration: String,
+    pub integration: IntegrationName,
     pub table: String,
     pub run_id: RunId,
     /// Set when a run re-invokes itself to continue from its checkpoint.
@@ -94,7 +94,7 @@ mod tests {
         assert_eq!(
             manual.unwrap(),
             OrchestratorEvent::Manual(ManualRun {
-                integration: Some("acme".into()),
+                integration: Some("acme".parse().unwrap()),
                 tables: vec!["parties".into()],
                 force: true,
                 no_schedule: false
@@ -126,5 +126,8 @@ mod tests {
         assert!(err.contains("run_id"), "{err}");
         let err = TableSyncEvent::parse(json!({"integration": "a", "table": "t", "run_id": "bad"})).unwrap_err();
         assert!(err.to_string().contains("run id"), "{err}");
+        let bad = json!({"integration": "Acme Corp", "table": "parties", "run_id": "20261128T081100Z-abc123"});
+        let err = TableSyncEvent::parse(bad).unwrap_err().to_string();
+        assert!(err.contains("integration name `Acme Corp` is invalid"), "{err}");
     }
 }

@@ -189,7 +189,7 @@ impl FromIterator<String> for TableSelection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Integration {
     /// Unique, immutable; the output prefix. Lower-case letters, digits, `-` and `_`, 1–63 chars.
-    pub name: String,
+    pub name: IntegrationName,
     /// Capsule API base URL.
     #[serde(default = "default_base_url")]
     pub api_base_url: String,
@@ -292,9 +292,9 @@ pub struct Change {
 
 impl Integration {
     /// A new integration with defaults for everything but name and token.
-    pub fn new(name: &str, token: TokenSource, now: DateTime<Utc>) -> Integration {
+    pub fn new(name: IntegrationName, token: TokenSource, now: DateTime<Utc>) -> Integration {
         Integration {
-            name: name.to_string(),
+            name,
             api_base_url: default_base_url(),
             token,
             tables: TableSelection::All,
@@ -331,7 +331,6 @@ impl Integration {
 
     /// Checks every setting against the catalog and sane bounds; the error names the setting.
     pub fn validate(&self) -> Result<()> {
-        validate_name(&self.name)?;
         url::Url::parse(&self.api_base_url)
             .map_err(|e| SyncError::Config(format!("api_base_url `{}` is not a URL: {e}", self.api_base_url)))?;
         let tables = self.tables.resolve()?;
@@ -423,6 +422,82 @@ pub fn parse_history_start(text: &str) -> Result<DateTime<Utc>> {
         .map_err(|_| {
             SyncError::Config(format!("history start `{text}` is not a date (2024-01-31) or RFC 3339 timestamp"))
         })
+}
+
+/// An integration's name: unique, immutable, the output prefix, part of every state key. Only a
+/// valid name (see [`validate_name`]) is ever one, whether typed by an operator or read back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IntegrationName(String);
+
+impl IntegrationName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for IntegrationName {
+    type Error = SyncError;
+    fn try_from(name: String) -> Result<IntegrationName> {
+        validate_name(&name)?;
+        Ok(IntegrationName(name))
+    }
+}
+
+impl std::str::FromStr for IntegrationName {
+    type Err = SyncError;
+    fn from_str(name: &str) -> Result<IntegrationName> {
+        IntegrationName::try_from(name.to_string())
+    }
+}
+
+impl From<IntegrationName> for String {
+    fn from(name: IntegrationName) -> String {
+        name.0
+    }
+}
+
+impl std::ops::Deref for IntegrationName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for IntegrationName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for IntegrationName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IntegrationName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for IntegrationName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for IntegrationName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for IntegrationName {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
 }
 
 /// Names become S3 prefixes, DynamoDB keys and directory names: keep them boring.
@@ -556,8 +631,24 @@ mod tests {
     }
 
     #[test]
+    fn an_integration_name_is_valid_or_it_is_not_one() {
+        let name: IntegrationName = "acme-eu_2".parse().unwrap();
+        assert_eq!(serde_json::to_value(&name).unwrap(), "acme-eu_2", "stored as the plain string");
+        assert_eq!(name, "acme-eu_2");
+        for bad in ["\"Acme\"", "\"a/b\"", "\"\""] {
+            let err = serde_json::from_str::<IntegrationName>(bad).unwrap_err().to_string();
+            assert!(err.contains("is invalid"), "{bad}: {err}");
+        }
+        let stored = serde_json::to_value(Integration::new(name, TokenSource::Env { var: "T".into() }, Utc::now()));
+        let mut stored = stored.unwrap();
+        stored["name"] = "ACME#1".into();
+        let err = serde_json::from_value::<Integration>(stored).unwrap_err().to_string();
+        assert!(err.contains("integration name `ACME#1` is invalid"), "{err}");
+    }
+
+    #[test]
     fn validation_names_the_bad_setting() {
-        let mut i = Integration::new("acme", TokenSource::Env { var: "T".into() }, Utc::now());
+        let mut i = Integration::new("acme".parse().unwrap(), TokenSource::Env { var: "T".into() }, Utc::now());
         assert!(i.validate().is_ok());
         i.tables = TableSelection::Only(vec!["partys".into()]);
         assert!(i.validate().unwrap_err().to_string().contains("unknown table `partys`"));

@@ -72,7 +72,7 @@ mod tests {
     use capsule_core::ports::{Lease, LeaseOwner, StartedBy};
 
     fn integration() -> Integration {
-        let mut i = Integration::new("acme", "env:X".parse().unwrap(), Utc::now());
+        let mut i = Integration::new("acme".parse().unwrap(), "env:X".parse().unwrap(), Utc::now());
         i.frequency_minutes = 60;
         i
     }

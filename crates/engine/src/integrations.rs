@@ -247,7 +247,8 @@ mod tests {
     use super::*;
 
     fn acme(tables: &[&str]) -> Integration {
-        let mut integration = Integration::new("acme", TokenSource::Env { var: "T".into() }, Utc::now());
+        let mut integration =
+            Integration::new("acme".parse().unwrap(), TokenSource::Env { var: "T".into() }, Utc::now());
         integration.tables = tables.iter().map(|t| t.to_string()).collect();
         integration
     }

@@ -96,7 +96,7 @@ pub async fn plan(
     let hours = |requests: u64| requests as f64 / usable_per_hour.max(1) as f64;
     let runs_per_day = 24.0 * 60.0 / f64::from(integration.frequency_minutes.max(1));
     Ok(Plan {
-        integration: integration.name.clone(),
+        integration: integration.name.to_string(),
         usable_per_hour,
         first_load_requests,
         first_load_hours: hours(first_load_requests),

@@ -89,7 +89,7 @@ pub async fn record_run_of_every_table(
     started_by: StartedBy,
 ) -> Result<()> {
     let record = DispatchRecord {
-        integration: integration.name.clone(),
+        integration: integration.name.to_string(),
         run_id: run_id.clone(),
         tables: integration.selected_tables()?.iter().map(|t| t.name.to_string()).collect(),
         dispatched_at: now,
@@ -184,7 +184,7 @@ pub async fn run_due(
         let last = state.last_dispatch(&integration.name).await?;
         if let Some(reason) = why_not_due(&integration, last.as_ref(), now, false) {
             crate::due::settle(state, &wake, next_run(&integration, last.as_ref(), now)).await?;
-            out.push(PassOutcome::Skipped { integration: integration.name.clone(), reason: reason.to_string() });
+            out.push(PassOutcome::Skipped { integration: integration.name.to_string(), reason: reason.to_string() });
             continue;
         }
         let run_id = RunId::new(now);
@@ -198,7 +198,7 @@ pub async fn run_due(
             let last = state.last_dispatch(&integration.name).await?;
             crate::due::settle(state, &wake, next_run(&integration, last.as_ref(), now)).await?;
         }
-        out.push(PassOutcome::Synced { integration: integration.name.clone(), run_id, ok });
+        out.push(PassOutcome::Synced { integration: integration.name.to_string(), run_id, ok });
     }
     Ok(out)
 }
@@ -221,7 +221,7 @@ pub async fn not_looked_at(
         let last = state.last_dispatch(&integration.name).await?;
         let reason = why_not_due(&integration, last.as_ref(), now, false)
             .map_or_else(|| "due: the next pass runs it".to_string(), |not_due| not_due.to_string());
-        out.push(PassOutcome::Skipped { integration: integration.name, reason });
+        out.push(PassOutcome::Skipped { integration: integration.name.into(), reason });
     }
     Ok(out)
 }
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn a_frequency_shorter_than_the_tick_is_refused_with_the_reason() {
-        let mut i = Integration::new("acme", "env:X".parse().unwrap(), Utc::now());
+        let mut i = Integration::new("acme".parse().unwrap(), "env:X".parse().unwrap(), Utc::now());
         i.frequency_minutes = 5;
         assert!(check_frequency(&i, None).is_ok());
         assert!(check_frequency(&i, Some(Duration::from_secs(300))).is_ok());

@@ -307,10 +307,10 @@ impl StateStore for StateFile {
     async fn create_integration(&self, integration: &Integration) -> Result<()> {
         let integration = integration.clone();
         self.transact(true, move |doc| {
-            if doc.integrations.contains_key(&integration.name) {
+            if doc.integrations.contains_key(integration.name.as_str()) {
                 return Err(SyncError::Config(format!("an integration named `{}` already exists", integration.name)));
             }
-            let name = integration.name.clone();
+            let name = integration.name.to_string();
             doc.integrations.insert(name.clone(), integration);
             doc.wakes().remove(&name);
             doc.wake_by(&name, Utc::now());
@@ -321,7 +321,7 @@ impl StateStore for StateFile {
 
     async fn update_integration(&self, integration: &Integration) -> Result<()> {
         let integration = integration.clone();
-        self.transact(true, move |doc| match doc.integrations.get_mut(&integration.name) {
+        self.transact(true, move |doc| match doc.integrations.get_mut(integration.name.as_str()) {
             Some(existing) => {
                 *existing = integration.clone();
                 doc.wake_by(&integration.name, Utc::now());

@@ -183,7 +183,7 @@ async fn look(tick: &Tick<'_>, wake: Wake, turn: Turn<'_>, started: Instant) -> 
             return Ok(());
         };
         match tick.integration(&integration, &mut part, &turn).await? {
-            Looked::Deferred => part.deferred.push(integration.name.clone()),
+            Looked::Deferred => part.deferred.push(integration.name.to_string()),
             Looked::Done { sent, last, states } => {
                 let at = due::next_look(&integration, last.as_ref(), &states, deps.overdue_after, tick.now);
                 due::settle(deps.state.as_ref(), &wake, watched(at, sent, deps, tick.now)).await?;

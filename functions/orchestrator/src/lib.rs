@@ -223,7 +223,7 @@ impl Tick<'_> {
         }
         if let Some(reason) = not_due {
             tracing::info!(event = Event::IntegrationSkipped.as_str(), integration = %integration.name, %reason);
-            summary.skipped.push(Skipped { integration: integration.name.clone(), reason: reason.to_string() });
+            summary.skipped.push(Skipped { integration: integration.name.to_string(), reason: reason.to_string() });
             return Ok(Looked::Done { sent: sends, last: latest, states: view.states });
         }
         // A run of every table counts for the schedule, forced or not (a first load started by
@@ -243,7 +243,7 @@ fn report_overdue(integration: &Integration, overdue: Vec<lifecycle::Overdue>) -
         .map(|run| {
             tracing::error!(event = Event::RunOverdue.as_str(), integration = %integration.name, table = %run.table,
                             run_id = %run.run_id, since = %run.since, "a run has been in progress for too long");
-            OverdueRun { integration: integration.name.clone(), run }
+            OverdueRun { integration: integration.name.to_string(), run }
         })
         .collect()
 }
@@ -258,7 +258,7 @@ async fn resume(events: Vec<TableSyncEvent>, deps: &OrchestratorDeps) -> Vec<Res
         tracing::info!(event = Event::RunResumed.as_str(), integration = %event.integration, table = %event.table,
                        run_id = %event.run_id, invocation = ?event.seq, stranded = ?event.stranded, ?error);
         resumed.push(Resumed {
-            integration: event.integration,
+            integration: event.integration.into(),
             table: event.table,
             run_id: event.run_id,
             // A redo of a first invocation is invocation 1 again.
@@ -295,7 +295,7 @@ async fn dispatch(
     let names: Vec<String> =
         tables.iter().map(|t| t.name.to_string()).filter(|t| !held.iter().any(|h| &h.table == t)).collect();
     let mut record = DispatchRecord {
-        integration: integration.name.clone(),
+        integration: integration.name.to_string(),
         run_id: run_id.clone(),
         tables: tables.iter().map(|t| t.name.to_string()).collect(),
         dispatched_at: now,
@@ -317,7 +317,7 @@ async fn dispatch(
                        held = ?record.held);
     }
     let dispatched = Dispatched {
-        integration: integration.name.clone(),
+        integration: integration.name.to_string(),
         run_id,
         tables: names,
         failed: record.failed.clone(),
@@ -403,7 +403,7 @@ async fn send_pending(
     tracing::info!(event = Event::PendingTablesDispatched.as_str(), integration = %integration.name, run_id = %record.run_id,
                    tables = tables.len(), failed = record.failed.len(), ?released);
     let dispatched = Dispatched {
-        integration: integration.name.clone(),
+        integration: integration.name.to_string(),
         run_id: record.run_id.clone(),
         tables,
         failed: record.failed.clone(),

@@ -140,7 +140,7 @@ pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps
         _ => {}
     }
     Ok(Summary {
-        integration: integration.name.clone(),
+        integration: integration.name.to_string(),
         table: table.name.to_string(),
         run_id: event.run_id.to_string(),
         state: r.state,
@@ -156,7 +156,7 @@ impl Summary {
     /// The answer of an invocation that did not run the table.
     fn without_run(event: &TableSyncEvent, state: RunState, error: Option<SyncError>) -> Summary {
         Summary {
-            integration: event.integration.clone(),
+            integration: event.integration.to_string(),
             table: event.table.clone(),
             run_id: event.run_id.to_string(),
             state,

@@ -39,7 +39,8 @@ pub async fn run(data_dir: &Path, backend_args: &BackendArgs, args: DemoArgs) ->
     // The demo's own files go too: its DuckDB load reads every published run of `demo`.
     backend.sink.remove_prefix(&format!("{DEMO}/")).await?;
     backend.sink.remove_prefix(&output::meta_prefix(DEMO)).await?;
-    let mut integration = Integration::new(DEMO, TokenSource::File { path: token_file.canonicalize()? }, Utc::now());
+    let mut integration =
+        Integration::new(DEMO.parse()?, TokenSource::File { path: token_file.canonicalize()? }, Utc::now());
     integration.api_base_url = sim.base_url().to_string();
     backend.state.create_integration(&integration).await?;
     let tables = integration.selected_tables()?;

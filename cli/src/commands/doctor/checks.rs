@@ -263,7 +263,7 @@ impl Doctor {
         if let Err(e) = access.check_token_source(integration) {
             let own = match &access.tokens {
                 capsule_client::access::TokenRule::OwnSecret { prefix, .. } => format!("{prefix}{name}"),
-                capsule_client::access::TokenRule::Local => name.clone(),
+                capsule_client::access::TokenRule::Local => name.to_string(),
             };
             self.findings.push(wrong(
                 format!("integration {name}: {e}"),

@@ -60,7 +60,7 @@ impl TableRun<'_> {
     ) -> RunManifest {
         let full = self.table.replication == catalog::Replication::Full;
         RunManifest {
-            integration: self.integration.name.clone(),
+            integration: self.integration.name.to_string(),
             table: self.table.name.to_string(),
             run_id: self.run_id.clone(),
             replication: self.table.replication,

@@ -256,7 +256,7 @@ impl TableRun<'_> {
         resume: Resume,
     ) -> Checkpoint {
         Checkpoint {
-            integration: self.integration.name.clone(),
+            integration: self.integration.name.to_string(),
             table: self.table.name.to_string(),
             run_id: self.run_id.clone(),
             owner: start.lease.owner.clone(),

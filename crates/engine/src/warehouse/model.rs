@@ -104,7 +104,8 @@ mod tests {
 
     #[test]
     fn every_incremental_table_finds_its_deleted_feed() {
-        let integration = Integration::new("my-crm", TokenSource::Env { var: "T".into() }, chrono::Utc::now());
+        let integration =
+            Integration::new("my-crm".parse().unwrap(), TokenSource::Env { var: "T".into() }, chrono::Utc::now());
         let tables = kit_tables(&integration).unwrap();
         let parties = tables.iter().find(|t| t.spec.name == "parties").unwrap();
         assert_eq!(parties.raw, "my_crm_parties");
