@@ -32,8 +32,8 @@ use capsule_core::ports::TokenProvider;
 /// timeout leaves room for an 8 MiB multipart part on a slow link, and covers connecting (a
 /// separate connect timeout made the SDK retry requests a loaded endpoint had already taken:
 /// a rate-limit claim, an increment, counted twice).
-pub const SDK_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
-pub const SDK_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const SDK_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const SDK_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The shared SDK configuration (region, credentials, endpoints from the environment), with
 /// attempt and operation timeouts on every client.
@@ -44,7 +44,7 @@ pub async fn sdk_config() -> SdkConfig {
 }
 
 /// The timeouts [`sdk_config`] sets.
-pub fn sdk_timeouts() -> TimeoutConfig {
+pub(crate) fn sdk_timeouts() -> TimeoutConfig {
     TimeoutConfig::builder()
         .operation_attempt_timeout(SDK_ATTEMPT_TIMEOUT)
         .operation_timeout(SDK_OPERATION_TIMEOUT)

@@ -14,7 +14,7 @@ use capsule_core::{Result, SyncError};
 
 /// S3 parts must be at least 5 MiB (but the last); upload in parts of that size: the part
 /// writer hands over 5 MiB chunks, so each is sent as it comes and no second buffer fills.
-pub const MIN_PART_BYTES: usize = 5 << 20;
+pub(crate) const MIN_PART_BYTES: usize = 5 << 20;
 
 /// A bucket (and key prefix) as an object sink.
 #[derive(Clone, Debug)]

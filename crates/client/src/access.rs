@@ -22,7 +22,7 @@ use capsule_core::integration::{Integration, TokenSource};
 use capsule_core::{Result, SyncError};
 
 /// Capsule's OAuth token endpoint.
-pub const DEFAULT_OAUTH_TOKEN_URL: &str = "https://api.capsulecrm.com/oauth/token";
+pub(crate) const DEFAULT_OAUTH_TOKEN_URL: &str = "https://api.capsulecrm.com/oauth/token";
 /// The stack's default secret name prefix (template parameter `SecretPrefix`).
 pub const DEFAULT_SECRET_PREFIX: &str = "capsule-sync/";
 
@@ -254,7 +254,7 @@ fn parse_secret_allow_list(text: &str) -> Result<BTreeMap<String, String>> {
 }
 
 /// Whether a next-page link stays where the token may go: the request's scheme, host and port.
-pub fn check_link(link: &Url, request: &Url) -> Result<()> {
+pub(crate) fn check_link(link: &Url, request: &Url) -> Result<()> {
     if link.origin() == request.origin() {
         return Ok(());
     }

@@ -20,9 +20,9 @@ use serde_json::{Map, Value};
 use url::Url;
 
 pub use count::{Counted, count_records, count_requests, with_page};
-pub use page::{next_link, with_own_params};
+pub use page::next_link;
 pub use record::{BodyError, ListingPage, RawRecord};
-pub use retry::{Attempt, RetryPolicy, StatusClass, classify_status};
+pub use retry::{Attempt, RetryPolicy};
 
 use crate::access::AccessPolicy;
 use capsule_core::budget::{BudgetPolicy, Claim, MemoryBudgets, RateBudget, RateBudgetStore, budget_key};
@@ -34,6 +34,8 @@ use capsule_core::progress::{Activity, ActivityFn};
 use capsule_core::ratelimit::RateLimitStatus;
 use capsule_core::runlog::RunLog;
 use capsule_core::{Result, SyncError};
+use page::with_own_params;
+use retry::{StatusClass, classify_status};
 
 const AUTH_HINT: &str = "Create a personal access token in Capsule under My Preferences > API Authentication \
                          Tokens (or re-authorise the OAuth app) and update the integration's token source";
@@ -65,7 +67,7 @@ pub struct ClientOptions {
 
 /// [`ClientOptions::max_body_bytes`] unless configured: a page of 100 Capsule records is well
 /// under a megabyte.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Error text kept from a response body in messages and run records.
 const ERROR_BODY_CHARS: usize = 300;
@@ -92,14 +94,14 @@ pub fn since_param(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// The rate-limit budget a client draws from: a store shared with other processes, and the key.
 #[derive(Clone)]
-pub struct SharedBudget {
+pub(crate) struct SharedBudget {
     pub store: Arc<dyn RateBudgetStore>,
     pub key: String,
 }
 
 /// Request counts of one table run.
 #[derive(Debug, Default)]
-pub struct RequestCounters {
+pub(crate) struct RequestCounters {
     requests: AtomicU64,
     retries: AtomicU64,
     rate_limited: AtomicU64,

@@ -19,7 +19,7 @@ pub fn next_link(header: &str) -> Option<Url> {
 /// The next page's URL with every query parameter of the current request that the server's
 /// link left out (`perPage`, `since`, `embed`, `status`: the docs' own example keeps only
 /// `page`). Parameters the link does carry win.
-pub fn with_own_params(mut next: Url, current: &Url) -> Url {
+pub(crate) fn with_own_params(mut next: Url, current: &Url) -> Url {
     let present: Vec<String> = next.query_pairs().map(|(k, _)| k.into_owned()).collect();
     let missing: Vec<(String, String)> = current
         .query_pairs()

@@ -21,7 +21,7 @@ pub enum Attempt {
 
 /// How a non-2xx status is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusClass {
+pub(crate) enum StatusClass {
     Success,
     RateLimited,
     Auth,
@@ -29,7 +29,7 @@ pub enum StatusClass {
     Rejected,
 }
 
-pub fn classify_status(status: StatusCode) -> StatusClass {
+pub(crate) fn classify_status(status: StatusCode) -> StatusClass {
     match status.as_u16() {
         200..=299 => StatusClass::Success,
         429 => StatusClass::RateLimited,
@@ -40,7 +40,7 @@ pub fn classify_status(status: StatusCode) -> StatusClass {
 }
 
 /// Transport errors (connect, timeout, reset, body cut) are all worth another try.
-pub fn classify_transport(error: &reqwest::Error, request: &str) -> Attempt {
+pub(crate) fn classify_transport(error: &reqwest::Error, request: &str) -> Attempt {
     let what = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -56,7 +56,7 @@ pub fn classify_transport(error: &reqwest::Error, request: &str) -> Attempt {
 
 /// What went wrong in a transient failure, in a few words for a live view: `connection
 /// refused`, `HTTP 503: …`, `timed out: …`.
-pub fn cause(error: &SyncError) -> String {
+pub(crate) fn cause(error: &SyncError) -> String {
     match error {
         SyncError::Transient { message, .. } => match message.split_once(": ") {
             Some((what, _)) if what.starts_with("HTTP ") => message.clone(),
@@ -70,7 +70,7 @@ pub fn cause(error: &SyncError) -> String {
 /// Why a connection could not be made, when that points at the setup rather than an outage:
 /// the problem in a line and its fix. Connect timeouts are not among them (a slow network looks
 /// the same), nor is anything after a connection was made.
-pub fn setup_problem(error: &reqwest::Error) -> Option<(String, &'static str)> {
+pub(crate) fn setup_problem(error: &reqwest::Error) -> Option<(String, &'static str)> {
     if !error.is_connect() || error.is_timeout() {
         return None;
     }

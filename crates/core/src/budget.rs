@@ -148,7 +148,7 @@ pub trait RateBudgetStore: Send + Sync {
 
 /// A claim as a general update of the stored budget (the default, and the fallback of stores
 /// whose fast path did not apply).
-pub async fn claim_by_update<S: RateBudgetStore + ?Sized>(
+pub(crate) async fn claim_by_update<S: RateBudgetStore + ?Sized>(
     store: &S,
     key: &str,
     policy: &BudgetPolicy,

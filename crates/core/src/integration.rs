@@ -123,7 +123,7 @@ impl fmt::Display for FanOutMode {
     }
 }
 
-pub fn default_history_start() -> DateTime<Utc> {
+pub(crate) fn default_history_start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap()
 }
 
@@ -248,7 +248,7 @@ pub struct RecentWindow {
 
 impl RecentWindow {
     /// The longest period between whole reads accepted.
-    pub const MAX_FULL_REFRESH_DAYS: u32 = 90;
+    pub(crate) const MAX_FULL_REFRESH_DAYS: u32 = 90;
 
     fn validate(&self) -> Result<()> {
         if !(1..=Self::MAX_FULL_REFRESH_DAYS).contains(&self.full_refresh_days) {
@@ -501,7 +501,7 @@ impl PartialEq<String> for IntegrationName {
 }
 
 /// Names become S3 prefixes, DynamoDB keys and directory names: keep them boring.
-pub fn validate_name(name: &str) -> Result<()> {
+pub(crate) fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')

@@ -25,7 +25,7 @@ pub const SLACK: chrono::Duration = chrono::Duration::minutes(2);
 
 /// When an integration is next due after its last run, scheduled or a complete manual sync
 /// (None: due now).
-pub fn due_at(integration: &Integration, last: Option<&DispatchRecord>) -> Option<DateTime<Utc>> {
+pub(crate) fn due_at(integration: &Integration, last: Option<&DispatchRecord>) -> Option<DateTime<Utc>> {
     last.map(|d| d.dispatched_at + chrono::Duration::minutes(i64::from(integration.frequency_minutes)) - SLACK)
 }
 

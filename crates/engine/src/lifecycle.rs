@@ -27,7 +27,7 @@ use capsule_core::ports::{
 use capsule_core::{Result, SyncError};
 
 /// Failed (or stranded) invocations in a row, resuming one checkpoint, before the run fails for good.
-pub const MAX_RESUME_FAILURES: u32 = 5;
+pub(crate) const MAX_RESUME_FAILURES: u32 = 5;
 
 /// Invocations in a row that may end on the same failing request before the run ends failed
 /// (on Lambda, with Capsule's outages waited out 5 minutes at a time: about half an hour).
@@ -36,7 +36,7 @@ pub const MAX_STALLED_INVOCATIONS: u32 = 6;
 /// The stall count after an invocation parked (`failing`: the request that kept failing, None
 /// for a rate-limit wait or the time budget); past [`MAX_STALLED_INVOCATIONS`] on the same
 /// request the run gives up, naming it.
-pub fn stalls_after(
+pub(crate) fn stalls_after(
     checkpoint: Option<&capsule_core::ports::Checkpoint>,
     failing: Option<String>,
 ) -> Result<capsule_core::ports::Stalls> {
@@ -72,7 +72,7 @@ impl Invocation {
 }
 
 /// Whether a fresh run of the integration may start at all.
-pub fn refuse_paused(integration: &Integration, invocation: Invocation) -> Option<String> {
+pub(crate) fn refuse_paused(integration: &Integration, invocation: Invocation) -> Option<String> {
     (integration.status == IntegrationStatus::Paused && matches!(invocation, Invocation::First | Invocation::Redo))
         .then(|| format!("integration `{}` is paused", integration.name))
 }
@@ -89,7 +89,7 @@ pub fn hold_until(not_before: Option<DateTime<Utc>>, hold: Duration) -> DateTime
 /// runtime kills the invocation (`kill_at`) plus `grace` (clock skew between hosts). So the lease
 /// of an invocation killed at its deadline is free for Lambda's retry a minute later.
 #[derive(Debug, Clone, Copy)]
-pub struct LeaseTiming {
+pub(crate) struct LeaseTiming {
     pub ttl: Duration,
     pub kill_at: Option<DateTime<Utc>>,
     pub grace: Duration,
@@ -97,7 +97,7 @@ pub struct LeaseTiming {
 
 impl LeaseTiming {
     /// The lease time to ask for now; at least a second.
-    pub fn ttl_now(&self) -> Duration {
+    pub(crate) fn ttl_now(&self) -> Duration {
         let Some(kill_at) = self.kill_at else { return self.ttl };
         let until_kill = (kill_at - Utc::now()).to_std().unwrap_or_default() + self.grace;
         self.ttl.min(until_kill).max(Duration::from_secs(1))
@@ -106,14 +106,14 @@ impl LeaseTiming {
 
 /// Attempts of a run's first invocation (Lambda's retries of a killed one, the tick's redo of one
 /// stranded before its first checkpoint) before the run ends failed.
-pub const MAX_FIRST_ATTEMPTS: u32 = 5;
+pub(crate) const MAX_FIRST_ATTEMPTS: u32 = 5;
 
 /// Runs `work` while renewing `lease` every third of its TTL (never past the kill time: see
 /// [`LeaseTiming`]). The work is dropped, and the run fails without writing anything more, when
 /// the lease is lost (another invocation took it) or when it could not be renewed before it
 /// would expire (self-fencing: past its expiry another invocation may take it, and two writers
 /// must never overlap).
-pub async fn with_heartbeat<T>(
+pub(crate) async fn with_heartbeat<T>(
     state: &dyn StateStore,
     lease: &Lease,
     timing: LeaseTiming,
@@ -169,7 +169,7 @@ fn self_fenced(lease: &Lease, held_until: DateTime<Utc>) -> SyncError {
 /// After taking a lease from a run whose holder stopped: that run ends visibly (`failed`,
 /// replacing its `running` record), its checkpoint goes, and so do the data files it left, so a
 /// loader never reads half a run.
-pub async fn clean_up_after(
+pub(crate) async fn clean_up_after(
     state: &dyn StateStore,
     sink: &dyn ObjectSink,
     displaced: &Lease,
@@ -194,7 +194,7 @@ pub async fn clean_up_after(
 
 /// After taking the lease from a killed earlier attempt of the same run's first invocation: its
 /// checkpoint (if any) and unpublished files go; the run goes on as this attempt, recorded once.
-pub async fn clean_up_attempt(state: &dyn StateStore, sink: &dyn ObjectSink, displaced: &Lease) -> Result<()> {
+pub(crate) async fn clean_up_attempt(state: &dyn StateStore, sink: &dyn ObjectSink, displaced: &Lease) -> Result<()> {
     let (integration, table) = (&displaced.integration, &displaced.table);
     state.discard_checkpoint(integration, table).await?;
     output::remove_run_outputs(sink, integration, table, &displaced.owner.run).await?;
@@ -206,7 +206,7 @@ pub async fn clean_up_attempt(state: &dyn StateStore, sink: &dyn ObjectSink, dis
 /// What a failed invocation leaves: a retryable failure of a continued run keeps its checkpoint
 /// (one more failure counted) and parks the lease for a retry of the same invocation; anything
 /// else ends the run.
-pub fn retry_parking(
+pub(crate) fn retry_parking(
     checkpoint: Option<&capsule_core::ports::Checkpoint>,
     error: &SyncError,
     hold: Duration,

@@ -102,7 +102,7 @@ pub async fn record_run_of_every_table(
 
 /// The interval of an EventBridge `rate(…)` schedule expression (`rate(5 minutes)`, `rate(1 hour)`);
 /// None for `cron(…)` or anything else.
-pub fn rate_interval(expression: &str) -> Option<Duration> {
+pub(crate) fn rate_interval(expression: &str) -> Option<Duration> {
     let inner = expression.trim().strip_prefix("rate(")?.strip_suffix(')')?;
     let (n, unit) = inner.trim().split_once(' ')?;
     let n: u64 = n.parse().ok()?;

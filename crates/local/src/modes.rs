@@ -49,7 +49,7 @@ impl FileModes {
     }
 
     /// Creates (or truncates) a file for writing with the file mode.
-    pub async fn create_file(&self, path: &Path) -> std::io::Result<tokio::fs::File> {
+    pub(crate) async fn create_file(&self, path: &Path) -> std::io::Result<tokio::fs::File> {
         let mut options = tokio::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]

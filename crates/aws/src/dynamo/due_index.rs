@@ -20,7 +20,7 @@ use capsule_core::ports::{StateStore, Wake};
 use capsule_core::{Result, SyncError};
 
 /// The global secondary index of due entries (template.yaml's `due`).
-pub const INDEX: &str = "due";
+pub(crate) const INDEX: &str = "due";
 /// The index's one partition value: ten thousand integrations' wake-ups are far below what one
 /// index partition takes, and one partition keeps the query in due-time order.
 const DUE: &str = "DUE";

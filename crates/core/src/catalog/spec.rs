@@ -86,7 +86,7 @@ pub const NOT_PROVIDED: &[NotProvided] = &[
 /// holds the related record's id as a number: the spec's NUMERIC `team` is the RECORD `team`
 /// here, its id at `team.id`. Every other column keeps the spec's type family (text, number,
 /// timestamp, date, boolean; lists and custom fields are records).
-pub const NESTED_REFERENCES: &[&str] = &[
+pub(crate) const NESTED_REFERENCES: &[&str] = &[
     "activityType",
     "category",
     "creator",

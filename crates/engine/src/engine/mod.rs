@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-pub use fetch::{Extracted, Pager};
-pub use row::{RowBuilder, coerce, matches_all};
+pub(crate) use fetch::Extracted;
+pub use row::coerce;
+pub(crate) use row::{RowBuilder, matches_all};
 
 use crate::lifecycle::{self, Invocation};
 use crate::output::{self, WriterOptions};
@@ -64,7 +65,7 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(300);
 /// How long a parked lease waits for its continuation unless configured: Lambda keeps an
 /// asynchronous event queued for up to six hours (its maximum event age), and a newer run must
 /// not take the table from a run whose continuation is still on its way.
-pub const DEFAULT_PARKED_HOLD: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const DEFAULT_PARKED_HOLD: Duration = Duration::from_secs(6 * 3600);
 
 /// Knobs of a table run that aren't integration settings.
 #[derive(Debug, Clone, Copy)]

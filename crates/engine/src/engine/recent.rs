@@ -77,7 +77,7 @@ pub struct Slices {
 impl Slices {
     /// The slices of a whole read at `at`: slice k dated k days earlier, so slice n−1 comes due
     /// after a day and slice 0 after n days.
-    pub fn staggered(at: DateTime<Utc>, days: u32) -> Vec<DateTime<Utc>> {
+    pub(crate) fn staggered(at: DateTime<Utc>, days: u32) -> Vec<DateTime<Utc>> {
         (0..i64::from(days)).map(|k| at - chrono::Duration::days(k)).collect()
     }
 
@@ -89,7 +89,7 @@ impl Slices {
     }
 
     /// The slice a parent falls in.
-    pub fn slice_of(&self, parent_id: i64) -> usize {
+    pub(crate) fn slice_of(&self, parent_id: i64) -> usize {
         parent_id.rem_euclid(self.refreshed_at.len() as i64) as usize
     }
 
@@ -117,7 +117,7 @@ pub enum ReadMode {
 
 /// How a table can be read recently, if it can at all (with the catalog's discovery route:
 /// the exhaustive one asks every parent by design).
-pub fn recency(table: &TableSpec) -> Option<Recency> {
+pub(crate) fn recency(table: &TableSpec) -> Option<Recency> {
     match table.fetch {
         Fetch::Listings([only]) => only.newest_first.map(Recency::NewestFirst),
         Fetch::FanOut { discover: [route], .. } => route.changed_by.map(Recency::ChangedParents),
@@ -208,7 +208,7 @@ fn refreshes(
 
 /// The rolling refresh a run leaves for the next (a changed-parents table read with a recent
 /// window configured): this run's slices once asked, or, after a whole read, new staggered ones.
-pub fn slices_after(
+pub(crate) fn slices_after(
     integration: &Integration,
     table: &TableSpec,
     started: DateTime<Utc>,
@@ -239,24 +239,24 @@ impl Window {
     /// Whether a record is at or after the cutoff: read from Capsule, not carried over. A
     /// record without a readable order field is not: it cannot be placed in the listing's order,
     /// so it comes with the older rows (from the whole read) and is never lost or written twice.
-    pub fn is_newer(&self, record: &RawRecord<'_>) -> bool {
+    pub(crate) fn is_newer(&self, record: &RawRecord<'_>) -> bool {
         self.instant_of(record).is_some_and(|at| at >= self.cutoff)
     }
 
     /// Whether a discovery record marks its parent changed: changed since the cutoff, or of
     /// unknown date (asking a parent again is only a request; missing a change is a stale row).
-    pub fn marks_changed(&self, record: &RawRecord<'_>) -> bool {
+    pub(crate) fn marks_changed(&self, record: &RawRecord<'_>) -> bool {
         self.instant_of(record).is_none_or(|at| at >= self.cutoff)
     }
 
     /// The record's order field as an instant.
-    pub fn instant_of(&self, record: &RawRecord<'_>) -> Option<DateTime<Utc>> {
+    pub(crate) fn instant_of(&self, record: &RawRecord<'_>) -> Option<DateTime<Utc>> {
         record.instant(self.recency.field())
     }
 
     /// Writes the previous snapshot's rows that `keep` accepts as rows of `run_id`; returns how
     /// many. Reads each file a slice at a time, so memory stays flat.
-    pub async fn carry_over(
+    pub(crate) async fn carry_over(
         &self,
         sink: &dyn ObjectSink,
         run_id: &RunId,
@@ -293,7 +293,7 @@ impl Window {
 
 /// The state of a recent-window read as its pages come.
 #[derive(Debug)]
-pub struct RecentRead {
+pub(crate) struct RecentRead {
     pub window: Window,
     /// The order field of the last record read.
     last: Option<DateTime<Utc>>,
@@ -310,7 +310,7 @@ impl RecentRead {
 
     /// Whether this page reaches past the cutoff (the read stops after it). A page out of
     /// newest-first order sets `disordered` (the caller logs it) and never stops the read.
-    pub fn page_reaches_cutoff(&mut self, records: &[RawRecord<'_>]) -> bool {
+    pub(crate) fn page_reaches_cutoff(&mut self, records: &[RawRecord<'_>]) -> bool {
         if self.disordered {
             return false;
         }

@@ -17,7 +17,7 @@ use capsule_core::catalog::{Column, ColumnType, Constant, ConstantValue, Filter,
 /// then serialised: this is the connector's hot path, and a map per row (hashing every key,
 /// growing, freeing) cost more than the writing itself. Values are copied from the record's raw
 /// text where it already is what the column holds ([`write_value`]).
-pub struct RowBuilder {
+pub(crate) struct RowBuilder {
     columns: Vec<&'static Column>,
     /// Every column name of the table, sorted (searched for each field of each record).
     known: Vec<&'static str>,
@@ -101,8 +101,9 @@ impl RowBuilder {
         &self.line
     }
 
-    /// The output row for the record `text`, as a value (for tests and callers off the hot path).
-    pub fn build(
+    /// The output row for the record `text`, as a value.
+    #[cfg(test)]
+    pub(crate) fn build(
         &mut self,
         text: &str,
         constants: &[Constant],
@@ -134,7 +135,7 @@ fn write_field(out: &mut Vec<u8>, name: &str, value: &Value) {
 /// mismatch. Where the text already is what [`coerce`] would write (text, integers, booleans,
 /// UTC timestamps, dates, records on one line) it is copied as it came; anything else is parsed
 /// and coerced. A test checks both ways give the same bytes.
-pub fn write_value(out: &mut Vec<u8>, raw: &RawValue, ty: ColumnType) -> bool {
+pub(crate) fn write_value(out: &mut Vec<u8>, raw: &RawValue, ty: ColumnType) -> bool {
     let text = raw.get();
     let as_is = match (ty, text.as_bytes()[0]) {
         (_, b'n') => true,
@@ -242,7 +243,7 @@ fn date(text: &str) -> Option<Value> {
     ok.then(|| Value::String(day.to_string()))
 }
 
-pub fn matches_all(record: &RawRecord<'_>, filters: &[Filter]) -> bool {
+pub(crate) fn matches_all(record: &RawRecord<'_>, filters: &[Filter]) -> bool {
     filters.iter().all(|f| match *f {
         // Top-level fields (all the catalog's filters) are read from their text.
         Filter::Equals(field, expected) if !field.contains('.') => record.str(field).as_deref() == Some(expected),

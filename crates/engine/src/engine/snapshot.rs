@@ -22,7 +22,7 @@ use capsule_core::{Result, SyncError};
 /// very run, read over at least this run's window (`since`; None: the whole table), and keeping
 /// every field this run reads ([`TableSpec::fields_from_snapshot`] of the `selected` columns).
 /// Why not, otherwise.
-pub async fn of_same_listing(
+pub(crate) async fn of_same_listing(
     (state, sink): (&dyn StateStore, &dyn ObjectSink),
     (integration, table, run_id): (&Integration, &TableSpec, &RunId),
     since: Option<DateTime<Utc>>,
@@ -61,7 +61,7 @@ pub async fn of_same_listing(
 const SLICE_BYTES: u64 = 256 << 10;
 
 /// The rows of a snapshot's files, in file order.
-pub struct SnapshotRows<'a> {
+pub(crate) struct SnapshotRows<'a> {
     sink: &'a dyn ObjectSink,
     snapshot: &'a RunManifest,
     /// The file being read, and how many of its bytes were fetched.

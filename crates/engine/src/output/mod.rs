@@ -11,7 +11,8 @@
 
 mod part_writer;
 
-pub use part_writer::{PartWriter, WriterOptions};
+pub(crate) use part_writer::PartWriter;
+pub use part_writer::WriterOptions;
 
 use capsule_core::Result;
 use capsule_core::integration::RunId;
@@ -23,7 +24,12 @@ use capsule_core::ports::ObjectSink;
 /// manifest is published committed (loaders may have loaded it, the bookmark has moved past it):
 /// nothing of it is ever removed, whatever asks — a duplicate's failure, a takeover, a stranded
 /// end. Returns whether anything was removed.
-pub async fn remove_run_outputs(sink: &dyn ObjectSink, integration: &str, table: &str, run: &RunId) -> Result<bool> {
+pub(crate) async fn remove_run_outputs(
+    sink: &dyn ObjectSink,
+    integration: &str,
+    table: &str,
+    run: &RunId,
+) -> Result<bool> {
     if is_published(sink, integration, table, run).await? {
         tracing::warn!(event = capsule_core::observe::Event::PublishedRunKept.as_str(), %integration, %table, run_id = %run,
                        "the run's manifest is published: its files are kept");
@@ -36,12 +42,12 @@ pub async fn remove_run_outputs(sink: &dyn ObjectSink, integration: &str, table:
 }
 
 /// Whether a run's manifest is published for loaders (the run committed).
-pub async fn is_published(sink: &dyn ObjectSink, integration: &str, table: &str, run: &RunId) -> Result<bool> {
+pub(crate) async fn is_published(sink: &dyn ObjectSink, integration: &str, table: &str, run: &RunId) -> Result<bool> {
     Ok(sink.get(&manifest_key(integration, table, run)).await?.is_some())
 }
 
 /// The folder of every data file of an integration.
-pub fn data_prefix(integration: &str) -> String {
+pub(crate) fn data_prefix(integration: &str) -> String {
     format!("{integration}/")
 }
 
@@ -51,7 +57,7 @@ pub fn meta_prefix(integration: &str) -> String {
 }
 
 /// The folder of every run's manifests (what loaders list).
-pub fn manifests_prefix(integration: &str) -> String {
+pub(crate) fn manifests_prefix(integration: &str) -> String {
     format!("{}runs/", meta_prefix(integration))
 }
 
@@ -81,14 +87,14 @@ pub fn pending_manifest_key(integration: &str, table: &str, run: &RunId) -> Stri
 }
 
 /// Beside each published manifest: the same files as a Redshift `COPY … MANIFEST` file.
-pub fn redshift_manifest_key(integration: &str, table: &str, run: &RunId) -> String {
+pub(crate) fn redshift_manifest_key(integration: &str, table: &str, run: &RunId) -> String {
     format!("{}{table}.redshift.json", run_manifests_prefix(integration, run.as_str()))
 }
 
 /// Publishes a committed run's manifest from where it waited, its Redshift manifest first;
 /// true if there was one to publish (a run that committed, then stopped before publishing: its
 /// next run calls this).
-pub async fn publish_pending_manifest(
+pub(crate) async fn publish_pending_manifest(
     sink: &dyn ObjectSink,
     integration: &str,
     table: &str,
@@ -111,7 +117,7 @@ pub fn parents_key(integration: &str, table: &str, run: &RunId) -> String {
 }
 
 /// The process log of one invocation of a table run (invocations count from 1).
-pub fn log_key(integration: &str, table: &str, run: &RunId, invocation: u32) -> String {
+pub(crate) fn log_key(integration: &str, table: &str, run: &RunId, invocation: u32) -> String {
     format!("{}{table}-{invocation:03}.ndjson", log_prefix(integration, run))
 }
 

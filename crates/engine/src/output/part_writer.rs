@@ -103,7 +103,7 @@ struct OpenPart {
 }
 
 /// Writes one table run's rows as part files under deterministic keys.
-pub struct PartWriter<'a> {
+pub(crate) struct PartWriter<'a> {
     sink: &'a dyn ObjectSink,
     integration: String,
     table: String,
@@ -132,7 +132,7 @@ impl<'a> PartWriter<'a> {
     }
 
     /// Continues numbering after parts an earlier invocation of the same run finished.
-    pub fn resume_after(&mut self, finished: Vec<PartFile>) {
+    pub(crate) fn resume_after(&mut self, finished: Vec<PartFile>) {
         self.resumed = finished.len();
         self.done = finished;
     }
@@ -142,7 +142,7 @@ impl<'a> PartWriter<'a> {
     }
 
     /// Appends one row, given as a line of JSON without its newline.
-    pub async fn write_line(&mut self, row: &[u8]) -> Result<()> {
+    pub(crate) async fn write_line(&mut self, row: &[u8]) -> Result<()> {
         self.line.clear();
         self.line.extend_from_slice(row);
         self.line.push(b'\n');

@@ -33,7 +33,7 @@ fn type_of(ty: ColumnType) -> &'static str {
 }
 
 /// A BigQuery schema for `bq load --schema` of one table's files.
-pub fn bigquery_schema(table: &TableSpec, columns: &[&'static Column]) -> Value {
+pub(crate) fn bigquery_schema(table: &TableSpec, columns: &[&'static Column]) -> Value {
     let fields: Vec<Value> = columns
         .iter()
         .map(|c| {

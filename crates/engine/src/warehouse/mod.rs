@@ -27,9 +27,8 @@ use capsule_core::integration::Integration;
 use capsule_core::ports::{ObjectSink, StateStore};
 use capsule_core::{Result, SyncError};
 
-pub use bigquery::bigquery_schema;
 pub use duckdb::raw_types as duckdb_raw_types;
-pub use model::{KitTable, ViewRule, kit_tables};
+pub use model::kit_tables;
 
 /// A warehouse engine the kit is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,7 +99,7 @@ impl Location {
         format!("{}/{key}", self.0)
     }
 
-    pub fn is_s3(&self) -> bool {
+    pub(crate) fn is_s3(&self) -> bool {
         self.0.starts_with("s3://")
     }
 
@@ -130,7 +129,7 @@ pub fn kit(engine: Engine, integration: &Integration, location: &Location) -> Re
 }
 
 /// Where a run writes the kit of `engine`.
-pub fn kit_prefix(integration: &str, engine: Engine) -> String {
+pub(crate) fn kit_prefix(integration: &str, engine: Engine) -> String {
     format!("{}warehouse/{engine}/", crate::output::meta_prefix(integration))
 }
 
@@ -141,7 +140,7 @@ const KIT_WRITES_AT_ONCE: usize = 8;
 /// the kits always match the integration's current selection). The kits change only when the
 /// selection does, so a fingerprint of them is kept beside them: a run reads it (one request)
 /// and rewrites the kits only when it differs.
-pub async fn write_kits(sink: &dyn ObjectSink, integration: &Integration) -> Result<()> {
+pub(crate) async fn write_kits(sink: &dyn ObjectSink, integration: &Integration) -> Result<()> {
     let location = Location::new(&sink.locate(""))?;
     let mut files = Vec::new();
     for &engine in Engine::ALL {
@@ -167,7 +166,11 @@ pub async fn write_kits(sink: &dyn ObjectSink, integration: &Integration) -> Res
 /// finds the kits missing at once, and 20 runs each writing the same 34 files held every first
 /// invocation back. A run that finds another writing them goes on without (they are the same
 /// files; if that writer fails, the next run writes them).
-pub async fn write_kits_once(state: &dyn StateStore, sink: &dyn ObjectSink, integration: &Integration) -> Result<()> {
+pub(crate) async fn write_kits_once(
+    state: &dyn StateStore,
+    sink: &dyn ObjectSink,
+    integration: &Integration,
+) -> Result<()> {
     let holder = format!("{:016x}", rand::random::<u64>());
     if !state.try_lock(&integration.name, KITS_LOCK, &holder, KITS_LOCK_TTL).await? {
         return Ok(());

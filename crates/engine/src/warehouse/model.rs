@@ -8,7 +8,7 @@ use capsule_core::catalog::{self, Column, Fetch, Replication, TableSpec};
 use capsule_core::integration::Integration;
 
 /// One integration's kit inputs.
-pub struct Kit<'a> {
+pub(crate) struct Kit<'a> {
     pub integration: &'a str,
     pub tables: &'a [KitTable],
     pub location: &'a Location,
@@ -48,13 +48,13 @@ impl KitTable {
     }
 
     /// Whether rows carry `updatedAt` (the first ordering of "latest").
-    pub fn has_updated_at(&self) -> bool {
+    pub(crate) fn has_updated_at(&self) -> bool {
         self.columns.iter().any(|c| c.name == "updatedAt")
     }
 }
 
 /// The warehouse name of a table of an integration.
-pub fn raw_name(integration: &str, table: &str) -> String {
+pub(crate) fn raw_name(integration: &str, table: &str) -> String {
     format!("{}_{table}", integration.replace('-', "_"))
 }
 

@@ -29,11 +29,11 @@ use capsule_core::runlog::RunLog;
 use capsule_core::{Result, SyncError};
 use fan_out::*;
 
-pub use pager::Pager;
+pub(crate) use pager::Pager;
 
 /// How an extraction ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Extracted {
+pub(crate) enum Extracted {
     Done,
     /// Stopped: near the deadline (`not_before` None), or because nothing may be sent to Capsule
     /// before `not_before`. Resume at `cursor`.
@@ -99,7 +99,7 @@ impl From<Parent> for (String, Option<String>, i64) {
 }
 
 /// Everything an extraction needs.
-pub struct Extraction<'a> {
+pub(crate) struct Extraction<'a> {
     pub client: &'a CapsuleClient,
     pub sink: &'a dyn ObjectSink,
     pub integration: &'a str,

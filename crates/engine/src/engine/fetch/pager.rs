@@ -12,7 +12,7 @@ use capsule_core::runlog::RunLog;
 use capsule_core::{Result, SyncError};
 
 /// Walks `Link rel="next"` from a first URL.
-pub struct Pager<'a> {
+pub(crate) struct Pager<'a> {
     pub(super) client: &'a CapsuleClient,
     pub(super) next: Option<Url>,
     pub(super) envelope: &'a str,
@@ -29,11 +29,11 @@ impl<'a> Pager<'a> {
     }
 
     /// The page the next call reads, if any.
-    pub fn peek_next(&self) -> Option<&Url> {
+    pub(crate) fn peek_next(&self) -> Option<&Url> {
         self.next.as_ref()
     }
 
-    pub async fn next_page(&mut self) -> Result<Option<ListingPage>> {
+    pub(crate) async fn next_page(&mut self) -> Result<Option<ListingPage>> {
         let Some(url) = self.next.take() else {
             return Ok(None);
         };
