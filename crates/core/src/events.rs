@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::TableName;
 use crate::integration::{IntegrationName, RunId};
 use crate::{Result, SyncError};
 
@@ -24,7 +25,7 @@ pub struct ManualRun {
     pub integration: Option<IntegrationName>,
     /// Only these tables; the integration's tables when absent or empty.
     #[serde(default)]
-    pub tables: Vec<String>,
+    pub tables: Vec<TableName>,
     /// Run even if not due yet (pause still wins).
     #[serde(default)]
     pub force: bool,
@@ -57,7 +58,7 @@ impl OrchestratorEvent {
 #[serde(deny_unknown_fields)]
 pub struct TableSyncEvent {
     pub integration: IntegrationName,
-    pub table: String,
+    pub table: TableName,
     pub run_id: RunId,
     /// Set when a run re-invokes itself to continue from its checkpoint.
     #[serde(default)]
@@ -95,7 +96,7 @@ mod tests {
             manual.unwrap(),
             OrchestratorEvent::Manual(ManualRun {
                 integration: Some("acme".parse().unwrap()),
-                tables: vec!["parties".into()],
+                tables: vec!["parties".parse().unwrap()],
                 force: true,
                 no_schedule: false
             })
@@ -124,10 +125,11 @@ mod tests {
         assert!(!TableSyncEvent::parse(ok).unwrap().continuation);
         let err = TableSyncEvent::parse(json!({"integration": "acme", "table": "parties"})).unwrap_err().to_string();
         assert!(err.contains("run_id"), "{err}");
-        let err = TableSyncEvent::parse(json!({"integration": "a", "table": "t", "run_id": "bad"})).unwrap_err();
+        let err = TableSyncEvent::parse(json!({"integration": "a", "table": "parties", "run_id": "bad"})).unwrap_err();
         assert!(err.to_string().contains("run id"), "{err}");
         let bad = json!({"integration": "Acme Corp", "table": "parties", "run_id": "20261128T081100Z-abc123"});
         let err = TableSyncEvent::parse(bad).unwrap_err().to_string();
         assert!(err.contains("integration name `Acme Corp` is invalid"), "{err}");
+        assert_eq!(err.matches("invalid configuration").count(), 1, "said once: {err}");
     }
 }

@@ -425,10 +425,20 @@ pub fn parse_history_start(text: &str) -> Result<DateTime<Utc>> {
 }
 
 /// An integration's name: unique, immutable, the output prefix, part of every state key. Only a
-/// valid name (see [`validate_name`]) is ever one, whether typed by an operator or read back.
+/// valid name (lower-case letters, digits, `-` and `_`, 1–63 characters) is ever one, whether typed by an operator or read back.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct IntegrationName(String);
+
+/// Why a string is not an [`IntegrationName`] (the bare reason, for serde to wrap).
+#[derive(Debug)]
+pub struct InvalidName(String);
+
+impl fmt::Display for InvalidName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl IntegrationName {
     pub fn as_str(&self) -> &str {
@@ -437,17 +447,19 @@ impl IntegrationName {
 }
 
 impl TryFrom<String> for IntegrationName {
-    type Error = SyncError;
-    fn try_from(name: String) -> Result<IntegrationName> {
-        validate_name(&name)?;
-        Ok(IntegrationName(name))
+    type Error = InvalidName;
+    fn try_from(name: String) -> std::result::Result<IntegrationName, InvalidName> {
+        match name_problem(&name) {
+            None => Ok(IntegrationName(name)),
+            Some(problem) => Err(InvalidName(problem)),
+        }
     }
 }
 
 impl std::str::FromStr for IntegrationName {
     type Err = SyncError;
     fn from_str(name: &str) -> Result<IntegrationName> {
-        IntegrationName::try_from(name.to_string())
+        IntegrationName::try_from(name.to_string()).map_err(|e| SyncError::Config(e.0))
     }
 }
 
@@ -501,18 +513,16 @@ impl PartialEq<String> for IntegrationName {
 }
 
 /// Names become S3 prefixes, DynamoDB keys and directory names: keep them boring.
-pub(crate) fn validate_name(name: &str) -> Result<()> {
+fn name_problem(name: &str) -> Option<String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(SyncError::Config(format!(
+    (!ok).then(|| {
+        format!(
             "integration name `{name}` is invalid: use 1-63 lower-case letters, digits, `-` or `_`, starting with a letter or digit"
-        )))
-    }
+        )
+    })
 }
 
 /// A run id: `20261128T081100Z-3fa9c1`. Sorts by start time; the date part is the `dt=` partition,
@@ -597,10 +607,10 @@ mod tests {
     #[test]
     fn names_are_checked() {
         for good in ["acme", "acme-prod_2", "9lives"] {
-            assert!(validate_name(good).is_ok(), "{good}");
+            assert!(good.parse::<IntegrationName>().is_ok(), "{good}");
         }
         for bad in ["", "Acme", "acme corp", "-acme", "a/b", &"x".repeat(64)] {
-            let err = validate_name(bad).unwrap_err().to_string();
+            let err = bad.parse::<IntegrationName>().unwrap_err().to_string();
             assert!(err.contains("invalid"), "{bad}: {err}");
         }
     }

@@ -241,10 +241,13 @@ pub async fn resume_due(
     let mut out = Vec::new();
     for TableState { table, lease, checkpoint } in states.iter().cloned() {
         let Some(lease) = lease else { continue };
+        // A lease on a table this build's catalog lacks (written by another version) has no
+        // invocation to send: a table-sync event must name a catalog table.
+        let Ok(table) = table.parse::<capsule_core::catalog::TableName>() else { continue };
         let checkpoint = checkpoint.filter(|c| c.owner == lease.owner);
         let event = |seq: Option<u32>, run_id: &RunId, stranded: Option<u32>| TableSyncEvent {
             integration: integration.name.clone(),
-            table: table.clone(),
+            table,
             run_id: run_id.clone(),
             continuation: true,
             max_seconds: None,

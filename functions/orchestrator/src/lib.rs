@@ -123,7 +123,7 @@ async fn manual(request: ManualRun, deps: &OrchestratorDeps) -> Result<Summary> 
         ],
         None => deps.state.list_integrations().await?,
     };
-    let tables_asked = if request.tables.is_empty() { None } else { Some(catalog::resolve_tables(&request.tables)?) };
+    let tables_asked = (!request.tables.is_empty()).then(|| catalog::TableName::specs(&request.tables));
     let now = Utc::now();
     let mut summary = Summary::default();
     let tick = Tick { deps, request: &request, tables_asked: tables_asked.as_deref(), scheduled: false, now };
@@ -197,7 +197,7 @@ impl Tick<'_> {
         // Tables whose run this tick continues are busy: a new run of one would race the
         // continuation for the stranded lease, and abandon the run it could have finished.
         let busy: BTreeSet<String> =
-            view.resume.iter().filter(|e| !e.continuation || e.seq.is_some()).map(|e| e.table.clone()).collect();
+            view.resume.iter().filter(|e| !e.continuation || e.seq.is_some()).map(|e| e.table.to_string()).collect();
         if let Err(e) = schedule::check_frequency(integration, schedule::deployment_tick()) {
             tracing::warn!(event = Event::FrequencyBelowTick.as_str(), integration = %integration.name, error = %e);
         }
@@ -259,7 +259,7 @@ async fn resume(events: Vec<TableSyncEvent>, deps: &OrchestratorDeps) -> Vec<Res
                        run_id = %event.run_id, invocation = ?event.seq, stranded = ?event.stranded, ?error);
         resumed.push(Resumed {
             integration: event.integration.into(),
-            table: event.table,
+            table: event.table.into(),
             run_id: event.run_id,
             // A redo of a first invocation is invocation 1 again.
             invocation: if event.continuation { event.seq } else { Some(1) },
@@ -332,9 +332,14 @@ async fn send(integration: &Integration, tables: &[String], run_id: &RunId, deps
     use futures::StreamExt;
     futures::stream::iter(tables.to_vec())
         .map(|table| async move {
+            // Names come from a dispatch record: one this build's catalog lacks cannot be sent.
+            let name = match table.parse() {
+                Ok(name) => name,
+                Err(e) => return Some(Unsent { why: SyncError::to_string(&e), table }),
+            };
             let event = TableSyncEvent {
                 integration: integration.name.clone(),
-                table: table.clone(),
+                table: name,
                 run_id: run_id.clone(),
                 continuation: false,
                 max_seconds: None,

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use capsule_aws::{AwsClients, token_provider};
 use capsule_client::{CapsuleClient, ClientOptions};
 use capsule_core::budget::RateBudgetStore;
-use capsule_core::catalog;
 use capsule_core::events::TableSyncEvent;
 use capsule_core::integration::Integration;
 use capsule_core::observe::Event;
@@ -82,13 +81,7 @@ pub async fn handler(event: serde_json::Value, remaining: Option<Duration>, deps
         .get_integration(&event.integration)
         .await?
         .ok_or_else(|| SyncError::Config(format!("no integration named `{}` is registered", event.integration)))?;
-    let table = catalog::table(&event.table).ok_or_else(|| {
-        SyncError::Config(format!(
-            "unknown table `{}`; valid tables: {}",
-            event.table,
-            catalog::table_names().join(", ")
-        ))
-    })?;
+    let table = event.table.spec();
     if let Some(stranded) = event.stranded {
         match recover(deps, &event, stranded).await {
             Ok(Some(next)) => event = next,
@@ -157,7 +150,7 @@ impl Summary {
     fn without_run(event: &TableSyncEvent, state: RunState, error: Option<SyncError>) -> Summary {
         Summary {
             integration: event.integration.to_string(),
-            table: event.table.clone(),
+            table: event.table.to_string(),
             run_id: event.run_id.to_string(),
             state,
             rows: 0,

@@ -4,6 +4,7 @@
 //! spec's columns map onto it (aliases, columns Capsule does not provide) is [`spec`].
 
 mod columns;
+mod name;
 pub mod spec;
 mod tables;
 
@@ -12,6 +13,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 pub use columns::{ColumnSelection, resolve_columns};
+pub use name::TableName;
 pub use tables::TABLES;
 
 /// Warehouse type of a column.
@@ -313,9 +315,7 @@ pub fn resolve_tables(names: &[String]) -> crate::Result<Vec<&'static TableSpec>
     }
     let mut out: Vec<&'static TableSpec> = Vec::new();
     for name in names {
-        let spec = table(name).ok_or_else(|| {
-            crate::SyncError::Config(format!("unknown table `{name}`; valid tables: {}", table_names().join(", ")))
-        })?;
+        let spec = name.parse::<TableName>()?.spec();
         if !out.iter().any(|t| t.name == spec.name) {
             out.push(spec);
         }
