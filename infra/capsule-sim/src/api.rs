@@ -30,7 +30,7 @@ fn not_found() -> Response {
 }
 
 /// Capsule's 422: `{"message": "Validation Failed", "errors": [{message, resource, field}]}`.
-fn unprocessable(resource: &str, field: &str, message: &str) -> Response {
+pub(crate) fn unprocessable(resource: &str, field: &str, message: &str) -> Response {
     let body = json!({"message": "Validation Failed",
                       "errors": [{"message": message, "resource": resource, "field": field}]});
     (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
@@ -249,7 +249,8 @@ fn id_of(segment: &str) -> Option<i64> {
 }
 
 /// Answers one GET below `/api/v2`. `path` starts with `/`.
-pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, String)>) -> Response {
+/// `hooks`: the REST hooks subscribed through the API, listed after the account's own.
+pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, String)>, hooks: &[Value]) -> Response {
     let segments: Vec<&str> = ctx.path.trim_matches('/').split('/').collect();
     let max = match segments.as_slice() {
         [_, _, "entries"] => MAX_PER_PAGE_ENTITY_ENTRIES,
@@ -407,7 +408,14 @@ pub fn dispatch(account: &Account, ctx: &ListContext, raw_query: Vec<(String, St
         ["activitytypes"] => page(ctx, &q, "activityTypes", account.reference().activity_types.iter(), same, None),
         ["countries"] => page(ctx, &q, "countries", account.reference().countries.iter(), same, None),
         ["currencies"] => page(ctx, &q, "currencies", account.reference().currencies.iter(), same, None),
-        ["resthooks"] => page(ctx, &q, "restHooks", account.reference().rest_hooks.iter(), same, None),
+        ["resthooks"] => page(ctx, &q, "restHooks", account.reference().rest_hooks.iter().chain(hooks), same, None),
+        ["resthooks", id] => {
+            let mut all = account.reference().rest_hooks.iter().chain(hooks);
+            match all.find(|h| id_of(id).is_some_and(|id| h["id"].as_i64() == Some(id))) {
+                Some(hook) => single("restHook", hook.clone()),
+                None => not_found(),
+            }
+        }
         _ => not_found(),
     }
 }

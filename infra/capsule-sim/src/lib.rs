@@ -5,11 +5,13 @@
 //! deterministic generated account. Tests, the CLI demo and benchmarks start it in-process with
 //! [`start`]; the `capsule-sim` binary starts it standalone. The admin API (`/_admin/*`) and the
 //! [`SimHandle`] methods mutate the account, inject faults and read request statistics.
+//! Subscribed REST hooks ([`hooks`]) are delivered on every change.
 
 mod api;
 pub mod config;
 pub mod dataset;
 pub mod faults;
+pub mod hooks;
 mod ratelimit;
 mod server;
 pub mod stats;
@@ -49,6 +51,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
         faults: Mutex::new(faults::FaultPlan::new(config.seed)),
         stats: Mutex::new(Stats::default()),
         mutations: Mutex::new(0),
+        hooks: hooks::Hooks::new(config.seed),
         token: RwLock::new(config.token.clone()),
         config,
     });
@@ -102,6 +105,16 @@ impl SimHandle {
     /// Shorthand for [`SimHandle::mutate`].
     pub fn mutate_n(&self, kind: MutationKind, op: MutationOp, count: usize) -> Result<MutationOutcome, String> {
         self.mutate(Mutation { kind, op, count, ids: Vec::new() })
+    }
+
+    /// What the delivery network does to REST hook deliveries from now on.
+    pub fn set_hook_faults(&self, faults: hooks::DeliveryFaults) {
+        self.shared.hooks.set_faults(faults);
+    }
+
+    /// REST hook deliveries so far.
+    pub fn hook_stats(&self) -> hooks::DeliveryStats {
+        self.shared.hooks.stats()
     }
 
     pub fn add_fault(&self, rule: FaultRule) {

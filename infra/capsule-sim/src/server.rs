@@ -35,14 +35,24 @@ pub struct Shared {
     pub stats: Mutex<Stats>,
     /// Counts mutations so each picks different records, deterministically.
     pub mutations: Mutex<u64>,
+    /// REST hook subscriptions and their deliveries.
+    pub hooks: crate::hooks::Hooks,
 }
+
+/// Largest request body accepted (a REST hook subscription is a few hundred bytes).
+const MAX_BODY: usize = 64 * 1024;
 
 impl Shared {
     pub fn mutate(&self, m: &Mutation) -> Result<crate::dataset::MutationOutcome, String> {
         let mut n = self.mutations.lock().unwrap();
         *n += 1;
         let seed = self.config.seed.wrapping_mul(1_000_003).wrapping_add(*n);
-        self.account.write().unwrap().apply(m, seed, Utc::now())
+        let outcome = self.account.write().unwrap().apply(m, seed, Utc::now())?;
+        if let Some(event) = m.hook_event() {
+            let payload = self.account.read().unwrap().hook_payload(m, &outcome.ids);
+            self.hooks.deliver(&event, payload);
+        }
+        Ok(outcome)
     }
 }
 
@@ -54,6 +64,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_admin/faults", get(admin_faults).post(admin_add_fault).delete(admin_clear_faults))
         .route("/_admin/mutate", post(admin_mutate))
         .route("/_admin/counts", get(admin_counts))
+        .route("/_admin/hooks", get(admin_hooks))
+        .route("/_admin/hooks/faults", post(admin_hook_faults))
         .route("/_admin/entries", get(admin_entries))
         .with_state(shared)
 }
@@ -66,7 +78,11 @@ async fn capsule_api(
 ) -> Response {
     let path = request.uri().path().trim_start_matches("/api/v2").to_string();
     s.stats.lock().unwrap().record_request(request.method().as_str(), &path);
-    let response = guarded(&s, &path, query, request.method(), request.headers()).await;
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return api::error(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large");
+    };
+    let response = guarded(&s, &path, query, (&parts.method, &body), &parts.headers).await;
     s.stats.lock().unwrap().record_status(response.status().as_u16());
     response
 }
@@ -75,7 +91,7 @@ async fn guarded(
     s: &Shared,
     path: &str,
     query: Vec<(String, String)>,
-    method: &Method,
+    request: (&Method, &Bytes),
     headers: &HeaderMap,
 ) -> Response {
     let expected = format!("Bearer {}", s.token.read().unwrap());
@@ -90,10 +106,10 @@ async fn guarded(
         match fault {
             Some(Fault::Slow { millis }) => {
                 tokio::time::sleep(Duration::from_millis(millis)).await;
-                answer(s, path, query, method)
+                answer(s, path, query, request)
             }
-            Some(fault) => faulted(fault, || answer(s, path, query, method)).await,
-            None => answer(s, path, query, method),
+            Some(fault) => faulted(fault, || answer(s, path, query, request)).await,
+            None => answer(s, path, query, request),
         }
     };
     let h = response.headers_mut();
@@ -103,15 +119,37 @@ async fn guarded(
     response
 }
 
-fn answer(s: &Shared, path: &str, query: Vec<(String, String)>, method: &Method) -> Response {
-    if method != Method::GET {
-        return api::error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+fn answer(s: &Shared, path: &str, query: Vec<(String, String)>, (method, body): (&Method, &Bytes)) -> Response {
+    let hook_id = path.strip_prefix("/resthooks/");
+    match (method, path) {
+        (&Method::POST, "/resthooks") => return subscribe(s, body),
+        (&Method::DELETE, _) if hook_id.is_some() => return unsubscribe(s, hook_id.unwrap_or_default()),
+        (&Method::GET, _) => {}
+        _ => return api::error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
     }
     let link_base = s.link_base.read().unwrap().clone();
     let base_url = link_base.as_deref().unwrap_or(&s.base_url);
     let ctx = ListContext { base_url, path, link_style: s.config.link_style };
+    let hooks: Vec<serde_json::Value> = s.hooks.list().iter().map(|h| json!(h)).collect();
     let account = s.account.read().unwrap();
-    api::dispatch(&account, &ctx, query)
+    api::dispatch(&account, &ctx, query, &hooks)
+}
+
+/// `POST /resthooks`: 201 with the stored hook, or Capsule's 400 / 422.
+fn subscribe(s: &Shared, body: &Bytes) -> Response {
+    match s.hooks.subscribe(body) {
+        Ok(hook) => (StatusCode::CREATED, Json(json!({"restHook": hook}))).into_response(),
+        Err((StatusCode::UNPROCESSABLE_ENTITY, message)) => api::unprocessable("restHook", "restHook", &message),
+        Err((status, message)) => api::error(status, &message),
+    }
+}
+
+/// `DELETE /resthooks/{id}`: 204, or 404 for a hook that is not there.
+fn unsubscribe(s: &Shared, id: &str) -> Response {
+    match id.parse() {
+        Ok(id) if s.hooks.unsubscribe(id) => StatusCode::NO_CONTENT.into_response(),
+        _ => api::error(StatusCode::NOT_FOUND, "Could not find resource"),
+    }
 }
 
 fn unauthorized() -> Response {
@@ -193,6 +231,17 @@ async fn admin_mutate(State(s): State<Arc<Shared>>, Json(m): Json<Mutation>) -> 
         Ok(outcome) => Json(outcome).into_response(),
         Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": message}))).into_response(),
     }
+}
+
+/// The subscriptions and what became of their deliveries.
+async fn admin_hooks(State(s): State<Arc<Shared>>) -> Response {
+    Json(json!({"subscriptions": s.hooks.list(), "stats": s.hooks.stats()})).into_response()
+}
+
+/// `{"drop": 0.1, "duplicate": 0.1}`: the share of deliveries dropped and sent twice.
+async fn admin_hook_faults(State(s): State<Arc<Shared>>, Json(faults): Json<crate::hooks::DeliveryFaults>) -> Response {
+    s.hooks.set_faults(faults);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 #[derive(Deserialize)]

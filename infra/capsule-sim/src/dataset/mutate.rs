@@ -253,3 +253,42 @@ fn restricted_view(body: &Value) -> Value {
         json!({"id": body["id"], "name": "Private", "isRestricted": true})
     }
 }
+
+impl Mutation {
+    /// The REST hook event Capsule raises for this change (`party/updated`), if any: entries
+    /// have none, nor does a restriction or a task's deletion.
+    pub fn hook_event(&self) -> Option<String> {
+        let entity = match self.kind {
+            MutationKind::Parties => "party",
+            MutationKind::Opportunities => "opportunity",
+            MutationKind::Kases => "kase",
+            MutationKind::Tasks => "task",
+            MutationKind::Entries => return None,
+        };
+        let action = match self.op {
+            MutationOp::Create => "created",
+            MutationOp::Update | MutationOp::Leave => "updated",
+            MutationOp::Delete if self.kind != MutationKind::Tasks => "deleted",
+            MutationOp::Delete | MutationOp::Restrict => return None,
+        };
+        Some(format!("{entity}/{action}"))
+    }
+}
+
+impl Account {
+    /// What a REST hook carries for the records a mutation touched: each as the API returns it
+    /// now, or for a deletion its id alone (what Capsule sends for one is UNCONFIRMED).
+    pub fn hook_payload(&self, m: &Mutation, ids: &[i64]) -> Vec<Value> {
+        let collection = match m.kind.entity() {
+            Some(entity) => &self.records[&entity],
+            None if m.kind == MutationKind::Tasks => &self.tasks,
+            None => &self.entries,
+        };
+        ids.iter()
+            .map(|id| match collection.get(id) {
+                Some(record) if m.op != MutationOp::Delete => record.body(),
+                _ => json!({ "id": id }),
+            })
+            .collect()
+    }
+}
