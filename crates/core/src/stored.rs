@@ -37,23 +37,21 @@ pub trait Stored: Serialize + DeserializeOwned {
     const KIND: Kind;
 }
 
-impl Stored for Integration {
-    const KIND: Kind = Kind::Integration;
+macro_rules! stored {
+    ($($document:ty => $kind:ident),* $(,)?) => {
+        $(impl Stored for $document {
+            const KIND: Kind = Kind::$kind;
+        })*
+    };
 }
-impl Stored for Bookmark {
-    const KIND: Kind = Kind::Bookmark;
-}
-impl Stored for Lease {
-    const KIND: Kind = Kind::Lease;
-}
-impl Stored for Checkpoint {
-    const KIND: Kind = Kind::Checkpoint;
-}
-impl Stored for TableRunRecord {
-    const KIND: Kind = Kind::RunRecord;
-}
-impl Stored for DispatchRecord {
-    const KIND: Kind = Kind::Dispatch;
+
+stored! {
+    Integration => Integration,
+    Bookmark => Bookmark,
+    Lease => Lease,
+    Checkpoint => Checkpoint,
+    TableRunRecord => RunRecord,
+    DispatchRecord => Dispatch,
 }
 
 /// Refuses what a newer capsule-sync wrote. `what` names the document or file for the error.
