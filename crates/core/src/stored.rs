@@ -83,6 +83,10 @@ pub fn upgrade(kind: Kind, doc: &mut Value, from: u32) {
 pub fn decode<T: Stored>(what: &str, version: Option<u32>, text: &str) -> Result<T> {
     let version = version.unwrap_or(0);
     check_version(what, version)?;
+    if version == SCHEMA_VERSION {
+        // Nothing to upgrade: read straight into the type, without a `Value` in between.
+        return serde_json::from_str(text).map_err(|e| SyncError::State(format!("{what} is not valid: {e}")));
+    }
     let mut doc: Value =
         serde_json::from_str(text).map_err(|e| SyncError::State(format!("{what} is not valid JSON: {e}")))?;
     upgrade(T::KIND, &mut doc, version);

@@ -165,10 +165,17 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<StateDoc> {
     let corrupt = |e: &dyn std::fmt::Display| {
         state_err("the state file is corrupt (fix or move it away; it was not changed):", path, e)
     };
-    let mut file: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(&e))?;
-    let version = file.get("version").and_then(serde_json::Value::as_u64).ok_or_else(|| corrupt(&"no `version`"))?;
-    let version = u32::try_from(version).map_err(|e| corrupt(&e))?;
+    #[derive(serde::Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let Version { version } = serde_json::from_slice(bytes).map_err(|e| corrupt(&e))?;
     stored::check_version(&format!("the state file {}", path.display()), version)?;
+    if version == SCHEMA_VERSION {
+        // Nothing to upgrade: the whole file (up to 10,000 run records) read once, typed.
+        return serde_json::from_slice(bytes).map_err(|e| corrupt(&e));
+    }
+    let mut file: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(&e))?;
     for (field, kind) in DOCUMENTS {
         match file.get_mut(field) {
             Some(serde_json::Value::Object(docs)) => docs.values_mut().for_each(|d| stored::upgrade(kind, d, version)),

@@ -313,14 +313,8 @@ pub fn resolve_tables(names: &[String]) -> crate::Result<Vec<&'static TableSpec>
     if names.is_empty() {
         return Ok(TABLES.iter().collect());
     }
-    let mut out: Vec<&'static TableSpec> = Vec::new();
-    for name in names {
-        let spec = name.parse::<TableName>()?.spec();
-        if !out.iter().any(|t| t.name == spec.name) {
-            out.push(spec);
-        }
-    }
-    Ok(out)
+    let names = names.iter().map(|name| name.parse()).collect::<crate::Result<Vec<TableName>>>()?;
+    Ok(TableName::specs(&names))
 }
 
 impl TableSpec {

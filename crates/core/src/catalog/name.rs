@@ -3,11 +3,11 @@
 
 use std::fmt;
 
-use super::{TableSpec, table, table_names};
+use super::{TABLES, TableSpec, table, table_names};
 use crate::SyncError;
 
-/// The name of a catalog table (`cases`, also accepted as `Cases` or `kases`-free spellings the
-/// catalog allows). Stored and sent as the plain name.
+/// The name of a catalog table, as the catalog spells it (`Cases` is read as `cases`). Stored and
+/// sent as the plain name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(into = "String")]
 pub struct TableName(&'static str);
@@ -25,9 +25,9 @@ impl TableName {
         self.0
     }
 
-    /// The table's catalog entry.
+    /// The table's catalog entry (the name is the catalog's own spelling: an exact match).
     pub fn spec(self) -> &'static TableSpec {
-        table(self.0).expect("a TableName is a catalog name")
+        TABLES.iter().find(|t| t.name == self.0).expect("a TableName is a catalog name")
     }
 
     /// The catalog entries of `names`, each once, in the order given.
