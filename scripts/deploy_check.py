@@ -36,7 +36,7 @@ from samtranslator.yaml_helper import yaml_parse
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
-FUNCTIONS = {"OrchestratorFunction": "orchestrator", "TableSyncFunction": "table-sync"}
+FUNCTIONS = {"OrchestratorFunction": "orchestrator", "TableSyncFunction": "table-sync", "HookReceiverFunction": "hook-receiver"}
 NO_VALUE = object()
 
 
@@ -360,6 +360,13 @@ def apply_one(account: Account, deployed: Deployed, logical: str, kind: str, pro
             filterPattern=props["FilterPattern"],
             metricTransformations=lower_first(props["MetricTransformations"]),
         )
+    elif kind == "AWS::Lambda::Url":
+        name = props["TargetFunctionArn"]
+        url = account.functions.create_function_url_config(FunctionName=name, AuthType=props["AuthType"])
+        deployed.attributes[(logical, "FunctionUrl")] = url["FunctionUrl"]
+    elif kind == "AWS::Lambda::Permission":
+        name = props["FunctionName"]
+        account.functions.add_permission(StatementId=logical, **props)
     else:
         raise SystemExit(f"deploy check: moto skipped {logical} ({kind}) and this check cannot apply it")
     return name
@@ -444,6 +451,20 @@ class Verifier:
         config = self.account.functions.get_function_event_invoke_config(FunctionName=name, Qualifier=props["Qualifier"])
         props = {k: v for k, v in props.items() if k not in ("FunctionName", "Qualifier")}
         self.expect(logical, differences(props, config))
+
+    def check_lambda_url(self, logical: str, props: dict, name: str) -> None:
+        config = self.account.functions.get_function_url_config(FunctionName=name)
+        self.expect(logical, differences({"AuthType": props["AuthType"]}, config))
+
+    def check_lambda_permission(self, logical: str, props: dict, name: str) -> None:
+        policy = json.loads(self.account.functions.get_policy(FunctionName=name)["Policy"])
+        mine = [st for st in policy["Statement"] if st.get("Sid") == logical]
+        if not mine:
+            self.problems.append(f"{self.deployed.name}/{logical}: no statement in {name}'s policy")
+            return
+        want_action = props["Action"]
+        if mine[0].get("Action") != want_action:
+            self.problems.append(f"{self.deployed.name}/{logical}: action {mine[0].get('Action')}, template {want_action}")
 
     def check_iam_role(self, logical: str, props: dict, name: str) -> None:
         iam = self.account.iam

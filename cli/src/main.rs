@@ -91,6 +91,9 @@ enum Command {
     Logs(commands::ops::LogsArgs),
     /// Requests and hours of quota a first load and each scheduled run will take, per table.
     Plan(commands::plan::PlanArgs),
+    /// REST hooks: receive them (serve), subscribe, list, unsubscribe.
+    #[command(subcommand)]
+    Hooks(commands::hooks::HooksCommand),
     /// Write an integration's warehouse kit: raw tables, loads and current-state views.
     Warehouse(commands::warehouse::WarehouseArgs),
     /// Check a deployed stack (--backend aws): functions, table, bucket, schedule, and each
@@ -153,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => commands::ops::logs(&backend, args).await,
         Command::Plan(args) => commands::plan::run(&backend, args).await,
         Command::Warehouse(args) => commands::warehouse::run(&backend, args).await,
+        Command::Hooks(cmd) => commands::hooks::run(&backend, cmd).await,
         Command::Catalog(_) | Command::Demo(_) | Command::Doctor(_) => unreachable!("handled above"),
     }
 }

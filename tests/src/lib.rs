@@ -21,6 +21,8 @@ pub mod aws;
 pub mod duckdb;
 pub mod faults;
 pub mod fleet;
+pub mod function_url;
+pub mod hooks;
 pub mod iam;
 pub mod loader;
 pub mod runtime;

@@ -34,6 +34,8 @@ pub struct World {
     pub prefix: String,
     /// Every AWS call the functions made, when [`Setup::record_calls`] is set.
     pub recorder: Option<crate::iam::Recorder>,
+    /// The hook-receiver's Function URL ([`crate::function_url`]), as the stack outputs it.
+    pub hook_url: String,
 }
 
 /// How a test's world differs from production's.
@@ -138,6 +140,7 @@ pub async fn world_with(setup: Setup) -> World {
         HashMap::from([
             ("orchestrator".to_string(), proxy("orchestrator")),
             ("table-sync".to_string(), proxy("table-sync")),
+            ("hook-receiver".to_string(), proxy("hook-receiver")),
         ]),
         setup.lambda.clone(),
     )
@@ -148,12 +151,22 @@ pub async fn world_with(setup: Setup) -> World {
         false => None,
     };
     // Each function's clients: signed with its own name through the recorder, or the test's.
-    let (orchestrator_clients, table_sync_clients) = match &recorder {
-        Some(r) => (clients_signed_as("orchestrator", &r.url).await, clients_signed_as("table-sync", &r.url).await),
+    let (orchestrator_clients, table_sync_clients, receiver_clients) = match &recorder {
+        Some(r) => (
+            clients_signed_as("orchestrator", &r.url).await,
+            clients_signed_as("table-sync", &r.url).await,
+            clients_signed_as("hook-receiver", &r.url).await,
+        ),
         None => {
             let clients = AwsClients { lambda: client.clone(), ..stack.clients.clone() };
-            (clients.clone(), clients)
+            (clients.clone(), clients.clone(), clients)
         }
+    };
+    let receiver_deps = hook_receiver::HookReceiverDeps {
+        state: Arc::new(DynamoState::new(receiver_clients.dynamodb.clone(), &stack.table)),
+        sink: Arc::new(S3Sink::new(receiver_clients.s3.clone(), &stack.bucket, &prefix, setup.kms_key.clone())),
+        limiter: Arc::default(),
+        limits: capsule_engine::hooks::Limits::default(),
     };
     let state = Arc::new(DynamoState::new(table_sync_clients.dynamodb.clone(), &stack.table));
     let dispatcher = Arc::new(LambdaDispatcher::new(table_sync_clients.lambda.clone(), "table-sync"));
@@ -217,8 +230,14 @@ pub async fn world_with(setup: Setup) -> World {
         })
     });
     functions.lock().unwrap().insert("table-sync".into(), table_sync_fn);
+    let receiver_fn: Function = Arc::new(move |event| {
+        let deps = receiver_deps.clone();
+        Box::pin(async move { Ok(serde_json::to_value(hook_receiver::handler(event, &deps).await).unwrap()) })
+    });
     functions.lock().unwrap().insert("orchestrator".into(), orchestrator_fn);
-    World { sim, stack, lambda, client, secret_prefix, prefix, recorder }
+    functions.lock().unwrap().insert("hook-receiver".into(), receiver_fn);
+    let (hook_url, _) = crate::function_url::start(client.clone(), "hook-receiver").await;
+    World { sim, stack, lambda, client, secret_prefix, prefix, recorder, hook_url }
 }
 
 impl World {

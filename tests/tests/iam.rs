@@ -43,6 +43,7 @@ fn stack_of(w: &World, kms_key: Option<&str>) -> Stack {
         ("FailureQueue", format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-FailureQueue-1A2B3C")),
         ("OrchestratorLogGroup", log_group("orchestrator")),
         ("TableSyncLogGroup", log_group("table-sync")),
+        ("HookReceiverLogGroup", log_group("hook-receiver")),
     ];
     Stack {
         name: STACK.into(),
@@ -71,6 +72,7 @@ fn policies(template: &str, stack: &Stack) -> Result<Policies, String> {
         roles: BTreeMap::from([
             ("orchestrator".into(), (role("OrchestratorRole"), resolved.role_policies("OrchestratorRole")?)),
             ("table-sync".into(), (role("TableSyncRole"), resolved.role_policies("TableSyncRole")?)),
+            ("hook-receiver".into(), (role("HookReceiverRole"), resolved.role_policies("HookReceiverRole")?)),
         ]),
         resources: vec![
             (
@@ -95,7 +97,9 @@ fn deployment(kms_key: Option<&str>) -> Deployment {
     Deployment {
         account: ACCOUNT.into(),
         region: REGION.into(),
-        functions: ["orchestrator", "table-sync"].map(|f| (f.to_string(), format!("{STACK}-{f}"))).into(),
+        functions: ["orchestrator", "table-sync", "hook-receiver"]
+            .map(|f| (f.to_string(), format!("{STACK}-{f}")))
+            .into(),
         kms_key: kms_key.map(String::from),
     }
 }
@@ -111,6 +115,18 @@ async fn recorded_sync(setup: Setup) -> World {
     let forced = w.invoke("orchestrator", json!({"integration": "acme", "force": true})).await;
     let run = forced["dispatched"][0]["run_id"].as_str().unwrap().to_string();
     tick_until_done(&w, &run, 22, Duration::from_secs(180)).await;
+    // REST hooks through the receiver's URL: its calls are recorded too.
+    let app = capsule_sync_e2e::client_for(&w.sim, &w.sim.token());
+    let hooked: Vec<String> = ["parties", "opportunities", "cases", "tasks"].map(String::from).into();
+    capsule_engine::hooks::subscriptions::subscribe(&app, &w.stack.state, "acme", &w.hook_url, &hooked).await.unwrap();
+    capsule_sync_e2e::hooks::change_the_account(&w.sim);
+    let landed = async {
+        // One batched delivery per change (nine), each to the hook of its event.
+        while w.sim.hook_stats().delivered < 9 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), landed).await.expect("deliveries answered 2xx");
     w.lambda.wait_idle().await;
     assert!(w.lambda.errors().is_empty(), "{:?}", w.lambda.errors());
     w
@@ -121,10 +137,11 @@ async fn recorded_sync(setup: Setup) -> World {
 fn requests_of(w: &World, deployment: &Deployment, stack: &Stack) -> Vec<IamRequest> {
     let calls = w.recorder.as_ref().expect("recorded").log.calls();
     let mut requests = Vec::new();
-    for call in calls.iter().filter(|c| c.principal == "orchestrator" || c.principal == "table-sync") {
+    for call in calls.iter().filter(|c| ["orchestrator", "table-sync", "hook-receiver"].contains(&c.principal.as_str()))
+    {
         requests.extend(deployment.requests(call).unwrap_or_else(|e| panic!("{} made a call: {e}", call.principal)));
     }
-    for function in ["orchestrator", "table-sync"] {
+    for function in ["orchestrator", "table-sync", "hook-receiver"] {
         let group = format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{STACK}-{function}");
         let stream = format!("{group}:log-stream:2026/12/07/[$LATEST]0123456789abcdef");
         for action in ["logs:CreateLogStream", "logs:PutLogEvents"] {
@@ -143,7 +160,23 @@ fn forbidden(w: &World, deployment: &Deployment) -> Vec<IamRequest> {
     let keys = |pk: &str| json!([pk]);
     let ts = "table-sync";
     let orch = "orchestrator";
+    let hr = "hook-receiver";
     vec![
+        IamRequest::new(
+            hr,
+            "secretsmanager:GetSecretValue",
+            &deployment.secret_arn(&format!("{}acme", w.secret_prefix)),
+            "a Capsule token",
+        ),
+        IamRequest::new(hr, "s3:GetObject", &object(&format!("{}/acme/parties/x", w.prefix)), "reading CRM data")
+            .with("aws:SecureTransport", json!("true")),
+        IamRequest::new(hr, "s3:DeleteObject", &object(&format!("{}/acme/parties/x", w.prefix)), "removing output"),
+        IamRequest::new(hr, "s3:PutObject", &object("other/acme/parties/x.ndjson.gz"), "another prefix of the bucket"),
+        IamRequest::new(hr, "dynamodb:PutItem", &table, "an integration")
+            .with("dynamodb:LeadingKeys", keys("INT#acme")),
+        IamRequest::new(hr, "dynamodb:GetItem", &table, "a rate budget").with("dynamodb:LeadingKeys", keys("BUDGET#k")),
+        IamRequest::new(hr, "dynamodb:Scan", &table, "every integration"),
+        IamRequest::new(hr, "lambda:InvokeFunction", &deployment.function_arn("table-sync"), "starting a sync"),
         IamRequest::new(
             ts,
             "secretsmanager:GetSecretValue",
@@ -255,6 +288,10 @@ async fn every_call_the_functions_make_is_allowed_and_nothing_else_with_default_
         "lambda:InvokeFunction",
     ] {
         assert!(actions.contains(&needed), "the sync made no {needed} call: the recording missed something");
+    }
+    for needed in ["dynamodb:GetItem", "s3:PutObject"] {
+        let made = requests.iter().any(|r| r.function == "hook-receiver" && r.action == needed);
+        assert!(made, "the hook receiver made no {needed} call: the recording missed something");
     }
 
     // A template missing a grant or a condition value fails, each on the calls that need it.

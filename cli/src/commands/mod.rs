@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod demo;
 pub mod doctor;
+pub mod hooks;
 pub mod integrations;
 pub mod ops;
 pub mod plan;

@@ -132,6 +132,9 @@ pub async fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
             };
         }
         println!("{t}");
+        if let Some(hooks) = super::hooks::summary(backend, &integration).await? {
+            println!("{hooks}");
+        }
         return Ok(());
     }
     status_of_all(backend, args.json).await
@@ -379,7 +382,7 @@ pub async fn logs(backend: &Backend, args: LogsArgs) -> anyhow::Result<()> {
 }
 
 pub async fn jobs(backend: &Backend, args: JobsArgs) -> anyhow::Result<()> {
-    backend.integration(&args.name).await?;
+    let integration = backend.integration(&args.name).await?;
     let jobs = capsule_engine::jobs::jobs(backend.state.as_ref(), &args.name, args.last).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
@@ -414,5 +417,8 @@ pub async fn jobs(backend: &Backend, args: JobsArgs) -> anyhow::Result<()> {
         ]);
     }
     println!("{t}");
+    if let Some(hooks) = super::hooks::summary(backend, &integration).await? {
+        println!("{hooks}");
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod count;
 mod page;
 mod record;
 mod retry;
+mod write;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,6 +24,7 @@ pub use count::{Counted, count_records, count_requests, with_page};
 pub use page::next_link;
 pub use record::{BodyError, ListingPage, RawRecord};
 pub use retry::{Attempt, RetryPolicy};
+pub use write::Write;
 
 use crate::access::AccessPolicy;
 use capsule_core::budget::{BudgetPolicy, Claim, MemoryBudgets, RateBudget, RateBudgetStore, budget_key};

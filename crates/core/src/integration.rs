@@ -234,6 +234,9 @@ pub struct Integration {
     /// a first load, which has no bookmark to drop — takes effect on the run after it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backfills: BTreeMap<String, u64>,
+    /// The REST hook subscription (`capsule-sync hooks subscribe`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<crate::hooks::HookSettings>,
 }
 
 /// Recent-window mode: a run reads only what can have changed since the previous run (the
@@ -310,6 +313,7 @@ impl Integration {
             updated_at: now,
             changes: vec![Change { at: now, what: "created".into() }],
             backfills: BTreeMap::new(),
+            hooks: None,
         }
     }
 
@@ -525,6 +529,9 @@ fn name_problem(name: &str) -> Option<String> {
     })
 }
 
+/// What starts the suffix of a hook run's id (warehouse views tell hook runs by it).
+pub const HOOK_RUN_MARK: &str = "hook";
+
 /// A run id: `20261128T081100Z-3fa9c1`. Sorts by start time; the date part is the `dt=` partition,
 /// so a retry of the same run id writes exactly the same keys.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -535,6 +542,18 @@ impl RunId {
     pub fn new(now: DateTime<Utc>) -> RunId {
         let suffix: u32 = rand::rng().random_range(0..0x100_0000);
         RunId(format!("{}-{suffix:06x}", now.format("%Y%m%dT%H%M%SZ")))
+    }
+
+    /// The id of a hook run (rows of REST hook deliveries): `20261128T081100Z-hook3fa9c1`. A
+    /// batch run's suffix is hex, so `hook` never starts one.
+    pub fn hook(now: DateTime<Utc>) -> RunId {
+        let suffix: u32 = rand::rng().random_range(0..0x100_0000);
+        RunId(format!("{}-{HOOK_RUN_MARK}{suffix:06x}", now.format("%Y%m%dT%H%M%SZ")))
+    }
+
+    /// Whether the run landed REST hook deliveries rather than read Capsule.
+    pub fn is_hook(&self) -> bool {
+        self.0[17..].starts_with(HOOK_RUN_MARK)
     }
 
     pub fn as_str(&self) -> &str {

@@ -6,6 +6,7 @@
 //! - [`ports`]: the traits (state, objects, tokens, dispatch) and the state they store.
 //! - [`budget`], [`ratelimit`]: the shared rate-limit budget's model and store trait.
 //! - [`manifest`]: what a table run wrote, as its manifest records it.
+//! - [`hooks`]: an integration's REST hook subscription and its secret's digest.
 //! - [`events`] (the functions' payloads), [`observe`] (the log events), [`runlog`], [`progress`].
 //! - [`process`]: which local process holds a lease; [`tls`]: the one TLS provider.
 
@@ -13,6 +14,7 @@ pub mod budget;
 pub mod catalog;
 mod error;
 pub mod events;
+pub mod hooks;
 pub mod integration;
 pub mod manifest;
 pub mod observe;

@@ -86,6 +86,17 @@ pub struct RunManifest {
     /// A recent-window run: what it read and what it carried over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent_window: Option<WindowSummary>,
+    /// A hook run: the REST hook deliveries its rows came in (no bookmark, no request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<HookSummary>,
+}
+
+/// What a hook run landed: rows of REST hook deliveries received between two instants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookSummary {
+    pub deliveries: u64,
+    pub first_received_at: DateTime<Utc>,
+    pub last_received_at: DateTime<Utc>,
 }
 
 /// How a recent-window run made its snapshot.

@@ -4,6 +4,7 @@
 //! spec's columns map onto it (aliases, columns Capsule does not provide) is [`spec`].
 
 mod columns;
+mod hooks;
 mod name;
 pub mod spec;
 mod tables;
@@ -13,6 +14,9 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 pub use columns::{ColumnSelection, resolve_columns};
+pub use hooks::{
+    HOOK_COLUMNS, HOOK_SOURCE, HOOK_SUBJECTS, HookEvent, HookSubject, hook_event, hook_events, hook_subject,
+};
 pub use name::TableName;
 pub use tables::TABLES;
 

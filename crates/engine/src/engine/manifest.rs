@@ -81,6 +81,7 @@ impl TableRun<'_> {
             slices_refreshed_at: recent::slices_after(self.integration, self.table, start.started, written.recent),
             discovered_at: written.discovered_at,
             recent_window: written.recent.map(recent::RecentRead::summary),
+            hooks: None,
         }
     }
 }

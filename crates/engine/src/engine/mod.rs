@@ -15,7 +15,7 @@
 
 mod fetch;
 pub mod recent;
-mod row;
+pub(crate) mod row;
 mod snapshot;
 
 mod commit;

@@ -59,6 +59,17 @@ pub(super) fn kit(kit: &Kit<'_>) -> Vec<KitFile> {
     for table in kit.tables {
         let columns: Vec<String> = raw_types(table).iter().map(|(n, t)| format!("  {} {t}", d.ident(n))).collect();
         sql.push_str(&format!("CREATE TABLE IF NOT EXISTS {} (\n{}\n);\n", d.ident(&table.raw), columns.join(",\n")));
+        if table.hooked {
+            // A table made before hooks were landed gets their columns (loads insert by name).
+            for c in capsule_core::catalog::HOOK_COLUMNS {
+                sql.push_str(&format!(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {};\n",
+                    d.ident(&table.raw),
+                    d.ident(c.name),
+                    type_of(c.ty)
+                ));
+            }
+        }
     }
     sql.push_str(
         "\n-- A list of paths as the text of a SQL list literal (quotes doubled; chr(1) never occurs in a path).\n\
@@ -115,7 +126,7 @@ fn load_table(kit: &Kit<'_>, table: &KitTable) -> String {
          FROM (SELECT unnest(files) AS f FROM capsule_new_runs WHERE table_name = {table})\n);\n\
          SET VARIABLE capsule_sql = CASE WHEN len(getvariable('capsule_files')) = 0\n  \
          THEN 'SELECT * FROM {raw} LIMIT 0'\n  ELSE '{read}' END;\n\
-         INSERT INTO {raw} SELECT * FROM query(getvariable('capsule_sql'));\n",
+         INSERT INTO {raw} BY NAME SELECT * FROM query(getvariable('capsule_sql'));\n",
         name = table.spec.name,
         table = literal(table.spec.name),
         raw = d.ident(&table.raw).replace('\'', "''"),

@@ -19,13 +19,16 @@ pub(crate) struct Kit<'a> {
 pub struct KitTable {
     pub spec: &'static TableSpec,
     /// Every column of a row, in file order: the selected record columns, the added columns,
-    /// then `_run_id` and `_extracted_at`. The raw table adds `dt` after these.
+    /// then `_run_id` and `_extracted_at`, then (a table Capsule sends REST hooks for) the hook
+    /// columns. The raw table adds `dt` after these.
     pub columns: Vec<&'static Column>,
     /// `<integration>_<table>` (a `-` in the integration's name becomes `_`).
     pub raw: String,
     /// `<raw>_current`.
     pub view: String,
     pub rule: ViewRule,
+    /// Capsule sends REST hooks for it: hook runs' rows (and tombstones) are merged in its view.
+    pub hooked: bool,
 }
 
 /// How the current state of a table is derived from its raw rows.
@@ -65,7 +68,14 @@ pub fn kit_tables(integration: &Integration) -> Result<Vec<KitTable>> {
         .iter()
         .map(|spec| {
             let chosen = integration.column_selection(spec)?.columns;
-            let columns = chosen.into_iter().chain(spec.added.iter()).chain(catalog::METADATA_COLUMNS.iter()).collect();
+            let hooked = catalog::hook_subject(spec.name).is_some();
+            let hook_columns = if hooked { catalog::HOOK_COLUMNS } else { &[] };
+            let columns = chosen
+                .into_iter()
+                .chain(spec.added.iter())
+                .chain(catalog::METADATA_COLUMNS.iter())
+                .chain(hook_columns.iter())
+                .collect();
             let rule = match spec.replication {
                 Replication::Full => ViewRule::Snapshot,
                 Replication::DeletedFeed => ViewRule::Tombstones,
@@ -75,7 +85,7 @@ pub fn kit_tables(integration: &Integration) -> Result<Vec<KitTable>> {
                 },
             };
             let raw = raw_name(&integration.name, spec.name);
-            Ok(KitTable { spec, columns, view: format!("{raw}_current"), raw, rule })
+            Ok(KitTable { spec, columns, view: format!("{raw}_current"), raw, rule, hooked })
         })
         .collect()
 }

@@ -17,7 +17,11 @@ CREATE EXTERNAL TABLE IF NOT EXISTS `acme_parties` (
   `updatedAt` TIMESTAMP,
   `tags` STRING,
   `_run_id` STRING,
-  `_extracted_at` TIMESTAMP
+  `_extracted_at` TIMESTAMP,
+  `_event` STRING,
+  `_received_at` TIMESTAMP,
+  `_source` STRING,
+  `_deleted` BOOLEAN
 )
 PARTITIONED BY (`dt` DATE)
 ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'
@@ -55,7 +59,11 @@ CREATE EXTERNAL TABLE IF NOT EXISTS `acme_users` (
   `loggedIn` BOOLEAN,
   `pictureURL` STRING,
   `_run_id` STRING,
-  `_extracted_at` TIMESTAMP
+  `_extracted_at` TIMESTAMP,
+  `_event` STRING,
+  `_received_at` TIMESTAMP,
+  `_source` STRING,
+  `_deleted` BOOLEAN
 )
 PARTITIONED BY (`dt` DATE)
 ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'

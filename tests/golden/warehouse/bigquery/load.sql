@@ -10,14 +10,14 @@ SELECT m.`table` AS table_name, m.run_id, m.extracted_at, m.`rows`, m.files, m._
 FROM `acme__manifests` AS m
 WHERE REGEXP_CONTAINS(m._FILE_NAME, r'/runs/[^/]+/[a-z_]+[.]json$')
   AND m._FILE_NAME NOT IN (SELECT manifest FROM `acme__runs`);
-INSERT INTO `acme_parties` (`id`, `name`, `updatedAt`, `tags`, `_run_id`, `_extracted_at`, dt)
-SELECT `id`, `name`, `updatedAt`, `tags`, `_run_id`, `_extracted_at`, PARSE_DATE('%Y-%m-%d', REGEXP_EXTRACT(_FILE_NAME, r'/dt=([0-9-]+)/')) FROM `acme_parties__files`
+INSERT INTO `acme_parties` (`id`, `name`, `updatedAt`, `tags`, `_run_id`, `_extracted_at`, `_event`, `_received_at`, `_source`, `_deleted`, dt)
+SELECT `id`, `name`, `updatedAt`, `tags`, `_run_id`, `_extracted_at`, `_event`, `_received_at`, `_source`, `_deleted`, PARSE_DATE('%Y-%m-%d', REGEXP_EXTRACT(_FILE_NAME, r'/dt=([0-9-]+)/')) FROM `acme_parties__files`
 WHERE _FILE_NAME IN (SELECT CONCAT('s3://capsule-bucket/exports/', f.key) FROM capsule_new_runs AS n, UNNEST(n.files) AS f WHERE n.table_name = 'parties');
 INSERT INTO `acme_deleted_parties` (`id`, `deletedAt`, `_deleted`, `_restricted`, `_run_id`, `_extracted_at`, dt)
 SELECT `id`, `deletedAt`, `_deleted`, `_restricted`, `_run_id`, `_extracted_at`, PARSE_DATE('%Y-%m-%d', REGEXP_EXTRACT(_FILE_NAME, r'/dt=([0-9-]+)/')) FROM `acme_deleted_parties__files`
 WHERE _FILE_NAME IN (SELECT CONCAT('s3://capsule-bucket/exports/', f.key) FROM capsule_new_runs AS n, UNNEST(n.files) AS f WHERE n.table_name = 'deleted_parties');
-INSERT INTO `acme_users` (`id`, `username`, `name`, `status`, `locale`, `currency`, `timezone`, `party`, `lastLoginAt`, `taskReminder`, `emailPreference`, `clickToCallPreference`, `preferredEmailFromAddress`, `deleted`, `loggedIn`, `pictureURL`, `_run_id`, `_extracted_at`, dt)
-SELECT `id`, `username`, `name`, `status`, `locale`, `currency`, `timezone`, `party`, `lastLoginAt`, `taskReminder`, `emailPreference`, `clickToCallPreference`, `preferredEmailFromAddress`, `deleted`, `loggedIn`, `pictureURL`, `_run_id`, `_extracted_at`, PARSE_DATE('%Y-%m-%d', REGEXP_EXTRACT(_FILE_NAME, r'/dt=([0-9-]+)/')) FROM `acme_users__files`
+INSERT INTO `acme_users` (`id`, `username`, `name`, `status`, `locale`, `currency`, `timezone`, `party`, `lastLoginAt`, `taskReminder`, `emailPreference`, `clickToCallPreference`, `preferredEmailFromAddress`, `deleted`, `loggedIn`, `pictureURL`, `_run_id`, `_extracted_at`, `_event`, `_received_at`, `_source`, `_deleted`, dt)
+SELECT `id`, `username`, `name`, `status`, `locale`, `currency`, `timezone`, `party`, `lastLoginAt`, `taskReminder`, `emailPreference`, `clickToCallPreference`, `preferredEmailFromAddress`, `deleted`, `loggedIn`, `pictureURL`, `_run_id`, `_extracted_at`, `_event`, `_received_at`, `_source`, `_deleted`, PARSE_DATE('%Y-%m-%d', REGEXP_EXTRACT(_FILE_NAME, r'/dt=([0-9-]+)/')) FROM `acme_users__files`
 WHERE _FILE_NAME IN (SELECT CONCAT('s3://capsule-bucket/exports/', f.key) FROM capsule_new_runs AS n, UNNEST(n.files) AS f WHERE n.table_name = 'users');
 INSERT INTO `acme_custom_fields` (`id`, `name`, `description`, `type`, `tag`, `captureRule`, `options`, `important`, `displayOrder`, `entity`, `_run_id`, `_extracted_at`, dt)
 SELECT `id`, `name`, `description`, `type`, `tag`, `captureRule`, `options`, `important`, `displayOrder`, `entity`, `_run_id`, `_extracted_at`, PARSE_DATE('%Y-%m-%d', REGEXP_EXTRACT(_FILE_NAME, r'/dt=([0-9-]+)/')) FROM `acme_custom_fields__files`

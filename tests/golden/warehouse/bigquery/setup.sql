@@ -20,7 +20,11 @@ CREATE OR REPLACE EXTERNAL TABLE `acme_parties__files` (
   `updatedAt` TIMESTAMP,
   `tags` JSON,
   `_run_id` STRING,
-  `_extracted_at` TIMESTAMP
+  `_extracted_at` TIMESTAMP,
+  `_event` STRING,
+  `_received_at` TIMESTAMP,
+  `_source` STRING,
+  `_deleted` BOOL
 )
 OPTIONS (format = 'NEWLINE_DELIMITED_JSON', compression = 'GZIP', ignore_unknown_values = true, uris = ['s3://capsule-bucket/exports/acme/parties/*']);
 CREATE TABLE IF NOT EXISTS `acme_parties` (
@@ -30,6 +34,10 @@ CREATE TABLE IF NOT EXISTS `acme_parties` (
   `tags` JSON,
   `_run_id` STRING,
   `_extracted_at` TIMESTAMP,
+  `_event` STRING,
+  `_received_at` TIMESTAMP,
+  `_source` STRING,
+  `_deleted` BOOL,
   dt DATE
 )
 PARTITION BY dt
@@ -74,7 +82,11 @@ CREATE OR REPLACE EXTERNAL TABLE `acme_users__files` (
   `loggedIn` BOOL,
   `pictureURL` STRING,
   `_run_id` STRING,
-  `_extracted_at` TIMESTAMP
+  `_extracted_at` TIMESTAMP,
+  `_event` STRING,
+  `_received_at` TIMESTAMP,
+  `_source` STRING,
+  `_deleted` BOOL
 )
 OPTIONS (format = 'NEWLINE_DELIMITED_JSON', compression = 'GZIP', ignore_unknown_values = true, uris = ['s3://capsule-bucket/exports/acme/users/*']);
 CREATE TABLE IF NOT EXISTS `acme_users` (
@@ -96,6 +108,10 @@ CREATE TABLE IF NOT EXISTS `acme_users` (
   `pictureURL` STRING,
   `_run_id` STRING,
   `_extracted_at` TIMESTAMP,
+  `_event` STRING,
+  `_received_at` TIMESTAMP,
+  `_source` STRING,
+  `_deleted` BOOL,
   dt DATE
 )
 PARTITION BY dt

@@ -14,9 +14,9 @@ aws s3 ls --recursive 's3://capsule-bucket/exports/_meta/acme/runs/' | awk '{pri
   table=$(basename "$key" .json)
   [[ "$run" =~ ^[A-Za-z0-9-]+$ ]] || { echo "unexpected run id in $key" >&2; exit 1; }
   case "$table" in
-    parties) raw='"acme_parties"'; columns='"id", "name", "updatedat", "tags", "_run_id", "_extracted_at"' ;;
+    parties) raw='"acme_parties"'; columns='"id", "name", "updatedat", "tags", "_run_id", "_extracted_at", "_event", "_received_at", "_source", "_deleted"' ;;
     deleted_parties) raw='"acme_deleted_parties"'; columns='"id", "deletedat", "_deleted", "_restricted", "_run_id", "_extracted_at"' ;;
-    users) raw='"acme_users"'; columns='"id", "username", "name", "status", "locale", "currency", "timezone", "party", "lastloginat", "taskreminder", "emailpreference", "clicktocallpreference", "preferredemailfromaddress", "deleted", "loggedin", "pictureurl", "_run_id", "_extracted_at"' ;;
+    users) raw='"acme_users"'; columns='"id", "username", "name", "status", "locale", "currency", "timezone", "party", "lastloginat", "taskreminder", "emailpreference", "clicktocallpreference", "preferredemailfromaddress", "deleted", "loggedin", "pictureurl", "_run_id", "_extracted_at", "_event", "_received_at", "_source", "_deleted"' ;;
     custom_fields) raw='"acme_custom_fields"'; columns='"id", "name", "description", "type", "tag", "capturerule", "options", "important", "displayorder", "entity", "_run_id", "_extracted_at"' ;;
     *) continue ;;
   esac

@@ -8,6 +8,10 @@ CREATE TABLE IF NOT EXISTS "acme_parties" (
   "tags" SUPER,
   "_run_id" VARCHAR(65535),
   "_extracted_at" TIMESTAMPTZ,
+  "_event" VARCHAR(65535),
+  "_received_at" TIMESTAMPTZ,
+  "_source" VARCHAR(65535),
+  "_deleted" BOOLEAN,
   "dt" DATE
 )
 SORTKEY ("_extracted_at");
@@ -40,6 +44,10 @@ CREATE TABLE IF NOT EXISTS "acme_users" (
   "pictureurl" VARCHAR(65535),
   "_run_id" VARCHAR(65535),
   "_extracted_at" TIMESTAMPTZ,
+  "_event" VARCHAR(65535),
+  "_received_at" TIMESTAMPTZ,
+  "_source" VARCHAR(65535),
+  "_deleted" BOOLEAN,
   "dt" DATE
 )
 SORTKEY ("_extracted_at");

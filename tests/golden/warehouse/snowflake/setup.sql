@@ -10,6 +10,10 @@ CREATE TABLE IF NOT EXISTS "acme_parties" (
   "tags" VARIANT,
   "_run_id" VARCHAR,
   "_extracted_at" TIMESTAMP_TZ,
+  "_event" VARCHAR,
+  "_received_at" TIMESTAMP_TZ,
+  "_source" VARCHAR,
+  "_deleted" BOOLEAN,
   "dt" DATE,
   "_file" VARCHAR
 );
@@ -42,6 +46,10 @@ CREATE TABLE IF NOT EXISTS "acme_users" (
   "pictureURL" VARCHAR,
   "_run_id" VARCHAR,
   "_extracted_at" TIMESTAMP_TZ,
+  "_event" VARCHAR,
+  "_received_at" TIMESTAMP_TZ,
+  "_source" VARCHAR,
+  "_deleted" BOOLEAN,
   "dt" DATE,
   "_file" VARCHAR
 );

@@ -4,7 +4,7 @@
 CREATE OR REPLACE VIEW "acme_parties_current" AS
 WITH latest AS (
   SELECT * FROM (
-    SELECT r.*, row_number() OVER (PARTITION BY "id" ORDER BY "updatedAt" DESC NULLS LAST, "_extracted_at" DESC) AS capsule_rank
+    SELECT r.*, row_number() OVER (PARTITION BY "id" ORDER BY CASE WHEN coalesce("_deleted", false) THEN "_received_at" ELSE "updatedAt" END DESC NULLS LAST, "_extracted_at" DESC) AS capsule_rank
     FROM (SELECT * FROM "acme_parties" WHERE "_run_id" IN (SELECT run_id FROM "acme__runs" WHERE table_name = 'parties')) AS r
   ) AS ranked
   WHERE capsule_rank = 1
@@ -16,11 +16,12 @@ gone AS (
   FROM (SELECT * FROM "acme_deleted_parties" WHERE "_run_id" IN (SELECT run_id FROM "acme__runs" WHERE table_name = 'deleted_parties')) AS d
   GROUP BY "id"
 )
-SELECT latest."id", latest."name", latest."updatedAt", latest."tags", latest."_run_id", latest."_extracted_at", latest."dt",
+SELECT latest."id", latest."name", latest."updatedAt", latest."tags", latest."_run_id", latest."_extracted_at", latest."_event", latest."_received_at", latest."_source", latest."_deleted", latest."dt",
   coalesce(gone.restricted_seen >= latest."_extracted_at", false) AS "_restricted"
 FROM latest
 LEFT JOIN gone ON gone."id" = latest."id"
-WHERE (gone.deleted_seen IS NULL OR gone.deleted_seen < latest."_extracted_at");
+WHERE (gone.deleted_seen IS NULL OR gone.deleted_seen < CASE WHEN latest."_source" = 'hook' THEN latest."updatedAt" ELSE latest."_extracted_at" END)
+  AND NOT coalesce(latest."_deleted", false);
 
 CREATE OR REPLACE VIEW "acme_deleted_parties_current" AS
 WITH latest AS (
@@ -38,12 +39,14 @@ WITH latest AS (
   SELECT * FROM (
     SELECT r.*, row_number() OVER (PARTITION BY "id" ORDER BY "_extracted_at" DESC) AS capsule_rank
     FROM (SELECT * FROM "acme_users" WHERE "_run_id" IN (SELECT run_id FROM "acme__runs" WHERE table_name = 'users')) AS r
-    WHERE "_run_id" = (SELECT run_id FROM "acme__runs" WHERE table_name = 'users' ORDER BY extracted_at DESC, run_id DESC LIMIT 1)
+    WHERE "_run_id" = (SELECT run_id FROM "acme__runs" WHERE table_name = 'users' AND run_id NOT LIKE '%-hook%' ORDER BY extracted_at DESC, run_id DESC LIMIT 1)
+       OR ("_source" = 'hook' AND NOT coalesce("_received_at" <= (SELECT max(extracted_at) FROM "acme__runs" WHERE table_name = 'users' AND run_id NOT LIKE '%-hook%'), false))
   ) AS ranked
   WHERE capsule_rank = 1
 )
-SELECT latest."id", latest."username", latest."name", latest."status", latest."locale", latest."currency", latest."timezone", latest."party", latest."lastLoginAt", latest."taskReminder", latest."emailPreference", latest."clickToCallPreference", latest."preferredEmailFromAddress", latest."deleted", latest."loggedIn", latest."pictureURL", latest."_run_id", latest."_extracted_at", latest."dt"
-FROM latest;
+SELECT latest."id", latest."username", latest."name", latest."status", latest."locale", latest."currency", latest."timezone", latest."party", latest."lastLoginAt", latest."taskReminder", latest."emailPreference", latest."clickToCallPreference", latest."preferredEmailFromAddress", latest."deleted", latest."loggedIn", latest."pictureURL", latest."_run_id", latest."_extracted_at", latest."_event", latest."_received_at", latest."_source", latest."_deleted", latest."dt"
+FROM latest
+WHERE NOT coalesce(latest."_deleted", false);
 
 CREATE OR REPLACE VIEW "acme_custom_fields_current" AS
 WITH latest AS (
