@@ -60,7 +60,8 @@ def main() -> int:
     assert created.returncode == 0, created.stderr
     expect(failures, "a sound deployment", doctor(args.cli, production), 0,
            "integration acme: secret capsule-sync/acme, readable by capsule-sync-production-table-sync",
-           "schedule capsule-sync-production-tick", "no problems found")
+           "schedule capsule-sync-production-tick", "capsule-sync-production-hook-receiver's URL http",
+           "no problems found")
 
     created = cli(args.cli, production, "integrations", "create", "initech",
                   "--token", "secretsmanager:capsule-sync/initech", "--no-check")

@@ -27,18 +27,13 @@ async fn ok(dir: &Path, args: &[&str]) -> String {
 
 /// The published hook runs' manifests under the data directory.
 fn hook_manifests(dir: &Path) -> usize {
-    let runs = dir.join("output/_meta/acme/runs");
-    let Ok(entries) = std::fs::read_dir(&runs) else { return 0 };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains("-hook"))
-        .map(|e| {
-            std::fs::read_dir(e.path())
-                .unwrap()
-                .filter(|f| f.as_ref().unwrap().file_name().to_string_lossy().ends_with("s.json"))
-                .count()
-        })
-        .sum()
+    let Ok(runs) = std::fs::read_dir(dir.join("output/_meta/acme/runs")) else { return 0 };
+    runs.filter_map(|run| run.ok())
+        .filter(|run| run.file_name().to_string_lossy().contains("-hook"))
+        .flat_map(|run| std::fs::read_dir(run.path()).unwrap())
+        .map(|file| file.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json") && !name.ends_with(".redshift.json"))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -16,21 +16,21 @@ use super::policy::{self, Verdict};
 /// The operator's clients and what the checks learn on the way.
 pub struct Doctor {
     stack: String,
-    aws: AwsClients,
+    pub(super) aws: AwsClients,
     iam: aws_sdk_iam::Client,
     scheduler: aws_sdk_scheduler::Client,
-    findings: Vec<Finding>,
+    pub(super) findings: Vec<Finding>,
 }
 
 /// A deployed function as `GetFunctionConfiguration` shows it.
-struct Function {
-    name: String,
+pub(super) struct Function {
+    pub(super) name: String,
     arn: String,
     role: String,
     env: HashMap<String, String>,
 }
 
-fn wrong(problem: impl Into<String>, fix: impl Into<String>) -> Finding {
+pub(super) fn wrong(problem: impl Into<String>, fix: impl Into<String>) -> Finding {
     Finding::Wrong { problem: problem.into(), fix: fix.into() }
 }
 
@@ -83,6 +83,7 @@ impl Doctor {
                 return self.findings;
             }
         };
+        let receiver = self.hook_receiver_url().await;
         let role_policies = self.role_policies(&table_sync.role).await;
         let state = DynamoState::new(self.aws.dynamodb.clone(), &table);
         match state.list_integrations().await {
@@ -92,6 +93,7 @@ impl Doctor {
             Ok(integrations) => {
                 for integration in &integrations {
                     self.integration(integration, &access, &table_sync, &role_policies).await;
+                    self.integration_hooks(integration, receiver.as_deref());
                 }
             }
             Err(e) => self.findings.push(wrong(
@@ -102,7 +104,7 @@ impl Doctor {
         self.findings
     }
 
-    async fn function(&mut self, role: &str) -> Option<Function> {
+    pub(super) async fn function(&mut self, role: &str) -> Option<Function> {
         let name = format!("{}-{role}", self.stack);
         match self.aws.lambda.get_function_configuration().function_name(&name).send().await {
             Ok(config) => {

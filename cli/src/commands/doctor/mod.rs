@@ -1,18 +1,19 @@
 //! `capsule-sync --backend aws doctor --stack NAME`: checks a deployed stack as the operator's
-//! credentials see it — both functions, the state table, the bucket, the schedule, and for every
+//! credentials see it — its functions (the hook-receiver's URL too), the state table, the bucket, the schedule, and for every
 //! integration its API URL, its token's secret, and whether table-sync's role may read that
 //! secret (`iam:SimulatePrincipalPolicy`, or the role's own policies where the account does not
 //! answer that) — and prints each problem with its fix.
 
 mod checks;
+mod hooks;
 mod policy;
 
 use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct DoctorArgs {
-    /// The stack's name: its functions are `<stack>-orchestrator` and `<stack>-table-sync`, its
-    /// schedule `<stack>-tick`.
+    /// The stack's name: its functions are `<stack>-orchestrator`, `<stack>-table-sync` and
+    /// `<stack>-hook-receiver`, its schedule `<stack>-tick`.
     #[arg(long, env = "CAPSULE_STACK")]
     pub stack: String,
 }
