@@ -79,7 +79,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_body_bytes: 1024 * 1024, per_second: 50 }
+        Limits { max_body_bytes: 1024 * 1024, per_second: 500 }
     }
 }
 
