@@ -3,7 +3,7 @@
 # verifies what was created, for two stacks side by side (scripts/deploy_check.py says how);
 # then runs `capsule-sync --backend aws doctor` against them. CI runs it after the bootstraps
 # are cross-built (cargo lambda build --release --arm64), whose packages it deploys.
-#   bash scripts/deploy-check.sh
+#   bash scripts/deploy-check.sh              (--tools-only: install its tools, nothing else)
 # The tools live in their own virtualenv (target/deploy-venv), pinned: aws-sam-cli's lint and
 # translator, and moto with CloudFormation; the test suite's moto and cfn-lint are not touched.
 set -euo pipefail
@@ -15,6 +15,8 @@ if ! "$venv/bin/python" -m pip freeze 2>/dev/null | grep -qx 'aws-sam-cli==1.170
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}"
 fi
+# `--tools-only`: install the tools and stop (CI installs them while the code compiles).
+if [ "${1:-}" = "--tools-only" ]; then exit 0; fi
 export PATH="$PWD/$venv/bin:$PATH"
 
 # No telemetry: nothing leaves loopback.
