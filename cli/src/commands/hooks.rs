@@ -58,6 +58,7 @@ pub struct ServeArgs {
 /// The registered application's token: Capsule lets only an application subscribe to hooks.
 #[derive(Args, Debug)]
 pub struct AppArgs {
+    /// The integration.
     pub name: String,
     /// The environment variable holding the OAuth access token of your registered Capsule
     /// application.
