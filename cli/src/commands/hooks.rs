@@ -17,6 +17,7 @@ use clap::{Args, Subcommand};
 use secrecy::SecretString;
 
 use capsule_client::{CapsuleClient, ClientOptions};
+use capsule_core::integration::Integration;
 use capsule_engine::hooks::receiver::{self, Answer};
 use capsule_engine::hooks::roller::{RollPolicy, Roller};
 use capsule_engine::hooks::{Limits, RateLimiter, Rejection, activity, subscriptions};
@@ -153,8 +154,7 @@ fn respond(answer: Answer) -> Response {
 }
 
 /// A client for the app's token, sending it only where the integration's API is.
-async fn app_client(backend: &Backend, app: &AppArgs) -> anyhow::Result<CapsuleClient> {
-    let integration = backend.integration(&app.name).await?;
+async fn app_client(backend: &Backend, app: &AppArgs, integration: &Integration) -> anyhow::Result<CapsuleClient> {
     let token = match &app.app_token_file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading the app token from --app-token-file {}", path.display()))?,
@@ -171,7 +171,7 @@ async fn app_client(backend: &Backend, app: &AppArgs) -> anyhow::Result<CapsuleC
 }
 
 async fn subscribe(backend: &Backend, args: SubscribeArgs) -> anyhow::Result<()> {
-    let client = app_client(backend, &args.app).await?;
+    let client = app_client(backend, &args.app, &backend.integration(&args.app.name).await?).await?;
     let name = &args.app.name;
     let done = subscriptions::subscribe(&client, backend.state.as_ref(), name, &args.receiver, &args.tables).await?;
     println!(
@@ -186,7 +186,7 @@ async fn subscribe(backend: &Backend, args: SubscribeArgs) -> anyhow::Result<()>
 }
 
 async fn unsubscribe(backend: &Backend, args: AppArgs) -> anyhow::Result<()> {
-    let client = app_client(backend, &args).await?;
+    let client = app_client(backend, &args, &backend.integration(&args.name).await?).await?;
     let removed = subscriptions::unsubscribe(&client, backend.state.as_ref(), &args.name).await?;
     println!("{}: {removed} REST hooks removed; deliveries to the old URL are refused from now on", args.name);
     Ok(())
@@ -194,7 +194,7 @@ async fn unsubscribe(backend: &Backend, args: AppArgs) -> anyhow::Result<()> {
 
 async fn list(backend: &Backend, args: ListArgs) -> anyhow::Result<()> {
     let integration = backend.integration(&args.app.name).await?;
-    let client = app_client(backend, &args.app).await?;
+    let client = app_client(backend, &args.app, &integration).await?;
     let hooks = subscriptions::list_of(&client, &integration).await?;
     if args.json {
         let rows: Vec<serde_json::Value> = hooks

@@ -41,12 +41,16 @@ impl HookSettings {
 pub fn new_secret() -> SecretString {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    SecretString::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    SecretString::from(hex(&bytes))
 }
 
 /// The hex SHA-256 of a secret, as [`HookSettings::secret_sha256`] stores it.
 pub fn digest(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The URL Capsule sends an integration's events to.

@@ -97,10 +97,10 @@ async fn land_group(sink: &dyn ObjectSink, group: Vec<Waiting>) {
         }
     }
     for (integration, ws) in by_integration {
-        let deliveries: Vec<Delivery> = ws.iter().map(|w| w.delivery.clone()).collect();
+        let (deliveries, answers): (Vec<Delivery>, Vec<_>) = ws.into_iter().map(|w| (w.delivery, w.landed)).unzip();
         let outcome = landing::land(sink, &integration, &deliveries).await;
-        for w in ws {
-            let _ = w.landed.send(outcome.as_ref().map(|_| ()).map_err(|e| SyncError::Output(e.to_string())));
+        for landed in answers {
+            let _ = landed.send(outcome.as_ref().map(|_| ()).map_err(|e| SyncError::Output(e.to_string())));
         }
     }
 }

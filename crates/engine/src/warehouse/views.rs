@@ -78,17 +78,17 @@ fn ranked(d: &dyn Dialect, kit: &Kit<'_>, table: &KitTable) -> String {
     let rows = committed_rows(d, kit, &table.raw, table.spec.name);
     let snapshot = match (&table.rule, table.hooked) {
         (ViewRule::Snapshot, false) => {
-            format!("\n    WHERE {} = ({})", q("_run_id"), latest_run(d, kit, table.spec.name))
+            format!("\n    WHERE {} = ({})", q("_run_id"), latest_run(d, kit, table))
         }
         // The latest snapshot, and what hooks brought after it was taken.
         (ViewRule::Snapshot, true) => format!(
             "\n    WHERE {run} = ({latest})\n       OR ({source} = {hook} AND NOT coalesce({received} <= ({taken}), false))",
             run = q("_run_id"),
-            latest = latest_run(d, kit, table.spec.name),
+            latest = latest_run(d, kit, table),
             source = q("_source"),
             hook = super::literal(catalog::HOOK_SOURCE),
             received = q("_received_at"),
-            taken = latest_run_taken(d, kit, table.spec.name),
+            taken = latest_run_taken(d, kit, table),
         ),
         _ => String::new(),
     };
@@ -111,29 +111,28 @@ fn committed_rows(d: &dyn Dialect, kit: &Kit<'_>, raw: &str, table: &str) -> Str
 }
 
 /// The run id of the table's latest committed batch run (a hook run's id says `-hook`).
-fn latest_run(d: &dyn Dialect, kit: &Kit<'_>, table: &str) -> String {
+fn latest_run(d: &dyn Dialect, kit: &Kit<'_>, table: &KitTable) -> String {
     format!(
         "SELECT run_id FROM {} WHERE table_name = {}{} ORDER BY extracted_at DESC, run_id DESC LIMIT 1",
         d.ident(&runs_table(kit)),
-        super::literal(table),
-        not_hook_run(kit, table),
+        super::literal(table.spec.name),
+        not_hook_run(table),
     )
 }
 
 /// When the table's latest committed batch run was taken.
-fn latest_run_taken(d: &dyn Dialect, kit: &Kit<'_>, table: &str) -> String {
+fn latest_run_taken(d: &dyn Dialect, kit: &Kit<'_>, table: &KitTable) -> String {
     format!(
-        "SELECT max(extracted_at) FROM {} WHERE table_name = {} AND run_id NOT LIKE {}",
+        "SELECT max(extracted_at) FROM {} WHERE table_name = {}{}",
         d.ident(&runs_table(kit)),
-        super::literal(table),
-        super::literal(&format!("%-{HOOK_RUN_MARK}%")),
+        super::literal(table.spec.name),
+        not_hook_run(table),
     )
 }
 
 /// Leaves hook runs out of a hooked table's runs.
-fn not_hook_run(kit: &Kit<'_>, table: &str) -> String {
-    let hooked = kit.tables.iter().any(|t| t.spec.name == table && t.hooked);
-    match hooked {
+fn not_hook_run(table: &KitTable) -> String {
+    match table.hooked {
         true => format!(" AND run_id NOT LIKE {}", super::literal(&format!("%-{HOOK_RUN_MARK}%"))),
         false => String::new(),
     }
